@@ -1,0 +1,89 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Dependencies, and why each is here:
+// - swift-nio: the event-driven network core for the SMTP server (and later the client).
+// - swift-nio-ssl: STARTTLS (TLS 1.2/1.3) on the SMTP listener.
+// - swift-certificates + swift-crypto: generate the self-signed pair on first start.
+// - GRDB: SQLite (WAL) for the durable queue index, inline bodies and the trace stream.
+// - Yams: the YAML config file.
+// - swift-argument-parser: the `mailflow` CLI.
+// - swift-log: structured logs.
+let package = Package(
+    name: "Mailflow",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "mailflow", targets: ["mailflow"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        .target(
+            name: "SMTPCore",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .target(name: "MailMessage"),
+        .target(
+            name: "MailQueue",
+            dependencies: [
+                "MailMessage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Delivery",
+            dependencies: [
+                "MailQueue", "MailMessage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Ingress",
+            dependencies: [
+                "SMTPCore", "MailQueue", "MailMessage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "MailflowApp",
+            dependencies: [
+                "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "mailflow",
+            dependencies: [
+                "MailflowApp", "MailQueue",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "SMTPCoreTests", dependencies: ["SMTPCore", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "MailMessageTests", dependencies: ["MailMessage"]),
+        .testTarget(name: "MailQueueTests", dependencies: ["MailQueue", "Delivery", "MailMessage"]),
+        .testTarget(name: "MailflowAppTests", dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

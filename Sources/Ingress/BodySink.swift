@@ -1,0 +1,127 @@
+import Foundation
+import MailQueue
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where one incoming body goes while it streams: memory up to `Spool.inlineLimit`, then a spool file
+/// written in order on the blocking-I/O thread pool, so the event loop never waits on the disk and a
+/// 35 MB message never sits whole in memory.
+///
+/// Lives on one event loop (it is part of the session's handler).
+final class BodySink {
+    let spool: Spool
+    let path: String
+    let threadPool: NIOThreadPool
+    let eventLoop: EventLoop
+    var inline: ByteBuffer
+    /// The chain of file writes; nil until the body spills to disk.
+    var fileChain: EventLoopFuture<CInt>?
+    private(set) var size = 0
+    /// Bytes handed to the thread pool and not yet written.
+    private(set) var outstanding = 0
+
+    init(spool: Spool, queueID: String, threadPool: NIOThreadPool, eventLoop: EventLoop, allocator: ByteBufferAllocator) {
+        self.spool = spool
+        self.path = spool.path(for: queueID)
+        self.threadPool = threadPool
+        self.eventLoop = eventLoop
+        self.inline = allocator.buffer(capacity: 8 * 1024)
+    }
+
+    var isSpooled: Bool { fileChain != nil }
+
+    func append(_ bytes: ByteBuffer) {
+        size += bytes.readableBytes
+        if fileChain == nil {
+            var b = bytes
+            inline.writeBuffer(&b)
+            if inline.readableBytes > Spool.inlineLimit { spill() }
+        } else {
+            enqueueWrite(bytes)
+        }
+    }
+
+    private func spill() {
+        let path = self.path
+        fileChain = threadPool.runIfActive(eventLoop: eventLoop) { () throws -> CInt in
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw FileSync.Failure(operation: "open", path: path, errno: errno) }
+            return fd
+        }
+        let first = inline
+        inline = ByteBuffer()
+        enqueueWrite(first)
+    }
+
+    private func enqueueWrite(_ bytes: ByteBuffer) {
+        guard let chain = fileChain else { return }
+        let count = bytes.readableBytes
+        outstanding += count
+        let pool = threadPool
+        let loop = eventLoop
+        let path = self.path
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        fileChain = chain.flatMap { fd in
+            pool.runIfActive(eventLoop: loop) { () throws -> CInt in
+                try bytes.withUnsafeReadableBytes { raw in
+                    var off = 0
+                    while off < raw.count {
+                        let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                        if n < 0 {
+                            if errno == EINTR { continue }
+                            throw FileSync.Failure(operation: "write", path: path, errno: errno)
+                        }
+                        off += n
+                    }
+                }
+                return fd
+            }
+        }.always { _ in
+            bound.value.outstanding -= count
+        }
+    }
+
+    /// Completes the body: inline bytes, or a spool file synced (file and directory) and closed.
+    func finish() -> EventLoopFuture<MessageBody> {
+        guard let chain = fileChain else {
+            return eventLoop.makeSucceededFuture(.inline(Data(inline.readableBytesView)))
+        }
+        let spool = self.spool
+        let path = self.path
+        let pool = threadPool
+        let loop = eventLoop
+        return chain.flatMap { fd in
+            pool.runIfActive(eventLoop: loop) { () throws -> MessageBody in
+                defer { close(fd) }
+                guard fsync(fd) == 0 else { throw FileSync.Failure(operation: "fsync", path: path, errno: errno) }
+                try FileSync.sync(path: spool.directory)
+                return .spooled(path: path)
+            }
+        }
+    }
+
+    /// Throws the body away (refused message or dropped connection).
+    func discard() {
+        guard let chain = fileChain else {
+            inline.clear()
+            return
+        }
+        let path = self.path
+        let pool = threadPool
+        let loop = eventLoop
+        fileChain = nil
+        chain.flatMap { fd in
+            pool.runIfActive(eventLoop: loop) {
+                close(fd)
+                unlink(path)
+            }
+        }.whenFailure { _ in
+            // Open failed or a write failed: remove whatever exists, on the pool.
+            _ = pool.runIfActive(eventLoop: loop) { unlink(path) }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+
+/// The trace and identity header fields Mailflow adds: `Received:` (RFC 5321 §4.4, with RFC 3848
+/// protocol names), `Return-Path:` (RFC 5321 §4.4) and a `Message-ID:` (RFC 5322 §3.6.4) where the
+/// sender left it out.
+public enum HeaderStamps {
+    /// The TLS facts recorded in `Received:` (RFC 8314 §4.3 style: version and cipher).
+    public struct TLSInfo: Sendable, Hashable, Codable {
+        public var version: String
+        public var cipher: String
+        public init(version: String, cipher: String) {
+            self.version = version
+            self.cipher = cipher
+        }
+    }
+
+    /// ```
+    /// Received: from client.test (client.test [127.0.0.1])
+    ///     by mx.example.test (Mailflow) with ESMTPS (TLSv1.3 TLS_AES_128_GCM_SHA256)
+    ///     id 0B1C2D3E4F5G for <alice@example.test>; Sun, 29 Nov 2026 10:00:00 +0000
+    /// ```
+    public static func received(
+        helo: String, clientAddress: String, by host: String, protocolName: String, tls: TLSInfo?,
+        queueID: String, singleRecipient: String?, date: Date
+    ) -> String {
+        var s = "Received: from \(sanitize(helo)) ([\(clientAddress)])\r\n"
+        s += "\tby \(host) (Mailflow) with \(protocolName)"
+        if let tls { s += tls.cipher.isEmpty ? " (\(tls.version))" : " (\(tls.version) \(tls.cipher))" }
+        s += "\r\n\tid \(queueID)"
+        if let r = singleRecipient { s += " for <\(sanitize(r))>" }
+        s += "; \(rfc5322Date(date))\r\n"
+        return s
+    }
+
+    public static func returnPath(_ sender: String) -> String {
+        "Return-Path: <\(sanitize(sender))>\r\n"
+    }
+
+    public static func messageID(queueID: String, host: String) -> String {
+        "<\(queueID)@\(host)>"
+    }
+
+    /// Removes anything that could break a header line (CR, LF, other controls).
+    static func sanitize(_ s: String) -> String {
+        String(s.unicodeScalars.filter { $0.value >= 32 && $0.value != 127 }.map(Character.init))
+    }
+
+    /// RFC 5322 §3.3 date, always in UTC: `Sun, 29 Nov 2026 10:00:00 +0000`.
+    public static func rfc5322Date(_ date: Date) -> String {
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = TimeZone(identifier: "UTC")!
+        let c = cal.dateComponents([.weekday, .day, .month, .year, .hour, .minute, .second], from: date)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ v: Int?) -> String { let v = v ?? 0; return v < 10 ? "0\(v)" : "\(v)" }
+        return "\(days[(c.weekday ?? 1) - 1]), \(c.day ?? 1) \(months[(c.month ?? 1) - 1]) \(c.year ?? 1970) "
+            + "\(two(c.hour)):\(two(c.minute)):\(two(c.second)) +0000"
+    }
+}

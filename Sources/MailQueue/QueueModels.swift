@@ -1,0 +1,161 @@
+import Foundation
+
+/// One envelope recipient as the queue keeps it (RFC 5321 envelope plus RFC 3461 DSN parameters).
+public struct EnvelopeRecipient: Sendable, Hashable, Codable {
+    public var address: String
+    /// How it is delivered, chosen at RCPT time: `local:<domain>/<mailbox>` for now.
+    public var route: String
+    /// RFC 3461 NOTIFY as sent (`SUCCESS,FAILURE`, `NEVER`), nil when absent.
+    public var notify: String?
+    /// RFC 3461 ORCPT as `type;address` (decoded), nil when absent.
+    public var originalRecipient: String?
+
+    public init(address: String, route: String, notify: String? = nil, originalRecipient: String? = nil) {
+        self.address = address
+        self.route = route
+        self.notify = notify
+        self.originalRecipient = originalRecipient
+    }
+}
+
+/// Where a message's body is while it waits: small bodies travel inside the queue database (so a
+/// whole batch costs one sync), large ones in a spool file synced before the batch.
+public enum MessageBody: Sendable, Hashable {
+    case inline(Data)
+    case spooled(path: String)
+}
+
+/// A message the ingress has received in full and wants made durable.
+public struct NewMessage: Sendable, Hashable {
+    public var id: String
+    public var receivedAt: Date
+    public var sender: String
+    public var recipients: [EnvelopeRecipient]
+    public var size: Int
+    public var bodyType: String?
+    public var smtpUTF8: Bool
+    public var ret: String?
+    public var envelopeID: String?
+    public var clientAddress: String
+    public var helo: String
+    public var protocolName: String
+    public var tls: String?
+    public var tenant: String?
+    public var messageID: String?
+    /// Mailflow adds `Message-ID:` at delivery when the sender left it out (RFC 5322 §3.6.4 SHOULD).
+    public var addMessageID: Bool
+    public var subject: String?
+    /// Octets at the start of the body that are Mailflow's own `Received:` stamp.
+    public var stampLength: Int
+    public var body: MessageBody
+
+    public init(
+        id: String, receivedAt: Date, sender: String, recipients: [EnvelopeRecipient], size: Int,
+        bodyType: String? = nil, smtpUTF8: Bool = false, ret: String? = nil, envelopeID: String? = nil,
+        clientAddress: String, helo: String, protocolName: String, tls: String? = nil, tenant: String? = nil,
+        messageID: String? = nil, addMessageID: Bool = false, subject: String? = nil, stampLength: Int = 0,
+        body: MessageBody
+    ) {
+        self.id = id
+        self.receivedAt = receivedAt
+        self.sender = sender
+        self.recipients = recipients
+        self.size = size
+        self.bodyType = bodyType
+        self.smtpUTF8 = smtpUTF8
+        self.ret = ret
+        self.envelopeID = envelopeID
+        self.clientAddress = clientAddress
+        self.helo = helo
+        self.protocolName = protocolName
+        self.tls = tls
+        self.tenant = tenant
+        self.messageID = messageID
+        self.addMessageID = addMessageID
+        self.subject = subject
+        self.stampLength = stampLength
+        self.body = body
+    }
+}
+
+/// A recipient's delivery status.
+public enum RecipientStatus: String, Sendable, Codable, CaseIterable {
+    case pending
+    case delivered
+    case failed
+}
+
+/// A message's state in the queue: `queued` while any recipient is pending, `done` after.
+public enum MessageState: String, Sendable, Codable {
+    case queued
+    case done
+}
+
+/// A recipient as stored, with its progress.
+public struct StoredRecipient: Sendable, Hashable, Codable {
+    public var index: Int
+    public var recipient: EnvelopeRecipient
+    public var status: RecipientStatus
+    public var attempts: Int
+    public var lastReply: String?
+}
+
+/// A message as stored in the queue.
+public struct StoredMessage: Sendable, Hashable {
+    public var id: String
+    public var receivedAt: Date
+    public var sender: String
+    public var size: Int
+    public var bodyType: String?
+    public var smtpUTF8: Bool
+    public var ret: String?
+    public var envelopeID: String?
+    public var clientAddress: String
+    public var helo: String
+    public var protocolName: String
+    public var tls: String?
+    public var tenant: String?
+    public var messageID: String?
+    public var addMessageID: Bool
+    public var subject: String?
+    public var stampLength: Int
+    public var state: MessageState
+    public var nextAttempt: Date?
+    public var attempts: Int
+    public var recipients: [StoredRecipient]
+    /// nil once the message is done and its body dropped.
+    public var body: MessageBody?
+}
+
+/// The kind of a trace event: one per state change of a message (Exchange message trace's Receive,
+/// Deliver, Defer, Fail).
+public enum TraceEventKind: String, Sendable, Codable {
+    case received
+    case delivered
+    case deferred
+    case failed
+}
+
+/// One entry in the trace stream, written in the same transaction as the change it records.
+public struct TraceEvent: Sendable, Hashable, Codable {
+    public var time: Date
+    public var queueID: String
+    public var recipient: String?
+    public var kind: TraceEventKind
+    public var detail: String?
+
+    public init(time: Date, queueID: String, recipient: String?, kind: TraceEventKind, detail: String?) {
+        self.time = time
+        self.queueID = queueID
+        self.recipient = recipient
+        self.kind = kind
+        self.detail = detail
+    }
+}
+
+/// What one delivery attempt did for one recipient.
+public enum RecipientOutcome: Sendable, Hashable {
+    case delivered(detail: String)
+    case deferred(reason: String)
+    case failed(reason: String)
+}

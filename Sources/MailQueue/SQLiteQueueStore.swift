@@ -1,0 +1,304 @@
+import Foundation
+import GRDB
+
+/// Errors from the queue store, each with a message fit for a CLI line.
+public enum QueueStoreError: Error, CustomStringConvertible, Equatable {
+    case notFound(String)
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let id): return "no message with queue ID \(id)"
+        case .corrupt(let why): return "queue database is inconsistent: \(why)"
+        }
+    }
+}
+
+/// The durable queue on SQLite in WAL mode with `synchronous=FULL`: a commit returns only once it is
+/// on disk. Holds the envelope, small bodies, delivery progress and the trace stream in one file, so
+/// every state change and its trace event share a transaction.
+///
+/// Due work is found through the partial index on `next_attempt`, never by scanning the queue.
+public final class SQLiteQueueStore: Sendable {
+    public let pool: DatabasePool
+    public let path: String
+
+    public init(path: String, readOnly: Bool = false) throws {
+        var config = Configuration()
+        config.readonly = readOnly
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        self.path = path
+        self.pool = try DatabasePool(path: path, configuration: config)
+        if !readOnly { try Self.migrator.migrate(pool) }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE message (
+                      id TEXT PRIMARY KEY NOT NULL,
+                      received_at REAL NOT NULL,
+                      sender TEXT NOT NULL,
+                      size INTEGER NOT NULL,
+                      body_type TEXT,
+                      smtputf8 INTEGER NOT NULL,
+                      ret TEXT,
+                      envid TEXT,
+                      client_address TEXT NOT NULL,
+                      helo TEXT NOT NULL,
+                      protocol TEXT NOT NULL,
+                      tls TEXT,
+                      tenant TEXT,
+                      message_id TEXT,
+                      add_message_id INTEGER NOT NULL,
+                      subject TEXT,
+                      stamp_length INTEGER NOT NULL,
+                      body BLOB,
+                      body_path TEXT,
+                      state TEXT NOT NULL,
+                      next_attempt REAL,
+                      attempts INTEGER NOT NULL DEFAULT 0
+                    );
+                    CREATE INDEX message_due ON message(next_attempt) WHERE next_attempt IS NOT NULL;
+                    CREATE TABLE recipient (
+                      message TEXT NOT NULL REFERENCES message(id) ON DELETE CASCADE,
+                      idx INTEGER NOT NULL,
+                      address TEXT NOT NULL,
+                      route TEXT NOT NULL,
+                      notify TEXT,
+                      orcpt TEXT,
+                      status TEXT NOT NULL,
+                      attempts INTEGER NOT NULL DEFAULT 0,
+                      last_reply TEXT,
+                      PRIMARY KEY (message, idx)
+                    );
+                    CREATE TABLE trace_event (
+                      id INTEGER PRIMARY KEY AUTOINCREMENT,
+                      time REAL NOT NULL,
+                      queue_id TEXT NOT NULL,
+                      recipient TEXT,
+                      kind TEXT NOT NULL,
+                      detail TEXT
+                    );
+                    CREATE INDEX trace_event_queue ON trace_event(queue_id);
+                    CREATE INDEX trace_event_time ON trace_event(time);
+                    """)
+        }
+        return m
+    }
+
+    // MARK: acceptance
+
+    /// Makes a batch of messages durable in one transaction (one WAL sync for the whole batch), each
+    /// with its `received` trace event. Messages are due for delivery at once.
+    public func insert(_ batch: [NewMessage]) throws {
+        try pool.write { db in
+            for m in batch {
+                let (blob, path): (Data?, String?) = {
+                    switch m.body {
+                    case .inline(let d): return (d, nil)
+                    case .spooled(let p): return (nil, p)
+                    }
+                }()
+                try db.execute(
+                    sql: """
+                        INSERT INTO message (id, received_at, sender, size, body_type, smtputf8, ret, envid,
+                          client_address, helo, protocol, tls, tenant, message_id, add_message_id, subject,
+                          stamp_length, body, body_path, state, next_attempt, attempts)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, 0)
+                        """,
+                    arguments: [
+                        m.id, m.receivedAt.timeIntervalSince1970, m.sender, m.size, m.bodyType, m.smtpUTF8, m.ret,
+                        m.envelopeID, m.clientAddress, m.helo, m.protocolName, m.tls, m.tenant, m.messageID,
+                        m.addMessageID, m.subject, m.stampLength, blob, path, m.receivedAt.timeIntervalSince1970,
+                    ])
+                for (i, r) in m.recipients.enumerated() {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO recipient (message, idx, address, route, notify, orcpt, status, attempts)
+                            VALUES (?, ?, ?, ?, ?, ?, 'pending', 0)
+                            """,
+                        arguments: [m.id, i, r.address, r.route, r.notify, r.originalRecipient])
+                }
+                let detail =
+                    "from=<\(m.sender)> size=\(m.size) client=\(m.clientAddress) helo=\(m.helo) proto=\(m.protocolName)"
+                    + (m.tls.map { " tls=\($0)" } ?? "") + " rcpts=\(m.recipients.count)"
+                try Self.appendTrace(
+                    db, TraceEvent(time: m.receivedAt, queueID: m.id, recipient: nil, kind: .received, detail: detail))
+            }
+        }
+    }
+
+    static func appendTrace(_ db: Database, _ e: TraceEvent) throws {
+        try db.execute(
+            sql: "INSERT INTO trace_event (time, queue_id, recipient, kind, detail) VALUES (?, ?, ?, ?, ?)",
+            arguments: [e.time.timeIntervalSince1970, e.queueID, e.recipient, e.kind.rawValue, e.detail])
+    }
+
+    // MARK: scheduling
+
+    /// IDs of messages due at `now`, earliest first, through the `next_attempt` index.
+    public func dueMessageIDs(now: Date, limit: Int) throws -> [String] {
+        try pool.read { db in
+            try String.fetchAll(
+                db,
+                sql: "SELECT id FROM message WHERE next_attempt IS NOT NULL AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
+                arguments: [now.timeIntervalSince1970, limit])
+        }
+    }
+
+    /// The earliest pending attempt time, if any work is waiting.
+    public func nextDueTime() throws -> Date? {
+        try pool.read { db in
+            try Double.fetchOne(db, sql: "SELECT MIN(next_attempt) FROM message WHERE next_attempt IS NOT NULL")
+                .map { Date(timeIntervalSince1970: $0) }
+        }
+    }
+
+    /// Records one attempt's outcomes for a message: recipient states, a trace event each, the next
+    /// attempt time (nil when nothing is pending), all in one transaction. When every recipient is
+    /// final the body is dropped; returns the spool path to remove, if any.
+    @discardableResult
+    public func recordAttempt(
+        messageID: String, outcomes: [Int: RecipientOutcome], nextAttempt: Date?, now: Date
+    ) throws -> String? {
+        try pool.write { db in
+            for (idx, outcome) in outcomes.sorted(by: { $0.key < $1.key }) {
+                let address =
+                    try String.fetchOne(
+                        db, sql: "SELECT address FROM recipient WHERE message = ? AND idx = ?",
+                        arguments: [messageID, idx]) ?? ""
+                let (status, kind, detail): (RecipientStatus, TraceEventKind, String) = {
+                    switch outcome {
+                    case .delivered(let d): return (.delivered, .delivered, d)
+                    case .deferred(let r): return (.pending, .deferred, r)
+                    case .failed(let r): return (.failed, .failed, r)
+                    }
+                }()
+                try db.execute(
+                    sql: "UPDATE recipient SET status = ?, attempts = attempts + 1, last_reply = ? WHERE message = ? AND idx = ?",
+                    arguments: [status.rawValue, detail, messageID, idx])
+                try Self.appendTrace(
+                    db, TraceEvent(time: now, queueID: messageID, recipient: address, kind: kind, detail: detail))
+            }
+            let pending =
+                try Int.fetchOne(
+                    db, sql: "SELECT COUNT(*) FROM recipient WHERE message = ? AND status = 'pending'",
+                    arguments: [messageID]) ?? 0
+            if pending == 0 {
+                let path = try String.fetchOne(db, sql: "SELECT body_path FROM message WHERE id = ?", arguments: [messageID])
+                try db.execute(
+                    sql: "UPDATE message SET state = 'done', next_attempt = NULL, attempts = attempts + 1, body = NULL, body_path = NULL WHERE id = ?",
+                    arguments: [messageID])
+                return path
+            }
+            try db.execute(
+                sql: "UPDATE message SET next_attempt = ?, attempts = attempts + 1 WHERE id = ?",
+                arguments: [nextAttempt?.timeIntervalSince1970 ?? now.timeIntervalSince1970, messageID])
+            return nil
+        }
+    }
+
+    // MARK: reading
+
+    public func message(_ id: String) throws -> StoredMessage? {
+        try pool.read { db in try Self.fetchMessage(db, id) }
+    }
+
+    static func fetchMessage(_ db: Database, _ id: String) throws -> StoredMessage? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM message WHERE id = ?", arguments: [id]) else {
+            return nil
+        }
+        let recipients = try Row.fetchAll(
+            db, sql: "SELECT * FROM recipient WHERE message = ? ORDER BY idx", arguments: [id]
+        ).map { r in
+            StoredRecipient(
+                index: r["idx"],
+                recipient: EnvelopeRecipient(
+                    address: r["address"], route: r["route"], notify: r["notify"], originalRecipient: r["orcpt"]),
+                status: RecipientStatus(rawValue: r["status"]) ?? .pending, attempts: r["attempts"],
+                lastReply: r["last_reply"])
+        }
+        var body: MessageBody? = nil
+        if let d: Data = row["body"] {
+            body = .inline(d)
+        } else if let p: String = row["body_path"] {
+            body = .spooled(path: p)
+        }
+        return StoredMessage(
+            id: row["id"], receivedAt: Date(timeIntervalSince1970: row["received_at"]), sender: row["sender"],
+            size: row["size"], bodyType: row["body_type"], smtpUTF8: row["smtputf8"], ret: row["ret"],
+            envelopeID: row["envid"], clientAddress: row["client_address"], helo: row["helo"],
+            protocolName: row["protocol"], tls: row["tls"], tenant: row["tenant"], messageID: row["message_id"],
+            addMessageID: row["add_message_id"], subject: row["subject"], stampLength: row["stamp_length"],
+            state: MessageState(rawValue: row["state"]) ?? .queued,
+            nextAttempt: (row["next_attempt"] as Double?).map { Date(timeIntervalSince1970: $0) },
+            attempts: row["attempts"], recipients: recipients, body: body)
+    }
+
+    /// A row of `mailflow queue list`.
+    public struct QueueListing: Sendable, Hashable, Codable {
+        public var id: String
+        public var receivedAt: Date
+        public var sender: String
+        public var recipients: [String]
+        public var size: Int
+        public var state: String
+        public var attempts: Int
+        public var nextAttempt: Date?
+    }
+
+    /// Messages in the queue, oldest first; `includeDone` adds finished ones.
+    public func list(includeDone: Bool = false, limit: Int = 1000) throws -> [QueueListing] {
+        try pool.read { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT m.id, m.received_at, m.sender, m.size, m.state, m.attempts, m.next_attempt,
+                      (SELECT group_concat(address, ' ') FROM recipient r WHERE r.message = m.id) AS rcpts
+                    FROM message m \(includeDone ? "" : "WHERE m.state = 'queued'")
+                    ORDER BY m.id LIMIT ?
+                    """, arguments: [limit])
+            return rows.map { r in
+                QueueListing(
+                    id: r["id"], receivedAt: Date(timeIntervalSince1970: r["received_at"]), sender: r["sender"],
+                    recipients: ((r["rcpts"] as String?) ?? "").split(separator: " ").map(String.init), size: r["size"],
+                    state: r["state"], attempts: r["attempts"],
+                    nextAttempt: (r["next_attempt"] as Double?).map { Date(timeIntervalSince1970: $0) })
+            }
+        }
+    }
+
+    public func traceEvents(queueID: String) throws -> [TraceEvent] {
+        try pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM trace_event WHERE queue_id = ? ORDER BY id", arguments: [queueID]
+            ).map { r in
+                TraceEvent(
+                    time: Date(timeIntervalSince1970: r["time"]), queueID: r["queue_id"], recipient: r["recipient"],
+                    kind: TraceEventKind(rawValue: r["kind"]) ?? .received, detail: r["detail"])
+            }
+        }
+    }
+
+    /// Spool paths the queue still refers to (start-up cleanup keeps these).
+    public func referencedSpoolPaths() throws -> Set<String> {
+        try pool.read { db in
+            Set(try String.fetchAll(db, sql: "SELECT body_path FROM message WHERE body_path IS NOT NULL"))
+        }
+    }
+
+    /// Counts by state, for logs and tests.
+    public func counts() throws -> (queued: Int, done: Int) {
+        try pool.read { db in
+            let q = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message WHERE state = 'queued'") ?? 0
+            let d = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message WHERE state = 'done'") ?? 0
+            return (q, d)
+        }
+    }
+}

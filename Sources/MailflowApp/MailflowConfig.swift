@@ -1,0 +1,333 @@
+import Foundation
+import Ingress
+import SMTPCore
+import Yams
+
+/// Mailflow's configuration, read from YAML (see docs/configuration.md for every key and default).
+///
+/// Parsing is strict: an unknown key or a bad value is an error that names the key path and says
+/// what is wrong, so a typo never silently falls back to a default.
+public struct MailflowConfig: Sendable, Equatable {
+    public var hostname = "mx.example.test"
+    public var smtpListen: [String] = ["127.0.0.1:2525"]
+    public var dataDirectory = "./mailflow-data"
+    public var logLevel = "info"
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    public var maxMessageSize = SMTPLimits.defaultMessageSize
+    public var recipientsPerMessage = SMTPLimits.defaultRecipientsPerMessage
+    public var maxErrorsPerSession = 20
+    public var commandTimeout: TimeInterval = 300
+    public var dataTimeout: TimeInterval = 180
+    public var sessionTimeout: TimeInterval = 3600
+    public var shutdownGrace: TimeInterval = 30
+    public var deliveryConcurrency = 4
+    public var retryIntervals: [TimeInterval] = Array(repeating: 60, count: 4) + Array(repeating: 300, count: 6) + [900]
+    public var expiry: TimeInterval = 24 * 3600
+    public var tenants: [TenantConfig] = [TenantConfig.sample]
+
+    public init() {}
+
+    /// A tenant as configured.
+    public struct TenantConfig: Sendable, Equatable {
+        public var name: String
+        public var domains: [String]
+        public var mailboxes: [String]
+        public var catchAll: Bool
+
+        public static let sample = TenantConfig(
+            name: "example", domains: ["example.test"], mailboxes: ["postmaster", "alice", "bob"], catchAll: false)
+    }
+
+    /// A configuration error: where, and what is wrong.
+    public struct ConfigError: Error, CustomStringConvertible, Equatable {
+        public var path: String
+        public var message: String
+        public var line: Int?
+
+        public var description: String {
+            (line.map { "line \($0): " } ?? "") + (path.isEmpty ? message : "\(path): \(message)")
+        }
+    }
+
+    /// Reads and validates a YAML file; relative paths in it are taken relative to the file's folder.
+    public static func load(file: String) throws -> MailflowConfig {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ConfigError(path: "", message: "cannot read config file \(file)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(path: "", message: "config file \(file) is not UTF-8")
+        }
+        let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        return try parse(yaml: text, baseDirectory: base)
+    }
+
+    public static func parse(yaml: String, baseDirectory: String = ".") throws -> MailflowConfig {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigError(path: "", message: "not valid YAML: \(error)")
+        }
+        var config = MailflowConfig()
+        guard let node else { return config }  // an empty file means all defaults
+        let root = try Reader(node, "")
+        try root.only(["server", "tls", "limits", "timeouts", "delivery", "tenants"])
+
+        if let server = try root.mapping("server") {
+            try server.only(["hostname", "smtp", "data", "log_level"])
+            if let h = try server.string("hostname") {
+                do {
+                    try Mailbox.validateDomain(h[...], allowUTF8: false)
+                } catch {
+                    throw server.error("hostname", "'\(h)' is not a valid host name")
+                }
+                config.hostname = h
+            }
+            if let list = try server.stringList("smtp") {
+                guard !list.isEmpty else { throw server.error("smtp", "needs at least one listen address") }
+                for (i, a) in list.enumerated() where ListenAddress.parse(a) == nil {
+                    throw server.error("smtp[\(i)]", "'\(a)' is not host:port (for example 127.0.0.1:2525 or [::1]:2525)")
+                }
+                config.smtpListen = list
+            }
+            if let d = try server.string("data") { config.dataDirectory = resolve(d, baseDirectory) }
+            if let l = try server.string("log_level") {
+                let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+                guard levels.contains(l) else {
+                    throw server.error("log_level", "'\(l)' is not one of \(levels.joined(separator: ", "))")
+                }
+                config.logLevel = l
+            }
+        }
+        if let tls = try root.mapping("tls") {
+            try tls.only(["certificate", "key"])
+            let cert = try tls.string("certificate")
+            let key = try tls.string("key")
+            guard (cert == nil) == (key == nil) else {
+                throw tls.error(cert == nil ? "certificate" : "key", "is required when tls.\(cert == nil ? "key" : "certificate") is set")
+            }
+            config.tlsCertificate = cert.map { resolve($0, baseDirectory) }
+            config.tlsKey = key.map { resolve($0, baseDirectory) }
+        }
+        if let limits = try root.mapping("limits") {
+            try limits.only(["max_message_size", "recipients_per_message", "max_errors_per_session"])
+            if let s = try limits.size("max_message_size") {
+                guard (1024...(150 * 1024 * 1024)).contains(s) else {
+                    throw limits.error("max_message_size", "must be between 1 KB and 150 MB")
+                }
+                config.maxMessageSize = s
+            }
+            if let r = try limits.int("recipients_per_message") {
+                guard (1...1000).contains(r) else {
+                    throw limits.error("recipients_per_message", "must be between 1 and 1000")
+                }
+                config.recipientsPerMessage = r
+            }
+            if let e = try limits.int("max_errors_per_session") {
+                guard (1...1000).contains(e) else {
+                    throw limits.error("max_errors_per_session", "must be between 1 and 1000")
+                }
+                config.maxErrorsPerSession = e
+            }
+        }
+        if let t = try root.mapping("timeouts") {
+            try t.only(["command", "data", "session", "shutdown_grace"])
+            if let v = try t.duration("command") { config.commandTimeout = v }
+            if let v = try t.duration("data") { config.dataTimeout = v }
+            if let v = try t.duration("session") { config.sessionTimeout = v }
+            if let v = try t.duration("shutdown_grace") { config.shutdownGrace = v }
+        }
+        if let d = try root.mapping("delivery") {
+            try d.only(["concurrency", "retry_intervals", "expiry"])
+            if let c = try d.int("concurrency") {
+                guard (1...256).contains(c) else { throw d.error("concurrency", "must be between 1 and 256") }
+                config.deliveryConcurrency = c
+            }
+            if let list = try d.list("retry_intervals") {
+                guard !list.isEmpty else { throw d.error("retry_intervals", "needs at least one interval") }
+                config.retryIntervals = try list.enumerated().map { i, n in
+                    try Reader.parseDuration(n, path: d.path("retry_intervals[\(i)]"))
+                }
+            }
+            if let e = try d.duration("expiry") { config.expiry = e }
+        }
+        if let tenants = try root.list("tenants") {
+            var seenNames = Set<String>()
+            var seenDomains: [String: String] = [:]
+            config.tenants = []
+            for (i, n) in tenants.enumerated() {
+                let t = try Reader(n, root.path("tenants[\(i)]"))
+                try t.only(["name", "domains", "mailboxes", "catch_all"])
+                guard let name = try t.string("name"), !name.isEmpty else { throw t.error("name", "is required") }
+                guard seenNames.insert(name).inserted else { throw t.error("name", "'\(name)' is used by two tenants") }
+                guard let domains = try t.stringList("domains"), !domains.isEmpty else {
+                    throw t.error("domains", "is required and needs at least one domain")
+                }
+                for (j, dom) in domains.enumerated() {
+                    do {
+                        try Mailbox.validateDomain(dom[...], allowUTF8: false)
+                    } catch {
+                        throw t.error("domains[\(j)]", "'\(dom)' is not a valid domain")
+                    }
+                    if let other = seenDomains[dom.lowercased()] {
+                        throw t.error("domains[\(j)]", "'\(dom)' already belongs to tenant '\(other)'")
+                    }
+                    seenDomains[dom.lowercased()] = name
+                }
+                let boxes = try t.stringList("mailboxes") ?? []
+                for (j, b) in boxes.enumerated() {
+                    do {
+                        try Mailbox.validateLocalPart(b[...], allowUTF8: true)
+                    } catch {
+                        throw t.error("mailboxes[\(j)]", "'\(b)' is not a valid local part")
+                    }
+                }
+                let catchAll = try t.bool("catch_all") ?? false
+                config.tenants.append(TenantConfig(name: name, domains: domains, mailboxes: boxes, catchAll: catchAll))
+            }
+        }
+        return config
+    }
+
+    static func resolve(_ path: String, _ base: String) -> String {
+        path.hasPrefix("/") ? path : URL(fileURLWithPath: base).appendingPathComponent(path).standardized.path
+    }
+}
+
+/// `host:port` or `[v6]:port`.
+public enum ListenAddress {
+    public static func parse(_ text: String) -> (host: String, port: Int)? {
+        let host: String
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = String(text[text.index(after: text.startIndex)..<close])
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else { return nil }
+            host = String(text[..<colon])
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else { return nil }
+        return (host, port)
+    }
+}
+
+/// Walks a YAML mapping, tracking the key path for error messages.
+struct Reader {
+    let node: Node
+    let mapping: Node.Mapping
+    let prefix: String
+
+    init(_ node: Node, _ prefix: String) throws {
+        guard let m = node.mapping else {
+            throw MailflowConfig.ConfigError(
+                path: prefix, message: "expected a mapping of keys", line: node.mark?.line)
+        }
+        self.node = node
+        self.mapping = m
+        self.prefix = prefix
+    }
+
+    func path(_ key: String) -> String { prefix.isEmpty ? key : "\(prefix).\(key)" }
+
+    func error(_ key: String, _ message: String) -> MailflowConfig.ConfigError {
+        MailflowConfig.ConfigError(path: path(key), message: message, line: self[key]?.mark?.line)
+    }
+
+    subscript(key: String) -> Node? {
+        mapping.first { $0.key.string == key }?.value
+    }
+
+    func only(_ keys: [String]) throws {
+        for (k, _) in mapping {
+            let name = k.string ?? "?"
+            guard keys.contains(name) else {
+                throw MailflowConfig.ConfigError(
+                    path: path(name), message: "unknown key (expected one of: \(keys.joined(separator: ", ")))",
+                    line: k.mark?.line)
+            }
+        }
+    }
+
+    func mapping(_ key: String) throws -> Reader? {
+        guard let n = self[key] else { return nil }
+        if n.scalar?.string == "" || n.scalar?.tag.description == Tag.Name.null.rawValue { return nil }
+        return try Reader(n, path(key))
+    }
+
+    func string(_ key: String) throws -> String? {
+        guard let n = self[key] else { return nil }
+        guard let s = n.scalar?.string else { throw error(key, "expected a text value") }
+        return s
+    }
+
+    func int(_ key: String) throws -> Int? {
+        guard let n = self[key] else { return nil }
+        guard let s = n.scalar?.string, let v = Int(s) else { throw error(key, "expected a whole number") }
+        return v
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let n = self[key] else { return nil }
+        switch n.scalar?.string.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw error(key, "expected true or false")
+        }
+    }
+
+    func list(_ key: String) throws -> [Node]? {
+        guard let n = self[key] else { return nil }
+        guard let s = n.sequence else { throw error(key, "expected a list") }
+        return Array(s)
+    }
+
+    func stringList(_ key: String) throws -> [String]? {
+        guard let items = try list(key) else { return nil }
+        return try items.enumerated().map { i, n in
+            guard let s = n.scalar?.string, !s.isEmpty else { throw error("\(key)[\(i)]", "expected a text value") }
+            return s
+        }
+    }
+
+    /// Seconds as a number, or a number with a unit: `30s`, `5m`, `24h`, `2d`.
+    func duration(_ key: String) throws -> TimeInterval? {
+        guard let n = self[key] else { return nil }
+        return try Self.parseDuration(n, path: path(key))
+    }
+
+    static func parseDuration(_ n: Node, path: String) throws -> TimeInterval {
+        let bad = MailflowConfig.ConfigError(
+            path: path, message: "expected a duration such as 30, 30s, 5m, 24h or 2d", line: n.mark?.line)
+        guard var s = n.scalar?.string.trimmingCharacters(in: .whitespaces), !s.isEmpty else { throw bad }
+        var unit = 1.0
+        switch s.last {
+        case "s": unit = 1
+        case "m": unit = 60
+        case "h": unit = 3600
+        case "d": unit = 86400
+        default: s += "s"
+        }
+        s.removeLast()
+        guard let v = Double(s), v > 0, v.isFinite else { throw bad }
+        return v * unit
+    }
+
+    /// Octets as a number, or with a unit: `10KB`, `35MB` (binary multiples, like Exchange).
+    func size(_ key: String) throws -> Int? {
+        guard let n = self[key] else { return nil }
+        guard var s = n.scalar?.string.uppercased().replacingOccurrences(of: " ", with: ""), !s.isEmpty else {
+            throw error(key, "expected a size such as 35MB")
+        }
+        var mult = 1
+        for (suffix, m) in [("KB", 1024), ("MB", 1024 * 1024), ("GB", 1024 * 1024 * 1024), ("B", 1)] where s.hasSuffix(suffix) {
+            mult = m
+            s.removeLast(suffix.count)
+            break
+        }
+        guard let v = Int(s), v >= 0 else { throw error(key, "expected a size such as 35MB") }
+        return v * mult
+    }
+}

@@ -1,0 +1,383 @@
+/// Settings a server session needs; everything else it learns through events.
+public struct ServerSessionConfiguration: Sendable, Equatable {
+    /// Used in the greeting and replies (RFC 5321 §4.1.3).
+    public var hostname: String
+    /// RFC 1870 SIZE, enforced on the declared size at MAIL and on the real size.
+    public var maxMessageSize: Int
+    /// Recipients per transaction; past it `452 4.5.3` (RFC 5321 §4.5.3.1.8).
+    public var maxRecipients: Int
+    /// Replies of class 4 or 5 a session may earn before `421 4.7.0` closes it.
+    public var maxErrors: Int
+    /// Whether STARTTLS can be offered at all (a certificate is loaded).
+    public var tlsAvailable: Bool
+
+    public init(
+        hostname: String, maxMessageSize: Int = SMTPLimits.defaultMessageSize,
+        maxRecipients: Int = SMTPLimits.defaultRecipientsPerMessage, maxErrors: Int = 20, tlsAvailable: Bool = true
+    ) {
+        self.hostname = hostname
+        self.maxMessageSize = maxMessageSize
+        self.maxRecipients = maxRecipients
+        self.maxErrors = maxErrors
+        self.tlsAvailable = tlsAvailable
+    }
+}
+
+/// A recipient the policy accepted, with the route it chose (opaque to the session).
+public struct AcceptedRecipient: Hashable, Sendable {
+    public var path: ForwardPath
+    public var parameters: RecipientParameters
+    public var route: String
+
+    public init(path: ForwardPath, parameters: RecipientParameters, route: String) {
+        self.path = path
+        self.parameters = parameters
+        self.route = route
+    }
+}
+
+/// One mail transaction as the session has built it (RFC 5321 §3.3).
+public struct MailTransaction: Hashable, Sendable {
+    public var sender: ReversePath
+    public var parameters: MailParameters
+    public var recipients: [AcceptedRecipient] = []
+    /// `true` once a BDAT chunk has been accepted: DATA is no longer allowed (RFC 3030 §2).
+    public var chunking = false
+
+    public init(sender: ReversePath, parameters: MailParameters) {
+        self.sender = sender
+        self.parameters = parameters
+    }
+}
+
+/// The server side of an SMTP session as a state machine, free of I/O (RFC 5321 §4.1, §4.3.2, with
+/// PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, CHUNKING, DSN and STARTTLS).
+///
+/// Each event returns the `Action` the I/O shell must carry out; business decisions (is this
+/// recipient ours? is the message on disk?) come back as events.
+///
+/// ```swift
+/// var s = ServerSession(configuration: .init(hostname: "mx.test"))
+/// _ = s.greeting()
+/// s.commandReceived(.helo("client.test"))  // .send(250 mx.test ...)
+/// ```
+public struct ServerSession: Sendable {
+    public enum Action: Equatable, Sendable {
+        case send(SMTPReply)
+        case sendAndClose(SMTPReply)
+        /// Send the reply, discard every byte already received after the STARTTLS line
+        /// (CVE-2011-0411), then start the TLS handshake.
+        case startTLS(SMTPReply)
+        /// Ask the recipient policy; answer with `recipientChecked`.
+        case checkRecipient(ForwardPath, RecipientParameters)
+        /// Send the 354 reply and read a dot-terminated body; answer with `dataReceived`.
+        case receiveData(SMTPReply)
+        /// Read exactly `size` octets of BDAT content; store them only if `store`. Answer with
+        /// `chunkReceived`.
+        case receiveChunk(size: Int, last: Bool, store: Bool)
+        /// The body is complete and clean: make the transaction durable; answer with
+        /// `messageCommitted` or `commitFailed`.
+        case commit(MailTransaction)
+        case none
+    }
+
+    enum Phase: Equatable, Sendable {
+        case awaitingHello
+        case ready
+        case checkingRecipient
+        case receivingData
+        case receivingChunk(last: Bool, store: Bool)
+        case committing
+        case startingTLS
+        case closed
+    }
+
+    public enum HelloKind: Sendable, Equatable {
+        case none
+        case helo
+        case ehlo
+    }
+
+    public let configuration: ServerSessionConfiguration
+    var phase: Phase = .awaitingHello
+    public private(set) var transaction: MailTransaction?
+    public private(set) var helloName: String?
+    public private(set) var helloKind: HelloKind = .none
+    public private(set) var tlsActive = false
+    public private(set) var errorCount = 0
+    public private(set) var shuttingDown = false
+    /// Set when a BDAT chunk of a failed transaction is being discarded: the reply for it.
+    var discardedChunkReply: SMTPReply?
+
+    public init(configuration: ServerSessionConfiguration) {
+        self.configuration = configuration
+    }
+
+    var host: String { configuration.hostname }
+
+    /// The `with` protocol name for `Received:` (RFC 3848, RFC 6531 §3.7.3).
+    public var receivedProtocol: String {
+        let utf8 = transaction?.parameters.smtpUTF8 == true
+        switch (helloKind, tlsActive, utf8) {
+        case (.ehlo, true, true): return "UTF8SMTPS"
+        case (.ehlo, false, true): return "UTF8SMTP"
+        case (.ehlo, true, false): return "ESMTPS"
+        case (.ehlo, false, false): return "ESMTP"
+        default: return "SMTP"
+        }
+    }
+
+    public var isClosed: Bool { phase == .closed }
+
+    /// Whether a transaction is between MAIL and its final reply.
+    public var inTransaction: Bool { transaction != nil || phase == .committing }
+
+    // MARK: events
+
+    public mutating func greeting() -> Action {
+        if shuttingDown {
+            phase = .closed
+            return .sendAndClose(SMTPReply(421, .init(4, 3, 2), "\(host) Service shutting down, try again later"))
+        }
+        return .send(SMTPReply(220, nil, "\(host) ESMTP Mailflow ready"))
+    }
+
+    /// A syntactically bad line, or one the framing refused (too long, bare LF, not UTF-8).
+    public mutating func commandRejected(_ error: SMTPCommandError) -> Action {
+        guard phase != .closed else { return .none }
+        return reply(error.reply)
+    }
+
+    public mutating func commandReceived(_ command: SMTPCommand) -> Action {
+        switch phase {
+        case .closed:
+            return .none
+        case .checkingRecipient, .receivingData, .receivingChunk, .committing, .startingTLS:
+            // The shell never delivers commands in these phases; refuse rather than trap.
+            return reply(SMTPReply(503, .init(5, 5, 1), "Bad sequence of commands"))
+        case .awaitingHello, .ready:
+            break
+        }
+        if shuttingDown && transaction == nil, command != .quit {
+            phase = .closed
+            return .sendAndClose(SMTPReply(421, .init(4, 3, 2), "\(host) Service shutting down, closing transmission channel"))
+        }
+
+        switch command {
+        case .ehlo(let name):
+            helloName = name
+            helloKind = .ehlo
+            transaction = nil
+            phase = .ready
+            var lines = ["\(host) Hello \(name)", "PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME",
+                "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
+            if configuration.tlsAvailable && !tlsActive { lines.append("STARTTLS") }
+            lines.append("HELP")
+            return .send(SMTPReply(250, nil, lines: lines))
+        case .helo(let name):
+            helloName = name
+            helloKind = .helo
+            transaction = nil
+            phase = .ready
+            return .send(SMTPReply(250, nil, "\(host) Hello \(name)"))
+        case .mail(let sender, let params):
+            guard phase == .ready else { return reply(SMTPReply(503, .init(5, 5, 1), "Send EHLO or HELO first")) }
+            guard transaction == nil else { return reply(SMTPReply(503, .init(5, 5, 1), "Nested MAIL command")) }
+            if helloKind == .helo && (params.smtpUTF8 || params.body != nil || params.size != nil || params.ret != nil
+                || params.envelopeID != nil)
+            {
+                return reply(SMTPReply(555, .init(5, 5, 4), "MAIL parameters need EHLO"))
+            }
+            if let size = params.size, size > configuration.maxMessageSize {
+                return reply(
+                    SMTPReply(552, .init(5, 3, 4), "Message size exceeds fixed maximum message size of \(configuration.maxMessageSize) octets"))
+            }
+            transaction = MailTransaction(sender: sender, parameters: params)
+            return .send(SMTPReply(250, .init(2, 1, 0), "Sender \(sender) OK"))
+        case .rcpt(let path, let params):
+            guard var tx = transaction else {
+                return reply(SMTPReply(503, .init(5, 5, 1), "Need MAIL before RCPT"))
+            }
+            guard !tx.chunking else { return reply(SMTPReply(503, .init(5, 5, 1), "RCPT not allowed during BDAT")) }
+            if case .mailbox(let m) = path, m.needsSMTPUTF8, !tx.parameters.smtpUTF8 {
+                return reply(
+                    SMTPReply(553, .init(5, 6, 7), "UTF-8 recipient address needs the SMTPUTF8 parameter on MAIL"))
+            }
+            guard tx.recipients.count < configuration.maxRecipients else {
+                return reply(SMTPReply(452, .init(4, 5, 3), "Too many recipients, send the rest in another transaction"))
+            }
+            tx.chunking = false
+            transaction = tx
+            phase = .checkingRecipient
+            return .checkRecipient(path, params)
+        case .data:
+            guard let tx = transaction else { return reply(SMTPReply(503, .init(5, 5, 1), "Need MAIL before DATA")) }
+            guard !tx.chunking else { return reply(SMTPReply(503, .init(5, 5, 1), "DATA not allowed after BDAT")) }
+            guard !tx.recipients.isEmpty else {
+                return reply(SMTPReply(503, .init(5, 5, 1), "Need RCPT before DATA"))
+            }
+            phase = .receivingData
+            return .receiveData(SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>"))
+        case .bdat(let size, let last):
+            if let tx = transaction, !tx.recipients.isEmpty {
+                transaction?.chunking = true
+                phase = .receivingChunk(last: last, store: true)
+                return .receiveChunk(size: size, last: last, store: true)
+            }
+            // The octets must be read either way, or they would be taken for commands (RFC 3030 §2).
+            discardedChunkReply = SMTPReply(
+                503, .init(5, 5, 1), transaction == nil ? "Need MAIL before BDAT" : "Need RCPT before BDAT")
+            phase = .receivingChunk(last: last, store: false)
+            return .receiveChunk(size: size, last: last, store: false)
+        case .rset:
+            transaction = nil
+            return .send(SMTPReply(250, .init(2, 0, 0), "Ok"))
+        case .noop:
+            return .send(SMTPReply(250, .init(2, 0, 0), "Ok"))
+        case .quit:
+            phase = .closed
+            return .sendAndClose(SMTPReply(221, .init(2, 0, 0), "\(host) closing connection"))
+        case .vrfy:
+            return .send(SMTPReply(252, .init(2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery"))
+        case .help:
+            return .send(
+                SMTPReply(
+                    214, .init(2, 0, 0),
+                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS"))
+        case .startTLS:
+            guard configuration.tlsAvailable else {
+                return reply(SMTPReply(502, .init(5, 5, 1), "STARTTLS not available"))
+            }
+            guard !tlsActive else { return reply(SMTPReply(503, .init(5, 5, 1), "TLS already active")) }
+            guard phase == .ready else { return reply(SMTPReply(503, .init(5, 5, 1), "Send EHLO first")) }
+            guard transaction == nil else {
+                return reply(SMTPReply(503, .init(5, 5, 1), "STARTTLS not allowed during a mail transaction"))
+            }
+            phase = .startingTLS
+            return .startTLS(SMTPReply(220, .init(2, 0, 0), "Ready to start TLS"))
+        }
+    }
+
+    /// What the recipient policy decided: a route to store with the recipient, or a refusal.
+    public enum RecipientDecision: Equatable, Sendable {
+        case accept(route: String)
+        case reject(SMTPReply)
+    }
+
+    public mutating func recipientChecked(
+        _ path: ForwardPath, _ params: RecipientParameters, _ decision: RecipientDecision
+    ) -> Action {
+        guard phase == .checkingRecipient else { return .none }
+        phase = .ready
+        switch decision {
+        case .accept(let route):
+            transaction?.recipients.append(AcceptedRecipient(path: path, parameters: params, route: route))
+            return .send(SMTPReply(250, .init(2, 1, 5), "Recipient \(path) OK"))
+        case .reject(let r):
+            return reply(r)
+        }
+    }
+
+    /// The DATA body ended (after `CRLF.CRLF`); `violation` is what the decoder found, if anything.
+    public mutating func dataReceived(violation: BodyViolation?) -> Action {
+        guard phase == .receivingData, let tx = transaction else { return .none }
+        if let violation {
+            transaction = nil
+            phase = .ready
+            return reply(Self.reply(for: violation, maxSize: configuration.maxMessageSize))
+        }
+        phase = .committing
+        return .commit(tx)
+    }
+
+    /// One BDAT chunk has been read in full.
+    public mutating func chunkReceived(violation: BodyViolation?) -> Action {
+        guard case .receivingChunk(let last, let store) = phase else { return .none }
+        phase = .ready
+        if !store {
+            let r = discardedChunkReply ?? SMTPReply(503, .init(5, 5, 1), "Bad sequence of commands")
+            discardedChunkReply = nil
+            return reply(r)
+        }
+        if let violation {
+            transaction = nil
+            return reply(Self.reply(for: violation, maxSize: configuration.maxMessageSize))
+        }
+        guard last, let tx = transaction else {
+            return .send(SMTPReply(250, .init(2, 0, 0), "Chunk received"))
+        }
+        phase = .committing
+        return .commit(tx)
+    }
+
+    public mutating func messageCommitted(queueID: String) -> Action {
+        guard phase == .committing else { return .none }
+        transaction = nil
+        phase = .ready
+        return .send(SMTPReply(250, .init(2, 0, 0), "Ok: queued as \(queueID)"))
+    }
+
+    public mutating func commitFailed() -> Action {
+        guard phase == .committing else { return .none }
+        transaction = nil
+        phase = .ready
+        return reply(SMTPReply(451, .init(4, 3, 0), "Local error in processing, try again later"))
+    }
+
+    public mutating func tlsEstablished() -> Action {
+        guard phase == .startingTLS else { return .none }
+        // RFC 3207 §4.2: forget everything learnt before TLS; the client must EHLO again.
+        tlsActive = true
+        helloName = nil
+        helloKind = .none
+        transaction = nil
+        phase = .awaitingHello
+        return .none
+    }
+
+    public mutating func timeoutFired() -> Action {
+        guard phase != .closed else { return .none }
+        phase = .closed
+        return .sendAndClose(SMTPReply(421, .init(4, 4, 2), "\(host) Timeout exceeded, closing transmission channel"))
+    }
+
+    /// The server is stopping: an idle session is told so at once; one inside a transaction may
+    /// finish it and is told at its next command.
+    public mutating func shutdownRequested() -> Action {
+        shuttingDown = true
+        guard phase == .awaitingHello || phase == .ready, transaction == nil else { return .none }
+        phase = .closed
+        return .sendAndClose(SMTPReply(421, .init(4, 3, 2), "\(host) Service shutting down, closing transmission channel"))
+    }
+
+    public mutating func connectionClosed() {
+        phase = .closed
+        transaction = nil
+    }
+
+    // MARK: helpers
+
+    mutating func reply(_ r: SMTPReply) -> Action {
+        if r.code >= 400 {
+            errorCount += 1
+            if errorCount > configuration.maxErrors {
+                phase = .closed
+                return .sendAndClose(
+                    SMTPReply(421, .init(4, 7, 0), "Too many errors on this connection, closing transmission channel"))
+            }
+        }
+        return .send(r)
+    }
+
+    static func reply(for violation: BodyViolation, maxSize: Int) -> SMTPReply {
+        switch violation {
+        case .bareLineEnding:
+            return SMTPReply(
+                550, .init(5, 6, 11), "Message refused: bare CR or LF in message content, only CRLF line endings are allowed")
+        case .lineTooLong:
+            return SMTPReply(550, .init(5, 6, 0), "Message refused: a line is longer than 1000 octets (RFC 5321 4.5.3.1.6)")
+        case .tooLarge:
+            return SMTPReply(552, .init(5, 3, 4), "Message size exceeds fixed maximum message size of \(maxSize) octets")
+        }
+    }
+}

@@ -1,0 +1,229 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import MailQueue
+import MailflowApp
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The `mailflow` command line.
+@main
+struct Mailflow: AsyncParsableCommand {
+    static let version = "0.1.0"
+    static let configuration = CommandConfiguration(
+        commandName: "mailflow",
+        abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
+        subcommands: [Serve.self, Config.self, Queue.self, Version.self])
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .shortAndLong, help: "YAML config file (see docs/configuration.md). Without it, the embedded defaults.")
+    var config: String?
+
+    func load() throws -> MailflowConfig {
+        guard let config else { return MailflowConfig() }
+        do {
+            return try MailflowConfig.load(file: config)
+        } catch let e as MailflowConfig.ConfigError {
+            throw ValidationError("\(config): \(e)")
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the SMTP server, queue and delivery until SIGTERM or SIGINT.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let config = try options.load()
+        let level = Logger.Level(rawValue: config.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "mailflow")
+        let service: MailflowService
+        do {
+            service = try MailflowService(config: config, logger: logger)
+        } catch {
+            throw CleanExit.message("mailflow: \(error)").asFailure()
+        }
+        let addresses = try await service.start()
+        for a in addresses { logger.notice("listening for SMTP on \(a)") }
+        // Tests and scripts read this line to find an ephemeral port.
+        print("mailflow: listening on \(addresses.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))")
+        fflush(nil)
+        let signal = await waitForTerminationSignal()
+        logger.notice("received \(signal)")
+        await service.shutdown()
+    }
+
+    func waitForTerminationSignal() async -> String {
+        var sources: [DispatchSourceSignal] = []
+        let name = await withCheckedContinuation { (c: CheckedContinuation<String, Never>) in
+            let once = SignalOnce(c)
+            for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+                signal(sig, SIG_IGN)
+                let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                src.setEventHandler { once.fire(name) }
+                src.resume()
+                sources.append(src)
+            }
+        }
+        withExtendedLifetime(sources) {}
+        return name
+    }
+}
+
+/// Resumes a continuation once, whichever signal comes first.
+final class SignalOnce: Sendable {
+    let c: Mutex<CheckedContinuation<String, Never>?>
+    init(_ c: CheckedContinuation<String, Never>) { self.c = Mutex(c) }
+    func fire(_ name: String) {
+        c.withLock { cont in
+            cont?.resume(returning: name)
+            cont = nil
+        }
+    }
+}
+
+struct Config: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Work with config files.", subcommands: [Check.self])
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a config file without starting; exit 1 with the key and problem if it is bad.")
+
+        @Argument(help: "The YAML config file.") var file: String
+
+        func run() throws {
+            do {
+                let c = try MailflowConfig.load(file: file)
+                print(
+                    "\(file): OK (hostname \(c.hostname), listening on \(c.smtpListen.joined(separator: ", ")), "
+                        + "\(c.tenants.count) tenant(s), data in \(c.dataDirectory))")
+            } catch {
+                throw CleanExit.message("\(file): \(error)").asFailure()
+            }
+        }
+    }
+}
+
+struct Queue: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Inspect the queue.", subcommands: [List.self, Show.self])
+
+    static func open(_ options: ConfigOption) throws -> SQLiteQueueStore {
+        let config = try options.load()
+        let path = MailflowService.paths(dataDirectory: config.dataDirectory).queue
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CleanExit.message("no queue at \(path): has `mailflow serve` run with this data directory?").asFailure()
+        }
+        return try SQLiteQueueStore(path: path)
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List queued messages: ID, sender, recipients, state, attempts, next attempt.")
+        @OptionGroup var options: ConfigOption
+        @Flag(help: "Include messages that are done (delivered or failed).") var all = false
+        @Flag(help: "Print JSON instead of a table.") var json = false
+
+        func run() throws {
+            let rows = try Queue.open(options).list(includeDone: all)
+            if json {
+                let enc = JSONEncoder()
+                enc.dateEncodingStrategy = .iso8601
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(rows), as: UTF8.self))
+                return
+            }
+            let header = ["ID", "SENDER", "RECIPIENTS", "STATE", "ATTEMPTS", "NEXT ATTEMPT"]
+            let table = rows.map { r in
+                [
+                    r.id, r.sender.isEmpty ? "<>" : r.sender, r.recipients.joined(separator: ","), r.state,
+                    String(r.attempts), r.nextAttempt.map(isoDate) ?? "-",
+                ]
+            }
+            printTable(header, table)
+            print("\(rows.count) message(s)")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show one message: envelope, recipients with status, and its trace events.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "The queue ID from `250 2.0.0 Ok: queued as <ID>`.") var id: String
+
+        func validate() throws {
+            guard QueueID.isValid(id) else { throw ValidationError("'\(id)' is not a queue ID (16 characters)") }
+        }
+
+        func run() throws {
+            let store = try Queue.open(options)
+            guard let m = try store.message(id) else {
+                throw CleanExit.message("no message with queue ID \(id)").asFailure()
+            }
+            print("Queue ID:     \(m.id)")
+            print("Received:     \(isoDate(m.receivedAt)) from \(m.clientAddress) (helo \(m.helo)) with \(m.protocolName)\(m.tls.map { " \($0)" } ?? "")")
+            print("Sender:       <\(m.sender)>")
+            print("Message-ID:   \(m.messageID ?? "-")")
+            print("Subject:      \(m.subject ?? "-")")
+            print("Size:         \(m.size) octets")
+            print("DSN:          RET=\(m.ret ?? "-") ENVID=\(m.envelopeID ?? "-")")
+            print("State:        \(m.state.rawValue), \(m.attempts) attempt(s), next \(m.nextAttempt.map(isoDate) ?? "-")")
+            print("Recipients:")
+            for r in m.recipients {
+                print(
+                    "  <\(r.recipient.address)> \(r.status.rawValue) attempts=\(r.attempts)"
+                        + (r.recipient.notify.map { " NOTIFY=\($0)" } ?? "")
+                        + (r.recipient.originalRecipient.map { " ORCPT=\($0)" } ?? "")
+                        + (r.lastReply.map { " last: \($0)" } ?? ""))
+            }
+            print("Trace:")
+            for e in try store.traceEvents(queueID: id) {
+                print("  \(isoDate(e.time)) \(e.kind.rawValue)\(e.recipient.map { " <\($0)>" } ?? "") \(e.detail ?? "")")
+            }
+        }
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version.")
+    func run() { print("mailflow \(Mailflow.version)") }
+}
+
+func isoDate(_ d: Date) -> String {
+    let f = ISO8601DateFormatter()
+    return f.string(from: d)
+}
+
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ")
+    }
+    print(line(header))
+    for r in rows { print(line(r)) }
+}
+
+extension CleanExit {
+    func asFailure() -> Error { FailureMessage(text: "\(self)") }
+}
+
+/// An error whose text is the whole message, printed by ArgumentParser with exit code 1.
+struct FailureMessage: Error, CustomStringConvertible {
+    var text: String
+    var description: String { text }
+}
