@@ -80,7 +80,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "SMTPCoreTests", dependencies: ["SMTPCore", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(
+            name: "SMTPCoreTests", dependencies: ["SMTPCore", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "MailMessageTests", dependencies: ["MailMessage"]),
         .testTarget(name: "MailQueueTests", dependencies: ["MailQueue", "Delivery", "MailMessage"]),
         .testTarget(name: "MailflowAppTests", dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore"]),

@@ -24,7 +24,8 @@ final class BodySink {
     /// Bytes handed to the thread pool and not yet written.
     private(set) var outstanding = 0
 
-    init(spool: Spool, queueID: String, threadPool: NIOThreadPool, eventLoop: EventLoop, allocator: ByteBufferAllocator) {
+    init(spool: Spool, queueID: String, threadPool: NIOThreadPool, eventLoop: EventLoop, allocator: ByteBufferAllocator)
+    {
         self.spool = spool
         self.path = spool.path(for: queueID)
         self.threadPool = threadPool

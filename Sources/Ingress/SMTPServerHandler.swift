@@ -17,7 +17,9 @@ public struct SessionTimeouts: Sendable, Equatable {
     /// A hard cap on one session's whole life, whatever it does.
     public var session: TimeAmount
 
-    public init(command: TimeAmount = .seconds(300), data: TimeAmount = .seconds(180), session: TimeAmount = .seconds(3600)) {
+    public init(
+        command: TimeAmount = .seconds(300), data: TimeAmount = .seconds(180), session: TimeAmount = .seconds(3600)
+    ) {
         self.command = command
         self.data = data
         self.session = session
@@ -207,7 +209,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
                     mode = .discardingLine
                     perform(
                         session.commandRejected(
-                            SMTPCommandError(SMTPReply(500, .init(5, 5, 2), "Line too long, the limit is \(SMTPLimits.commandLineLength) octets"))))
+                            SMTPCommandError(
+                                SMTPReply(
+                                    500, .init(5, 5, 2),
+                                    "Line too long, the limit is \(SMTPLimits.commandLineLength) octets"))))
                 case .bad(let reply):
                     perform(session.commandRejected(SMTPCommandError(reply)))
                 case .line(let text):
@@ -443,8 +448,9 @@ final class SMTPServerHandler: ChannelInboundHandler {
             size: sink.size, bodyType: tx.parameters.body?.rawValue, smtpUTF8: tx.parameters.smtpUTF8,
             ret: tx.parameters.ret?.rawValue, envelopeID: tx.parameters.envelopeID, clientAddress: clientAddress,
             helo: session.helloName ?? "", protocolName: session.receivedProtocol,
-            tls: tlsInfo?.version, tenant: tx.recipients.first.flatMap { r in
-                LocalRouteDomain(r.route).flatMap { ctx.directory.tenant(forDomain: $0)?.name }
+            tls: tlsInfo?.version,
+            tenant: tx.recipients.first.flatMap { r in
+                localRouteDomain(r.route).flatMap { ctx.directory.tenant(forDomain: $0)?.name }
             },
             messageID: messageID ?? HeaderStamps.messageID(queueID: id, host: hostname),
             addMessageID: messageID == nil, subject: headerScanner.subject.map { String($0.prefix(998)) },
@@ -516,7 +522,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
 }
 
 /// The domain part of a `local:<domain>/<mailbox>` route.
-func LocalRouteDomain(_ route: String) -> String? {
+func localRouteDomain(_ route: String) -> String? {
     guard route.hasPrefix("local:") else { return nil }
     return route.dropFirst(6).split(separator: "/").first.map(String.init)
 }

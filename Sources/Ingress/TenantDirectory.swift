@@ -45,7 +45,8 @@ public struct TenantDirectory: Sendable {
         case .mailbox(let m):
             let domain = m.domain.lowercased()
             guard let t = byDomain[domain] else {
-                return .reject(SMTPReply(550, .init(5, 7, 1), "Relaying denied: \(m.domain) is not a domain of this server"))
+                return .reject(
+                    SMTPReply(550, .init(5, 7, 1), "Relaying denied: \(m.domain) is not a domain of this server"))
             }
             let local = m.unquotedLocalPart.lowercased()
             // RFC 5321 §4.5.1: every domain must accept postmaster.

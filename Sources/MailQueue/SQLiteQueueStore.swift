@@ -147,7 +147,8 @@ public final class SQLiteQueueStore: Sendable {
         try pool.read { db in
             try String.fetchAll(
                 db,
-                sql: "SELECT id FROM message WHERE next_attempt IS NOT NULL AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
+                sql:
+                    "SELECT id FROM message WHERE next_attempt IS NOT NULL AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
                 arguments: [now.timeIntervalSince1970, limit])
         }
     }
@@ -181,7 +182,8 @@ public final class SQLiteQueueStore: Sendable {
                     }
                 }()
                 try db.execute(
-                    sql: "UPDATE recipient SET status = ?, attempts = attempts + 1, last_reply = ? WHERE message = ? AND idx = ?",
+                    sql:
+                        "UPDATE recipient SET status = ?, attempts = attempts + 1, last_reply = ? WHERE message = ? AND idx = ?",
                     arguments: [status.rawValue, detail, messageID, idx])
                 try Self.appendTrace(
                     db, TraceEvent(time: now, queueID: messageID, recipient: address, kind: kind, detail: detail))
@@ -191,9 +193,11 @@ public final class SQLiteQueueStore: Sendable {
                     db, sql: "SELECT COUNT(*) FROM recipient WHERE message = ? AND status = 'pending'",
                     arguments: [messageID]) ?? 0
             if pending == 0 {
-                let path = try String.fetchOne(db, sql: "SELECT body_path FROM message WHERE id = ?", arguments: [messageID])
+                let path = try String.fetchOne(
+                    db, sql: "SELECT body_path FROM message WHERE id = ?", arguments: [messageID])
                 try db.execute(
-                    sql: "UPDATE message SET state = 'done', next_attempt = NULL, attempts = attempts + 1, body = NULL, body_path = NULL WHERE id = ?",
+                    sql:
+                        "UPDATE message SET state = 'done', next_attempt = NULL, attempts = attempts + 1, body = NULL, body_path = NULL WHERE id = ?",
                     arguments: [messageID])
                 return path
             }

@@ -87,7 +87,8 @@ public struct MailflowConfig: Sendable, Equatable {
             if let list = try server.stringList("smtp") {
                 guard !list.isEmpty else { throw server.error("smtp", "needs at least one listen address") }
                 for (i, a) in list.enumerated() where ListenAddress.parse(a) == nil {
-                    throw server.error("smtp[\(i)]", "'\(a)' is not host:port (for example 127.0.0.1:2525 or [::1]:2525)")
+                    throw server.error(
+                        "smtp[\(i)]", "'\(a)' is not host:port (for example 127.0.0.1:2525 or [::1]:2525)")
                 }
                 config.smtpListen = list
             }
@@ -105,7 +106,9 @@ public struct MailflowConfig: Sendable, Equatable {
             let cert = try tls.string("certificate")
             let key = try tls.string("key")
             guard (cert == nil) == (key == nil) else {
-                throw tls.error(cert == nil ? "certificate" : "key", "is required when tls.\(cert == nil ? "key" : "certificate") is set")
+                throw tls.error(
+                    cert == nil ? "certificate" : "key",
+                    "is required when tls.\(cert == nil ? "key" : "certificate") is set")
             }
             config.tlsCertificate = cert.map { resolve($0, baseDirectory) }
             config.tlsKey = key.map { resolve($0, baseDirectory) }
@@ -201,7 +204,9 @@ public enum ListenAddress {
         let host: String
         let portText: Substring
         if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                return nil
+            }
             host = String(text[text.index(after: text.startIndex)..<close])
             portText = text[text.index(close, offsetBy: 2)...]
         } else {
@@ -322,7 +327,8 @@ struct Reader {
             throw error(key, "expected a size such as 35MB")
         }
         var mult = 1
-        for (suffix, m) in [("KB", 1024), ("MB", 1024 * 1024), ("GB", 1024 * 1024 * 1024), ("B", 1)] where s.hasSuffix(suffix) {
+        for (suffix, m) in [("KB", 1024), ("MB", 1024 * 1024), ("GB", 1024 * 1024 * 1024), ("B", 1)]
+        where s.hasSuffix(suffix) {
             mult = m
             s.removeLast(suffix.count)
             break

@@ -63,7 +63,8 @@ public final class MailflowService: Sendable {
                 hostname: config.hostname, maxMessageSize: config.maxMessageSize,
                 maxRecipients: config.recipientsPerMessage, maxErrors: config.maxErrorsPerSession, tlsAvailable: true),
             timeouts: SessionTimeouts(
-                command: .nanoseconds(Int64(config.commandTimeout * 1e9)), data: .nanoseconds(Int64(config.dataTimeout * 1e9)),
+                command: .nanoseconds(Int64(config.commandTimeout * 1e9)),
+                data: .nanoseconds(Int64(config.dataTimeout * 1e9)),
                 session: .nanoseconds(Int64(config.sessionTimeout * 1e9))),
             directory: tenants, committer: committer, spool: spool, threadPool: threadPool, tls: tls, logger: logger)
         server = SMTPServer(group: group, context: ctx)

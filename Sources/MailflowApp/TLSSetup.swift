@@ -60,7 +60,9 @@ public enum TLSSetup {
             },
             issuerPrivateKey: Certificate.PrivateKey(key))
         let certPEM = try cert.serializeAsPEM().pemString
-        guard FileManager.default.createFile(atPath: keyPath, contents: Data(key.pemRepresentation.utf8), attributes: [.posixPermissions: 0o600]),
+        guard
+            FileManager.default.createFile(
+                atPath: keyPath, contents: Data(key.pemRepresentation.utf8), attributes: [.posixPermissions: 0o600]),
             FileManager.default.createFile(atPath: certPath, contents: Data(certPEM.utf8))
         else {
             throw StartupError("cannot write the generated TLS pair into \(dir)")

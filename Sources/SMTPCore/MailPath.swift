@@ -146,7 +146,12 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
                     guard ok else { throw .syntax("bad character in domain") }
                 } else if !allowUTF8 {
                     throw .utf8NotAllowed
-                } else if !(ch.isLetter || ch.isNumber || ch.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || $0.properties.generalCategory == .nonspacingMark || $0.properties.generalCategory == .spacingMark })) {
+                } else if !(ch.isLetter || ch.isNumber
+                    || ch.unicodeScalars.allSatisfy({
+                        $0.properties.isAlphabetic || $0.properties.generalCategory == .nonspacingMark
+                            || $0.properties.generalCategory == .spacingMark
+                    }))
+                {
                     throw .syntax("bad character in domain")
                 }
             }

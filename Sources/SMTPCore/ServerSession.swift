@@ -160,7 +160,8 @@ public struct ServerSession: Sendable {
         }
         if shuttingDown && transaction == nil, command != .quit {
             phase = .closed
-            return .sendAndClose(SMTPReply(421, .init(4, 3, 2), "\(host) Service shutting down, closing transmission channel"))
+            return .sendAndClose(
+                SMTPReply(421, .init(4, 3, 2), "\(host) Service shutting down, closing transmission channel"))
         }
 
         switch command {
@@ -169,8 +170,10 @@ public struct ServerSession: Sendable {
             helloKind = .ehlo
             transaction = nil
             phase = .ready
-            var lines = ["\(host) Hello \(name)", "PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME",
-                "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
+            var lines = [
+                "\(host) Hello \(name)", "PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME",
+                "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN",
+            ]
             if configuration.tlsAvailable && !tlsActive { lines.append("STARTTLS") }
             lines.append("HELP")
             return .send(SMTPReply(250, nil, lines: lines))
@@ -183,14 +186,17 @@ public struct ServerSession: Sendable {
         case .mail(let sender, let params):
             guard phase == .ready else { return reply(SMTPReply(503, .init(5, 5, 1), "Send EHLO or HELO first")) }
             guard transaction == nil else { return reply(SMTPReply(503, .init(5, 5, 1), "Nested MAIL command")) }
-            if helloKind == .helo && (params.smtpUTF8 || params.body != nil || params.size != nil || params.ret != nil
-                || params.envelopeID != nil)
+            if helloKind == .helo
+                && (params.smtpUTF8 || params.body != nil || params.size != nil || params.ret != nil
+                    || params.envelopeID != nil)
             {
                 return reply(SMTPReply(555, .init(5, 5, 4), "MAIL parameters need EHLO"))
             }
             if let size = params.size, size > configuration.maxMessageSize {
                 return reply(
-                    SMTPReply(552, .init(5, 3, 4), "Message size exceeds fixed maximum message size of \(configuration.maxMessageSize) octets"))
+                    SMTPReply(
+                        552, .init(5, 3, 4),
+                        "Message size exceeds fixed maximum message size of \(configuration.maxMessageSize) octets"))
             }
             transaction = MailTransaction(sender: sender, parameters: params)
             return .send(SMTPReply(250, .init(2, 1, 0), "Sender \(sender) OK"))
@@ -204,7 +210,8 @@ public struct ServerSession: Sendable {
                     SMTPReply(553, .init(5, 6, 7), "UTF-8 recipient address needs the SMTPUTF8 parameter on MAIL"))
             }
             guard tx.recipients.count < configuration.maxRecipients else {
-                return reply(SMTPReply(452, .init(4, 5, 3), "Too many recipients, send the rest in another transaction"))
+                return reply(
+                    SMTPReply(452, .init(4, 5, 3), "Too many recipients, send the rest in another transaction"))
             }
             tx.chunking = false
             transaction = tx
@@ -238,7 +245,8 @@ public struct ServerSession: Sendable {
             phase = .closed
             return .sendAndClose(SMTPReply(221, .init(2, 0, 0), "\(host) closing connection"))
         case .vrfy:
-            return .send(SMTPReply(252, .init(2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery"))
+            return .send(
+                SMTPReply(252, .init(2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery"))
         case .help:
             return .send(
                 SMTPReply(
@@ -347,7 +355,8 @@ public struct ServerSession: Sendable {
         shuttingDown = true
         guard phase == .awaitingHello || phase == .ready, transaction == nil else { return .none }
         phase = .closed
-        return .sendAndClose(SMTPReply(421, .init(4, 3, 2), "\(host) Service shutting down, closing transmission channel"))
+        return .sendAndClose(
+            SMTPReply(421, .init(4, 3, 2), "\(host) Service shutting down, closing transmission channel"))
     }
 
     public mutating func connectionClosed() {
@@ -373,11 +382,14 @@ public struct ServerSession: Sendable {
         switch violation {
         case .bareLineEnding:
             return SMTPReply(
-                550, .init(5, 6, 11), "Message refused: bare CR or LF in message content, only CRLF line endings are allowed")
+                550, .init(5, 6, 11),
+                "Message refused: bare CR or LF in message content, only CRLF line endings are allowed")
         case .lineTooLong:
-            return SMTPReply(550, .init(5, 6, 0), "Message refused: a line is longer than 1000 octets (RFC 5321 4.5.3.1.6)")
+            return SMTPReply(
+                550, .init(5, 6, 0), "Message refused: a line is longer than 1000 octets (RFC 5321 4.5.3.1.6)")
         case .tooLarge:
-            return SMTPReply(552, .init(5, 3, 4), "Message size exceeds fixed maximum message size of \(maxSize) octets")
+            return SMTPReply(
+                552, .init(5, 3, 4), "Message size exceeds fixed maximum message size of \(maxSize) octets")
         }
     }
 }

@@ -21,7 +21,8 @@ struct Mailflow: AsyncParsableCommand {
 }
 
 struct ConfigOption: ParsableArguments {
-    @Option(name: .shortAndLong, help: "YAML config file (see docs/configuration.md). Without it, the embedded defaults.")
+    @Option(
+        name: .shortAndLong, help: "YAML config file (see docs/configuration.md). Without it, the embedded defaults.")
     var config: String?
 
     func load() throws -> MailflowConfig {
@@ -58,7 +59,9 @@ struct Serve: AsyncParsableCommand {
         let addresses = try await service.start()
         for a in addresses { logger.notice("listening for SMTP on \(a)") }
         // Tests and scripts read this line to find an ephemeral port.
-        print("mailflow: listening on \(addresses.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))")
+        print(
+            "mailflow: listening on \(addresses.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))"
+        )
         fflush(nil)
         let signal = await waitForTerminationSignal()
         logger.notice("received \(signal)")
@@ -125,7 +128,8 @@ struct Queue: ParsableCommand {
         let config = try options.load()
         let path = MailflowService.paths(dataDirectory: config.dataDirectory).queue
         guard FileManager.default.fileExists(atPath: path) else {
-            throw CleanExit.message("no queue at \(path): has `mailflow serve` run with this data directory?").asFailure()
+            throw CleanExit.message("no queue at \(path): has `mailflow serve` run with this data directory?")
+                .asFailure()
         }
         return try SQLiteQueueStore(path: path)
     }
@@ -174,13 +178,17 @@ struct Queue: ParsableCommand {
                 throw CleanExit.message("no message with queue ID \(id)").asFailure()
             }
             print("Queue ID:     \(m.id)")
-            print("Received:     \(isoDate(m.receivedAt)) from \(m.clientAddress) (helo \(m.helo)) with \(m.protocolName)\(m.tls.map { " \($0)" } ?? "")")
+            print(
+                "Received:     \(isoDate(m.receivedAt)) from \(m.clientAddress) (helo \(m.helo)) with \(m.protocolName)\(m.tls.map { " \($0)" } ?? "")"
+            )
             print("Sender:       <\(m.sender)>")
             print("Message-ID:   \(m.messageID ?? "-")")
             print("Subject:      \(m.subject ?? "-")")
             print("Size:         \(m.size) octets")
             print("DSN:          RET=\(m.ret ?? "-") ENVID=\(m.envelopeID ?? "-")")
-            print("State:        \(m.state.rawValue), \(m.attempts) attempt(s), next \(m.nextAttempt.map(isoDate) ?? "-")")
+            print(
+                "State:        \(m.state.rawValue), \(m.attempts) attempt(s), next \(m.nextAttempt.map(isoDate) ?? "-")"
+            )
             print("Recipients:")
             for r in m.recipients {
                 print(
@@ -191,7 +199,8 @@ struct Queue: ParsableCommand {
             }
             print("Trace:")
             for e in try store.traceEvents(queueID: id) {
-                print("  \(isoDate(e.time)) \(e.kind.rawValue)\(e.recipient.map { " <\($0)>" } ?? "") \(e.detail ?? "")")
+                print(
+                    "  \(isoDate(e.time)) \(e.kind.rawValue)\(e.recipient.map { " <\($0)>" } ?? "") \(e.detail ?? "")")
             }
         }
     }
@@ -211,8 +220,10 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     var widths = header.map(\.count)
     for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
     func line(_ cells: [String]) -> String {
-        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-            .joined(separator: "  ")
+        cells.enumerated().map { i, c in
+            i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+        }
+        .joined(separator: "  ")
     }
     print(line(header))
     for r in rows { print(line(r)) }

@@ -10,10 +10,14 @@ func temporaryDirectory() throws -> String {
     return dir
 }
 
-func newMessage(_ id: String, rcpts: [String] = ["local:contoso.test/alice"], body: String = "Subject: t\r\n\r\nhi\r\n") -> NewMessage {
+func newMessage(_ id: String, rcpts: [String] = ["local:contoso.test/alice"], body: String = "Subject: t\r\n\r\nhi\r\n")
+    -> NewMessage
+{
     NewMessage(
         id: id, receivedAt: Date(), sender: "s@x.test",
-        recipients: rcpts.map { EnvelopeRecipient(address: "\($0.split(separator: "/").last!)@contoso.test", route: $0) },
+        recipients: rcpts.map {
+            EnvelopeRecipient(address: "\($0.split(separator: "/").last!)@contoso.test", route: $0)
+        },
         size: body.utf8.count, clientAddress: "127.0.0.1", helo: "c", protocolName: "ESMTP",
         messageID: "<\(id)@mx.test>", addMessageID: true, body: .inline(Data(body.utf8)))
 }
@@ -22,7 +26,9 @@ struct QueueStoreTests {
     @Test func insertAppendsReceivedTraceInSameTransaction() throws {
         let dir = try temporaryDirectory()
         let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
-        try store.insert([newMessage("A"), newMessage("B", rcpts: ["local:contoso.test/alice", "local:contoso.test/bob"])])
+        try store.insert([
+            newMessage("A"), newMessage("B", rcpts: ["local:contoso.test/alice", "local:contoso.test/bob"]),
+        ])
         #expect(try store.dueMessageIDs(now: Date().addingTimeInterval(1), limit: 10).sorted() == ["A", "B"])
         let b = try #require(try store.message("B"))
         #expect(b.recipients.count == 2)
@@ -143,10 +149,12 @@ struct MaildirDeliveryTests {
         let (dir, store, spool, maildir) = try setup()
         try store.insert([newMessage("A")])
         // A file where the mailbox folder should be makes delivery fail.
-        try FileManager.default.createDirectory(atPath: "\(dir)/mailboxes/contoso.test", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: "\(dir)/mailboxes/contoso.test", withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: "\(dir)/mailboxes/contoso.test/alice", contents: Data())
         let sched = DeliveryScheduler(
-            store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [60], expiry: 3600, jitter: 0),
+            store: store, spool: spool, maildir: maildir,
+            retry: RetrySchedule(intervals: [60], expiry: 3600, jitter: 0),
             logger: Logger(label: "t"))
         sched.attempt("A")
         let m = try #require(try store.message("A"))
@@ -163,7 +171,8 @@ struct MaildirDeliveryTests {
     @Test func expiryFailsWith447() throws {
         let (dir, store, spool, maildir) = try setup()
         try store.insert([newMessage("A")])
-        try FileManager.default.createDirectory(atPath: "\(dir)/mailboxes/contoso.test", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: "\(dir)/mailboxes/contoso.test", withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: "\(dir)/mailboxes/contoso.test/alice", contents: Data())
         let sched = DeliveryScheduler(
             store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [60], expiry: 3600),

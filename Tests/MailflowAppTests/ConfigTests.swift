@@ -60,10 +60,16 @@ struct ConfigTests {
         Bad(yaml: "colour: blue\n", message: "colour: unknown key"),
         Bad(yaml: "server:\n  smtp: [\"localhost\"]\n", message: "server.smtp[0]: 'localhost' is not host:port"),
         Bad(yaml: "server:\n  smtp: []\n", message: "server.smtp: needs at least one"),
-        Bad(yaml: "server:\n  hostname: \"bad host\"\n", message: "server.hostname: 'bad host' is not a valid host name"),
+        Bad(
+            yaml: "server:\n  hostname: \"bad host\"\n", message: "server.hostname: 'bad host' is not a valid host name"
+        ),
         Bad(yaml: "server:\n  log_level: loud\n", message: "server.log_level: 'loud' is not one of"),
-        Bad(yaml: "limits:\n  recipients_per_message: 0\n", message: "limits.recipients_per_message: must be between 1 and 1000"),
-        Bad(yaml: "limits:\n  recipients_per_message: many\n", message: "limits.recipients_per_message: expected a whole number"),
+        Bad(
+            yaml: "limits:\n  recipients_per_message: 0\n",
+            message: "limits.recipients_per_message: must be between 1 and 1000"),
+        Bad(
+            yaml: "limits:\n  recipients_per_message: many\n",
+            message: "limits.recipients_per_message: expected a whole number"),
         Bad(yaml: "limits:\n  max_message_size: huge\n", message: "limits.max_message_size: expected a size"),
         Bad(yaml: "timeouts:\n  command: soon\n", message: "timeouts.command: expected a duration"),
         Bad(yaml: "tls:\n  certificate: c.pem\n", message: "tls.key: is required"),
@@ -72,8 +78,12 @@ struct ConfigTests {
         Bad(
             yaml: "tenants:\n  - name: a\n    domains: [a.test]\n  - name: b\n    domains: [A.test]\n",
             message: "tenants[1].domains[0]: 'A.test' already belongs to tenant 'a'"),
-        Bad(yaml: "tenants:\n  - name: a\n    domains: [a.test]\n    mailboxes: [\"a b\"]\n", message: "tenants[0].mailboxes[0]"),
-        Bad(yaml: "tenants:\n  - name: a\n    domains: [a.test]\n    catch_all: maybe\n", message: "tenants[0].catch_all: expected true or false"),
+        Bad(
+            yaml: "tenants:\n  - name: a\n    domains: [a.test]\n    mailboxes: [\"a b\"]\n",
+            message: "tenants[0].mailboxes[0]"),
+        Bad(
+            yaml: "tenants:\n  - name: a\n    domains: [a.test]\n    catch_all: maybe\n",
+            message: "tenants[0].catch_all: expected true or false"),
         Bad(yaml: "server: [1, 2]\n", message: "server: expected a mapping"),
         Bad(yaml: "server: {\n", message: "not valid YAML"),
     ]

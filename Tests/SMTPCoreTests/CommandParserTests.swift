@@ -16,7 +16,8 @@ struct CommandParserTests {
         Good(line: "MAIL FROM:<>", command: .mail(.null, MailParameters())),
         Good(
             line: "MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME",
-            command: .mail(.mailbox(Mailbox(localPart: "a", domain: "b.test")), MailParameters(size: 1000, body: .eightBitMIME))),
+            command: .mail(
+                .mailbox(Mailbox(localPart: "a", domain: "b.test")), MailParameters(size: 1000, body: .eightBitMIME))),
         Good(
             line: "mail from: <a@b.test>",
             command: .mail(.mailbox(Mailbox(localPart: "a", domain: "b.test")), MailParameters())),
@@ -38,7 +39,8 @@ struct CommandParserTests {
         Good(
             line: "MAIL FROM:<a@b.test> RET=HDRS ENVID=abc+2Bdef",
             command: .mail(
-                .mailbox(Mailbox(localPart: "a", domain: "b.test")), MailParameters(ret: .headers, envelopeID: "abc+def"))),
+                .mailbox(Mailbox(localPart: "a", domain: "b.test")),
+                MailParameters(ret: .headers, envelopeID: "abc+def"))),
         Good(
             line: "RCPT TO:<alice@contoso.test>",
             command: .rcpt(.mailbox(Mailbox(localPart: "alice", domain: "contoso.test")), RecipientParameters())),
@@ -52,7 +54,9 @@ struct CommandParserTests {
                     originalRecipient: OriginalRecipient(addressType: "rfc822", address: "a@b.test")))),
         Good(
             line: "RCPT TO:<a@b.test> NOTIFY=NEVER",
-            command: .rcpt(.mailbox(Mailbox(localPart: "a", domain: "b.test")), RecipientParameters(notify: DSNNotify(never: true)))),
+            command: .rcpt(
+                .mailbox(Mailbox(localPart: "a", domain: "b.test")), RecipientParameters(notify: DSNNotify(never: true))
+            )),
         Good(line: "DATA", command: .data),
         Good(line: "BDAT 100", command: .bdat(size: 100, last: false)),
         Good(line: "BDAT 0 LAST", command: .bdat(size: 0, last: true)),

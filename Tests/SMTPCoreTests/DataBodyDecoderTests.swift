@@ -4,7 +4,9 @@ import Testing
 @testable import SMTPCore
 
 struct DataBodyDecoderTests {
-    func decode(_ chunks: [String], maxSize: Int = 1 << 20) -> (DataBodyDecoder.Progress, String, String, BodyViolation?) {
+    func decode(_ chunks: [String], maxSize: Int = 1 << 20) -> (
+        DataBodyDecoder.Progress, String, String, BodyViolation?
+    ) {
         var d = DataBodyDecoder(maxSize: maxSize)
         var out = ByteBuffer()
         var input = ByteBuffer()

@@ -3,7 +3,8 @@ import Testing
 @testable import SMTPCore
 
 struct ServerSessionTests {
-    static let config = ServerSessionConfiguration(hostname: "mx.test", maxMessageSize: 1000, maxRecipients: 2, maxErrors: 5)
+    static let config = ServerSessionConfiguration(
+        hostname: "mx.test", maxMessageSize: 1000, maxRecipients: 2, maxErrors: 5)
 
     func session(tls: Bool = true) -> ServerSession {
         var c = Self.config
@@ -51,27 +52,95 @@ struct ServerSessionTests {
     }
 
     static let scripts: [Script] = [
-        Script(name: "happy path", steps: [("EHLO c.test", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<x@contoso.test>", "250 2.1.5"), ("DATA", "354")]),
-        Script(name: "HELO path", steps: [("HELO c.test", "250"), ("MAIL FROM:<>", "250 2.1.0"), ("RCPT TO:<x@contoso.test>", "250 2.1.5"), ("DATA", "354")]),
+        Script(
+            name: "happy path",
+            steps: [
+                ("EHLO c.test", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"),
+                ("RCPT TO:<x@contoso.test>", "250 2.1.5"), ("DATA", "354"),
+            ]),
+        Script(
+            name: "HELO path",
+            steps: [
+                ("HELO c.test", "250"), ("MAIL FROM:<>", "250 2.1.0"), ("RCPT TO:<x@contoso.test>", "250 2.1.5"),
+                ("DATA", "354"),
+            ]),
         Script(name: "MAIL before hello", steps: [("MAIL FROM:<a@b.test>", "503 5.5.1")]),
         Script(name: "RCPT before MAIL", steps: [("EHLO c", "250"), ("RCPT TO:<x@contoso.test>", "503 5.5.1")]),
         Script(name: "DATA before MAIL", steps: [("EHLO c", "250"), ("DATA", "503 5.5.1")]),
-        Script(name: "DATA before RCPT", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("DATA", "503 5.5.1")]),
-        Script(name: "nested MAIL", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("MAIL FROM:<a@b.test>", "503 5.5.1")]),
-        Script(name: "RSET clears", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RSET", "250 2.0.0"), ("RCPT TO:<x@contoso.test>", "503 5.5.1")]),
-        Script(name: "EHLO resets transaction", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("EHLO c", "250"), ("RCPT TO:<x@contoso.test>", "503 5.5.1")]),
-        Script(name: "relay denied", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<x@other.test>", "550 5.7.1")]),
-        Script(name: "too many recipients", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<x@contoso.test>", "250 2.1.5"), ("RCPT TO:<y@contoso.test>", "250 2.1.5"), ("RCPT TO:<z@contoso.test>", "452 4.5.3")]),
-        Script(name: "declared size over the limit", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test> SIZE=1001", "552 5.3.4"), ("MAIL FROM:<a@b.test> SIZE=1000", "250 2.1.0")]),
-        Script(name: "UTF-8 recipient needs SMTPUTF8", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<ü@contoso.test>", "553 5.6.7")]),
-        Script(name: "UTF-8 recipient with SMTPUTF8", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test> SMTPUTF8", "250 2.1.0"), ("RCPT TO:<ü@contoso.test>", "250 2.1.5")]),
-        Script(name: "ESMTP parameters after HELO", steps: [("HELO c", "250"), ("MAIL FROM:<a@b.test> BODY=8BITMIME", "555 5.5.4")]),
-        Script(name: "misc commands", steps: [("NOOP", "250 2.0.0"), ("VRFY alice", "252 2.5.0"), ("HELP", "214 2.0.0"), ("EXPN x", "502 5.5.1"), ("QUIT", "221 2.0.0")]),
-        Script(name: "STARTTLS needs EHLO", steps: [("STARTTLS", "503 5.5.1"), ("EHLO c", "250"), ("STARTTLS", "220 2.0.0")]),
-        Script(name: "STARTTLS not inside a transaction", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("STARTTLS", "503 5.5.1")]),
-        Script(name: "BDAT without a transaction consumes and refuses", steps: [("EHLO c", "250"), ("BDAT 5 LAST", "chunk 5 true false")]),
-        Script(name: "BDAT in a transaction", steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<x@contoso.test>", "250 2.1.5"), ("BDAT 5", "chunk 5 false true")]),
-        Script(name: "too many errors closes", steps: [("FOO", "502 5.5.1"), ("FOO", "502 5.5.1"), ("FOO", "502 5.5.1"), ("FOO", "502 5.5.1"), ("FOO", "502 5.5.1"), ("FOO", "421 4.7.0"), ("NOOP", "none")]),
+        Script(
+            name: "DATA before RCPT",
+            steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("DATA", "503 5.5.1")]),
+        Script(
+            name: "nested MAIL",
+            steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("MAIL FROM:<a@b.test>", "503 5.5.1")]),
+        Script(
+            name: "RSET clears",
+            steps: [
+                ("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RSET", "250 2.0.0"),
+                ("RCPT TO:<x@contoso.test>", "503 5.5.1"),
+            ]),
+        Script(
+            name: "EHLO resets transaction",
+            steps: [
+                ("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("EHLO c", "250"),
+                ("RCPT TO:<x@contoso.test>", "503 5.5.1"),
+            ]),
+        Script(
+            name: "relay denied",
+            steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<x@other.test>", "550 5.7.1")]),
+        Script(
+            name: "too many recipients",
+            steps: [
+                ("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<x@contoso.test>", "250 2.1.5"),
+                ("RCPT TO:<y@contoso.test>", "250 2.1.5"), ("RCPT TO:<z@contoso.test>", "452 4.5.3"),
+            ]),
+        Script(
+            name: "declared size over the limit",
+            steps: [
+                ("EHLO c", "250"), ("MAIL FROM:<a@b.test> SIZE=1001", "552 5.3.4"),
+                ("MAIL FROM:<a@b.test> SIZE=1000", "250 2.1.0"),
+            ]),
+        Script(
+            name: "UTF-8 recipient needs SMTPUTF8",
+            steps: [
+                ("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<ü@contoso.test>", "553 5.6.7"),
+            ]),
+        Script(
+            name: "UTF-8 recipient with SMTPUTF8",
+            steps: [
+                ("EHLO c", "250"), ("MAIL FROM:<a@b.test> SMTPUTF8", "250 2.1.0"),
+                ("RCPT TO:<ü@contoso.test>", "250 2.1.5"),
+            ]),
+        Script(
+            name: "ESMTP parameters after HELO",
+            steps: [("HELO c", "250"), ("MAIL FROM:<a@b.test> BODY=8BITMIME", "555 5.5.4")]),
+        Script(
+            name: "misc commands",
+            steps: [
+                ("NOOP", "250 2.0.0"), ("VRFY alice", "252 2.5.0"), ("HELP", "214 2.0.0"), ("EXPN x", "502 5.5.1"),
+                ("QUIT", "221 2.0.0"),
+            ]),
+        Script(
+            name: "STARTTLS needs EHLO",
+            steps: [("STARTTLS", "503 5.5.1"), ("EHLO c", "250"), ("STARTTLS", "220 2.0.0")]),
+        Script(
+            name: "STARTTLS not inside a transaction",
+            steps: [("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("STARTTLS", "503 5.5.1")]),
+        Script(
+            name: "BDAT without a transaction consumes and refuses",
+            steps: [("EHLO c", "250"), ("BDAT 5 LAST", "chunk 5 true false")]),
+        Script(
+            name: "BDAT in a transaction",
+            steps: [
+                ("EHLO c", "250"), ("MAIL FROM:<a@b.test>", "250 2.1.0"), ("RCPT TO:<x@contoso.test>", "250 2.1.5"),
+                ("BDAT 5", "chunk 5 false true"),
+            ]),
+        Script(
+            name: "too many errors closes",
+            steps: [
+                ("FOO", "502 5.5.1"), ("FOO", "502 5.5.1"), ("FOO", "502 5.5.1"), ("FOO", "502 5.5.1"),
+                ("FOO", "502 5.5.1"), ("FOO", "421 4.7.0"), ("NOOP", "none"),
+            ]),
     ]
 
     @Test(arguments: scripts)
@@ -88,7 +157,9 @@ struct ServerSessionTests {
             Issue.record("no reply")
             return
         }
-        for ext in ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN", "STARTTLS"] {
+        for ext in [
+            "PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN", "STARTTLS",
+        ] {
             #expect(r.lines.contains(ext), "missing \(ext)")
         }
         #expect(code(s.commandReceived(.startTLS)) == "220 2.0.0")

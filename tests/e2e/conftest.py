@@ -1,0 +1,81 @@
+"""Fixtures for Mailflow's end-to-end suite: real `mailflow serve` processes in temporary folders.
+
+`mailflow_server(overrides)` starts a server with the default test config merged with `overrides`
+and returns a `MailflowServer` that unpacks as `(port, data_dir, proc)`; every server started this
+way is killed at teardown, whatever the test did. `server` is one such server shared by a module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mfutil import MailflowServer, default_config, mailflow_bin, merge_config  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test that takes several seconds")
+
+
+def pytest_sessionstart(session):
+    binary = mailflow_bin()
+    if not os.access(binary, os.X_OK):
+        raise pytest.UsageError(
+            f"mailflow binary not found at {binary}: run `swift build` or set MAILFLOW_BIN")
+
+
+def _factory(base_dir: Path):
+    servers: list[MailflowServer] = []
+    counter = [0]
+
+    def start(overrides: dict | None = None, start: bool = True) -> MailflowServer:
+        counter[0] += 1
+        srv = MailflowServer(base_dir / f"server{counter[0]}", merge_config(default_config(), overrides))
+        servers.append(srv)
+        if start:
+            srv.start()
+        return srv
+
+    return start, servers
+
+
+def _teardown(servers: list[MailflowServer]) -> None:
+    for s in servers:
+        try:
+            s.kill()
+        except Exception:  # noqa: BLE001 - teardown must reach every server
+            pass
+
+
+@pytest.fixture
+def mailflow_server(tmp_path):
+    """Factory: `mailflow_server({'limits': {...}})` -> a running MailflowServer; killed at teardown."""
+    start, servers = _factory(tmp_path)
+    yield start
+    _teardown(servers)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server with the default test config, shared by the tests of a module."""
+    start, servers = _factory(tmp_path_factory.mktemp("shared"))
+    srv = start()
+    yield srv
+    _teardown(servers)
+
+
+@pytest.fixture(scope="session")
+def need_tool():
+    def check(name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            pytest.fail(f"{name} is not installed (apt-get install -y {name})")
+        return path
+
+    return check
