@@ -487,6 +487,9 @@ final class SMTPServerHandler: ChannelInboundHandler {
         }
         if case .waiting = mode { mode = .commands }
         queueID = nil
+        // Stopping: the transaction that was allowed to finish has finished.
+        if session.shuttingDown { perform(session.shutdownRequested()) }
+        armTimeout()
         process()
         flushIfNeeded()
     }
@@ -514,7 +517,11 @@ final class SMTPServerHandler: ChannelInboundHandler {
 
     func fireTimeout() {
         if case .closed = mode { return }
-        if case .waiting = mode { return }  // our own commit is slow, not the client
+        if case .waiting = mode {
+            // Our own commit is slow, not the client: wait on.
+            armTimeout()
+            return
+        }
         logger.info("session timed out")
         perform(session.timeoutFired())
         flushIfNeeded()
