@@ -76,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "mailflow",
             dependencies: [
-                "MailflowApp", "MailQueue",
+                "MailflowApp", "MailQueue", "Ingress",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -84,6 +84,10 @@ let package = Package(
             name: "SMTPCoreTests", dependencies: ["SMTPCore", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "MailMessageTests", dependencies: ["MailMessage"]),
         .testTarget(name: "MailQueueTests", dependencies: ["MailQueue", "Delivery", "MailMessage"]),
+        .testTarget(
+            name: "IngressTests",
+            dependencies: ["Ingress", "SMTPCore", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(name: "MailflowAppTests", dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore"]),
     ],
     swiftLanguageModes: [.v6]

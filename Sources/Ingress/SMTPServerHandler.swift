@@ -7,6 +7,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import SMTPCore
+import Synchronization
 
 /// Timeouts of an inbound session (RFC 5321 §4.5.3.2).
 public struct SessionTimeouts: Sendable, Equatable {
@@ -26,11 +27,33 @@ public struct SessionTimeouts: Sendable, Equatable {
     }
 }
 
-/// Everything a session handler shares with its server.
-public struct IngressContext: Sendable {
+/// The part of the ingress configuration a reload (SIGHUP) may change: new sessions take the
+/// current one; live sessions keep the one they started with.
+public struct IngressPolicy: Sendable {
     public var session: ServerSessionConfiguration
     public var timeouts: SessionTimeouts
     public var directory: TenantDirectory
+    /// Delay before every error reply (0: none).
+    public var tarpit: TimeAmount
+    /// Pause before the greeting; a client that talks first is refused (0: off).
+    public var greetPause: TimeAmount
+
+    public init(
+        session: ServerSessionConfiguration, timeouts: SessionTimeouts, directory: TenantDirectory,
+        tarpit: TimeAmount = .zero, greetPause: TimeAmount = .zero
+    ) {
+        self.session = session
+        self.timeouts = timeouts
+        self.directory = directory
+        self.tarpit = tarpit
+        self.greetPause = greetPause
+    }
+}
+
+/// Everything a session handler shares with its server.
+public struct IngressContext: Sendable {
+    public var policy: SharedPolicy
+    public var admission: AdmissionControl
     public var committer: GroupCommitter
     public var spool: Spool
     public var threadPool: NIOThreadPool
@@ -38,18 +61,25 @@ public struct IngressContext: Sendable {
     public var logger: Logger
 
     public init(
-        session: ServerSessionConfiguration, timeouts: SessionTimeouts, directory: TenantDirectory,
-        committer: GroupCommitter, spool: Spool, threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger
+        policy: SharedPolicy, admission: AdmissionControl, committer: GroupCommitter, spool: Spool,
+        threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger
     ) {
-        self.session = session
-        self.timeouts = timeouts
-        self.directory = directory
+        self.policy = policy
+        self.admission = admission
         self.committer = committer
         self.spool = spool
         self.threadPool = threadPool
         self.tls = tls
         self.logger = logger
     }
+}
+
+/// The current `IngressPolicy`, shared by the server and replaced on reload.
+public final class SharedPolicy: Sendable {
+    let mutex: Mutex<IngressPolicy>
+    public init(_ value: IngressPolicy) { mutex = Mutex(value) }
+    public var current: IngressPolicy { mutex.withLock { $0 } }
+    public func replace(_ p: IngressPolicy) { mutex.withLock { $0 = p } }
 }
 
 /// Sent down a session's pipeline when the server begins to stop.
@@ -70,14 +100,22 @@ final class SMTPServerHandler: ChannelInboundHandler {
         case discardingLine
         case data(DataBodyDecoder)
         case chunk(remaining: Int, checker: ChunkBodyChecker?)
-        /// Waiting for an asynchronous answer (commit); input stays buffered.
+        /// Waiting for an asynchronous answer (commit) or a tarpit delay; input stays buffered.
         case waiting
+        /// Before the greeting (greet pause): a client that talks now is refused.
+        case greetPause
         case tlsHandshake
         case closed
     }
 
     let ctx: IngressContext
+    let policy: IngressPolicy
     var session: ServerSession
+    /// Admission grants this session holds, released when it closes.
+    var admitted = false
+    var heldForests: Set<String> = []
+    /// Forests whose message rate this transaction has already been charged.
+    var transactionForests: Set<String> = []
     var mode: Mode = .commands
     var input = ByteBuffer()
     var context: ChannelHandlerContext?
@@ -97,7 +135,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
 
     init(context: IngressContext) {
         self.ctx = context
-        self.session = ServerSession(configuration: context.session)
+        self.policy = context.policy.current
+        self.session = ServerSession(configuration: policy.session)
         self.logger = context.logger
     }
 
@@ -112,26 +151,57 @@ final class SMTPServerHandler: ChannelInboundHandler {
         clientAddress = context.remoteAddress?.ipAddress ?? "unknown"
         logger[metadataKey: "client"] = "\(clientAddress)"
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        sessionDeadline = context.eventLoop.scheduleTask(in: ctx.timeouts.session) {
+        switch ctx.admission.admitConnection(source: clientAddress) {
+        case .refuseAndClose(let r), .refuse(let r):
+            // Refused before the greeting (RFC 5321 §3.1 allows 421 in place of 220).
+            perform(.sendAndClose(r))
+            context.fireChannelActive()
+            return
+        case .admit:
+            admitted = true
+        }
+        sessionDeadline = context.eventLoop.scheduleTask(in: policy.timeouts.session) {
             bound.value.fireTimeout()
         }
         armTimeout()
+        if policy.greetPause > .zero {
+            mode = .greetPause
+            context.eventLoop.scheduleTask(in: policy.greetPause) { bound.value.greetPauseEnded() }
+        } else {
+            perform(session.greeting())
+            flushIfNeeded()
+        }
+        context.fireChannelActive()
+    }
+
+    func greetPauseEnded() {
+        guard case .greetPause = mode else { return }
+        mode = .commands
         perform(session.greeting())
         flushIfNeeded()
-        context.fireChannelActive()
+    }
+
+    /// Gives back every admission grant; runs once, on close, whatever closed the session.
+    func releaseGrants() {
+        if admitted {
+            admitted = false
+            ctx.admission.releaseConnection(source: clientAddress)
+        }
+        for f in heldForests { ctx.admission.releaseForestSession(f) }
+        heldForests = []
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         timeoutTask?.cancel()
         sessionDeadline?.cancel()
         session.connectionClosed()
-        if case .waiting = mode {
-            // A commit is in flight; it completes on its own and its reply goes nowhere.
-        } else {
+        if !committing {
+            // A commit in flight completes on its own and its reply goes nowhere.
             sink?.discard()
         }
         sink = nil
         mode = .closed
+        releaseGrants()
         context.fireChannelInactive()
     }
 
@@ -140,6 +210,14 @@ final class SMTPServerHandler: ChannelInboundHandler {
         if case .closed = mode { return }
         if case .tlsHandshake = mode {
             // Anything here arrived in plaintext after STARTTLS: never interpret it (CVE-2011-0411).
+            return
+        }
+        if case .greetPause = mode {
+            // RFC 5321 §3.1: the client waits for the greeting. Spamware that does not is refused.
+            let r = SMTPReply(554, .init(5, 5, 1), "Protocol error: data received before the greeting")
+            ctx.admission.recordRefusal(kind: "pregreet", reply: r, source: clientAddress)
+            mode = .commands
+            perform(.sendAndClose(r))
             return
         }
         input.writeBuffer(&bytes)
@@ -193,7 +271,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
     func process() {
         loop: while true {
             switch mode {
-            case .closed, .waiting, .tlsHandshake:
+            case .closed, .waiting, .tlsHandshake, .greetPause:
                 break loop
             case .discardingLine:
                 guard let lf = input.readableBytesView.firstIndex(of: 0x0A) else {
@@ -205,8 +283,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
             case .commands:
                 guard let line = nextCommandLine() else { break loop }
                 switch line {
-                case .tooLong:
-                    mode = .discardingLine
+                case .tooLong(let restOfLineFollows):
+                    // Only skip ahead when the line's end has not arrived yet; a whole long line is
+                    // already consumed, and what follows it is the next command.
+                    if restOfLineFollows { mode = .discardingLine }
                     perform(
                         session.commandRejected(
                             SMTPCommandError(
@@ -257,12 +337,18 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 perform(session.chunkReceived(violation: checker?.violation))
             }
         }
+        // Give back what has been read, so the input buffer stays the size of one read, not one body.
+        if input.readableBytes == 0 {
+            input.clear()
+        } else if input.readerIndex > 16 * 1024 {
+            input.discardReadBytes()
+        }
         applyBackpressure()
     }
 
     enum LineResult {
         case line(String)
-        case tooLong
+        case tooLong(restOfLineFollows: Bool)
         case bad(SMTPReply)
     }
 
@@ -273,13 +359,13 @@ final class SMTPServerHandler: ChannelInboundHandler {
         guard let lfIndex = view.firstIndex(of: 0x0A) else {
             if view.count > SMTPLimits.commandLineLength {
                 input.clear()
-                return .tooLong
+                return .tooLong(restOfLineFollows: true)
             }
             return nil
         }
         let lineLength = lfIndex - view.startIndex + 1
         let line = input.readSlice(length: lineLength)!
-        if lineLength > SMTPLimits.commandLineLength { return .tooLong }
+        if lineLength > SMTPLimits.commandLineLength { return .tooLong(restOfLineFollows: false) }
         let lv = line.readableBytesView
         guard lv.count >= 2, lv[lv.endIndex - 2] == 0x0D else {
             return .bad(SMTPReply(500, .init(5, 5, 2), "Bare LF in command, lines must end with CRLF"))
@@ -329,8 +415,17 @@ final class SMTPServerHandler: ChannelInboundHandler {
         case .none:
             break
         case .send(let reply):
-            write(reply, context)
+            noteRefusal(reply)
+            if reply.code >= 400, policy.tarpit > .zero, case .commands = mode {
+                // Tarpit: hold the error reply (and the rest of the pipeline) for a while.
+                mode = .waiting
+                let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: policy.tarpit) { bound.value.tarpitEnded(reply) }
+            } else {
+                write(reply, context)
+            }
         case .sendAndClose(let reply):
+            noteRefusal(reply)
             mode = .closed
             sink?.discard()
             sink = nil
@@ -360,34 +455,113 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 mode = .closed
                 context.close(promise: nil)
             }
+        case .checkSender(let sender, let params):
+            let decision: ServerSession.RecipientDecision
+            switch ctx.admission.admitMessage(source: clientAddress) {
+            case .admit: decision = .accept(route: "")
+            case .refuse(let r): decision = .reject(r)
+            case .refuseAndClose(let r): decision = .rejectAndClose(r)
+            }
+            perform(session.senderChecked(sender, params, decision))
         case .checkRecipient(let path, let params):
-            perform(session.recipientChecked(path, params, ctx.directory.decide(path)))
+            perform(session.recipientChecked(path, params, admitRecipient(path)))
         case .receiveData(let reply):
             write(reply, context)
             startBody(context)
-            mode = .data(DataBodyDecoder(maxSize: ctx.session.maxMessageSize))
+            mode = .data(DataBodyDecoder(maxSize: transactionSizeLimit))
         case .receiveChunk(let size, let last, let store):
             chunkIsLast = last
             if store && sink == nil { startBody(context) }
             mode = .chunk(
                 remaining: size,
-                checker: store ? (chunkChecker ?? ChunkBodyChecker(maxSize: ctx.session.maxMessageSize)) : nil)
+                checker: store ? (chunkChecker ?? ChunkBodyChecker(maxSize: transactionSizeLimit)) : nil)
             if !store { chunkChecker = nil }
         case .commit(let tx):
             commit(tx, context)
         }
         // A refused body or a reset transaction leaves no sink behind.
-        if session.transaction == nil, sink != nil, !isCommitting {
-            sink?.discard()
-            sink = nil
-            chunkChecker = nil
+        if session.transaction == nil, !isCommitting {
+            if sink != nil {
+                sink?.discard()
+                sink = nil
+                chunkChecker = nil
+            }
+            transactionForests = []
         }
     }
 
-    var isCommitting: Bool {
-        if case .waiting = mode { return true }
-        return false
+    func tarpitEnded(_ reply: SMTPReply) {
+        guard let context, case .waiting = mode else { return }
+        write(reply, context)
+        mode = .commands
+        armTimeout()
+        process()
+        flushIfNeeded()
     }
+
+    /// Session-level refusals that admission control did not make itself become throttle events too.
+    func noteRefusal(_ reply: SMTPReply) {
+        guard let e = reply.enhancedCode else { return }
+        if reply.code == 452 && e == .init(4, 5, 3) {
+            ctx.admission.recordRefusal(kind: "recipients_per_transaction", reply: reply, source: clientAddress)
+        } else if reply.code == 421 && e == .init(4, 7, 0) && reply.lines[0].hasPrefix("Too many errors") {
+            ctx.admission.recordRefusal(kind: "errors", reply: reply, source: clientAddress)
+        }
+    }
+
+    /// The message size limit of the current transaction: the smallest of its tenants' limits.
+    var transactionSizeLimit: Int {
+        var limit = policy.session.maxMessageSize
+        for r in session.transaction?.recipients ?? [] {
+            if let d = localRouteDomain(r.route), let t = policy.directory.tenant(forDomain: d),
+                let s = t.maxMessageSize
+            {
+                limit = min(limit, s)
+            }
+        }
+        return limit
+    }
+
+    /// The recipient policy, then admission: tenant size, forest session cap, forest message rate,
+    /// mailbox receive rate.
+    func admitRecipient(_ path: ForwardPath) -> ServerSession.RecipientDecision {
+        let decision = policy.directory.decide(path)
+        guard case .accept(let route) = decision, let domain = localRouteDomain(route),
+            let tenant = policy.directory.tenant(forDomain: domain)
+        else { return decision }
+        if let declared = session.transaction?.parameters.size, let limit = tenant.maxMessageSize, declared > limit {
+            return .reject(
+                SMTPReply(552, .init(5, 3, 4), "Message size exceeds the limit of \(limit) octets for \(domain)"))
+        }
+        let forest = ctx.admission.forest(forTenant: tenant.name)
+        if !heldForests.contains(forest.name) {
+            let (d, _) = ctx.admission.admitForestSession(
+                tenant: tenant.name, source: clientAddress, holdsOtherForest: !heldForests.isEmpty)
+            switch d {
+            case .admit: heldForests.insert(forest.name)
+            case .refuse(let r): return .reject(r)
+            case .refuseAndClose(let r): return .rejectAndClose(r)
+            }
+        }
+        if !transactionForests.contains(forest.name) {
+            if case .refuse(let r) = ctx.admission.admitForestMessage(tenant: tenant.name, source: clientAddress) {
+                return .reject(r)
+            }
+            transactionForests.insert(forest.name)
+        }
+        if case .mailbox(let m) = path,
+            case .refuse(let r) = ctx.admission.admitRecipient(
+                mailbox: m.description, sender: session.transaction?.sender.address ?? "", tenant: tenant.name,
+                source: clientAddress)
+        {
+            return .reject(r)
+        }
+        return decision
+    }
+
+    /// A message is on its way to the queue: its sink belongs to the commit now.
+    var committing = false
+    var isCommitting: Bool { committing }
 
     func write(_ reply: SMTPReply, _ context: ChannelHandlerContext) {
         var buf = context.channel.allocator.buffer(capacity: 64)
@@ -419,7 +593,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             tx.recipients.count == 1 ? tx.recipients[0].path.description.trimmingCharacters(in: ["<", ">"]) : nil
         }
         stamp = HeaderStamps.received(
-            helo: session.helloName ?? "unknown", clientAddress: clientAddress, by: ctx.session.hostname,
+            helo: session.helloName ?? "unknown", clientAddress: clientAddress, by: policy.session.hostname,
             protocolName: session.receivedProtocol, tls: tlsInfo, queueID: id, singleRecipient: single, date: now)
         var buf = context.channel.allocator.buffer(capacity: stamp.utf8.count)
         buf.writeString(stamp)
@@ -433,10 +607,11 @@ final class SMTPServerHandler: ChannelInboundHandler {
             return
         }
         mode = .waiting
+        committing = true
         flushIfNeeded()
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let committer = ctx.committer
-        let hostname = ctx.session.hostname
+        let hostname = policy.session.hostname
         let messageID = headerScanner.messageID
         let message = NewMessage(
             id: id, receivedAt: Date(), sender: tx.sender.address,
@@ -450,7 +625,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             helo: session.helloName ?? "", protocolName: session.receivedProtocol,
             tls: tlsInfo?.version,
             tenant: tx.recipients.first.flatMap { r in
-                localRouteDomain(r.route).flatMap { ctx.directory.tenant(forDomain: $0)?.name }
+                localRouteDomain(r.route).flatMap { policy.directory.tenant(forDomain: $0)?.name }
             },
             messageID: messageID ?? HeaderStamps.messageID(queueID: id, host: hostname),
             addMessageID: messageID == nil, subject: headerScanner.subject.map { String($0.prefix(998)) },
@@ -478,6 +653,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
     }
 
     func commitFinished(id: String, error: Error?) {
+        committing = false
+        if case .waiting = mode { mode = .commands }
         if let error {
             logger.error("commit failed: \(error)", metadata: ["queue_id": "\(id)"])
             perform(session.commitFailed())
@@ -485,7 +662,6 @@ final class SMTPServerHandler: ChannelInboundHandler {
             logger.info("queued", metadata: ["queue_id": "\(id)"])
             perform(session.messageCommitted(queueID: id))
         }
-        if case .waiting = mode { mode = .commands }
         queueID = nil
         // Stopping: the transaction that was allowed to finish has finished.
         if session.shuttingDown { perform(session.shutdownRequested()) }
@@ -508,8 +684,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
         timeoutTask?.cancel()
         let amount: TimeAmount
         switch mode {
-        case .data, .chunk: amount = ctx.timeouts.data
-        default: amount = ctx.timeouts.command
+        case .data, .chunk: amount = policy.timeouts.data
+        default: amount = policy.timeouts.command
         }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         timeoutTask = context.eventLoop.scheduleTask(in: amount) { bound.value.fireTimeout() }

@@ -6,9 +6,14 @@ public struct Tenant: Sendable, Hashable {
     public var domains: [String]
     public var mailboxes: Set<String>
     public var catchAll: Bool
+    /// The tenant's own message size limit (`552 5.3.4` past it), if smaller than the server's.
+    public var maxMessageSize: Int?
 
-    public init(name: String, domains: [String], mailboxes: [String], catchAll: Bool = false) {
+    public init(
+        name: String, domains: [String], mailboxes: [String], catchAll: Bool = false, maxMessageSize: Int? = nil
+    ) {
         self.name = name
+        self.maxMessageSize = maxMessageSize
         self.domains = domains.map { $0.lowercased() }
         self.mailboxes = Set(mailboxes.map { $0.lowercased() })
         self.catchAll = catchAll

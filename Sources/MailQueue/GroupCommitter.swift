@@ -18,6 +18,7 @@ public final class GroupCommitter: Sendable {
 
     struct State: Sendable {
         var pending: [Pending] = []
+        var events: [TraceEvent] = []
         var stopping = false
         var stopped = false
         var batches = 0
@@ -61,6 +62,19 @@ public final class GroupCommitter: Sendable {
         }
     }
 
+    /// Appends a trace event with no message behind it (a throttle event) to the next batch. Such
+    /// events need no reply, so they never wait; under a flood they ride along with the acceptances.
+    public func record(_ event: TraceEvent) {
+        let accepted = state.withLock { s -> Bool in
+            guard !s.stopping else { return false }
+            // A bound, so a flood of refusals cannot grow memory without limit.
+            guard s.events.count < 100_000 else { return false }
+            s.events.append(event)
+            return true
+        }
+        if accepted { wake.signal() }
+    }
+
     /// How many batches and messages have been committed (the group-commit ratio in tests and logs).
     public var statistics: (batches: Int, messages: Int) {
         state.withLock { ($0.batches, $0.messages) }
@@ -85,20 +99,24 @@ public final class GroupCommitter: Sendable {
     func run() {
         while true {
             wake.wait()
-            let (batch, stopping) = state.withLock { s -> ([Pending], Bool) in
+            let (batch, events, stopping) = state.withLock { s -> ([Pending], [TraceEvent], Bool) in
                 let b = s.pending
+                let e = s.events
                 s.pending = []
-                return (b, s.stopping)
+                s.events = []
+                return (b, e, s.stopping)
             }
-            if !batch.isEmpty {
+            if !batch.isEmpty || !events.isEmpty {
                 do {
-                    try store.insert(batch.map(\.message))
-                    state.withLock {
-                        $0.batches += 1
-                        $0.messages += batch.count
+                    try store.insert(batch.map(\.message), events: events)
+                    if !batch.isEmpty {
+                        state.withLock {
+                            $0.batches += 1
+                            $0.messages += batch.count
+                        }
+                        for p in batch { p.completion(nil) }
+                        onCommitted(batch.map(\.message.id))
                     }
-                    for p in batch { p.completion(nil) }
-                    onCommitted(batch.map(\.message.id))
                 } catch {
                     for p in batch { p.completion(error) }
                 }

@@ -134,6 +134,8 @@ public enum TraceEventKind: String, Sendable, Codable {
     case delivered
     case deferred
     case failed
+    /// Admission control refused or deferred a connection, message or recipient (no queue ID).
+    case throttled
 }
 
 /// One entry in the trace stream, written in the same transaction as the change it records.
@@ -143,13 +145,27 @@ public struct TraceEvent: Sendable, Hashable, Codable {
     public var recipient: String?
     public var kind: TraceEventKind
     public var detail: String?
+    public var forest: String?
+    public var region: String?
+    public var tenant: String?
+    public var clientAddress: String?
+    /// The reply the client got, for throttle events.
+    public var reply: String?
 
-    public init(time: Date, queueID: String, recipient: String?, kind: TraceEventKind, detail: String?) {
+    public init(
+        time: Date, queueID: String, recipient: String?, kind: TraceEventKind, detail: String?, forest: String? = nil,
+        region: String? = nil, tenant: String? = nil, clientAddress: String? = nil, reply: String? = nil
+    ) {
         self.time = time
         self.queueID = queueID
         self.recipient = recipient
         self.kind = kind
         self.detail = detail
+        self.forest = forest
+        self.region = region
+        self.tenant = tenant
+        self.clientAddress = clientAddress
+        self.reply = reply
     }
 }
 

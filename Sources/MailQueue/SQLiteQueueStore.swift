@@ -89,6 +89,17 @@ public final class SQLiteQueueStore: Sendable {
                     CREATE INDEX trace_event_time ON trace_event(time);
                     """)
         }
+        m.registerMigration("v2-throttle") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE trace_event ADD COLUMN forest TEXT;
+                    ALTER TABLE trace_event ADD COLUMN region TEXT;
+                    ALTER TABLE trace_event ADD COLUMN tenant TEXT;
+                    ALTER TABLE trace_event ADD COLUMN client_address TEXT;
+                    ALTER TABLE trace_event ADD COLUMN reply TEXT;
+                    CREATE INDEX trace_event_kind_time ON trace_event(kind, time);
+                    """)
+        }
         return m
     }
 
@@ -96,8 +107,9 @@ public final class SQLiteQueueStore: Sendable {
 
     /// Makes a batch of messages durable in one transaction (one WAL sync for the whole batch), each
     /// with its `received` trace event. Messages are due for delivery at once.
-    public func insert(_ batch: [NewMessage]) throws {
+    public func insert(_ batch: [NewMessage], events: [TraceEvent] = []) throws {
         try pool.write { db in
+            for e in events { try Self.appendTrace(db, e) }
             for m in batch {
                 let (blob, path): (Data?, String?) = {
                     switch m.body {
@@ -136,8 +148,14 @@ public final class SQLiteQueueStore: Sendable {
 
     static func appendTrace(_ db: Database, _ e: TraceEvent) throws {
         try db.execute(
-            sql: "INSERT INTO trace_event (time, queue_id, recipient, kind, detail) VALUES (?, ?, ?, ?, ?)",
-            arguments: [e.time.timeIntervalSince1970, e.queueID, e.recipient, e.kind.rawValue, e.detail])
+            sql: """
+                INSERT INTO trace_event (time, queue_id, recipient, kind, detail, forest, region, tenant, client_address, reply)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                e.time.timeIntervalSince1970, e.queueID, e.recipient, e.kind.rawValue, e.detail, e.forest, e.region,
+                e.tenant, e.clientAddress, e.reply,
+            ])
     }
 
     // MARK: scheduling
@@ -283,10 +301,25 @@ public final class SQLiteQueueStore: Sendable {
             try Row.fetchAll(
                 db, sql: "SELECT * FROM trace_event WHERE queue_id = ? ORDER BY id", arguments: [queueID]
             ).map { r in
-                TraceEvent(
-                    time: Date(timeIntervalSince1970: r["time"]), queueID: r["queue_id"], recipient: r["recipient"],
-                    kind: TraceEventKind(rawValue: r["kind"]) ?? .received, detail: r["detail"])
+                Self.traceEvent(r)
             }
+        }
+    }
+
+    static func traceEvent(_ r: Row) -> TraceEvent {
+        TraceEvent(
+            time: Date(timeIntervalSince1970: r["time"]), queueID: r["queue_id"], recipient: r["recipient"],
+            kind: TraceEventKind(rawValue: r["kind"]) ?? .received, detail: r["detail"], forest: r["forest"],
+            region: r["region"], tenant: r["tenant"], clientAddress: r["client_address"], reply: r["reply"])
+    }
+
+    /// Throttle events since `since`, newest last (service health reads these).
+    public func throttleEvents(since: Date, limit: Int = 1000) throws -> [TraceEvent] {
+        try pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM trace_event WHERE kind = 'throttled' AND time >= ? ORDER BY id LIMIT ?",
+                arguments: [since.timeIntervalSince1970, limit]
+            ).map(Self.traceEvent)
         }
     }
 

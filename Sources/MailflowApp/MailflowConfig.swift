@@ -1,5 +1,6 @@
 import Foundation
 import Ingress
+import NIOCore
 import SMTPCore
 import Yams
 
@@ -17,6 +18,18 @@ public struct MailflowConfig: Sendable, Equatable {
     public var maxMessageSize = SMTPLimits.defaultMessageSize
     public var recipientsPerMessage = SMTPLimits.defaultRecipientsPerMessage
     public var maxErrorsPerSession = 20
+    public var recipientsPerDomainPerTransaction = 200
+    public var maxConnections = 5000
+    public var perSourceMaxConnections = 20
+    public var perSourceConnectionsPerMinute = 1200
+    public var perSourceMessagesPerMinute = 600
+    public var mailboxMessagesPerHour = 3600
+    public var mailboxMessagesPerHourPerSender = 1200
+    /// Delay before every error reply (0: none; Exchange on-premises uses 5 s).
+    public var tarpit: TimeInterval = 0
+    /// Wait this long before the greeting; a client that talks first is refused (0: off).
+    public var greetPause: TimeInterval = 0
+    public var forests: [ResourceForest] = []
     public var commandTimeout: TimeInterval = 300
     public var dataTimeout: TimeInterval = 180
     public var sessionTimeout: TimeInterval = 3600
@@ -34,9 +47,24 @@ public struct MailflowConfig: Sendable, Equatable {
         public var domains: [String]
         public var mailboxes: [String]
         public var catchAll: Bool
+        /// This tenant's own message size limit, at most the server's.
+        public var maxMessageSize: Int?
 
         public static let sample = TenantConfig(
             name: "example", domains: ["example.test"], mailboxes: ["postmaster", "alice", "bob"], catchAll: false)
+    }
+
+    /// The admission limits this config describes.
+    public var admissionLimits: AdmissionLimits {
+        var l = AdmissionLimits()
+        l.maxConnections = maxConnections
+        l.perSourceMaxConnections = perSourceMaxConnections
+        l.perSourceConnectionsPerMinute = perSourceConnectionsPerMinute
+        l.perSourceMessagesPerMinute = perSourceMessagesPerMinute
+        l.mailboxMessagesPerHour = mailboxMessagesPerHour
+        l.mailboxMessagesPerHourPerSender = mailboxMessagesPerHourPerSender
+        l.forests = forests
+        return l
     }
 
     /// A configuration error: where, and what is wrong.
@@ -72,7 +100,7 @@ public struct MailflowConfig: Sendable, Equatable {
         var config = MailflowConfig()
         guard let node else { return config }  // an empty file means all defaults
         let root = try Reader(node, "")
-        try root.only(["server", "tls", "limits", "timeouts", "delivery", "tenants"])
+        try root.only(["server", "tls", "limits", "timeouts", "delivery", "tenants", "forests"])
 
         if let server = try root.mapping("server") {
             try server.only(["hostname", "smtp", "data", "log_level"])
@@ -86,9 +114,14 @@ public struct MailflowConfig: Sendable, Equatable {
             }
             if let list = try server.stringList("smtp") {
                 guard !list.isEmpty else { throw server.error("smtp", "needs at least one listen address") }
-                for (i, a) in list.enumerated() where ListenAddress.parse(a) == nil {
-                    throw server.error(
-                        "smtp[\(i)]", "'\(a)' is not host:port (for example 127.0.0.1:2525 or [::1]:2525)")
+                for (i, a) in list.enumerated() {
+                    guard let (host, port) = ListenAddress.parse(a) else {
+                        throw server.error(
+                            "smtp[\(i)]", "'\(a)' is not host:port (for example 127.0.0.1:2525 or [::1]:2525)")
+                    }
+                    guard (try? SocketAddress(ipAddress: host, port: port)) != nil else {
+                        throw server.error("smtp[\(i)]", "'\(host)' is not an IP address (host names are not resolved)")
+                    }
                 }
                 config.smtpListen = list
             }
@@ -114,7 +147,46 @@ public struct MailflowConfig: Sendable, Equatable {
             config.tlsKey = key.map { resolve($0, baseDirectory) }
         }
         if let limits = try root.mapping("limits") {
-            try limits.only(["max_message_size", "recipients_per_message", "max_errors_per_session"])
+            try limits.only([
+                "max_message_size", "recipients_per_message", "max_errors_per_session",
+                "recipients_per_domain_per_transaction", "max_connections", "per_source", "mailbox_messages_per_hour",
+                "mailbox_messages_per_hour_per_sender", "tarpit", "greet_pause",
+            ])
+            func count(_ r: Reader, _ key: String, _ range: ClosedRange<Int>) throws -> Int? {
+                guard let v = try r.int(key) else { return nil }
+                guard range.contains(v) else {
+                    throw r.error(key, "must be between \(range.lowerBound) and \(range.upperBound)")
+                }
+                return v
+            }
+            if let v = try count(limits, "recipients_per_domain_per_transaction", 1...1000) {
+                config.recipientsPerDomainPerTransaction = v
+            }
+            if let v = try count(limits, "max_connections", 1...1_000_000) { config.maxConnections = v }
+            if let v = try count(limits, "mailbox_messages_per_hour", 1...10_000_000) {
+                config.mailboxMessagesPerHour = v
+            }
+            if let v = try count(limits, "mailbox_messages_per_hour_per_sender", 1...10_000_000) {
+                config.mailboxMessagesPerHourPerSender = v
+            }
+            if let v = try limits.duration("tarpit", allowZero: true) {
+                guard v <= 60 else { throw limits.error("tarpit", "must be at most 60 seconds") }
+                config.tarpit = v
+            }
+            if let v = try limits.duration("greet_pause", allowZero: true) {
+                guard v <= 60 else { throw limits.error("greet_pause", "must be at most 60 seconds") }
+                config.greetPause = v
+            }
+            if let ps = try limits.mapping("per_source") {
+                try ps.only(["max_connections", "connections_per_minute", "messages_per_minute"])
+                if let v = try count(ps, "max_connections", 1...1_000_000) { config.perSourceMaxConnections = v }
+                if let v = try count(ps, "connections_per_minute", 1...10_000_000) {
+                    config.perSourceConnectionsPerMinute = v
+                }
+                if let v = try count(ps, "messages_per_minute", 1...10_000_000) {
+                    config.perSourceMessagesPerMinute = v
+                }
+            }
             if let s = try limits.size("max_message_size") {
                 guard (1024...(150 * 1024 * 1024)).contains(s) else {
                     throw limits.error("max_message_size", "must be between 1 KB and 150 MB")
@@ -161,7 +233,7 @@ public struct MailflowConfig: Sendable, Equatable {
             config.tenants = []
             for (i, n) in tenants.enumerated() {
                 let t = try Reader(n, root.path("tenants[\(i)]"))
-                try t.only(["name", "domains", "mailboxes", "catch_all"])
+                try t.only(["name", "domains", "mailboxes", "catch_all", "max_message_size"])
                 guard let name = try t.string("name"), !name.isEmpty else { throw t.error("name", "is required") }
                 guard seenNames.insert(name).inserted else { throw t.error("name", "'\(name)' is used by two tenants") }
                 guard let domains = try t.stringList("domains"), !domains.isEmpty else {
@@ -187,7 +259,49 @@ public struct MailflowConfig: Sendable, Equatable {
                     }
                 }
                 let catchAll = try t.bool("catch_all") ?? false
-                config.tenants.append(TenantConfig(name: name, domains: domains, mailboxes: boxes, catchAll: catchAll))
+                let size = try t.size("max_message_size")
+                if let size, !(1024...(150 * 1024 * 1024)).contains(size) {
+                    throw t.error("max_message_size", "must be between 1 KB and 150 MB")
+                }
+                config.tenants.append(
+                    TenantConfig(
+                        name: name, domains: domains, mailboxes: boxes, catchAll: catchAll, maxMessageSize: size))
+            }
+        }
+        if let forests = try root.list("forests") {
+            var names = Set<String>()
+            var forestOfTenant: [String: String] = [:]
+            let tenantNames = Set(config.tenants.map(\.name))
+            for (i, n) in forests.enumerated() {
+                let f = try Reader(n, root.path("forests[\(i)]"))
+                try f.only(["name", "region", "tenants", "max_connections", "max_messages_per_minute"])
+                guard let name = try f.string("name"), !name.isEmpty else { throw f.error("name", "is required") }
+                guard name != ResourceForest.defaultName else {
+                    throw f.error("name", "'\(name)' is reserved for tenants in no forest")
+                }
+                guard names.insert(name).inserted else { throw f.error("name", "'\(name)' is used by two forests") }
+                let tenants = try f.stringList("tenants") ?? []
+                for (j, t) in tenants.enumerated() {
+                    guard tenantNames.contains(t) else {
+                        throw f.error("tenants[\(j)]", "no tenant is named '\(t)'")
+                    }
+                    if let other = forestOfTenant[t] {
+                        throw f.error("tenants[\(j)]", "tenant '\(t)' is already in forest '\(other)'")
+                    }
+                    forestOfTenant[t] = name
+                }
+                let maxConnections = try f.int("max_connections") ?? 200
+                guard (1...1_000_000).contains(maxConnections) else {
+                    throw f.error("max_connections", "must be between 1 and 1000000")
+                }
+                let rate = try f.int("max_messages_per_minute") ?? 0
+                guard (0...100_000_000).contains(rate) else {
+                    throw f.error("max_messages_per_minute", "must be between 0 (no limit) and 100000000")
+                }
+                config.forests.append(
+                    ResourceForest(
+                        name: name, region: try f.string("region") ?? "default", tenants: tenants,
+                        maxConnections: maxConnections, maxMessagesPerMinute: rate))
             }
         }
         return config
@@ -298,12 +412,12 @@ struct Reader {
     }
 
     /// Seconds as a number, or a number with a unit: `30s`, `5m`, `24h`, `2d`.
-    func duration(_ key: String) throws -> TimeInterval? {
+    func duration(_ key: String, allowZero: Bool = false) throws -> TimeInterval? {
         guard let n = self[key] else { return nil }
-        return try Self.parseDuration(n, path: path(key))
+        return try Self.parseDuration(n, path: path(key), allowZero: allowZero)
     }
 
-    static func parseDuration(_ n: Node, path: String) throws -> TimeInterval {
+    static func parseDuration(_ n: Node, path: String, allowZero: Bool = false) throws -> TimeInterval {
         let bad = MailflowConfig.ConfigError(
             path: path, message: "expected a duration such as 30, 30s, 5m, 24h or 2d", line: n.mark?.line)
         guard var s = n.scalar?.string.trimmingCharacters(in: .whitespaces), !s.isEmpty else { throw bad }
@@ -316,7 +430,7 @@ struct Reader {
         default: s += "s"
         }
         s.removeLast()
-        guard let v = Double(s), v > 0, v.isFinite else { throw bad }
+        guard let v = Double(s), v > 0 || (allowZero && v == 0), v.isFinite else { throw bad }
         return v * unit
     }
 

@@ -1,4 +1,5 @@
 import Delivery
+import Dispatch
 import Foundation
 import Ingress
 import Logging
@@ -7,6 +8,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import SMTPCore
+import Synchronization
 
 /// The running Mailflow: queue, spool, delivery and the SMTP listeners, wired from a config, with an
 /// orderly start and stop.
@@ -23,6 +25,10 @@ public final class MailflowService: Sendable {
     let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
     let server: SMTPServer
+    public let admission: AdmissionControl
+    let policy: SharedPolicy
+    let currentConfig: Mutex<MailflowConfig>
+    let snapshotTask: Mutex<RepeatedTask?> = Mutex(nil)
 
     public static func paths(dataDirectory: String) -> (queue: String, spool: String, mailboxes: String) {
         ("\(dataDirectory)/queue.sqlite", "\(dataDirectory)/spool", "\(dataDirectory)/mailboxes")
@@ -30,6 +36,7 @@ public final class MailflowService: Sendable {
 
     public init(config: MailflowConfig, logger: Logger) throws {
         self.config = config
+        self.currentConfig = Mutex(config)
         self.logger = logger
         let p = Self.paths(dataDirectory: config.dataDirectory)
         do {
@@ -47,32 +54,87 @@ public final class MailflowService: Sendable {
             retry: RetrySchedule(intervals: config.retryIntervals, expiry: config.expiry),
             concurrency: config.deliveryConcurrency, logger: logger)
         self.scheduler = scheduler
-        committer = GroupCommitter(store: store) { _ in scheduler.wakeUp() }
+        self.committer = GroupCommitter(store: store) { _ in scheduler.wakeUp() }
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let tls = try TLSSetup.serverContext(
             certificate: config.tlsCertificate, key: config.tlsKey, dataDirectory: config.dataDirectory,
             hostname: config.hostname, logger: logger)
+        let committer = self.committer
+        admission = AdmissionControl(
+            limits: config.admissionLimits,
+            onThrottle: { e in
+                committer.record(
+                    TraceEvent(
+                        time: e.time, queueID: "", recipient: nil, kind: .throttled, detail: nil, forest: e.forest,
+                        region: e.region, tenant: e.tenant, clientAddress: e.source, reply: e.reply))
+            })
+        policy = SharedPolicy(Self.policy(config))
+        let ctx = IngressContext(
+            policy: policy, admission: admission, committer: committer, spool: spool, threadPool: threadPool,
+            tls: tls, logger: logger)
+        server = SMTPServer(group: group, context: ctx)
+    }
+
+    static func policy(_ config: MailflowConfig) -> IngressPolicy {
         let tenants = TenantDirectory(
             tenants: config.tenants.map {
-                Tenant(name: $0.name, domains: $0.domains, mailboxes: $0.mailboxes, catchAll: $0.catchAll)
+                Tenant(
+                    name: $0.name, domains: $0.domains, mailboxes: $0.mailboxes, catchAll: $0.catchAll,
+                    maxMessageSize: $0.maxMessageSize)
             })
-        let ctx = IngressContext(
+        return IngressPolicy(
             session: ServerSessionConfiguration(
                 hostname: config.hostname, maxMessageSize: config.maxMessageSize,
-                maxRecipients: config.recipientsPerMessage, maxErrors: config.maxErrorsPerSession, tlsAvailable: true),
+                maxRecipients: config.recipientsPerMessage, maxErrors: config.maxErrorsPerSession, tlsAvailable: true,
+                maxRecipientsPerDomain: config.recipientsPerDomainPerTransaction),
             timeouts: SessionTimeouts(
-                command: .nanoseconds(Int64(config.commandTimeout * 1e9)),
-                data: .nanoseconds(Int64(config.dataTimeout * 1e9)),
-                session: .nanoseconds(Int64(config.sessionTimeout * 1e9))),
-            directory: tenants, committer: committer, spool: spool, threadPool: threadPool, tls: tls, logger: logger)
-        server = SMTPServer(group: group, context: ctx)
+                command: .seconds(config.commandTimeout), data: .seconds(config.dataTimeout),
+                session: .seconds(config.sessionTimeout)),
+            directory: tenants, tarpit: .seconds(config.tarpit), greetPause: .seconds(config.greetPause))
+    }
+
+    /// Applies a reloaded config (SIGHUP) to new sessions: limits, forests, tenants, timeouts. Live
+    /// sessions keep what they started with; listen addresses, data directory and TLS need a restart.
+    public func reload(_ new: MailflowConfig) {
+        let old = currentConfig.withLock { c -> MailflowConfig in
+            defer { c = new }
+            return c
+        }
+        if new.smtpListen != old.smtpListen || new.dataDirectory != old.dataDirectory
+            || new.tlsCertificate != old.tlsCertificate || new.tlsKey != old.tlsKey
+        {
+            logger.warning("listen addresses, data directory and TLS changes take effect at the next restart")
+        }
+        admission.update(new.admissionLimits)
+        policy.replace(Self.policy(new))
+        logger.notice("configuration reloaded: \(new.forests.count) forest(s), \(new.tenants.count) tenant(s)")
+    }
+
+    /// Where `mailflow limits` reads the live usage; rewritten every second while serving.
+    public static func limitsSnapshotPath(dataDirectory: String) -> String { "\(dataDirectory)/limits.json" }
+
+    func writeLimitsSnapshot() {
+        let enc = JSONEncoder()
+        enc.dateEncodingStrategy = .iso8601
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        guard let data = try? enc.encode(admission.usage()) else { return }
+        let path = Self.limitsSnapshotPath(dataDirectory: config.dataDirectory)
+        let tmp = path + ".tmp"
+        if FileManager.default.createFile(atPath: tmp, contents: data) {
+            _ = rename(tmp, path)
+        }
     }
 
     /// Starts delivery (pending work resumes by itself) and binds the SMTP listeners.
     public func start() async throws -> [SocketAddress] {
         scheduler.start()
+        let pool = threadPool
+        let task = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1000)) { [self] _ in
+            pool.submit { _ in self.writeLimitsSnapshot() }
+        }
+        snapshotTask.withLock { $0 = task }
         var addresses: [SocketAddress] = []
         for a in config.smtpListen {
             guard let (host, port) = ListenAddress.parse(a) else { throw StartupError("bad listen address \(a)") }
@@ -93,11 +155,18 @@ public final class MailflowService: Sendable {
     /// `shutdownGrace` to finish, then commits drained, deliveries finished, threads stopped.
     public func shutdown() async {
         logger.notice("shutting down")
-        await server.shutdown(grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)))
+        await server.shutdown(grace: .seconds(config.shutdownGrace))
+        snapshotTask.withLock { $0?.cancel() }
+        writeLimitsSnapshot()
         committer.shutdown()
         scheduler.shutdown()
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
         logger.notice("stopped")
     }
+}
+
+extension TimeAmount {
+    /// Fractional seconds, as configs give them.
+    static func seconds(_ s: TimeInterval) -> TimeAmount { .nanoseconds(Int64(s * 1e9)) }
 }

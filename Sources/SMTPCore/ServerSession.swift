@@ -10,11 +10,15 @@ public struct ServerSessionConfiguration: Sendable, Equatable {
     public var maxErrors: Int
     /// Whether STARTTLS can be offered at all (a certificate is loaded).
     public var tlsAvailable: Bool
+    /// Recipients of one domain per transaction; past it `452 4.5.3` (Exchange: 200).
+    public var maxRecipientsPerDomain: Int
 
     public init(
         hostname: String, maxMessageSize: Int = SMTPLimits.defaultMessageSize,
-        maxRecipients: Int = SMTPLimits.defaultRecipientsPerMessage, maxErrors: Int = 20, tlsAvailable: Bool = true
+        maxRecipients: Int = SMTPLimits.defaultRecipientsPerMessage, maxErrors: Int = 20, tlsAvailable: Bool = true,
+        maxRecipientsPerDomain: Int = 200
     ) {
+        self.maxRecipientsPerDomain = maxRecipientsPerDomain
         self.hostname = hostname
         self.maxMessageSize = maxMessageSize
         self.maxRecipients = maxRecipients
@@ -68,6 +72,8 @@ public struct ServerSession: Sendable {
         /// Send the reply, discard every byte already received after the STARTTLS line
         /// (CVE-2011-0411), then start the TLS handshake.
         case startTLS(SMTPReply)
+        /// Ask admission control whether this source may start a message; answer with `senderChecked`.
+        case checkSender(ReversePath, MailParameters)
         /// Ask the recipient policy; answer with `recipientChecked`.
         case checkRecipient(ForwardPath, RecipientParameters)
         /// Send the 354 reply and read a dot-terminated body; answer with `dataReceived`.
@@ -84,6 +90,7 @@ public struct ServerSession: Sendable {
     enum Phase: Equatable, Sendable {
         case awaitingHello
         case ready
+        case checkingSender
         case checkingRecipient
         case receivingData
         case receivingChunk(last: Bool, store: Bool)
@@ -152,7 +159,7 @@ public struct ServerSession: Sendable {
         switch phase {
         case .closed:
             return .none
-        case .checkingRecipient, .receivingData, .receivingChunk, .committing, .startingTLS:
+        case .checkingSender, .checkingRecipient, .receivingData, .receivingChunk, .committing, .startingTLS:
             // The shell never delivers commands in these phases; refuse rather than trap.
             return reply(SMTPReply(503, .init(5, 5, 1), "Bad sequence of commands"))
         case .awaitingHello, .ready:
@@ -198,10 +205,10 @@ public struct ServerSession: Sendable {
                         552, .init(5, 3, 4),
                         "Message size exceeds fixed maximum message size of \(configuration.maxMessageSize) octets"))
             }
-            transaction = MailTransaction(sender: sender, parameters: params)
-            return .send(SMTPReply(250, .init(2, 1, 0), "Sender \(sender) OK"))
+            phase = .checkingSender
+            return .checkSender(sender, params)
         case .rcpt(let path, let params):
-            guard var tx = transaction else {
+            guard let tx = transaction else {
                 return reply(SMTPReply(503, .init(5, 5, 1), "Need MAIL before RCPT"))
             }
             guard !tx.chunking else { return reply(SMTPReply(503, .init(5, 5, 1), "RCPT not allowed during BDAT")) }
@@ -209,12 +216,23 @@ public struct ServerSession: Sendable {
                 return reply(
                     SMTPReply(553, .init(5, 6, 7), "UTF-8 recipient address needs the SMTPUTF8 parameter on MAIL"))
             }
+            if case .mailbox(let m) = path {
+                let domain = m.domain.lowercased()
+                let sameDomain = tx.recipients.count { r in
+                    if case .mailbox(let o) = r.path { return o.domain.lowercased() == domain }
+                    return false
+                }
+                guard sameDomain < configuration.maxRecipientsPerDomain else {
+                    return reply(
+                        SMTPReply(
+                            452, .init(4, 5, 3),
+                            "Too many recipients for \(m.domain) in one transaction, send the rest in another"))
+                }
+            }
             guard tx.recipients.count < configuration.maxRecipients else {
                 return reply(
                     SMTPReply(452, .init(4, 5, 3), "Too many recipients, send the rest in another transaction"))
             }
-            tx.chunking = false
-            transaction = tx
             phase = .checkingRecipient
             return .checkRecipient(path, params)
         case .data:
@@ -270,6 +288,26 @@ public struct ServerSession: Sendable {
     public enum RecipientDecision: Equatable, Sendable {
         case accept(route: String)
         case reject(SMTPReply)
+        /// Refuse and end the session (a full resource forest: `421 4.3.2`).
+        case rejectAndClose(SMTPReply)
+    }
+
+    /// What admission control said about a new message from this source.
+    public mutating func senderChecked(
+        _ sender: ReversePath, _ params: MailParameters, _ decision: RecipientDecision
+    ) -> Action {
+        guard phase == .checkingSender else { return .none }
+        phase = .ready
+        switch decision {
+        case .accept:
+            transaction = MailTransaction(sender: sender, parameters: params)
+            return .send(SMTPReply(250, .init(2, 1, 0), "Sender \(sender) OK"))
+        case .reject(let r):
+            return reply(r)
+        case .rejectAndClose(let r):
+            phase = .closed
+            return .sendAndClose(r)
+        }
     }
 
     public mutating func recipientChecked(
@@ -283,6 +321,10 @@ public struct ServerSession: Sendable {
             return .send(SMTPReply(250, .init(2, 1, 5), "Recipient \(path) OK"))
         case .reject(let r):
             return reply(r)
+        case .rejectAndClose(let r):
+            phase = .closed
+            transaction = nil
+            return .sendAndClose(r)
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Ingress
 import Logging
 import MailQueue
 import MailflowApp
@@ -17,7 +18,7 @@ struct Mailflow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailflow",
         abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
-        subcommands: [Serve.self, Config.self, Queue.self, Version.self])
+        subcommands: [Serve.self, Config.self, Queue.self, Limits.self, Version.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -30,7 +31,8 @@ struct ConfigOption: ParsableArguments {
         do {
             return try MailflowConfig.load(file: config)
         } catch let e as MailflowConfig.ConfigError {
-            throw ValidationError("\(config): \(e)")
+            // One line, exit 1: a config problem is not a usage problem.
+            throw FailureMessage(text: "\(config): \(e)")
         }
     }
 }
@@ -63,9 +65,26 @@ struct Serve: AsyncParsableCommand {
             "mailflow: listening on \(addresses.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))"
         )
         fflush(nil)
+        let reloadSource = options.config.map { watchReload(file: $0, service: service, logger: logger) }
         let signal = await waitForTerminationSignal()
+        reloadSource?.cancel()
         logger.notice("received \(signal)")
         await service.shutdown()
+    }
+
+    /// SIGHUP re-reads the config file; a bad file is logged and the running config kept.
+    func watchReload(file: String, service: MailflowService, logger: Logger) -> DispatchSourceSignal {
+        signal(SIGHUP, SIG_IGN)
+        let src = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        src.setEventHandler {
+            do {
+                service.reload(try MailflowConfig.load(file: file))
+            } catch {
+                logger.error("reload of \(file) refused, keeping the running configuration: \(error)")
+            }
+        }
+        src.resume()
+        return src
     }
 
     func waitForTerminationSignal() async -> String {
@@ -93,6 +112,52 @@ final class SignalOnce: Sendable {
         c.withLock { cont in
             cont?.resume(returning: name)
             cont = nil
+        }
+    }
+}
+
+struct Limits: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show live usage against limits: the server, each resource forest, the busiest sources.",
+        discussion: "Reads the snapshot the running server rewrites every second in <data>/limits.json.")
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Print JSON instead of tables.") var json = false
+
+    func run() throws {
+        let config = try options.load()
+        let path = MailflowService.limitsSnapshotPath(dataDirectory: config.dataDirectory)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CleanExit.message("no live usage at \(path): is `mailflow serve` running with this data directory?")
+                .asFailure()
+        }
+        if json {
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        let dec = JSONDecoder()
+        dec.dateDecodingStrategy = .iso8601
+        let u = try dec.decode(AdmissionUsage.self, from: data)
+        let age = Date().timeIntervalSince(u.time)
+        print("Snapshot \(isoDate(u.time))" + (age > 5 ? " (\(Int(age)) s old: is the server running?)" : ""))
+        print("Server: \(u.connections) of \(u.maxConnections) connections")
+        print("")
+        printTable(
+            ["FOREST", "REGION", "SESSIONS", "LIMIT", "USE", "MSGS/MIN LIMIT", "REFUSED"],
+            u.forests.map { f in
+                [
+                    f.name, f.region, String(f.sessions), String(f.maxConnections),
+                    "\(f.maxConnections > 0 ? f.sessions * 100 / f.maxConnections : 0)%",
+                    f.maxMessagesPerMinute == 0 ? "-" : String(f.maxMessagesPerMinute), String(f.refused),
+                ]
+            })
+        print("")
+        printTable(
+            ["SOURCE", "SESSIONS", "LIMIT"],
+            u.busiestSources.map { [$0.source, String($0.sessions), String($0.maxConnections)] })
+        if !u.refusals.isEmpty {
+            print("")
+            printTable(
+                ["REFUSED BY", "COUNT"], u.refusals.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })
         }
     }
 }

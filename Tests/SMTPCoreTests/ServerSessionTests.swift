@@ -18,7 +18,7 @@ struct ServerSessionTests {
         switch a {
         case .send(let r), .sendAndClose(let r), .startTLS(let r), .receiveData(let r):
             return [String(r.code), r.enhancedCode?.description].compactMap { $0 }.joined(separator: " ")
-        case .checkRecipient: return "check"
+        case .checkRecipient, .checkSender: return "check"
         case .receiveChunk(let size, let last, let store): return "chunk \(size) \(last) \(store)"
         case .commit: return "commit"
         case .none: return "none"
@@ -29,10 +29,13 @@ struct ServerSessionTests {
         do {
             let cmd = try SMTPCommandParser.parse(line[...])
             var a = s.commandReceived(cmd)
+            if case .checkSender(let sender, let params) = a {
+                a = s.senderChecked(sender, params, .accept(route: ""))
+            }
             if case .checkRecipient(let p, let params) = a {
                 // A stand-in policy: contoso.test mailboxes exist, anything else is not ours.
                 let decision: ServerSession.RecipientDecision
-                if case .mailbox(let m) = p, m.domain == "contoso.test" {
+                if case .mailbox(let m) = p, m.domain.lowercased() == "contoso.test" {
                     decision = .accept(route: "local:contoso.test/\(m.localPart)")
                 } else {
                     decision = .reject(SMTPReply(550, .init(5, 7, 1), "Relaying denied"))
@@ -270,6 +273,45 @@ struct ServerSessionTests {
         #expect(code(busy.messageCommitted(queueID: "Q")) == "250 2.0.0")
         // ...but nothing new starts.
         #expect(run(&busy, "MAIL FROM:<a@b.test>") == "421 4.3.2")
+    }
+
+    @Test func recipientsPerDomainPerTransaction() {
+        var c = Self.config
+        c.maxRecipients = 10
+        c.maxRecipientsPerDomain = 2
+        var s = ServerSession(configuration: c)
+        _ = s.greeting()
+        #expect(run(&s, "EHLO c") == "250")
+        #expect(run(&s, "MAIL FROM:<a@b.test>") == "250 2.1.0")
+        #expect(run(&s, "RCPT TO:<x@contoso.test>") == "250 2.1.5")
+        #expect(run(&s, "RCPT TO:<y@CONTOSO.test>") == "250 2.1.5")
+        #expect(run(&s, "RCPT TO:<z@contoso.test>") == "452 4.5.3")
+        // Another domain still has room (refused here only by the stand-in policy).
+        #expect(run(&s, "RCPT TO:<z@other.test>") == "550 5.7.1")
+    }
+
+    @Test func senderRefusedByAdmission() {
+        var s = session()
+        _ = run(&s, "EHLO c")
+        let a = s.commandReceived(.mail(.null, MailParameters()))
+        #expect(a == .checkSender(.null, MailParameters()))
+        let busy = SMTPReply(451, .init(4, 7, 1), "busy")
+        let refused = s.senderChecked(.null, MailParameters(), .reject(busy))
+        #expect(refused == .send(busy))
+        #expect(s.transaction == nil)
+        #expect(run(&s, "RCPT TO:<x@contoso.test>") == "503 5.5.1")
+    }
+
+    @Test func rejectAndCloseEndsTheSession() {
+        var s = session()
+        transaction(&s)
+        let a = s.commandReceived(.rcpt(.postmaster, RecipientParameters()))
+        #expect(a == .checkRecipient(.postmaster, RecipientParameters()))
+        let full = SMTPReply(421, .init(4, 3, 2), "forest full")
+        let closed = s.recipientChecked(.postmaster, RecipientParameters(), .rejectAndClose(full))
+        #expect(closed == .sendAndClose(full))
+        #expect(s.isClosed)
+        #expect(s.transaction == nil)
     }
 
     @Test func receivedProtocolNames() {

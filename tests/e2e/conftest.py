@@ -19,10 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mfutil import MailflowServer, default_config, mailflow_bin, merge_config  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a test that takes several seconds")
-
-
 def pytest_sessionstart(session):
     binary = mailflow_bin()
     if not os.access(binary, os.X_OK):

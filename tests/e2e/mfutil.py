@@ -49,6 +49,15 @@ def default_config() -> dict:
             "max_message_size": "1MB",
             "recipients_per_message": 500,
             "max_errors_per_session": 20,
+            # Every test client is 127.0.0.1: per-source and per-mailbox limits are raised out of the
+            # way here and lowered by the tests that exercise them (test_admission.py).
+            "per_source": {
+                "max_connections": 1000,
+                "connections_per_minute": 1000000,
+                "messages_per_minute": 1000000,
+            },
+            "mailbox_messages_per_hour": 1000000,
+            "mailbox_messages_per_hour_per_sender": 1000000,
         },
         "timeouts": {"command": 300, "data": 180, "session": 3600, "shutdown_grace": 30},
         "delivery": {"concurrency": 4, "retry_intervals": [60, 300], "expiry": "24h"},
@@ -81,6 +90,19 @@ def _scalar(v) -> str:
     return json.dumps(str(v))  # a JSON string is a valid YAML double-quoted scalar
 
 
+def _yaml_mapping(d: dict, indent: int) -> list[str]:
+    """A block mapping at `indent` levels; nested mappings (limits.per_source) become nested blocks."""
+    pad = "  " * indent
+    out: list[str] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append(f"{pad}{k}:")
+            out.extend(_yaml_mapping(v, indent + 1))
+        else:
+            out.append(f"{pad}{k}: {_scalar(v)}")
+    return out
+
+
 def to_yaml(cfg: dict) -> str:
     lines: list[str] = []
     for section, value in cfg.items():
@@ -91,8 +113,7 @@ def to_yaml(cfg: dict) -> str:
                     lines.append(("  - " if i == 0 else "    ") + f"{k}: {_scalar(v)}")
         elif isinstance(value, dict):
             lines.append(f"{section}:")
-            for k, v in value.items():
-                lines.append(f"  {k}: {_scalar(v)}")
+            lines.extend(_yaml_mapping(value, 1))
         else:
             lines.append(f"{section}: {_scalar(value)}")
     return "\n".join(lines) + "\n"
@@ -179,7 +200,7 @@ class MailflowServer:
 
     def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
         """`mailflow <args> --config <this config>`."""
-        return run_cli(*args, "--config", str(self.config_path), timeout=timeout)
+        return run_cli(*args, "--config", str(self.config_path), timeout=timeout, cwd=self.workdir)
 
     def queue_json(self, include_done: bool = False) -> list[dict]:
         args = ["queue", "list", "--json"] + (["--all"] if include_done else [])
@@ -198,9 +219,15 @@ class MailflowServer:
         raise AssertionError(f"queue not empty after {timeout}s: {rows[:5]} ({len(rows)} rows)")
 
 
-def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 30.0, cwd: Path | str | None = None) -> subprocess.CompletedProcess:
+    """Runs the mailflow CLI; `cwd` defaults to a throw-away folder so nothing lands in the repo."""
+    if cwd is None:
+        import tempfile
+
+        cwd = tempfile.mkdtemp(prefix="mailflow-cli-")
     return subprocess.run(
-        [mailflow_bin(), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        [mailflow_bin(), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        cwd=cwd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ def _swaks(need_tool, port: int, *args: str, data: bytes | None = None, tmp_path
            "--from", "swaks@example.net", "--timeout", "20", *args]
     if data is not None:
         f = tmp_path / f"msg-{uuid.uuid4().hex}.eml"
-        f.write_bytes(data)
+        # swaks ends the data with CRLF "." CRLF itself, so the file stops before the last CRLF
+        assert data.endswith(b"\r\n")
+        f.write_bytes(data[:-2])
         cmd += ["--data", str(f)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 

@@ -1,0 +1,55 @@
+import NIOCore
+
+/// A token bucket: `capacity` events, refilled evenly over `period` (so `capacity` per `period` on
+/// average, with bursts up to `capacity`). Time comes from the caller, so tests drive it with a fake
+/// clock instead of sleeping.
+///
+/// ```swift
+/// var b = TokenBucket(capacity: 600, period: .minutes(1), now: t0)  // 600 messages a minute
+/// b.take(now: t0)  // true
+/// ```
+public struct TokenBucket: Sendable, Equatable {
+    public let capacity: Double
+    public let perNanosecond: Double
+    public private(set) var tokens: Double
+    public private(set) var updated: NIODeadline
+
+    public init(capacity: Int, period: TimeAmount, now: NIODeadline) {
+        self.capacity = Double(capacity)
+        self.perNanosecond = Double(capacity) / Double(max(period.nanoseconds, 1))
+        self.tokens = Double(capacity)
+        self.updated = now
+    }
+
+    mutating func refill(_ now: NIODeadline) {
+        if now > updated {
+            tokens = min(capacity, tokens + Double((now - updated).nanoseconds) * perNanosecond)
+            updated = now
+        }
+    }
+
+    /// Takes one token if there is one.
+    public mutating func take(now: NIODeadline) -> Bool {
+        refill(now)
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+
+    /// Whether a token is there, without taking it.
+    public mutating func available(now: NIODeadline) -> Bool {
+        refill(now)
+        return tokens >= 1
+    }
+
+    /// Full again: the bucket can be forgotten.
+    public mutating func isFull(now: NIODeadline) -> Bool {
+        refill(now)
+        return tokens >= capacity
+    }
+
+    /// Seconds until the next token (for `Retry` hints and tests).
+    public var secondsToNextToken: Double {
+        tokens >= 1 ? 0 : (1 - tokens) / perNanosecond / 1e9
+    }
+}
