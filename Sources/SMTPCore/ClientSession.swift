@@ -1,0 +1,469 @@
+/// Whether the client uses STARTTLS (RFC 3207) on a connection.
+public enum TLSRequirement: String, Sendable, Hashable, Codable {
+    /// Never.
+    case disabled
+    /// When the server offers it; a server without it gets the mail in plaintext.
+    case opportunistic
+    /// Always; a server without it (or a failed handshake) defers the mail.
+    case required
+}
+
+/// One recipient of an outbound transaction, with its RFC 3461 parameters.
+public struct OutboundRecipient: Sendable, Hashable {
+    public var address: String
+    public var notify: DSNNotify?
+    /// `type;address`, already decoded.
+    public var originalRecipient: String?
+
+    public init(address: String, notify: DSNNotify? = nil, originalRecipient: String? = nil) {
+        self.address = address
+        self.notify = notify
+        self.originalRecipient = originalRecipient
+    }
+}
+
+/// The envelope of one outbound message.
+public struct OutboundEnvelope: Sendable, Hashable {
+    /// Empty for the null reverse path.
+    public var sender: String
+    public var recipients: [OutboundRecipient]
+    public var size: Int
+    /// The body has 8-bit octets (needs 8BITMIME).
+    public var eightBit: Bool
+    /// The envelope or headers need SMTPUTF8 (RFC 6531).
+    public var smtpUTF8: Bool
+    public var ret: DSNReturn?
+    public var envelopeID: String?
+
+    public init(
+        sender: String, recipients: [OutboundRecipient], size: Int, eightBit: Bool = false, smtpUTF8: Bool = false,
+        ret: DSNReturn? = nil, envelopeID: String? = nil
+    ) {
+        self.sender = sender
+        self.recipients = recipients
+        self.size = size
+        self.eightBit = eightBit
+        self.smtpUTF8 = smtpUTF8
+        self.ret = ret
+        self.envelopeID = envelopeID
+    }
+}
+
+/// What became of one recipient: the remote's reply (or Mailflow's own, for a local decision).
+public struct RecipientResult: Sendable, Hashable {
+    public enum Disposition: String, Sendable, Hashable {
+        case delivered
+        case deferred
+        case failed
+    }
+
+    public var index: Int
+    public var disposition: Disposition
+    public var reply: SMTPReply
+
+    public init(index: Int, disposition: Disposition, reply: SMTPReply) {
+        self.index = index
+        self.disposition = disposition
+        self.reply = reply
+    }
+
+    static func from(_ reply: SMTPReply, index: Int) -> RecipientResult {
+        RecipientResult(
+            index: index, disposition: reply.code / 100 == 2 ? .delivered : reply.code / 100 == 5 ? .failed : .deferred,
+            reply: reply)
+    }
+}
+
+/// The extensions a server announced in its EHLO reply.
+public struct ServerCapabilities: Sendable, Hashable {
+    public var pipelining = false
+    public var size: Int?
+    public var eightBitMIME = false
+    public var smtpUTF8 = false
+    public var chunking = false
+    public var startTLS = false
+    public var dsn = false
+    public var enhancedStatusCodes = false
+
+    public init() {}
+
+    public init(ehloReply: SMTPReply) {
+        for line in ehloReply.lines.dropFirst() {
+            let parts = line.split(separator: " ")
+            guard let kw = parts.first?.uppercased() else { continue }
+            switch kw {
+            case "PIPELINING": pipelining = true
+            case "SIZE": size = parts.count > 1 ? Int(parts[1]).flatMap { $0 > 0 ? $0 : nil } : nil
+            case "8BITMIME": eightBitMIME = true
+            case "SMTPUTF8": smtpUTF8 = true
+            case "CHUNKING": chunking = true
+            case "STARTTLS": startTLS = true
+            case "DSN": dsn = true
+            case "ENHANCEDSTATUSCODES": enhancedStatusCodes = true
+            default: break
+            }
+        }
+    }
+}
+
+/// The client side of an SMTP session as a state machine, free of I/O (RFC 5321 §3, §4.1; RFC 2920
+/// PIPELINING, RFC 3030 CHUNKING, RFC 3207 STARTTLS, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531
+/// SMTPUTF8, RFC 3461 DSN).
+///
+/// One connection may carry several messages (`send(_:)` when `isReady`). Every recipient of a
+/// message ends with a `RecipientResult`: `2xx` delivered, `4xx` deferred, `5xx` failed. A `421`, a
+/// dropped connection or a TLS requirement the server cannot meet defers everything still pending.
+public struct ClientSession: Sendable {
+    public enum Action: Equatable, Sendable {
+        /// Write these command lines (several when pipelining), each ending in CRLF.
+        case send([String])
+        /// Begin the TLS handshake; answer with `tlsEstablished` or `tlsFailed`.
+        case startTLS
+        /// Write the body dot-stuffed, then `CRLF.CRLF`.
+        case sendData
+        /// Write `BDAT <size> LAST` and then the body as it is.
+        case sendChunk(size: Int)
+        /// The current message is finished; the session may be `isReady` for another.
+        case finished([RecipientResult])
+        /// The connection is of no further use: close it. `results` settles a message in flight.
+        case close(results: [RecipientResult], reason: SMTPReply?)
+        case none
+    }
+
+    enum Phase: Equatable, Sendable {
+        case greeting
+        case ehlo
+        case helo
+        case startTLS
+        case tlsHandshake
+        case ready
+        /// MAIL and RCPTs (and maybe DATA) are out; `expected` replies remain, in order.
+        case envelope
+        case data
+        case body
+        case rset
+        case quit
+        case closed
+    }
+
+    enum Expected: Equatable, Sendable {
+        case mail
+        case rcpt(Int)
+        case data
+    }
+
+    public let heloName: String
+    public let tls: TLSRequirement
+    public private(set) var capabilities = ServerCapabilities()
+    public private(set) var tlsActive = false
+    public private(set) var remoteGreeting: SMTPReply?
+    var phase: Phase = .greeting
+    var expected: [Expected] = []
+    var envelope: OutboundEnvelope?
+    var results: [Int: RecipientResult] = [:]
+    var accepted: [Int] = []
+    var mailReply: SMTPReply?
+    var afterRset: [RecipientResult]?
+
+    public init(heloName: String, tls: TLSRequirement) {
+        self.heloName = heloName
+        self.tls = tls
+    }
+
+    public var isReady: Bool { phase == .ready }
+    public var isClosed: Bool { phase == .closed }
+
+    // MARK: events
+
+    public mutating func replyReceived(_ reply: SMTPReply) -> Action {
+        if reply.code == 421 && phase != .quit {
+            // RFC 5321 §3.8: the server is closing; everything pending is deferred.
+            return closeDeferringPending(reply)
+        }
+        switch phase {
+        case .greeting:
+            remoteGreeting = reply
+            guard reply.code == 220 else { return closeDeferringPending(reply) }
+            phase = .ehlo
+            return .send(["EHLO \(heloName)"])
+        case .ehlo:
+            if reply.code / 100 == 2 {
+                capabilities = ServerCapabilities(ehloReply: reply)
+                return afterHello()
+            }
+            if reply.code / 100 == 5 && !tlsActive {
+                phase = .helo
+                return .send(["HELO \(heloName)"])
+            }
+            return closeDeferringPending(reply)
+        case .helo:
+            guard reply.code / 100 == 2 else { return closeDeferringPending(reply) }
+            capabilities = ServerCapabilities()
+            return afterHello()
+        case .startTLS:
+            if reply.code == 220 {
+                phase = .tlsHandshake
+                return .startTLS
+            }
+            if tls == .required {
+                return closeDeferringPending(
+                    SMTPReply(451, .init(4, 7, 10), "TLS is required, but the remote refused STARTTLS: \(reply)"))
+            }
+            phase = .ready
+            return .none
+        case .tlsHandshake, .closed:
+            return .none
+        case .ready:
+            // An unsolicited reply: the server is confused; give up on this connection.
+            return closeDeferringPending(
+                SMTPReply(451, .init(4, 5, 0), "Unexpected reply from the remote: \(reply)"))
+        case .envelope:
+            return envelopeReply(reply)
+        case .data:
+            guard let env = envelope else { return .none }
+            if reply.code == 354 {
+                if accepted.isEmpty {
+                    // Pipelined DATA after every RCPT failed: an empty message the server throws away.
+                    phase = .body
+                    return .send(["."])
+                }
+                phase = .body
+                return .sendData
+            }
+            for i in accepted { results[i] = RecipientResult.from(reply, index: i) }
+            accepted = []
+            _ = env
+            return finishWithRset()
+        case .body:
+            for i in accepted { results[i] = RecipientResult.from(reply, index: i) }
+            accepted = []
+            return finish()
+        case .rset:
+            phase = .ready
+            let r = afterRset ?? []
+            afterRset = nil
+            if reply.code / 100 != 2 { return .close(results: r, reason: reply) }
+            return .finished(r)
+        case .quit:
+            phase = .closed
+            return .close(results: [], reason: nil)
+        }
+    }
+
+    mutating func afterHello() -> Action {
+        if !tlsActive && tls != .disabled && capabilities.startTLS {
+            phase = .startTLS
+            return .send(["STARTTLS"])
+        }
+        if !tlsActive && tls == .required {
+            return closeDeferringPending(
+                SMTPReply(451, .init(4, 7, 10), "TLS is required, but the remote does not offer STARTTLS"))
+        }
+        phase = .ready
+        return .none
+    }
+
+    public mutating func tlsEstablished() -> Action {
+        guard phase == .tlsHandshake else { return .none }
+        tlsActive = true
+        // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
+        capabilities = ServerCapabilities()
+        phase = .ehlo
+        return .send(["EHLO \(heloName)"])
+    }
+
+    public mutating func tlsFailed(_ why: String) -> Action {
+        closeDeferringPending(SMTPReply(451, .init(4, 7, 5), "TLS handshake with the remote failed: \(why)"))
+    }
+
+    /// The connection dropped. Mid-transaction that is Exchange's `SuspiciousRemoteServerError`.
+    public mutating func connectionClosed() -> Action {
+        guard phase != .closed else { return .none }
+        if phase == .quit {
+            phase = .closed
+            return .close(results: [], reason: nil)
+        }
+        return closeDeferringPending(Self.abruptClose)
+    }
+
+    /// What a dropped connection is recorded as.
+    public static let abruptClose = SMTPReply(
+        451, .init(4, 4, 0), "remote server disconnected abruptly (SuspiciousRemoteServerError)")
+
+    /// Starts a message on a ready session.
+    public mutating func send(_ env: OutboundEnvelope) -> Action {
+        guard phase == .ready else {
+            return .finished(
+                env.recipients.indices.map {
+                    RecipientResult(
+                        index: $0, disposition: .deferred, reply: SMTPReply(451, .init(4, 3, 0), "session not ready"))
+                })
+        }
+        func failAll(_ r: SMTPReply) -> Action {
+            .finished(env.recipients.indices.map { RecipientResult.from(r, index: $0) })
+        }
+        if env.smtpUTF8 && !capabilities.smtpUTF8 {
+            return failAll(
+                SMTPReply(
+                    553, .init(5, 6, 7),
+                    "The message needs SMTPUTF8 (a UTF-8 address or header) and the remote does not support it"))
+        }
+        if env.eightBit && !capabilities.eightBitMIME {
+            return failAll(
+                SMTPReply(554, .init(5, 6, 3), "The message has 8-bit content and the remote does not support 8BITMIME")
+            )
+        }
+        if let limit = capabilities.size, env.size > limit {
+            return failAll(
+                SMTPReply(552, .init(5, 3, 4), "Message size \(env.size) exceeds the remote's limit of \(limit) octets")
+            )
+        }
+        envelope = env
+        results = [:]
+        accepted = []
+        mailReply = nil
+        var mail = "MAIL FROM:<\(env.sender)>"
+        if capabilities.size != nil || capabilities.pipelining { mail += " SIZE=\(env.size)" }
+        if env.eightBit { mail += " BODY=8BITMIME" }
+        if env.smtpUTF8 { mail += " SMTPUTF8" }
+        if capabilities.dsn {
+            if let ret = env.ret { mail += " RET=\(ret.rawValue)" }
+            if let id = env.envelopeID { mail += " ENVID=\(XText.encode(id))" }
+        }
+        var lines = [mail]
+        expected = [.mail]
+        for (i, r) in env.recipients.enumerated() {
+            var rcpt = "RCPT TO:<\(r.address)>"
+            if capabilities.dsn {
+                if let n = r.notify { rcpt += " NOTIFY=\(n)" }
+                if let o = r.originalRecipient, let semi = o.firstIndex(of: ";") {
+                    rcpt += " ORCPT=\(o[..<semi]);\(XText.encode(String(o[o.index(after: semi)...])))"
+                }
+            }
+            lines.append(rcpt)
+            expected.append(.rcpt(i))
+        }
+        if !capabilities.chunking { expected.append(.data) }
+        phase = .envelope
+        if capabilities.pipelining {
+            // RFC 2920 §3.1: MAIL, the RCPTs and DATA go in one batch.
+            if !capabilities.chunking { lines.append("DATA") }
+            return .send(lines)
+        }
+        return .send([lines[0]])
+    }
+
+    mutating func envelopeReply(_ reply: SMTPReply) -> Action {
+        guard let env = envelope, !expected.isEmpty else { return .none }
+        let what = expected.removeFirst()
+        switch what {
+        case .mail:
+            mailReply = reply
+        case .rcpt(let i):
+            if let m = mailReply, m.code / 100 != 2 {
+                results[i] = RecipientResult.from(m, index: i)
+            } else if reply.code / 100 == 2 {
+                accepted.append(i)
+            } else {
+                results[i] = RecipientResult.from(reply, index: i)
+            }
+        case .data:
+            phase = .data
+            return replyReceived(reply)
+        }
+        if let m = mailReply, m.code / 100 != 2, !capabilities.pipelining {
+            // Not pipelined: nothing more was sent; every recipient shares the MAIL refusal.
+            for i in env.recipients.indices { results[i] = RecipientResult.from(m, index: i) }
+            expected = []
+            return finishWithRset()
+        }
+        if !capabilities.pipelining {
+            // Send the next command of the envelope one at a time.
+            switch expected.first {
+            case .rcpt(let i)?:
+                var rcpt = "RCPT TO:<\(env.recipients[i].address)>"
+                if capabilities.dsn {
+                    if let n = env.recipients[i].notify { rcpt += " NOTIFY=\(n)" }
+                    if let o = env.recipients[i].originalRecipient, let semi = o.firstIndex(of: ";") {
+                        rcpt += " ORCPT=\(o[..<semi]);\(XText.encode(String(o[o.index(after: semi)...])))"
+                    }
+                }
+                return .send([rcpt])
+            case .data?:
+                if accepted.isEmpty {
+                    expected = []
+                    return finishWithRset()
+                }
+                expected = []
+                phase = .data
+                return .send(["DATA"])
+            case .mail?, nil:
+                break
+            }
+        }
+        guard expected.isEmpty else { return .none }
+        // All envelope replies are in (pipelined, or chunking after the last RCPT).
+        if let m = mailReply, m.code / 100 != 2 {
+            for i in env.recipients.indices where results[i] == nil { results[i] = RecipientResult.from(m, index: i) }
+            return finishWithRset()
+        }
+        if capabilities.chunking {
+            if accepted.isEmpty { return finishWithRset() }
+            phase = .body
+            return .sendChunk(size: env.size)
+        }
+        return .none
+    }
+
+    mutating func finish() -> Action {
+        let r = collect()
+        phase = .ready
+        return .finished(r)
+    }
+
+    mutating func finishWithRset() -> Action {
+        afterRset = collect()
+        phase = .rset
+        return .send(["RSET"])
+    }
+
+    mutating func collect() -> [RecipientResult] {
+        let r = results.values.sorted { $0.index < $1.index }
+        envelope = nil
+        results = [:]
+        accepted = []
+        expected = []
+        mailReply = nil
+        return r
+    }
+
+    mutating func closeDeferringPending(_ reply: SMTPReply) -> Action {
+        var pending: [RecipientResult] = []
+        if phase == .rset, let r = afterRset {
+            pending = r
+            afterRset = nil
+        } else if let env = envelope {
+            // Settled recipients keep their result; the rest take this reply (a 421 or a dropped
+            // connection defers them; a 5xx the server gave this transaction fails them).
+            for i in env.recipients.indices {
+                pending.append(results[i] ?? RecipientResult.from(reply, index: i))
+            }
+        }
+        envelope = nil
+        results = [:]
+        accepted = []
+        expected = []
+        phase = .closed
+        return .close(results: pending, reason: reply)
+    }
+
+    /// Ends the session politely.
+    public mutating func quit() -> Action {
+        guard phase == .ready else {
+            if phase == .closed { return .none }
+            return closeDeferringPending(SMTPReply(451, .init(4, 3, 0), "session abandoned"))
+        }
+        phase = .quit
+        return .send(["QUIT"])
+    }
+}
