@@ -43,9 +43,11 @@ let package = Package(
         .target(
             name: "Delivery",
             dependencies: [
-                "MailQueue", "MailMessage",
+                "MailQueue", "MailMessage", "SMTPCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -128,6 +128,39 @@ public struct MessageBodyReader: Sendable {
         }
     }
 
+    /// Reads the body a chunk at a time (for writers that await between chunks).
+    public struct ChunkIterator {
+        var data: Data?
+        var handle: FileHandle?
+
+        public mutating func next() throws -> Data? {
+            if let d = data {
+                data = nil
+                return d.isEmpty ? nil : d
+            }
+            guard let h = handle else { return nil }
+            guard let chunk = try h.read(upToCount: MessageBodyReader.chunkSize), !chunk.isEmpty else {
+                try? h.close()
+                handle = nil
+                return nil
+            }
+            return chunk
+        }
+    }
+
+    public func makeIterator() throws -> ChunkIterator {
+        switch body {
+        case .inline(let d):
+            return ChunkIterator(data: skip < d.count ? d.subdata(in: (d.startIndex + skip)..<d.endIndex) : Data())
+        case .spooled(let path):
+            guard let h = FileHandle(forReadingAtPath: path) else {
+                throw MaildirDelivery.Failure(description: "spool file \(path) is missing")
+            }
+            try h.seek(toOffset: UInt64(skip))
+            return ChunkIterator(handle: h)
+        }
+    }
+
     /// The first `count` octets (the stored Received stamp).
     public func prefix(_ count: Int) throws -> Data {
         switch body {

@@ -41,7 +41,7 @@ public enum HeaderStamps {
     }
 
     /// Removes anything that could break a header line (CR, LF, other controls).
-    static func sanitize(_ s: String) -> String {
+    public static func sanitize(_ s: String) -> String {
         String(s.unicodeScalars.filter { $0.value >= 32 && $0.value != 127 }.map(Character.init))
     }
 

@@ -37,3 +37,44 @@ struct HeaderTests {
         #expect(HeaderStamps.returnPath("a\r\nb@c") == "Return-Path: <ab@c>\r\n")
     }
 }
+
+struct DSNTests {
+    func make(headersOnly: Bool) -> String {
+        let original = Data("Subject: hello\r\nFrom: a@x.test\r\n\r\nsecret body\r\n".utf8)
+        let dsn = DeliveryStatusNotification(
+            reportingMTA: "mx.mailflow.test", sender: "a@x.test", originalEnvelopeID: "env-1",
+            arrivalDate: Date(timeIntervalSince1970: 0),
+            recipients: [
+                .init(
+                    finalRecipient: "bob@remote.test", originalRecipient: "rfc822;Bob@remote.test", action: .failed,
+                    status: "5.1.1", remoteMTA: "mx1.remote.test", diagnostic: "550 5.1.1 no such user",
+                    lastAttempt: Date(timeIntervalSince1970: 60))
+            ], original: original, headersOnly: headersOnly)
+        return String(
+            decoding: dsn.render(date: Date(timeIntervalSince1970: 120), messageID: "<d@mx>", boundary: "B1"),
+            as: UTF8.self)
+    }
+
+    @Test func failureReportHasRFC3464Fields() {
+        let text = make(headersOnly: false)
+        for needle in [
+            "Content-Type: multipart/report; report-type=delivery-status;", "Auto-Submitted: auto-replied",
+            "Reporting-MTA: dns; mx.mailflow.test", "Original-Envelope-Id: env-1",
+            "Final-Recipient: rfc822; bob@remote.test", "Original-Recipient: rfc822; Bob@remote.test",
+            "Action: failed", "Status: 5.1.1", "Remote-MTA: dns; mx1.remote.test",
+            "Diagnostic-Code: smtp; 550 5.1.1 no such user", "Content-Type: message/rfc822", "secret body", "--B1--",
+        ] {
+            #expect(text.contains(needle), "missing \(needle)")
+        }
+        // Only CRLF line endings: the report must pass Mailflow's own smuggling check.
+        let bytes = Array(text.utf8)
+        #expect(bytes.indices.allSatisfy { i in bytes[i] != 0x0A || (i > 0 && bytes[i - 1] == 0x0D) })
+    }
+
+    @Test func retHeadersReturnsOnlyTheHeaders() {
+        let text = make(headersOnly: true)
+        #expect(text.contains("Content-Type: text/rfc822-headers"))
+        #expect(text.contains("Subject: hello"))
+        #expect(!text.contains("secret body"))
+    }
+}

@@ -249,3 +249,26 @@ struct ReplyParserTests {
         #expect(r[0].lines == ["5.1.1 odd"])
     }
 }
+
+struct DotStufferTests {
+    @Test func stuffsLeadingDotsAcrossChunks() {
+        var s = DotStuffer()
+        let a = s.stuff(ByteBuffer(string: ".a\r\nb.\r"))
+        let b = s.stuff(ByteBuffer(string: "\n..c\r\n"))
+        #expect(String(buffer: a) + String(buffer: b) == "..a\r\nb.\r\n...c\r\n")
+        #expect(s.terminator == ".\r\n")
+        _ = s.stuff(ByteBuffer(string: "no newline"))
+        #expect(s.terminator == "\r\n.\r\n")
+    }
+
+    @Test func roundTripsThroughTheServerDecoder() {
+        let body = ".\r\n..\r\nx\r\n.y\r\n"
+        var s = DotStuffer()
+        var wire = s.stuff(ByteBuffer(string: body))
+        wire.writeString(s.terminator)
+        var d = DataBodyDecoder(maxSize: 1000)
+        var out = ByteBuffer()
+        #expect(d.decode(&wire, into: &out) == .finished)
+        #expect(String(buffer: out) == body)
+    }
+}

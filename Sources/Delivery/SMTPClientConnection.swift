@@ -1,0 +1,336 @@
+import Foundation
+import MailQueue
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import SMTPCore
+
+/// What the client handler reports to the task driving a connection.
+enum ClientStep: Sendable {
+    case ready
+    case needBody(chunked: Bool)
+    case finished([RecipientResult])
+    case closed([RecipientResult], SMTPReply?)
+}
+
+/// The outbound message body: Mailflow's prefix lines, then the stored body from an offset.
+public struct OutboundBody: Sendable {
+    public var prefix: Data
+    public var reader: MessageBodyReader
+
+    public init(prefix: Data, reader: MessageBodyReader) {
+        self.prefix = prefix
+        self.reader = reader
+    }
+
+    /// Octets on the wire before dot-stuffing (the BDAT size, the SIZE= value).
+    public var size: Int {
+        switch reader.body {
+        case .inline(let d): return prefix.count + max(0, d.count - reader.skip)
+        case .spooled(let path):
+            let attrs = try? FileManager.default.attributesOfItem(atPath: path)
+            let total = (attrs?[.size] as? NSNumber)?.intValue ?? 0
+            return prefix.count + max(0, total - reader.skip)
+        }
+    }
+}
+
+/// TLS facts of an outbound connection, for the trace.
+public struct OutboundTLSInfo: Sendable, Hashable {
+    public var version: String
+    /// Whether the certificate chain and name were verified (only where a connector requires it).
+    public var verified: Bool
+}
+
+/// The I/O shell around `ClientSession`: parses replies, writes commands, runs STARTTLS, and hands
+/// body writing to the task that drives the connection (so a large body streams with backpressure).
+final class SMTPClientHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    var machine: ClientSession
+    var parser = SMTPReplyParser()
+    var input = ByteBuffer()
+    var waiter: EventLoopPromise<ClientStep>?
+    var queued: [ClientStep] = []
+    let tlsContext: NIOSSLContext?
+    let serverName: String?
+    let verify: Bool
+    var tlsInfo: OutboundTLSInfo?
+    var context: ChannelHandlerContext?
+    var inHandshake = false
+
+    init(machine: ClientSession, tlsContext: NIOSSLContext?, serverName: String?, verify: Bool) {
+        self.machine = machine
+        self.tlsContext = tlsContext
+        self.serverName = serverName
+        self.verify = verify
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        input.writeBuffer(&bytes)
+        do {
+            while let reply = try parser.parse(&input) {
+                handle(machine.replyReceived(reply))
+                if machine.isClosed { break }
+            }
+            input.discardReadBytes()
+        } catch {
+            handle(machine.tlsFailed("protocol error: \(error)"))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        handle(machine.connectionClosed())
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? TLSUserEvent, case .handshakeCompleted = e {
+            inHandshake = false
+            if let h = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self) {
+                let v: String
+                switch h.tlsVersion {
+                case .tlsv13: v = "TLSv1.3"
+                case .tlsv12: v = "TLSv1.2"
+                case .tlsv11: v = "TLSv1.1"
+                case .tlsv1: v = "TLSv1"
+                case nil: v = "TLS"
+                }
+                tlsInfo = OutboundTLSInfo(version: v, verified: verify)
+            }
+            handle(machine.tlsEstablished())
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if inHandshake || error is NIOSSLError || error is BoringSSLError {
+            handle(machine.tlsFailed("\(error)"))
+        } else {
+            handle(machine.connectionClosed())
+        }
+        context.close(promise: nil)
+    }
+
+    func handle(_ action: ClientSession.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            if machine.isReady { deliver(.ready) }
+        case .send(let lines):
+            var b = context.channel.allocator.buffer(capacity: 64 * lines.count)
+            for l in lines {
+                b.writeString(l)
+                b.writeString("\r\n")
+            }
+            context.writeAndFlush(wrapOutboundOut(b), promise: nil)
+        case .startTLS:
+            guard let tlsContext else {
+                handle(machine.tlsFailed("no TLS client context"))
+                return
+            }
+            do {
+                inHandshake = true
+                let h = try NIOSSLClientHandler(context: tlsContext, serverHostname: serverName)
+                try context.pipeline.syncOperations.addHandler(h, position: .first)
+            } catch {
+                handle(machine.tlsFailed("\(error)"))
+            }
+        case .sendData:
+            deliver(.needBody(chunked: false))
+        case .sendChunk(let size):
+            var b = context.channel.allocator.buffer(capacity: 32)
+            b.writeString("BDAT \(size) LAST\r\n")
+            context.write(wrapOutboundOut(b), promise: nil)
+            deliver(.needBody(chunked: true))
+        case .finished(let results):
+            deliver(.finished(results))
+            if machine.isReady { deliver(.ready) }
+        case .close(let results, let reason):
+            deliver(.closed(results, reason))
+            context.close(promise: nil)
+        }
+    }
+
+    func deliver(_ step: ClientStep) {
+        if let w = waiter {
+            waiter = nil
+            w.succeed(step)
+        } else {
+            queued.append(step)
+        }
+    }
+
+    func next(_ loop: EventLoop) -> EventLoopFuture<ClientStep> {
+        if !queued.isEmpty { return loop.makeSucceededFuture(queued.removeFirst()) }
+        if machine.isClosed { return loop.makeSucceededFuture(.closed([], nil)) }
+        let p = loop.makePromise(of: ClientStep.self)
+        waiter = p
+        return p.futureResult
+    }
+}
+
+/// One outbound SMTP connection: connect, greet, STARTTLS per policy, then any number of messages.
+///
+/// Every message ends in a result per recipient; a connection that breaks or is refused settles its
+/// message with deferrals (`SuspiciousRemoteServerError` for an abrupt close) and is not reused.
+public final class SMTPClientConnection: Sendable {
+    let channel: Channel
+    let handler: NIOLoopBound<SMTPClientHandler>
+    let replyTimeout: TimeAmount
+    public let remoteAddress: SocketAddress
+
+    init(channel: Channel, handler: NIOLoopBound<SMTPClientHandler>, replyTimeout: TimeAmount, remote: SocketAddress) {
+        self.channel = channel
+        self.handler = handler
+        self.replyTimeout = replyTimeout
+        self.remoteAddress = remote
+    }
+
+    /// How a connection attempt ended when it did not become ready.
+    public struct ConnectFailure: Error, CustomStringConvertible {
+        public var reply: SMTPReply
+        public var description: String { reply.description }
+    }
+
+    /// Connects and runs the greeting, EHLO and STARTTLS. Throws `ConnectFailure` with the reply to
+    /// record (the remote's own, or Mailflow's for a refused connection or a timeout).
+    public static func connect(
+        to address: SocketAddress, group: EventLoopGroup, heloName: String, tls: TLSRequirement,
+        tlsContext: NIOSSLContext?, serverName: String?, verify: Bool = false,
+        connectTimeout: TimeAmount = .seconds(30), replyTimeout: TimeAmount = .seconds(300)
+    ) async throws -> SMTPClientConnection {
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let h = SMTPClientHandler(
+                        machine: ClientSession(heloName: heloName, tls: tls),
+                        tlsContext: tlsContext, serverName: serverName, verify: verify)
+                    try channel.pipeline.syncOperations.addHandler(h)
+                }
+            }
+        let channel: Channel
+        do {
+            channel = try await bootstrap.connect(to: address).get()
+        } catch {
+            throw ConnectFailure(
+                reply: SMTPReply(451, .init(4, 4, 1), "Connection to \(address.ipAddress ?? "?") failed: \(error)"))
+        }
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(
+                try channel.pipeline.syncOperations.handler(type: SMTPClientHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        let conn = SMTPClientConnection(channel: channel, handler: handler, replyTimeout: replyTimeout, remote: address)
+        switch await conn.nextStep() {
+        case .ready:
+            return conn
+        case .closed(_, let reason):
+            throw ConnectFailure(reply: reason ?? ClientSession.abruptClose)
+        case .needBody, .finished:
+            channel.close(promise: nil)
+            throw ConnectFailure(reply: SMTPReply(451, .init(4, 5, 0), "unexpected session state"))
+        }
+    }
+
+    /// The next step, or a close after `replyTimeout` of silence (RFC 5321 §4.5.3.2).
+    func nextStep() async -> ClientStep {
+        let loop = channel.eventLoop
+        let handler = self.handler
+        let channel = self.channel
+        let timeout = replyTimeout
+        let future = loop.flatSubmit { () -> EventLoopFuture<ClientStep> in
+            let f = handler.value.next(loop)
+            let t = loop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+            f.whenComplete { _ in t.cancel() }
+            return f
+        }
+        return (try? await future.get()) ?? .closed([], ClientSession.abruptClose)
+    }
+
+    public var tlsInfo: OutboundTLSInfo? {
+        get async { try? await channel.eventLoop.submit { self.handler.value.tlsInfo }.get() }
+    }
+
+    public var isUsable: Bool {
+        get async { (try? await channel.eventLoop.submit { self.handler.value.machine.isReady }.get()) ?? false }
+    }
+
+    /// Sends one message; returns a result per recipient (in envelope order).
+    public func send(_ envelope: OutboundEnvelope, body: OutboundBody) async -> [RecipientResult] {
+        let handler = self.handler
+        let started: Bool =
+            (try? await channel.eventLoop.submit {
+                handler.value.handle(handler.value.machine.send(envelope))
+                return true
+            }.get()) ?? false
+        if !started { return Self.deferAll(envelope, ClientSession.abruptClose) }
+        while true {
+            switch await nextStep() {
+            case .ready:
+                continue
+            case .finished(let results):
+                return Self.complete(results, envelope)
+            case .closed(let results, let reason):
+                return Self.complete(results, envelope, fallback: reason ?? ClientSession.abruptClose)
+            case .needBody(let chunked):
+                await writeBody(body, chunked: chunked)
+            }
+        }
+    }
+
+    func writeBody(_ body: OutboundBody, chunked: Bool) async {
+        var stuffer = DotStuffer()
+        let channel = self.channel
+        func put(_ data: Data) async throws {
+            var b = channel.allocator.buffer(capacity: data.count)
+            b.writeBytes(data)
+            let out = chunked ? b : stuffer.stuff(b)
+            try await channel.writeAndFlush(out).get()
+        }
+        do {
+            try await put(body.prefix)
+            // Chunks are read from the spool one at a time, so memory stays at one chunk.
+            var chunks = try body.reader.makeIterator()
+            while let c = try chunks.next() { try await put(c) }
+            if !chunked {
+                var t = channel.allocator.buffer(capacity: 5)
+                t.writeString(stuffer.terminator)
+                try await channel.writeAndFlush(t).get()
+            }
+        } catch {
+            channel.close(promise: nil)
+        }
+    }
+
+    static func deferAll(_ env: OutboundEnvelope, _ reply: SMTPReply) -> [RecipientResult] {
+        env.recipients.indices.map { RecipientResult(index: $0, disposition: .deferred, reply: reply) }
+    }
+
+    static func complete(_ results: [RecipientResult], _ env: OutboundEnvelope, fallback: SMTPReply? = nil)
+        -> [RecipientResult]
+    {
+        var byIndex: [Int: RecipientResult] = [:]
+        for r in results { byIndex[r.index] = r }
+        return env.recipients.indices.map { i in
+            byIndex[i]
+                ?? RecipientResult(index: i, disposition: .deferred, reply: fallback ?? ClientSession.abruptClose)
+        }
+    }
+
+    /// QUIT and close.
+    public func close() async {
+        let handler = self.handler
+        _ = try? await channel.eventLoop.submit { handler.value.handle(handler.value.machine.quit()) }.get()
+        let channel = self.channel
+        _ = try? await channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }.futureResult
+            .get()
+    }
+}
