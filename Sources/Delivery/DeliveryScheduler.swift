@@ -1,7 +1,9 @@
 import Dispatch
 import Foundation
 import Logging
+import MailMessage
 import MailQueue
+import SMTPCore
 import Synchronization
 
 /// Finds due messages through the queue's `next_attempt` index and delivers them, at most
@@ -31,11 +33,22 @@ public final class DeliveryScheduler: Sendable {
     let workers = DispatchQueue(label: "mailflow.delivery", attributes: .concurrent)
     let group = DispatchGroup()
     let startedAt: Date
+    let outbound: OutboundDelivery?
+    let connectorFor: @Sendable (String) -> OutboundConnector?
+    let dsnRoute: (@Sendable (String) -> String?)?
+    /// Abrupt closes by remotes a message may cause before it fails as possibly harmful.
+    let maxAbruptCloses: Int
 
     public init(
         store: SQLiteQueueStore, spool: Spool, maildir: MaildirDelivery, retry: RetrySchedule = .exchangeLike,
-        concurrency: Int = 4, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }
+        concurrency: Int = 4, logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
+        outbound: OutboundDelivery? = nil, connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
+        dsnRoute: (@Sendable (String) -> String?)? = nil, maxAbruptCloses: Int = 3
     ) {
+        self.outbound = outbound
+        self.connectorFor = connectorFor
+        self.dsnRoute = dsnRoute
+        self.maxAbruptCloses = maxAbruptCloses
         self.store = store
         self.spool = spool
         self.maildir = maildir
@@ -90,8 +103,8 @@ public final class DeliveryScheduler: Sendable {
                     }
                     for id in taken {
                         group.enter()
-                        workers.async { [self] in
-                            self.attempt(id)
+                        Task { [self] in
+                            await self.process(id)
                             _ = self.state.withLock { $0.inFlight.remove(id) }
                             self.group.leave()
                             self.wake.signal()
@@ -112,45 +125,94 @@ public final class DeliveryScheduler: Sendable {
         stopped.signal()
     }
 
-    /// One delivery attempt for every pending recipient of a message.
-    public func attempt(_ id: String) {
+    /// One delivery attempt for every pending recipient of a message: local mailboxes on the
+    /// blocking-I/O queue, remote domains through `outbound` (one transaction per domain, in
+    /// parallel), then one queue transaction for all outcomes, trace events and any DSN.
+    public func process(_ id: String) async {
         do {
-            guard let m = try store.message(id), m.state == .queued, let body = m.body else { return }
-            let t = now()
-            let reader = MessageBodyReader(body: body, skip: m.stampLength)
-            var prefix = Data("Return-Path: <\(m.sender)>\r\n".utf8)
-            prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
-            if m.addMessageID, let mid = m.messageID {
-                prefix.append(Data("Message-ID: \(mid)\r\n".utf8))
+            guard let m = try await blocking({ try self.store.message(id) }), m.state == .queued, let body = m.body else {
+                return
             }
+            let t = now()
             let expired = retry.isExpired(receivedAt: m.receivedAt, now: t)
-            let scanCur = m.attempts > 0 || m.receivedAt < startedAt
+            let pending = m.recipients.filter { $0.status == .pending }
             var outcomes: [Int: RecipientOutcome] = [:]
-            for r in m.recipients where r.status == .pending {
-                guard let route = LocalRoute(r.recipient.route) else {
+            var remoteInfo: [Int: RemoteOutcome] = [:]
+
+            let local = pending.filter { LocalRoute($0.recipient.route) != nil }
+            if !local.isEmpty {
+                let localOutcomes = await blocking { self.deliverLocally(m, body: body, recipients: local, expired: expired) }
+                outcomes.merge(localOutcomes) { a, _ in a }
+            }
+            var byDomain: [String: [StoredRecipient]] = [:]
+            for r in pending where LocalRoute(r.recipient.route) == nil {
+                if let domain = RelayRoute(r.recipient.route)?.domain, outbound != nil {
+                    byDomain[domain, default: []].append(r)
+                } else {
                     outcomes[r.index] = .failed(reason: "550 5.4.4 No route for \(r.recipient.route)")
-                    continue
                 }
-                do {
-                    let path = try maildir.deliver(
-                        message: m, recipientIndex: r.index, domain: route.domain, localPart: route.mailbox,
-                        bodyPrefix: prefix, body: reader, scanCur: scanCur)
-                    outcomes[r.index] = .delivered(detail: "250 2.0.0 Delivered to maildir \(path)")
-                } catch {
-                    if expired {
-                        outcomes[r.index] = .failed(
-                            reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s: \(error)")
+            }
+            if let outbound, !byDomain.isEmpty {
+                var prefix = try MessageBodyReader(body: body).prefix(m.stampLength)
+                if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
+                let outBody = OutboundBody(prefix: prefix, reader: MessageBodyReader(body: body, skip: m.stampLength))
+                let size = outBody.size
+                let connector = connectorFor(m.sender)
+                await withTaskGroup(of: [(Int, RemoteOutcome)].self) { g in
+                    for (domain, rcpts) in byDomain {
+                        let env = OutboundEnvelope(
+                            sender: m.sender,
+                            recipients: rcpts.map {
+                                OutboundRecipient(
+                                    address: $0.recipient.address, notify: $0.recipient.notify.flatMap(DSNNotify.init(parsing:)),
+                                    originalRecipient: $0.recipient.originalRecipient)
+                            }, size: size, eightBit: m.bodyType == "8BITMIME", smtpUTF8: m.smtpUTF8,
+                            ret: m.ret.flatMap(DSNReturn.init(rawValue:)), envelopeID: m.envelopeID)
+                        g.addTask {
+                            let results = await outbound.deliver(domain: domain, envelope: env, body: outBody, connector: connector)
+                            return results.map { (rcpts[$0.result.index].index, $0) }
+                        }
+                    }
+                    for await batch in g {
+                        for (idx, o) in batch { remoteInfo[idx] = o }
+                    }
+                }
+            }
+            let abrupt = remoteInfo.values.contains { $0.result.reply == ClientSession.abruptClose }
+            let abruptSoFar = abrupt ? ((try? await blocking { try self.store.abruptCloseCount(messageID: id) }) ?? 0) + 1 : 0
+            for (idx, o) in remoteInfo {
+                let where_ = [o.remoteHost, o.remoteIP.map { "[\($0)]" }, o.tls].compactMap { $0 }.joined(separator: " ")
+                let detail = "\(o.result.reply)" + (where_.isEmpty ? "" : " (remote \(where_))")
+                switch o.result.disposition {
+                case .delivered: outcomes[idx] = .delivered(detail: detail)
+                case .failed: outcomes[idx] = .failed(reason: detail)
+                case .deferred:
+                    if o.result.reply == ClientSession.abruptClose && abruptSoFar >= maxAbruptCloses {
+                        // Exchange's "poison for remote": the message keeps breaking the remote's sessions.
+                        outcomes[idx] = .failed(
+                            reason: "554 5.4.300 Message failed after \(abruptSoFar) abrupt disconnects by the remote; it may be harmful to it (SuspiciousRemoteServerError)")
+                    } else if expired {
+                        outcomes[idx] = .failed(reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s, last: \(detail)")
                     } else {
-                        outcomes[r.index] = .deferred(reason: "451 4.3.0 Mailbox delivery failed: \(error)")
+                        outcomes[idx] = .deferred(reason: detail)
                     }
                 }
             }
             var rng = SystemRandomNumberGenerator()
             let anyDeferred = outcomes.values.contains { if case .deferred = $0 { return true } else { return false } }
-            let next = anyDeferred ? t.addingTimeInterval(retry.delay(afterAttempt: m.attempts + 1, random: &rng)) : nil
-            if let spoolPath = try store.recordAttempt(messageID: id, outcomes: outcomes, nextAttempt: next, now: t) {
+            var delay = retry.delay(afterAttempt: m.attempts + 1, random: &rng)
+            // Exchange waits longer after an abrupt close before trying that remote again.
+            if abrupt { delay *= 3 }
+            let next = anyDeferred ? t.addingTimeInterval(delay) : nil
+            let notifications = try notificationsFor(m, body: body, outcomes: outcomes, remote: remoteInfo, now: t)
+            let settled = outcomes
+            if let spoolPath = try await blocking({
+                try self.store.recordAttempt(
+                    messageID: id, outcomes: settled, nextAttempt: next, now: t, notifications: notifications)
+            }) {
                 spool.remove(path: spoolPath)
             }
+            if !notifications.isEmpty { wake.signal() }
             state.withLock { s in
                 for o in outcomes.values {
                     switch o {
@@ -175,6 +237,119 @@ public final class DeliveryScheduler: Sendable {
             logger.error("delivery of \(id) could not be recorded: \(error)", metadata: ["queue_id": "\(id)"])
         }
     }
+
+    /// Runs blocking work (SQLite, fsync) on the delivery queue, not on the concurrency pool.
+    func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            workers.async { c.resume(with: Result { try work() }) }
+        }
+    }
+
+    func blocking<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { c in workers.async { c.resume(returning: work()) } }
+    }
+
+    func deliverLocally(_ m: StoredMessage, body: MessageBody, recipients: [StoredRecipient], expired: Bool)
+        -> [Int: RecipientOutcome]
+    {
+        var outcomes: [Int: RecipientOutcome] = [:]
+        let reader = MessageBodyReader(body: body, skip: m.stampLength)
+        var prefix = Data("Return-Path: <\(m.sender)>\r\n".utf8)
+        do {
+            prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
+        } catch {
+            for r in recipients { outcomes[r.index] = .deferred(reason: "451 4.3.0 Cannot read the stored message: \(error)") }
+            return outcomes
+        }
+        if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
+        let scanCur = m.attempts > 0 || m.receivedAt < startedAt
+        for r in recipients {
+            guard let route = LocalRoute(r.recipient.route) else { continue }
+            do {
+                let path = try maildir.deliver(
+                    message: m, recipientIndex: r.index, domain: route.domain, localPart: route.mailbox,
+                    bodyPrefix: prefix, body: reader, scanCur: scanCur)
+                outcomes[r.index] = .delivered(detail: "250 2.0.0 Delivered to maildir \(path)")
+            } catch {
+                if expired {
+                    outcomes[r.index] = .failed(reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s: \(error)")
+                } else {
+                    outcomes[r.index] = .deferred(reason: "451 4.3.0 Mailbox delivery failed: \(error)")
+                }
+            }
+        }
+        return outcomes
+    }
+
+    /// RFC 3461/3464: a failure report to the sender for recipients that failed (unless NOTIFY says
+    /// otherwise), never to the null sender, so a bounce is never bounced.
+    func notificationsFor(
+        _ m: StoredMessage, body: MessageBody, outcomes: [Int: RecipientOutcome], remote: [Int: RemoteOutcome], now t: Date
+    ) throws -> [NewMessage] {
+        guard !m.sender.isEmpty, let dsnRoute, let route = dsnRoute(m.sender) else { return [] }
+        var rows: [DeliveryStatusNotification.Recipient] = []
+        for r in m.recipients {
+            guard case .failed(let reason) = outcomes[r.index] else { continue }
+            let notify = r.recipient.notify.flatMap(DSNNotify.init(parsing:))
+            if let notify, notify.never || !notify.failure { continue }
+            let status = Self.statusCode(in: reason) ?? "5.0.0"
+            rows.append(
+                .init(
+                    finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient, action: .failed,
+                    status: status, remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t))
+        }
+        guard !rows.isEmpty else { return [] }
+        var original = Data()
+        var chunks = try MessageBodyReader(body: body, skip: m.stampLength).makeIterator()
+        let headersOnly = m.ret == "HDRS"
+        while let c = try chunks.next() {
+            original.append(c)
+            if headersOnly && original.range(of: Data("\r\n\r\n".utf8)) != nil { break }
+            // Full returns are capped: a bounce need not carry a 35 MB attachment back.
+            if original.count > 1_048_576 { break }
+        }
+        var rng = SystemRandomNumberGenerator()
+        let dsnID = QueueID.generate(now: t, using: &rng)
+        let report = DeliveryStatusNotification(
+            reportingMTA: maildir.hostname, sender: m.sender, originalEnvelopeID: m.envelopeID, arrivalDate: m.receivedAt,
+            recipients: rows, original: original, headersOnly: headersOnly)
+        let text = report.render(date: t, messageID: "<\(dsnID)@\(maildir.hostname)>", boundary: "\(dsnID)/\(maildir.hostname)")
+        return [
+            NewMessage(
+                id: dsnID, receivedAt: t, sender: "", recipients: [EnvelopeRecipient(address: m.sender, route: route)],
+                size: text.count, clientAddress: "127.0.0.1", helo: maildir.hostname, protocolName: "DSN",
+                messageID: "<\(dsnID)@\(maildir.hostname)>", addMessageID: false,
+                subject: "Undelivered Mail Returned to Sender", body: .inline(text))
+        ]
+    }
+
+    /// The enhanced status code in a reply text (`550 5.1.1 ...` → `5.1.1`).
+    static func statusCode(in text: String) -> String? {
+        for word in text.split(separator: " ").prefix(3) where EnhancedStatusCode(parsing: word) != nil {
+            return String(word)
+        }
+        return nil
+    }
+
+    /// Blocking wrapper for tests and tools: one attempt, waited for.
+    public func attempt(_ id: String) async {
+        await process(id)
+    }
+}
+
+/// A `relay:<domain>` route: delivery to another server, chosen at RCPT for a trusted client.
+public struct RelayRoute: Sendable, Hashable {
+    public var domain: String
+
+    public init(domain: String) { self.domain = domain }
+
+    public init?(_ route: String) {
+        guard route.hasPrefix("relay:") else { return nil }
+        domain = String(route.dropFirst(6))
+        guard !domain.isEmpty else { return nil }
+    }
+
+    public var route: String { "relay:\(domain)" }
 }
 
 /// A `local:<domain>/<mailbox>` route chosen at RCPT time.

@@ -37,11 +37,14 @@ public struct IngressPolicy: Sendable {
     public var tarpit: TimeAmount
     /// Pause before the greeting; a client that talks first is refused (0: off).
     public var greetPause: TimeAmount
+    /// Clients allowed to relay to other domains.
+    public var trustedNetworks = TrustedNetworks()
 
     public init(
         session: ServerSessionConfiguration, timeouts: SessionTimeouts, directory: TenantDirectory,
-        tarpit: TimeAmount = .zero, greetPause: TimeAmount = .zero
+        tarpit: TimeAmount = .zero, greetPause: TimeAmount = .zero, trustedNetworks: TrustedNetworks = TrustedNetworks()
     ) {
+        self.trustedNetworks = trustedNetworks
         self.session = session
         self.timeouts = timeouts
         self.directory = directory
@@ -116,6 +119,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
     var heldForests: Set<String> = []
     /// Forests whose message rate this transaction has already been charged.
     var transactionForests: Set<String> = []
+    /// The client is in `trustedNetworks` and may relay.
+    var clientTrusted = false
     var mode: Mode = .commands
     var input = ByteBuffer()
     var context: ChannelHandlerContext?
@@ -149,6 +154,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         clientAddress = context.remoteAddress?.ipAddress ?? "unknown"
+        clientTrusted = policy.trustedNetworks.contains(clientAddress)
         logger[metadataKey: "client"] = "\(clientAddress)"
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         switch ctx.admission.admitConnection(source: clientAddress) {
@@ -525,7 +531,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
     /// The recipient policy, then admission: tenant size, forest session cap, forest message rate,
     /// mailbox receive rate.
     func admitRecipient(_ path: ForwardPath) -> ServerSession.RecipientDecision {
-        let decision = policy.directory.decide(path)
+        let decision = policy.directory.decide(path, relayAllowed: clientTrusted)
         guard case .accept(let route) = decision, let domain = localRouteDomain(route),
             let tenant = policy.directory.tenant(forDomain: domain)
         else { return decision }

@@ -40,7 +40,8 @@ public struct TenantDirectory: Sendable {
 
     public func tenant(forDomain domain: String) -> Tenant? { byDomain[domain.lowercased()] }
 
-    public func decide(_ path: ForwardPath) -> ServerSession.RecipientDecision {
+    /// `relayAllowed`: the client is in the trusted networks, so other domains are relayed.
+    public func decide(_ path: ForwardPath, relayAllowed: Bool = false) -> ServerSession.RecipientDecision {
         switch path {
         case .postmaster:
             guard let d = tenants.first?.domains.first else {
@@ -50,6 +51,7 @@ public struct TenantDirectory: Sendable {
         case .mailbox(let m):
             let domain = m.domain.lowercased()
             guard let t = byDomain[domain] else {
+                if relayAllowed { return .accept(route: "relay:\(domain)") }
                 return .reject(
                     SMTPReply(550, .init(5, 7, 1), "Relaying denied: \(m.domain) is not a domain of this server"))
             }

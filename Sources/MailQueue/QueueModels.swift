@@ -134,6 +134,8 @@ public enum TraceEventKind: String, Sendable, Codable {
     case delivered
     case deferred
     case failed
+    /// A delivery status notification was generated for this message (its ID in the detail).
+    case dsn
     /// Admission control refused or deferred a connection, message or recipient (no queue ID).
     case throttled
 }

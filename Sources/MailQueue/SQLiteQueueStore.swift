@@ -110,6 +110,12 @@ public final class SQLiteQueueStore: Sendable {
     public func insert(_ batch: [NewMessage], events: [TraceEvent] = []) throws {
         try pool.write { db in
             for e in events { try Self.appendTrace(db, e) }
+            try Self.insertMessages(db, batch)
+        }
+    }
+
+    static func insertMessages(_ db: Database, _ batch: [NewMessage]) throws {
+        do {
             for m in batch {
                 let (blob, path): (Data?, String?) = {
                     switch m.body {
@@ -143,6 +149,17 @@ public final class SQLiteQueueStore: Sendable {
                 try Self.appendTrace(
                     db, TraceEvent(time: m.receivedAt, queueID: m.id, recipient: nil, kind: .received, detail: detail))
             }
+        }
+    }
+
+    /// How many times a message's delivery was cut off by an abrupt close (Exchange's
+    /// SuspiciousRemoteServerError), from its trace.
+    public func abruptCloseCount(messageID: String) throws -> Int {
+        try pool.read { db in
+            try Int.fetchOne(
+                db,
+                sql: "SELECT COUNT(*) FROM trace_event WHERE queue_id = ? AND kind = 'deferred' AND detail LIKE '%SuspiciousRemoteServerError%'",
+                arguments: [messageID]) ?? 0
         }
     }
 
@@ -184,9 +201,20 @@ public final class SQLiteQueueStore: Sendable {
     /// final the body is dropped; returns the spool path to remove, if any.
     @discardableResult
     public func recordAttempt(
-        messageID: String, outcomes: [Int: RecipientOutcome], nextAttempt: Date?, now: Date
+        messageID: String, outcomes: [Int: RecipientOutcome], nextAttempt: Date?, now: Date,
+        notifications: [NewMessage] = []
     ) throws -> String? {
         try pool.write { db in
+            if !notifications.isEmpty {
+                try Self.insertMessages(db, notifications)
+                for n in notifications {
+                    try Self.appendTrace(
+                        db,
+                        TraceEvent(
+                            time: now, queueID: messageID, recipient: nil, kind: .dsn,
+                            detail: "DSN \(n.id) to <\(n.recipients.first?.address ?? "")>"))
+                }
+            }
             for (idx, outcome) in outcomes.sorted(by: { $0.key < $1.key }) {
                 let address =
                     try String.fetchOne(

@@ -1,3 +1,4 @@
+import Delivery
 import Foundation
 import Ingress
 import NIOCore
@@ -30,6 +31,17 @@ public struct MailflowConfig: Sendable, Equatable {
     /// Wait this long before the greeting; a client that talks first is refused (0: off).
     public var greetPause: TimeInterval = 0
     public var forests: [ResourceForest] = []
+    /// Client networks allowed to relay to other domains (CIDR); none by default.
+    public var trustedNetworks: [String] = []
+    /// DNS servers (`ip:port`); empty means those of /etc/resolv.conf.
+    public var dnsServers: [String] = []
+    public var dnsTimeout: TimeInterval = 2
+    public var dnsAttempts = 2
+    public var mxPort = 25
+    public var heloName: String?
+    public var maxAbruptCloses = 3
+    public var destinationInitialConcurrency = 2
+    public var destinationMaxConcurrency = 20
     public var commandTimeout: TimeInterval = 300
     public var dataTimeout: TimeInterval = 180
     public var sessionTimeout: TimeInterval = 3600
@@ -49,6 +61,8 @@ public struct MailflowConfig: Sendable, Equatable {
         public var catchAll: Bool
         /// This tenant's own message size limit, at most the server's.
         public var maxMessageSize: Int?
+        /// Where this tenant's external mail goes instead of MX.
+        public var connector: OutboundConnector?
 
         public static let sample = TenantConfig(
             name: "example", domains: ["example.test"], mailboxes: ["postmaster", "alice", "bob"], catchAll: false)
@@ -100,7 +114,34 @@ public struct MailflowConfig: Sendable, Equatable {
         var config = MailflowConfig()
         guard let node else { return config }  // an empty file means all defaults
         let root = try Reader(node, "")
-        try root.only(["server", "tls", "limits", "timeouts", "delivery", "tenants", "forests"])
+        try root.only(["server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns"])
+        if let relay = try root.mapping("relay") {
+            try relay.only(["trusted_networks"])
+            let nets = try relay.stringList("trusted_networks") ?? []
+            do {
+                _ = try TrustedNetworks(nets)
+            } catch {
+                throw relay.error("trusted_networks", "\(error)")
+            }
+            config.trustedNetworks = nets
+        }
+        if let dns = try root.mapping("dns") {
+            try dns.only(["servers", "timeout", "attempts"])
+            if let list = try dns.stringList("servers") {
+                for (i, a) in list.enumerated() {
+                    let parsed = ListenAddress.parse(a) ?? (a, 53)
+                    guard (try? SocketAddress(ipAddress: parsed.0, port: parsed.1)) != nil else {
+                        throw dns.error("servers[\(i)]", "'\(a)' is not an IP address with an optional :port")
+                    }
+                }
+                config.dnsServers = list
+            }
+            if let t = try dns.duration("timeout") { config.dnsTimeout = t }
+            if let a = try dns.int("attempts") {
+                guard (1...10).contains(a) else { throw dns.error("attempts", "must be between 1 and 10") }
+                config.dnsAttempts = a
+            }
+        }
 
         if let server = try root.mapping("server") {
             try server.only(["hostname", "smtp", "data", "log_level"])
@@ -214,7 +255,37 @@ public struct MailflowConfig: Sendable, Equatable {
             if let v = try t.duration("shutdown_grace") { config.shutdownGrace = v }
         }
         if let d = try root.mapping("delivery") {
-            try d.only(["concurrency", "retry_intervals", "expiry"])
+            try d.only([
+                "concurrency", "retry_intervals", "expiry", "mx_port", "helo_name", "max_abrupt_closes",
+                "destination_concurrency",
+            ])
+            if let p = try d.int("mx_port") {
+                guard (1...65535).contains(p) else { throw d.error("mx_port", "must be between 1 and 65535") }
+                config.mxPort = p
+            }
+            if let h = try d.string("helo_name") {
+                do {
+                    try Mailbox.validateDomain(h[...], allowUTF8: false)
+                } catch {
+                    throw d.error("helo_name", "'\(h)' is not a valid host name")
+                }
+                config.heloName = h
+            }
+            if let m = try d.int("max_abrupt_closes") {
+                guard (1...100).contains(m) else { throw d.error("max_abrupt_closes", "must be between 1 and 100") }
+                config.maxAbruptCloses = m
+            }
+            if let dc = try d.mapping("destination_concurrency") {
+                try dc.only(["initial", "maximum"])
+                if let i = try dc.int("initial") {
+                    guard (1...1000).contains(i) else { throw dc.error("initial", "must be between 1 and 1000") }
+                    config.destinationInitialConcurrency = i
+                }
+                if let m = try dc.int("maximum") {
+                    guard (1...1000).contains(m) else { throw dc.error("maximum", "must be between 1 and 1000") }
+                    config.destinationMaxConcurrency = m
+                }
+            }
             if let c = try d.int("concurrency") {
                 guard (1...256).contains(c) else { throw d.error("concurrency", "must be between 1 and 256") }
                 config.deliveryConcurrency = c
@@ -233,7 +304,19 @@ public struct MailflowConfig: Sendable, Equatable {
             config.tenants = []
             for (i, n) in tenants.enumerated() {
                 let t = try Reader(n, root.path("tenants[\(i)]"))
-                try t.only(["name", "domains", "mailboxes", "catch_all", "max_message_size"])
+                try t.only(["name", "domains", "mailboxes", "catch_all", "max_message_size", "outbound_connector"])
+                var connector: OutboundConnector?
+                if let c = try t.mapping("outbound_connector") {
+                    try c.only(["smart_host", "tls", "verify_name"])
+                    guard let hp = try c.string("smart_host"), let (host, port) = ListenAddress.parse(hp) else {
+                        throw c.error("smart_host", "is required, as host:port")
+                    }
+                    let tlsText = try c.string("tls") ?? "opportunistic"
+                    guard let tls = TLSRequirement(rawValue: tlsText) else {
+                        throw c.error("tls", "'\(tlsText)' is not one of required, opportunistic, disabled")
+                    }
+                    connector = OutboundConnector(host: host, port: port, tls: tls, verifyName: try c.string("verify_name"))
+                }
                 guard let name = try t.string("name"), !name.isEmpty else { throw t.error("name", "is required") }
                 guard seenNames.insert(name).inserted else { throw t.error("name", "'\(name)' is used by two tenants") }
                 guard let domains = try t.stringList("domains"), !domains.isEmpty else {
@@ -265,7 +348,8 @@ public struct MailflowConfig: Sendable, Equatable {
                 }
                 config.tenants.append(
                     TenantConfig(
-                        name: name, domains: domains, mailboxes: boxes, catchAll: catchAll, maxMessageSize: size))
+                        name: name, domains: domains, mailboxes: boxes, catchAll: catchAll, maxMessageSize: size,
+                        connector: connector))
             }
         }
         if let forests = try root.list("forests") {

@@ -92,7 +92,8 @@ public final class MailflowService: Sendable {
             timeouts: SessionTimeouts(
                 command: .seconds(config.commandTimeout), data: .seconds(config.dataTimeout),
                 session: .seconds(config.sessionTimeout)),
-            directory: tenants, tarpit: .seconds(config.tarpit), greetPause: .seconds(config.greetPause))
+            directory: tenants, tarpit: .seconds(config.tarpit), greetPause: .seconds(config.greetPause),
+            trustedNetworks: (try? TrustedNetworks(config.trustedNetworks)) ?? TrustedNetworks())
     }
 
     /// Applies a reloaded config (SIGHUP) to new sessions: limits, forests, tenants, timeouts. Live

@@ -67,7 +67,8 @@ public struct RecipientResult: Sendable, Hashable {
         self.reply = reply
     }
 
-    static func from(_ reply: SMTPReply, index: Int) -> RecipientResult {
+    /// The disposition a reply implies: 2xx delivered, 5xx failed, anything else deferred.
+    public static func from(_ reply: SMTPReply, index: Int) -> RecipientResult {
         RecipientResult(
             index: index, disposition: reply.code / 100 == 2 ? .delivered : reply.code / 100 == 5 ? .failed : .deferred,
             reply: reply)

@@ -24,6 +24,20 @@ public struct DSNNotify: Hashable, Sendable, CustomStringConvertible {
         self.delay = delay
     }
 
+    /// Parses a NOTIFY value as stored (`SUCCESS,FAILURE`, `NEVER`).
+    public init?(parsing text: String) {
+        self.init()
+        for item in text.uppercased().split(separator: ",") {
+            switch item {
+            case "NEVER": never = true
+            case "SUCCESS": success = true
+            case "FAILURE": failure = true
+            case "DELAY": delay = true
+            default: return nil
+            }
+        }
+    }
+
     public var description: String {
         if never { return "NEVER" }
         var parts: [String] = []

@@ -110,12 +110,12 @@ struct MaildirDeliveryTests {
         (try? FileManager.default.contentsOfDirectory(atPath: "\(dir)/mailboxes/contoso.test/alice/\(sub)")) ?? []
     }
 
-    @Test func deliversOnceWithReturnPathAndMessageID() throws {
+    @Test func deliversOnceWithReturnPathAndMessageID() async throws {
         let (dir, store, spool, maildir) = try setup()
         try store.insert([newMessage("A")])
         let sched = DeliveryScheduler(store: store, spool: spool, maildir: maildir, logger: Logger(label: "t"))
-        sched.attempt("A")
-        sched.attempt("A")  // a second attempt of a done message does nothing
+        await sched.attempt("A")
+        await sched.attempt("A")  // a second attempt of a done message does nothing
         let names = files(dir)
         #expect(names == ["A.R0.mx.test"])
         let text = try String(contentsOfFile: "\(dir)/mailboxes/contoso.test/alice/new/\(names[0])", encoding: .utf8)
@@ -124,7 +124,7 @@ struct MaildirDeliveryTests {
         #expect(files(dir, "tmp").isEmpty)
     }
 
-    @Test func crashAfterRenameDoesNotDuplicate() throws {
+    @Test func crashAfterRenameDoesNotDuplicate() async throws {
         let (dir, store, spool, maildir) = try setup()
         try store.insert([newMessage("A")])
         let m = try #require(try store.message("A"))
@@ -139,13 +139,13 @@ struct MaildirDeliveryTests {
         let sched = DeliveryScheduler(
             store: store, spool: spool, maildir: maildir, logger: Logger(label: "t"),
             now: { Date().addingTimeInterval(10) })
-        sched.attempt("A")
+        await sched.attempt("A")
         #expect(files(dir).isEmpty)
         #expect(files(dir, "cur") == ["A.R0.mx.test:2,S"])
         #expect(try store.message("A")?.state == .done)
     }
 
-    @Test func failedDeliveryIsDeferredAndRetriedNotLost() throws {
+    @Test func failedDeliveryIsDeferredAndRetriedNotLost() async throws {
         let (dir, store, spool, maildir) = try setup()
         try store.insert([newMessage("A")])
         // A file where the mailbox folder should be makes delivery fail.
@@ -156,7 +156,7 @@ struct MaildirDeliveryTests {
             store: store, spool: spool, maildir: maildir,
             retry: RetrySchedule(intervals: [60], expiry: 3600, jitter: 0),
             logger: Logger(label: "t"))
-        sched.attempt("A")
+        await sched.attempt("A")
         let m = try #require(try store.message("A"))
         #expect(m.state == .queued)
         #expect(m.recipients[0].status == .pending)
@@ -164,11 +164,11 @@ struct MaildirDeliveryTests {
         #expect(try store.traceEvents(queueID: "A").map(\.kind) == [.received, .deferred])
         // Fixed: the retry delivers.
         try FileManager.default.removeItem(atPath: "\(dir)/mailboxes/contoso.test/alice")
-        sched.attempt("A")
+        await sched.attempt("A")
         #expect(files(dir) == ["A.R0.mx.test"])
     }
 
-    @Test func expiryFailsWith447() throws {
+    @Test func expiryFailsWith447() async throws {
         let (dir, store, spool, maildir) = try setup()
         try store.insert([newMessage("A")])
         try FileManager.default.createDirectory(
@@ -177,14 +177,14 @@ struct MaildirDeliveryTests {
         let sched = DeliveryScheduler(
             store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [60], expiry: 3600),
             logger: Logger(label: "t"), now: { Date().addingTimeInterval(7200) })
-        sched.attempt("A")
+        await sched.attempt("A")
         let m = try #require(try store.message("A"))
         #expect(m.state == .done)
         #expect(m.recipients[0].status == .failed)
         #expect(m.recipients[0].lastReply?.contains("4.4.7") == true)
     }
 
-    @Test func spooledBodiesAreDeliveredAndRemoved() throws {
+    @Test func spooledBodiesAreDeliveredAndRemoved() async throws {
         let (dir, store, spool, maildir) = try setup()
         let body = String(repeating: "0123456789abcdef\r\n", count: 50_000)
         let path = spool.path(for: "BIG")
@@ -194,7 +194,7 @@ struct MaildirDeliveryTests {
         m.addMessageID = false
         try store.insert([m])
         let sched = DeliveryScheduler(store: store, spool: spool, maildir: maildir, logger: Logger(label: "t"))
-        sched.attempt("BIG")
+        await sched.attempt("BIG")
         let text = try String(contentsOfFile: "\(dir)/mailboxes/contoso.test/alice/new/BIG.R0.mx.test", encoding: .utf8)
         #expect(text == "Return-Path: <s@x.test>\r\n" + body)
         #expect(!FileManager.default.fileExists(atPath: path))
