@@ -42,7 +42,8 @@ public final class DeliveryScheduler: Sendable {
     public init(
         store: SQLiteQueueStore, spool: Spool, maildir: MaildirDelivery, retry: RetrySchedule = .exchangeLike,
         concurrency: Int = 4, logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
-        outbound: OutboundDelivery? = nil, connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
+        outbound: OutboundDelivery? = nil,
+        connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
         dsnRoute: (@Sendable (String) -> String?)? = nil, maxAbruptCloses: Int = 3
     ) {
         self.outbound = outbound
@@ -130,7 +131,8 @@ public final class DeliveryScheduler: Sendable {
     /// parallel), then one queue transaction for all outcomes, trace events and any DSN.
     public func process(_ id: String) async {
         do {
-            guard let m = try await blocking({ try self.store.message(id) }), m.state == .queued, let body = m.body else {
+            guard let m = try await blocking({ try self.store.message(id) }), m.state == .queued, let body = m.body
+            else {
                 return
             }
             let t = now()
@@ -141,7 +143,9 @@ public final class DeliveryScheduler: Sendable {
 
             let local = pending.filter { LocalRoute($0.recipient.route) != nil }
             if !local.isEmpty {
-                let localOutcomes = await blocking { self.deliverLocally(m, body: body, recipients: local, expired: expired) }
+                let localOutcomes = await blocking {
+                    self.deliverLocally(m, body: body, recipients: local, expired: expired)
+                }
                 outcomes.merge(localOutcomes) { a, _ in a }
             }
             var byDomain: [String: [StoredRecipient]] = [:]
@@ -164,12 +168,14 @@ public final class DeliveryScheduler: Sendable {
                             sender: m.sender,
                             recipients: rcpts.map {
                                 OutboundRecipient(
-                                    address: $0.recipient.address, notify: $0.recipient.notify.flatMap(DSNNotify.init(parsing:)),
+                                    address: $0.recipient.address,
+                                    notify: $0.recipient.notify.flatMap(DSNNotify.init(parsing:)),
                                     originalRecipient: $0.recipient.originalRecipient)
                             }, size: size, eightBit: m.bodyType == "8BITMIME", smtpUTF8: m.smtpUTF8,
                             ret: m.ret.flatMap(DSNReturn.init(rawValue:)), envelopeID: m.envelopeID)
                         g.addTask {
-                            let results = await outbound.deliver(domain: domain, envelope: env, body: outBody, connector: connector)
+                            let results = await outbound.deliver(
+                                domain: domain, envelope: env, body: outBody, connector: connector)
                             return results.map { (rcpts[$0.result.index].index, $0) }
                         }
                     }
@@ -179,9 +185,11 @@ public final class DeliveryScheduler: Sendable {
                 }
             }
             let abrupt = remoteInfo.values.contains { $0.result.reply == ClientSession.abruptClose }
-            let abruptSoFar = abrupt ? ((try? await blocking { try self.store.abruptCloseCount(messageID: id) }) ?? 0) + 1 : 0
+            let abruptSoFar =
+                abrupt ? ((try? await blocking { try self.store.abruptCloseCount(messageID: id) }) ?? 0) + 1 : 0
             for (idx, o) in remoteInfo {
-                let where_ = [o.remoteHost, o.remoteIP.map { "[\($0)]" }, o.tls].compactMap { $0 }.joined(separator: " ")
+                let where_ = [o.remoteHost, o.remoteIP.map { "[\($0)]" }, o.tls].compactMap { $0 }.joined(
+                    separator: " ")
                 let detail = "\(o.result.reply)" + (where_.isEmpty ? "" : " (remote \(where_))")
                 switch o.result.disposition {
                 case .delivered: outcomes[idx] = .delivered(detail: detail)
@@ -190,9 +198,12 @@ public final class DeliveryScheduler: Sendable {
                     if o.result.reply == ClientSession.abruptClose && abruptSoFar >= maxAbruptCloses {
                         // Exchange's "poison for remote": the message keeps breaking the remote's sessions.
                         outcomes[idx] = .failed(
-                            reason: "554 5.4.300 Message failed after \(abruptSoFar) abrupt disconnects by the remote; it may be harmful to it (SuspiciousRemoteServerError)")
+                            reason:
+                                "554 5.4.300 Message failed after \(abruptSoFar) abrupt disconnects by the remote; it may be harmful to it (SuspiciousRemoteServerError)"
+                        )
                     } else if expired {
-                        outcomes[idx] = .failed(reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s, last: \(detail)")
+                        outcomes[idx] = .failed(
+                            reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s, last: \(detail)")
                     } else {
                         outcomes[idx] = .deferred(reason: detail)
                     }
@@ -258,7 +269,9 @@ public final class DeliveryScheduler: Sendable {
         do {
             prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
         } catch {
-            for r in recipients { outcomes[r.index] = .deferred(reason: "451 4.3.0 Cannot read the stored message: \(error)") }
+            for r in recipients {
+                outcomes[r.index] = .deferred(reason: "451 4.3.0 Cannot read the stored message: \(error)")
+            }
             return outcomes
         }
         if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
@@ -272,7 +285,8 @@ public final class DeliveryScheduler: Sendable {
                 outcomes[r.index] = .delivered(detail: "250 2.0.0 Delivered to maildir \(path)")
             } catch {
                 if expired {
-                    outcomes[r.index] = .failed(reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s: \(error)")
+                    outcomes[r.index] = .failed(
+                        reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s: \(error)")
                 } else {
                     outcomes[r.index] = .deferred(reason: "451 4.3.0 Mailbox delivery failed: \(error)")
                 }
@@ -284,7 +298,8 @@ public final class DeliveryScheduler: Sendable {
     /// RFC 3461/3464: a failure report to the sender for recipients that failed (unless NOTIFY says
     /// otherwise), never to the null sender, so a bounce is never bounced.
     func notificationsFor(
-        _ m: StoredMessage, body: MessageBody, outcomes: [Int: RecipientOutcome], remote: [Int: RemoteOutcome], now t: Date
+        _ m: StoredMessage, body: MessageBody, outcomes: [Int: RecipientOutcome], remote: [Int: RemoteOutcome],
+        now t: Date
     ) throws -> [NewMessage] {
         guard !m.sender.isEmpty, let dsnRoute, let route = dsnRoute(m.sender) else { return [] }
         var rows: [DeliveryStatusNotification.Recipient] = []
@@ -295,7 +310,8 @@ public final class DeliveryScheduler: Sendable {
             let status = Self.statusCode(in: reason) ?? "5.0.0"
             rows.append(
                 .init(
-                    finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient, action: .failed,
+                    finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient,
+                    action: .failed,
                     status: status, remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t))
         }
         guard !rows.isEmpty else { return [] }
@@ -311,9 +327,11 @@ public final class DeliveryScheduler: Sendable {
         var rng = SystemRandomNumberGenerator()
         let dsnID = QueueID.generate(now: t, using: &rng)
         let report = DeliveryStatusNotification(
-            reportingMTA: maildir.hostname, sender: m.sender, originalEnvelopeID: m.envelopeID, arrivalDate: m.receivedAt,
+            reportingMTA: maildir.hostname, sender: m.sender, originalEnvelopeID: m.envelopeID,
+            arrivalDate: m.receivedAt,
             recipients: rows, original: original, headersOnly: headersOnly)
-        let text = report.render(date: t, messageID: "<\(dsnID)@\(maildir.hostname)>", boundary: "\(dsnID)/\(maildir.hostname)")
+        let text = report.render(
+            date: t, messageID: "<\(dsnID)@\(maildir.hostname)>", boundary: "\(dsnID)/\(maildir.hostname)")
         return [
             NewMessage(
                 id: dsnID, receivedAt: t, sender: "", recipients: [EnvelopeRecipient(address: m.sender, route: route)],

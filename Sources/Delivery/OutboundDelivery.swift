@@ -193,7 +193,9 @@ public final class OutboundDelivery: Sendable {
             let usable = await connection.isUsable
             let throttled =
                 results.allSatisfy { $0.disposition == .deferred }
-                && results.contains { DestinationConcurrency.isThrottle($0.reply) || $0.reply == ClientSession.abruptClose }
+                && results.contains {
+                    DestinationConcurrency.isThrottle($0.reply) || $0.reply == ClientSession.abruptClose
+                }
             await pool.release(
                 key, connection: usable ? connection : nil, host: host, signal: throttled ? .throttle : .success,
                 error: throttled ? results.first?.reply : nil)
@@ -287,7 +289,8 @@ actor DestinationPool {
     func acquire(_ key: String) async -> Slot {
         var d =
             destinations[key]
-            ?? Destination(concurrency: DestinationConcurrency(initial: settings.initialWindow, maximum: settings.maxWindow))
+            ?? Destination(
+                concurrency: DestinationConcurrency(initial: settings.initialWindow, maximum: settings.maxWindow))
         if let until = d.concurrency.parkedUntilIfParked(Date()) {
             destinations[key] = d
             return .parked(until)
@@ -301,7 +304,9 @@ actor DestinationPool {
         return await withCheckedContinuation { c in destinations[key]?.waiters.append(c) }
     }
 
-    func release(_ key: String, connection: SMTPClientConnection?, host: String?, signal: Signal, error: SMTPReply?) async {
+    func release(_ key: String, connection: SMTPClientConnection?, host: String?, signal: Signal, error: SMTPReply?)
+        async
+    {
         guard var d = destinations[key] else {
             if let connection { await connection.close() }
             return
@@ -346,7 +351,8 @@ actor DestinationPool {
         destinations.map { k, d in
             DestinationStatus(
                 key: k, window: d.concurrency.window, ceiling: d.concurrency.ceiling, sessions: d.sessions,
-                waiting: d.waiters.count, delivered: d.delivered, deferred: d.deferred, throttles: d.concurrency.throttles,
+                waiting: d.waiters.count, delivered: d.delivered, deferred: d.deferred,
+                throttles: d.concurrency.throttles,
                 parkedUntil: d.concurrency.parkedUntil, lastError: d.lastError)
         }.sorted { $0.key < $1.key }
     }

@@ -158,7 +158,8 @@ public final class SQLiteQueueStore: Sendable {
         try pool.read { db in
             try Int.fetchOne(
                 db,
-                sql: "SELECT COUNT(*) FROM trace_event WHERE queue_id = ? AND kind = 'deferred' AND detail LIKE '%SuspiciousRemoteServerError%'",
+                sql:
+                    "SELECT COUNT(*) FROM trace_event WHERE queue_id = ? AND kind = 'deferred' AND detail LIKE '%SuspiciousRemoteServerError%'",
                 arguments: [messageID]) ?? 0
         }
     }

@@ -315,7 +315,8 @@ public struct MailflowConfig: Sendable, Equatable {
                     guard let tls = TLSRequirement(rawValue: tlsText) else {
                         throw c.error("tls", "'\(tlsText)' is not one of required, opportunistic, disabled")
                     }
-                    connector = OutboundConnector(host: host, port: port, tls: tls, verifyName: try c.string("verify_name"))
+                    connector = OutboundConnector(
+                        host: host, port: port, tls: tls, verifyName: try c.string("verify_name"))
                 }
                 guard let name = try t.string("name"), !name.isEmpty else { throw t.error("name", "is required") }
                 guard seenNames.insert(name).inserted else { throw t.error("name", "'\(name)' is used by two tenants") }
