@@ -188,9 +188,9 @@ public final class DeliveryScheduler: Sendable {
             let abruptSoFar =
                 abrupt ? ((try? await blocking { try self.store.abruptCloseCount(messageID: id) }) ?? 0) + 1 : 0
             for (idx, o) in remoteInfo {
-                let where_ = [o.remoteHost, o.remoteIP.map { "[\($0)]" }, o.tls].compactMap { $0 }.joined(
+                let remoteWhere = [o.remoteHost, o.remoteIP.map { "[\($0)]" }, o.tls].compactMap { $0 }.joined(
                     separator: " ")
-                let detail = "\(o.result.reply)" + (where_.isEmpty ? "" : " (remote \(where_))")
+                let detail = "\(o.result.reply)" + (remoteWhere.isEmpty ? "" : " (remote \(remoteWhere))")
                 switch o.result.disposition {
                 case .delivered: outcomes[idx] = .delivered(detail: detail)
                 case .failed: outcomes[idx] = .failed(reason: detail)
