@@ -3,6 +3,10 @@ import NIOCore
 import SMTPCore
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A resource forest: a pool of tenants with its own capacity, the partition behind Exchange
 /// Online's `421 4.3.2 The maximum number of concurrent connections per resource forest has exceeded
 /// a limit` (see `shared/reference/mail-flow.md`).
@@ -174,11 +178,15 @@ public final class AdmissionControl: Sendable {
         if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
             return bytes[12..<16].map(String.init).joined(separator: ".")
         }
-        var groups: [String] = []
-        for i in stride(from: 0, to: 8, by: 2) {
-            groups.append(String(UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1]), radix: 16))
+        // The /64 in canonical text form (RFC 5952), e.g. `2001:db8:1:2::/64`.
+        var prefix = in6_addr()
+        withUnsafeMutableBytes(of: &prefix) { raw in
+            for i in 0..<8 { raw[i] = bytes[i] }
         }
-        return groups.joined(separator: ":") + "::/64"
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        guard inet_ntop(AF_INET6, &prefix, &text, socklen_t(text.count)) != nil else { return address }
+        let utf8 = text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return String(decoding: utf8, as: UTF8.self) + "/64"
     }
 
     func throttle(

@@ -508,7 +508,9 @@ final class SMTPServerHandler: ChannelInboundHandler {
     /// Session-level refusals that admission control did not make itself become throttle events too.
     func noteRefusal(_ reply: SMTPReply) {
         guard let e = reply.enhancedCode else { return }
-        if reply.code == 452 && e == .init(4, 5, 3) {
+        if reply.code == 552 && e == .init(5, 3, 4) {
+            ctx.admission.recordRefusal(kind: "message_size", reply: reply, source: clientAddress)
+        } else if reply.code == 452 && e == .init(4, 5, 3) {
             ctx.admission.recordRefusal(kind: "recipients_per_transaction", reply: reply, source: clientAddress)
         } else if reply.code == 421 && e == .init(4, 7, 0) && reply.lines[0].hasPrefix("Too many errors") {
             ctx.admission.recordRefusal(kind: "errors", reply: reply, source: clientAddress)
@@ -540,18 +542,30 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 SMTPReply(552, .init(5, 3, 4), "Message size exceeds the limit of \(limit) octets for \(domain)"))
         }
         let forest = ctx.admission.forest(forTenant: tenant.name)
+        // The forest slot is taken first (the scarce resource) and given back at once if a later
+        // check refuses this recipient: a session counts only from its first *accepted* RCPT.
+        var tookSlot = false
+        func refuse(_ r: SMTPReply) -> ServerSession.RecipientDecision {
+            if tookSlot {
+                heldForests.remove(forest.name)
+                ctx.admission.releaseForestSession(forest.name)
+            }
+            return .reject(r)
+        }
         if !heldForests.contains(forest.name) {
             let (d, _) = ctx.admission.admitForestSession(
                 tenant: tenant.name, source: clientAddress, holdsOtherForest: !heldForests.isEmpty)
             switch d {
-            case .admit: heldForests.insert(forest.name)
+            case .admit:
+                heldForests.insert(forest.name)
+                tookSlot = true
             case .refuse(let r): return .reject(r)
             case .refuseAndClose(let r): return .rejectAndClose(r)
             }
         }
         if !transactionForests.contains(forest.name) {
             if case .refuse(let r) = ctx.admission.admitForestMessage(tenant: tenant.name, source: clientAddress) {
-                return .reject(r)
+                return refuse(r)
             }
             transactionForests.insert(forest.name)
         }
@@ -560,7 +574,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 mailbox: m.description, sender: session.transaction?.sender.address ?? "", tenant: tenant.name,
                 source: clientAddress)
         {
-            return .reject(r)
+            return refuse(r)
         }
         return decision
     }
