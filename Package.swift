@@ -41,9 +41,16 @@ let package = Package(
             ]
         ),
         .target(
+            name: "DNSClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "Delivery",
             dependencies: [
-                "MailQueue", "MailMessage", "SMTPCore",
+                "MailQueue", "MailMessage", "SMTPCore", "DNSClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -65,7 +72,7 @@ let package = Package(
         .target(
             name: "MailflowApp",
             dependencies: [
-                "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage",
+                "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage", "DNSClient",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -78,13 +85,21 @@ let package = Package(
         .executableTarget(
             name: "mailflow",
             dependencies: [
-                "MailflowApp", "MailQueue", "Ingress",
+                "MailflowApp", "MailQueue", "Ingress", "Delivery",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "SMTPCoreTests", dependencies: ["SMTPCore", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "MailMessageTests", dependencies: ["MailMessage"]),
+        .testTarget(
+            name: "DNSClientTests",
+            dependencies: [
+                "DNSClient", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "MailQueueTests", dependencies: ["MailQueue", "Delivery", "MailMessage"]),
         .testTarget(
             name: "IngressTests",

@@ -1,3 +1,4 @@
+import DNSClient
 import Delivery
 import Dispatch
 import Foundation
@@ -26,6 +27,8 @@ public final class MailflowService: Sendable {
     let threadPool: NIOThreadPool
     let server: SMTPServer
     public let admission: AdmissionControl
+    public let outbound: OutboundDelivery
+    let dns: DNSResolver
     let policy: SharedPolicy
     let currentConfig: Mutex<MailflowConfig>
     let snapshotTask: Mutex<RepeatedTask?> = Mutex(nil)
@@ -49,13 +52,51 @@ public final class MailflowService: Sendable {
         spool = try Spool(directory: p.spool)
         let removed = spool.removeOrphans(keeping: try store.referencedSpoolPaths())
         if removed > 0 { logger.notice("removed \(removed) spool files of messages never committed") }
+        group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        var dnsConfig: DNSResolverConfiguration
+        if config.dnsServers.isEmpty {
+            dnsConfig = DNSResolverConfiguration(resolvConf: ResolvConf.load())
+        } else {
+            let servers = config.dnsServers.compactMap { a -> DNSServer? in
+                let (host, port) = ListenAddress.parse(a) ?? (a, 53)
+                return try? DNSServer(ip: host, port: port)
+            }
+            dnsConfig = DNSResolverConfiguration(servers: servers)
+        }
+        dnsConfig.timeout = .seconds(config.dnsTimeout)
+        dnsConfig.attempts = config.dnsAttempts
+        dns = DNSResolver(configuration: dnsConfig, group: group)
+        outbound = try OutboundDelivery(
+            settings: OutboundSettings(
+                heloName: config.heloName ?? config.hostname, mxPort: config.mxPort,
+                initialWindow: config.destinationInitialConcurrency, maxWindow: config.destinationMaxConcurrency),
+            resolver: DNSMailExchangerResolver(resolver: dns), group: group, logger: logger)
+        let directory = Self.policy(config).directory
+        let tenants = config.tenants
         let scheduler = DeliveryScheduler(
             store: store, spool: spool, maildir: MaildirDelivery(root: p.mailboxes, hostname: config.hostname),
             retry: RetrySchedule(intervals: config.retryIntervals, expiry: config.expiry),
-            concurrency: config.deliveryConcurrency, logger: logger)
+            concurrency: config.deliveryConcurrency, logger: logger, outbound: outbound,
+            connectorFor: { sender in
+                // A tenant's outbound connector carries mail from its own domains.
+                guard let at = sender.lastIndex(of: "@") else { return nil }
+                let domain = sender[sender.index(after: at)...].lowercased()
+                return tenants.first { $0.domains.contains { $0.lowercased() == domain } }?.connector
+            },
+            dsnRoute: { address in
+                guard let at = address.lastIndex(of: "@") else { return nil }
+                let domain = String(address[address.index(after: at)...]).lowercased()
+                let local = String(address[..<at])
+                guard directory.tenant(forDomain: domain) != nil else { return "relay:\(domain)" }
+                // A bounce to a local sender that has no mailbox would only bounce again: drop it.
+                if case .accept(let route) = directory.decide(.mailbox(Mailbox(localPart: local, domain: domain))) {
+                    return route
+                }
+                return nil
+            },
+            maxAbruptCloses: config.maxAbruptCloses)
         self.scheduler = scheduler
         self.committer = GroupCommitter(store: store) { _ in scheduler.wakeUp() }
-        group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let tls = try TLSSetup.serverContext(
@@ -116,6 +157,22 @@ public final class MailflowService: Sendable {
     /// Where `mailflow limits` reads the live usage; rewritten every second while serving.
     public static func limitsSnapshotPath(dataDirectory: String) -> String { "\(dataDirectory)/limits.json" }
 
+    /// Where `mailflow queue destinations` reads each destination's window; rewritten every second.
+    public static func destinationsSnapshotPath(dataDirectory: String) -> String {
+        "\(dataDirectory)/destinations.json"
+    }
+
+    func writeDestinationsSnapshot() async {
+        let enc = JSONEncoder()
+        enc.dateEncodingStrategy = .iso8601
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        guard let data = try? enc.encode(await outbound.destinations()) else { return }
+        let path = Self.destinationsSnapshotPath(dataDirectory: config.dataDirectory)
+        if FileManager.default.createFile(atPath: path + ".tmp", contents: data) {
+            _ = rename(path + ".tmp", path)
+        }
+    }
+
     func writeLimitsSnapshot() {
         let enc = JSONEncoder()
         enc.dateEncodingStrategy = .iso8601
@@ -134,6 +191,7 @@ public final class MailflowService: Sendable {
         let pool = threadPool
         let task = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1000)) { [self] _ in
             pool.submit { _ in self.writeLimitsSnapshot() }
+            Task { await self.writeDestinationsSnapshot() }
         }
         snapshotTask.withLock { $0 = task }
         var addresses: [SocketAddress] = []

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Delivery
 import Dispatch
 import Foundation
 import Ingress
@@ -187,7 +188,7 @@ struct Config: ParsableCommand {
 
 struct Queue: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Inspect the queue.", subcommands: [List.self, Show.self])
+        abstract: "Inspect the queue.", subcommands: [List.self, Show.self, Destinations.self])
 
     static func open(_ options: ConfigOption) throws -> SQLiteQueueStore {
         let config = try options.load()
@@ -224,6 +225,42 @@ struct Queue: ParsableCommand {
             }
             printTable(header, table)
             print("\(rows.count) message(s)")
+        }
+    }
+
+    struct Destinations: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show each outbound destination: concurrency window, sessions, waiting, deferrals, parking.",
+            discussion: "Reads the snapshot the running server rewrites every second in <data>/destinations.json.")
+        @OptionGroup var options: ConfigOption
+        @Flag(help: "Print JSON instead of a table.") var json = false
+
+        func run() throws {
+            let config = try options.load()
+            let path = MailflowService.destinationsSnapshotPath(dataDirectory: config.dataDirectory)
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw CleanExit.message("no destination data at \(path): is `mailflow serve` running?").asFailure()
+            }
+            if json {
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            let dec = JSONDecoder()
+            dec.dateDecodingStrategy = .iso8601
+            let rows = try dec.decode([DestinationStatus].self, from: data)
+            printTable(
+                [
+                    "DESTINATION", "WINDOW", "CEILING", "SESSIONS", "WAITING", "DELIVERED", "DEFERRED", "THROTTLES",
+                    "PARKED UNTIL", "LAST ERROR",
+                ],
+                rows.map { d in
+                    [
+                        d.key, String(d.window), d.ceiling.map(String.init) ?? "-", String(d.sessions),
+                        String(d.waiting),
+                        String(d.delivered), String(d.deferred), String(d.throttles), d.parkedUntil.map(isoDate) ?? "-",
+                        d.lastError ?? "-",
+                    ]
+                })
         }
     }
 
