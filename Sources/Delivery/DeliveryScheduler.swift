@@ -38,14 +38,18 @@ public final class DeliveryScheduler: Sendable {
     let dsnRoute: (@Sendable (String) -> String?)?
     /// Abrupt closes by remotes a message may cause before it fails as possibly harmful.
     let maxAbruptCloses: Int
+    /// After this long undelivered, the sender gets one delay notice (nil: never).
+    let delayNotice: TimeInterval?
 
     public init(
         store: SQLiteQueueStore, spool: Spool, maildir: MaildirDelivery, retry: RetrySchedule = .exchangeLike,
         concurrency: Int = 4, logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
         outbound: OutboundDelivery? = nil,
         connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
-        dsnRoute: (@Sendable (String) -> String?)? = nil, maxAbruptCloses: Int = 3
+        dsnRoute: (@Sendable (String) -> String?)? = nil, maxAbruptCloses: Int = 3,
+        delayNotice: TimeInterval? = 4 * 3600
     ) {
+        self.delayNotice = delayNotice
         self.outbound = outbound
         self.connectorFor = connectorFor
         self.dsnRoute = dsnRoute
@@ -215,7 +219,12 @@ public final class DeliveryScheduler: Sendable {
             // Exchange waits longer after an abrupt close before trying that remote again.
             if abrupt { delay *= 3 }
             let next = anyDeferred ? t.addingTimeInterval(delay) : nil
-            let notifications = try notificationsFor(m, body: body, outcomes: outcomes, remote: remoteInfo, now: t)
+            var sendDelayNotice = false
+            if anyDeferred, let notice = delayNotice, t.timeIntervalSince(m.receivedAt) >= notice {
+                sendDelayNotice = !((try? await blocking { try self.store.hasDelayNotice(messageID: id) }) ?? true)
+            }
+            let notifications = try notificationsFor(
+                m, body: body, outcomes: outcomes, remote: remoteInfo, now: t, delayNotice: sendDelayNotice)
             let settled = outcomes
             if let spoolPath = try await blocking({
                 try self.store.recordAttempt(
@@ -299,25 +308,58 @@ public final class DeliveryScheduler: Sendable {
     /// otherwise), never to the null sender, so a bounce is never bounced.
     func notificationsFor(
         _ m: StoredMessage, body: MessageBody, outcomes: [Int: RecipientOutcome], remote: [Int: RemoteOutcome],
-        now t: Date
+        now t: Date, delayNotice: Bool = false
     ) throws -> [NewMessage] {
         guard !m.sender.isEmpty, let dsnRoute, let route = dsnRoute(m.sender) else { return [] }
-        var rows: [DeliveryStatusNotification.Recipient] = []
+        var failures: [DeliveryStatusNotification.Recipient] = []
+        var delays: [DeliveryStatusNotification.Recipient] = []
         for r in m.recipients {
-            guard case .failed(let reason) = outcomes[r.index] else { continue }
             let notify = r.recipient.notify.flatMap(DSNNotify.init(parsing:))
-            if let notify, notify.never || !notify.failure { continue }
-            let status = Self.statusCode(in: reason) ?? "5.0.0"
-            rows.append(
-                .init(
-                    finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient,
-                    action: .failed,
-                    status: status, remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t))
+            switch outcomes[r.index] {
+            case .failed(let reason)?:
+                if let notify, notify.never || !notify.failure { continue }
+                failures.append(
+                    .init(
+                        finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient,
+                        action: .failed, status: Self.statusCode(in: reason) ?? "5.0.0",
+                        remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t))
+            case .deferred(let reason)? where delayNotice:
+                // RFC 3461 §4.1: without NOTIFY the MTA may send delay notices; with it, only for DELAY.
+                if let notify, notify.never || !notify.delay { continue }
+                delays.append(
+                    .init(
+                        finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient,
+                        action: .delayed, status: Self.statusCode(in: reason) ?? "4.0.0",
+                        remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t,
+                        willRetryUntil: m.receivedAt.addingTimeInterval(retry.expiry)))
+            default:
+                continue
+            }
         }
-        guard !rows.isEmpty else { return [] }
+        var out: [NewMessage] = []
+        if !failures.isEmpty {
+            out.append(
+                try notification(
+                    m, body: body, rows: failures, route: route, now: t, headersOnly: m.ret == "HDRS",
+                    subject: "Undelivered Mail Returned to Sender"))
+        }
+        if !delays.isEmpty {
+            out.append(
+                try notification(
+                    m, body: body, rows: delays, route: route, now: t.addingTimeInterval(0.000_001), headersOnly: true,
+                    subject: Self.delaySubject))
+        }
+        return out
+    }
+
+    static let delaySubject = "Delayed Mail (still being retried)"
+
+    func notification(
+        _ m: StoredMessage, body: MessageBody, rows: [DeliveryStatusNotification.Recipient], route: String, now t: Date,
+        headersOnly: Bool, subject: String
+    ) throws -> NewMessage {
         var original = Data()
         var chunks = try MessageBodyReader(body: body, skip: m.stampLength).makeIterator()
-        let headersOnly = m.ret == "HDRS"
         while let c = try chunks.next() {
             original.append(c)
             if headersOnly && original.range(of: Data("\r\n\r\n".utf8)) != nil { break }
@@ -332,13 +374,10 @@ public final class DeliveryScheduler: Sendable {
             recipients: rows, original: original, headersOnly: headersOnly)
         let text = report.render(
             date: t, messageID: "<\(dsnID)@\(maildir.hostname)>", boundary: "\(dsnID)/\(maildir.hostname)")
-        return [
-            NewMessage(
-                id: dsnID, receivedAt: t, sender: "", recipients: [EnvelopeRecipient(address: m.sender, route: route)],
-                size: text.count, clientAddress: "127.0.0.1", helo: maildir.hostname, protocolName: "DSN",
-                messageID: "<\(dsnID)@\(maildir.hostname)>", addMessageID: false,
-                subject: "Undelivered Mail Returned to Sender", body: .inline(text))
-        ]
+        return NewMessage(
+            id: dsnID, receivedAt: t, sender: "", recipients: [EnvelopeRecipient(address: m.sender, route: route)],
+            size: text.count, clientAddress: "127.0.0.1", helo: maildir.hostname, protocolName: "DSN",
+            messageID: "<\(dsnID)@\(maildir.hostname)>", addMessageID: false, subject: subject, body: .inline(text))
     }
 
     /// The enhanced status code in a reply text (`550 5.1.1 ...` → `5.1.1`).

@@ -152,6 +152,17 @@ public final class SQLiteQueueStore: Sendable {
         }
     }
 
+    /// Whether a delay notice has already gone to the sender of this message (one is enough).
+    public func hasDelayNotice(messageID: String) throws -> Bool {
+        try pool.read { db in
+            (try Int.fetchOne(
+                db,
+                sql:
+                    "SELECT COUNT(*) FROM trace_event WHERE queue_id = ? AND kind = 'dsn' AND detail LIKE '%(Delayed Mail%'",
+                arguments: [messageID]) ?? 0) > 0
+        }
+    }
+
     /// How many times a message's delivery was cut off by an abrupt close (Exchange's
     /// SuspiciousRemoteServerError), from its trace.
     public func abruptCloseCount(messageID: String) throws -> Int {
@@ -213,7 +224,7 @@ public final class SQLiteQueueStore: Sendable {
                         db,
                         TraceEvent(
                             time: now, queueID: messageID, recipient: nil, kind: .dsn,
-                            detail: "DSN \(n.id) to <\(n.recipients.first?.address ?? "")>"))
+                            detail: "DSN \(n.id) (\(n.subject ?? "report")) to <\(n.recipients.first?.address ?? "")>"))
                 }
             }
             for (idx, outcome) in outcomes.sorted(by: { $0.key < $1.key }) {

@@ -40,6 +40,8 @@ public struct MailflowConfig: Sendable, Equatable {
     public var mxPort = 25
     public var heloName: String?
     public var maxAbruptCloses = 3
+    /// After this long undelivered the sender gets one delay DSN; nil: never.
+    public var delayNotice: TimeInterval? = 4 * 3600
     public var destinationInitialConcurrency = 2
     public var destinationMaxConcurrency = 20
     public var commandTimeout: TimeInterval = 300
@@ -257,7 +259,7 @@ public struct MailflowConfig: Sendable, Equatable {
         if let d = try root.mapping("delivery") {
             try d.only([
                 "concurrency", "retry_intervals", "expiry", "mx_port", "helo_name", "max_abrupt_closes",
-                "destination_concurrency",
+                "destination_concurrency", "delay_notice",
             ])
             if let p = try d.int("mx_port") {
                 guard (1...65535).contains(p) else { throw d.error("mx_port", "must be between 1 and 65535") }
@@ -271,6 +273,7 @@ public struct MailflowConfig: Sendable, Equatable {
                 }
                 config.heloName = h
             }
+            if let dn = try d.duration("delay_notice", allowZero: true) { config.delayNotice = dn == 0 ? nil : dn }
             if let m = try d.int("max_abrupt_closes") {
                 guard (1...100).contains(m) else { throw d.error("max_abrupt_closes", "must be between 1 and 100") }
                 config.maxAbruptCloses = m

@@ -94,7 +94,7 @@ public final class MailflowService: Sendable {
                 }
                 return nil
             },
-            maxAbruptCloses: config.maxAbruptCloses)
+            maxAbruptCloses: config.maxAbruptCloses, delayNotice: config.delayNotice)
         self.scheduler = scheduler
         self.committer = GroupCommitter(store: store) { _ in scheduler.wakeUp() }
         threadPool = NIOThreadPool(numberOfThreads: 2)

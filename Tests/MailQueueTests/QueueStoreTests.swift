@@ -210,3 +210,86 @@ struct MaildirDeliveryTests {
         for _ in 0..<50 { #expect((90...110).contains(j.delay(afterAttempt: 1, random: &rng))) }
     }
 }
+
+struct NotificationTests {
+    func setup() throws -> (String, SQLiteQueueStore, Spool, MaildirDelivery) {
+        let dir = try temporaryDirectory()
+        return (
+            dir, try SQLiteQueueStore(path: "\(dir)/q.sqlite"), try Spool(directory: "\(dir)/spool"),
+            MaildirDelivery(root: "\(dir)/mailboxes", hostname: "mx.test")
+        )
+    }
+
+    func block(_ dir: String) throws {
+        try FileManager.default.createDirectory(
+            atPath: "\(dir)/mailboxes/contoso.test", withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: "\(dir)/mailboxes/contoso.test/alice", contents: Data())
+    }
+
+    @Test func oneDelayNoticeThenAFailureReport() async throws {
+        let (dir, store, spool, maildir) = try setup()
+        try block(dir)
+        try store.insert([newMessage("A")])
+        let clock = Date()
+        let sched = DeliveryScheduler(
+            store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [1], expiry: 3600, jitter: 0),
+            logger: Logger(label: "t"), now: { clock.addingTimeInterval(60) }, dsnRoute: { _ in "local:x.test/s" },
+            delayNotice: 30)
+        await sched.attempt("A")
+        await sched.attempt("A")
+        let dsns = try store.list().filter { $0.sender.isEmpty }
+        #expect(dsns.count == 1, "one delay notice, not one per attempt")
+        let id = try #require(dsns.first?.id)
+        let dsn = try #require(try store.message(id))
+        #expect(dsn.subject == "Delayed Mail (still being retried)")
+        guard case .inline(let data) = dsn.body else {
+            Issue.record("expected an inline DSN")
+            return
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(text.contains("Action: delayed"))
+        #expect(text.contains("Will-Retry-Until:"))
+        #expect(try store.traceEvents(queueID: "A").contains { $0.kind == .dsn })
+    }
+
+    @Test func noReportForTheNullSenderOrNotifyNever() async throws {
+        let (dir, store, spool, maildir) = try setup()
+        try block(dir)
+        var bounce = newMessage("B")
+        bounce.sender = ""
+        var never = newMessage("N")
+        never.recipients[0].notify = "NEVER"
+        try store.insert([bounce, never])
+        let sched = DeliveryScheduler(
+            store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [1], expiry: 10, jitter: 0),
+            logger: Logger(label: "t"), now: { Date().addingTimeInterval(100) }, dsnRoute: { _ in "local:x.test/s" })
+        await sched.attempt("B")
+        await sched.attempt("N")
+        #expect(try store.message("B")?.recipients[0].status == .failed)
+        #expect(try store.message("N")?.recipients[0].status == .failed)
+        #expect(try store.list().filter { $0.sender.isEmpty }.isEmpty, "a bounce is never bounced; NEVER means never")
+    }
+
+    @Test func expiryFailureReportCarriesStatus447() async throws {
+        let (dir, store, spool, maildir) = try setup()
+        try block(dir)
+        var m = newMessage("E")
+        m.envelopeID = "env-9"
+        try store.insert([m])
+        let sched = DeliveryScheduler(
+            store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [1], expiry: 10, jitter: 0),
+            logger: Logger(label: "t"), now: { Date().addingTimeInterval(100) }, dsnRoute: { _ in "local:x.test/s" },
+            delayNotice: nil)
+        await sched.attempt("E")
+        let dsn = try #require(try store.list().first { $0.sender.isEmpty })
+        guard case .inline(let data)? = try store.message(dsn.id)?.body else {
+            Issue.record("no DSN body")
+            return
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(text.contains("Status: 4.4.7"))
+        #expect(text.contains("Original-Envelope-Id: env-9"))
+        #expect(text.contains("Action: failed"))
+        #expect(dsn.recipients == ["s@x.test"])
+    }
+}
