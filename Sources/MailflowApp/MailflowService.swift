@@ -218,6 +218,8 @@ public final class MailflowService: Sendable {
         snapshotTask.withLock { $0?.cancel() }
         writeLimitsSnapshot()
         committer.shutdown()
+        let stats = committer.statistics
+        logger.notice("group commit: \(stats.messages) messages in \(stats.batches) transactions")
         scheduler.shutdown()
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()

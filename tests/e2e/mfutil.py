@@ -110,7 +110,12 @@ def to_yaml(cfg: dict) -> str:
             lines.append(f"{section}:")
             for item in value:
                 for i, (k, v) in enumerate(item.items()):
-                    lines.append(("  - " if i == 0 else "    ") + f"{k}: {_scalar(v)}")
+                    lead = "  - " if i == 0 else "    "
+                    if isinstance(v, dict):  # e.g. a tenant's outbound_connector
+                        lines.append(f"{lead}{k}:")
+                        lines.extend(_yaml_mapping(v, 3))
+                    else:
+                        lines.append(f"{lead}{k}: {_scalar(v)}")
         elif isinstance(value, dict):
             lines.append(f"{section}:")
             lines.extend(_yaml_mapping(value, 1))
