@@ -165,11 +165,12 @@ public final class OutboundDelivery: Sendable {
             var connection: SMTPClientConnection
             var host = hosts.first
             switch slot {
-            case .parked(let until):
+            case .parked(let until, let lastError):
                 return all(
                     SMTPReply(
                         451, .init(4, 4, 5),
-                        "Destination \(key) is parked after repeated failures until \(until), last: \(lastReply)"))
+                        "Destination \(key) is parked after repeated failures until \(until), last: "
+                            + (lastError ?? lastReply.description)))
             case .reuse(let c, let h):
                 connection = c
                 host = h
@@ -178,14 +179,17 @@ public final class OutboundDelivery: Sendable {
                     (connection, host) = try await connect(hosts: hosts, port: port, tls: tls, verifyName: verifyName)
                 } catch let f as SMTPClientConnection.ConnectFailure {
                     lastReply = f.reply
+                    let throttled = DestinationConcurrency.isThrottle(f.reply)
                     await pool.release(
-                        key, connection: nil, host: nil,
-                        signal: DestinationConcurrency.isThrottle(f.reply) ? .throttle : .failure, error: f.reply)
-                    continue
+                        key, connection: nil, host: nil, signal: throttled ? .throttle : .failure, error: f.reply)
+                    // Only "slow down" is worth an immediate retry here; anything else waits for the
+                    // queue's schedule.
+                    if throttled { continue }
+                    return all(f.reply, host: hosts.first)
                 } catch {
                     lastReply = SMTPReply(451, .init(4, 4, 1), "\(error)")
                     await pool.release(key, connection: nil, host: nil, signal: .failure, error: lastReply)
-                    continue
+                    return all(lastReply, host: hosts.first)
                 }
             }
             let results = await connection.send(envelope, body: body)
@@ -261,7 +265,7 @@ actor DestinationPool {
     enum Slot {
         case reuse(SMTPClientConnection, String?)
         case open
-        case parked(Date)
+        case parked(Date, String?)
     }
 
     enum Signal {
@@ -293,7 +297,7 @@ actor DestinationPool {
                 concurrency: DestinationConcurrency(initial: settings.initialWindow, maximum: settings.maxWindow))
         if let until = d.concurrency.parkedUntilIfParked(Date()) {
             destinations[key] = d
-            return .parked(until)
+            return .parked(until, d.lastError)
         }
         if d.sessions < d.concurrency.window {
             d.sessions += 1
@@ -332,19 +336,38 @@ actor DestinationPool {
             w.resume(returning: .reuse(connection, host))
             return
         }
-        d.sessions -= 1
         toClose = connection
-        // The window may have grown (or a session ended): let waiters open new sessions.
+        if toClose == nil { d.sessions -= 1 }
+        destinations[key] = d
+        wakeWaiters(key, now: now)
+        if let toClose {
+            // The session counts until the remote has seen QUIT and closed, so a remote that counts
+            // its sessions never sees one too many; the delivery that used it does not wait.
+            Task {
+                await toClose.close()
+                self.sessionClosed(key)
+            }
+        }
+    }
+
+    func sessionClosed(_ key: String) {
+        destinations[key]?.sessions -= 1
+        wakeWaiters(key, now: Date())
+    }
+
+    /// The window may have grown or a session ended: let waiters open new sessions (or learn that
+    /// the destination is parked).
+    func wakeWaiters(_ key: String, now: Date) {
+        guard var d = destinations[key] else { return }
         while d.sessions < d.concurrency.window, !d.waiters.isEmpty {
             d.sessions += 1
             d.waiters.removeFirst().resume(returning: .open)
         }
         if let until = d.concurrency.parkedUntilIfParked(now) {
-            for w in d.waiters { w.resume(returning: .parked(until)) }
+            for w in d.waiters { w.resume(returning: .parked(until, d.lastError)) }
             d.waiters = []
         }
         destinations[key] = d
-        if let toClose { await toClose.close() }
     }
 
     func statuses() -> [DestinationStatus] {

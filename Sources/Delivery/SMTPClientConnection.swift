@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import SMTPCore
+import Synchronization
 
 /// What the client handler reports to the task driving a connection.
 enum ClientStep: Sendable {
@@ -60,8 +61,14 @@ final class SMTPClientHandler: ChannelInboundHandler {
     var tlsInfo: OutboundTLSInfo?
     var context: ChannelHandlerContext?
     var inHandshake = false
+    /// Why the session closed, readable even after the handler is gone from the pipeline.
+    let closeReason: CloseReason
 
-    init(machine: ClientSession, tlsContext: NIOSSLContext?, serverName: String?, verify: Bool) {
+    init(
+        machine: ClientSession, tlsContext: NIOSSLContext?, serverName: String?, verify: Bool,
+        closeReason: CloseReason
+    ) {
+        self.closeReason = closeReason
         self.machine = machine
         self.tlsContext = tlsContext
         self.serverName = serverName
@@ -153,6 +160,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
             deliver(.finished(results))
             if machine.isReady { deliver(.ready) }
         case .close(let results, let reason):
+            if let reason { closeReason.set(reason) }
             deliver(.closed(results, reason))
             context.close(promise: nil)
         }
@@ -174,6 +182,14 @@ final class SMTPClientHandler: ChannelInboundHandler {
         waiter = p
         return p.futureResult
     }
+}
+
+/// The reply that ended a session, kept outside the channel so a remote that answers `421` and
+/// closes at once still tells us why.
+final class CloseReason: Sendable {
+    let reply = Mutex<SMTPReply?>(nil)
+    func set(_ r: SMTPReply) { reply.withLock { if $0 == nil { $0 = r } } }
+    var value: SMTPReply? { reply.withLock { $0 } }
 }
 
 /// One outbound SMTP connection: connect, greet, STARTTLS per policy, then any number of messages.
@@ -206,6 +222,7 @@ public final class SMTPClientConnection: Sendable {
         tlsContext: NIOSSLContext?, serverName: String?, verify: Bool = false,
         connectTimeout: TimeAmount = .seconds(30), replyTimeout: TimeAmount = .seconds(300)
     ) async throws -> SMTPClientConnection {
+        let closeReason = CloseReason()
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -213,7 +230,7 @@ public final class SMTPClientConnection: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let h = SMTPClientHandler(
                         machine: ClientSession(heloName: heloName, tls: tls),
-                        tlsContext: tlsContext, serverName: serverName, verify: verify)
+                        tlsContext: tlsContext, serverName: serverName, verify: verify, closeReason: closeReason)
                     try channel.pipeline.syncOperations.addHandler(h)
                 }
             }
@@ -224,10 +241,18 @@ public final class SMTPClientConnection: Sendable {
             throw ConnectFailure(
                 reply: SMTPReply(451, .init(4, 4, 1), "Connection to \(address.ipAddress ?? "?") failed: \(error)"))
         }
-        let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(
-                try channel.pipeline.syncOperations.handler(type: SMTPClientHandler.self), eventLoop: channel.eventLoop)
-        }.get()
+        let handler: NIOLoopBound<SMTPClientHandler>
+        do {
+            handler = try await channel.eventLoop.submit {
+                NIOLoopBound(
+                    try channel.pipeline.syncOperations.handler(type: SMTPClientHandler.self),
+                    eventLoop: channel.eventLoop)
+            }.get()
+        } catch {
+            // The remote answered and hung up before we looked (a 421 greeting): give its reply.
+            try? await channel.closeFuture.get()
+            throw ConnectFailure(reply: closeReason.value ?? ClientSession.abruptClose)
+        }
         let conn = SMTPClientConnection(channel: channel, handler: handler, replyTimeout: replyTimeout, remote: address)
         switch await conn.nextStep() {
         case .ready:
@@ -325,12 +350,13 @@ public final class SMTPClientConnection: Sendable {
         }
     }
 
-    /// QUIT and close.
+    /// QUIT, wait briefly for the server's 221 and the close, then close regardless.
     public func close() async {
         let handler = self.handler
-        _ = try? await channel.eventLoop.submit { handler.value.handle(handler.value.machine.quit()) }.get()
         let channel = self.channel
-        _ = try? await channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }.futureResult
-            .get()
+        _ = try? await channel.eventLoop.submit { handler.value.handle(handler.value.machine.quit()) }.get()
+        let guardTask = channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        try? await channel.closeFuture.get()
+        guardTask.cancel()
     }
 }

@@ -139,7 +139,9 @@ public struct DeliveryStatusNotification: Sendable {
         var out = Data(s.utf8)
         out.append(headersOnly ? Self.headerSection(of: original) : original)
         if !out.ends(with: Data("\r\n".utf8)) { out.append(Data("\r\n".utf8)) }
-        out.append(Data("--\(boundary)--\r\n".utf8))
+        // The CRLF before a boundary belongs to the boundary (RFC 2046 §5.1.1): one more keeps the
+        // returned message's own last line break.
+        out.append(Data("\r\n--\(boundary)--\r\n".utf8))
         return out
     }
 }
