@@ -20,12 +20,13 @@ public struct MailflowConfig: Sendable, Equatable {
     public var recipientsPerMessage = SMTPLimits.defaultRecipientsPerMessage
     public var maxErrorsPerSession = 20
     public var recipientsPerDomainPerTransaction = 200
-    public var maxConnections = 5000
-    public var perSourceMaxConnections = 20
-    public var perSourceConnectionsPerMinute = 1200
-    public var perSourceMessagesPerMinute = 600
-    public var mailboxMessagesPerHour = 3600
-    public var mailboxMessagesPerHourPerSender = 1200
+    // Admission defaults live in one place, `AdmissionLimits`.
+    public var maxConnections = AdmissionLimits().maxConnections
+    public var perSourceMaxConnections = AdmissionLimits().perSourceMaxConnections
+    public var perSourceConnectionsPerMinute = AdmissionLimits().perSourceConnectionsPerMinute
+    public var perSourceMessagesPerMinute = AdmissionLimits().perSourceMessagesPerMinute
+    public var mailboxMessagesPerHour = AdmissionLimits().mailboxMessagesPerHour
+    public var mailboxMessagesPerHourPerSender = AdmissionLimits().mailboxMessagesPerHourPerSender
     /// Delay before every error reply (0: none; Exchange on-premises uses 5 s).
     public var tarpit: TimeInterval = 0
     /// Wait this long before the greeting; a client that talks first is refused (0: off).
