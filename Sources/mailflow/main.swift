@@ -206,9 +206,19 @@ struct Queue: ParsableCommand {
         @OptionGroup var options: ConfigOption
         @Flag(help: "Include messages that are done (delivered or failed).") var all = false
         @Flag(help: "Print JSON instead of a table.") var json = false
+        @Option(help: "Show at most this many messages, oldest first.") var limit = 1000
+
+        func validate() throws {
+            guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+        }
 
         func run() throws {
-            let rows = try Queue.open(options).list(includeDone: all)
+            let rows = try Queue.open(options).list(includeDone: all, limit: limit)
+            if rows.count == limit {
+                // Say so: a silent cut reads as lost mail.
+                FileHandle.standardError.write(
+                    Data("mailflow: showing the first \(limit) messages; use --limit for more\n".utf8))
+            }
             if json {
                 let enc = JSONEncoder()
                 enc.dateEncodingStrategy = .iso8601
