@@ -261,13 +261,15 @@ struct Queue: ParsableCommand {
             printTable(
                 [
                     "DESTINATION", "WINDOW", "CEILING", "SESSIONS", "WAITING", "DELIVERED", "DEFERRED", "THROTTLES",
-                    "PARKED UNTIL", "LAST ERROR",
+                    "NEXT ATTEMPT", "LAST ERROR",
                 ],
                 rows.map { d in
                     [
                         d.key, String(d.window), d.ceiling.map(String.init) ?? "-", String(d.sessions),
                         String(d.waiting),
-                        String(d.delivered), String(d.deferred), String(d.throttles), d.parkedUntil.map(isoDate) ?? "-",
+                        String(d.delivered), String(d.deferred), String(d.throttles),
+                        // A parked destination takes sessions again at this time; otherwise now.
+                        d.parkedUntil.map { "parked until " + isoDate($0) } ?? "when due",
                         d.lastError ?? "-",
                     ]
                 })
