@@ -30,7 +30,14 @@ public final class DeliveryScheduler: Sendable {
     let state = Mutex(State())
     let wake = DispatchSemaphore(value: 0)
     let stopped = DispatchSemaphore(value: 0)
-    let workers = DispatchQueue(label: "mailflow.delivery", attributes: .concurrent)
+    /// Blocking work (SQLite, Maildir writes and fsync) runs here, a few at a time, however many
+    /// messages are in flight waiting on remote servers.
+    let workers: OperationQueue = {
+        let q = OperationQueue()
+        q.name = "mailflow.delivery-io"
+        q.maxConcurrentOperationCount = 8
+        return q
+    }()
     let group = DispatchGroup()
     let startedAt: Date
     let outbound: OutboundDelivery?
@@ -261,12 +268,12 @@ public final class DeliveryScheduler: Sendable {
     /// Runs blocking work (SQLite, fsync) on the delivery queue, not on the concurrency pool.
     func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { c in
-            workers.async { c.resume(with: Result { try work() }) }
+            workers.addOperation { c.resume(with: Result { try work() }) }
         }
     }
 
     func blocking<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { c in workers.async { c.resume(returning: work()) } }
+        await withCheckedContinuation { c in workers.addOperation { c.resume(returning: work()) } }
     }
 
     func deliverLocally(_ m: StoredMessage, body: MessageBody, recipients: [StoredRecipient], expired: Bool)

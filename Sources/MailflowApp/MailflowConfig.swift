@@ -49,7 +49,8 @@ public struct MailflowConfig: Sendable, Equatable {
     public var dataTimeout: TimeInterval = 180
     public var sessionTimeout: TimeInterval = 3600
     public var shutdownGrace: TimeInterval = 30
-    public var deliveryConcurrency = 4
+    /// Messages in flight; most wait on remote servers, so this is far above the I/O parallelism.
+    public var deliveryConcurrency = 100
     public var retryIntervals: [TimeInterval] = Array(repeating: 60, count: 4) + Array(repeating: 300, count: 6) + [900]
     public var expiry: TimeInterval = 24 * 3600
     public var tenants: [TenantConfig] = [TenantConfig.sample]
