@@ -100,7 +100,8 @@ public final class DeliveryScheduler: Sendable {
         while true {
             if state.withLock({ $0.stopping }) { break }
             let t = now()
-            var waitSeconds = 30.0
+            // Also picks up `mailflow queue release/retry/bounce` made from another process.
+            var waitSeconds = 5.0
             do {
                 let capacity = concurrency - state.withLock { $0.inFlight.count }
                 if capacity > 0 {
@@ -152,7 +153,12 @@ public final class DeliveryScheduler: Sendable {
             var outcomes: [Int: RecipientOutcome] = [:]
             var remoteInfo: [Int: RemoteOutcome] = [:]
 
-            let local = pending.filter { LocalRoute($0.recipient.route) != nil }
+            if m.bounceRequested {
+                for r in pending {
+                    outcomes[r.index] = .failed(reason: "550 5.3.0 Returned to the sender by an administrator")
+                }
+            }
+            let local = m.bounceRequested ? [] : pending.filter { LocalRoute($0.recipient.route) != nil }
             if !local.isEmpty {
                 let localOutcomes = await blocking {
                     self.deliverLocally(m, body: body, recipients: local, expired: expired)
@@ -160,7 +166,7 @@ public final class DeliveryScheduler: Sendable {
                 outcomes.merge(localOutcomes) { a, _ in a }
             }
             var byDomain: [String: [StoredRecipient]] = [:]
-            for r in pending where LocalRoute(r.recipient.route) == nil {
+            for r in pending where LocalRoute(r.recipient.route) == nil && !m.bounceRequested {
                 if let domain = RelayRoute(r.recipient.route)?.domain, outbound != nil {
                     byDomain[domain, default: []].append(r)
                 } else {

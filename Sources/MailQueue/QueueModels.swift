@@ -88,6 +88,8 @@ public enum RecipientStatus: String, Sendable, Codable, CaseIterable {
 /// A message's state in the queue: `queued` while any recipient is pending, `done` after.
 public enum MessageState: String, Sendable, Codable {
     case queued
+    /// Put aside by an administrator: not attempted until released.
+    case held
     case done
 }
 
@@ -125,6 +127,8 @@ public struct StoredMessage: Sendable, Hashable {
     public var recipients: [StoredRecipient]
     /// nil once the message is done and its body dropped.
     public var body: MessageBody?
+    /// An administrator asked for it to be returned to the sender.
+    public var bounceRequested = false
 }
 
 /// The kind of a trace event: one per state change of a message (Exchange message trace's Receive,
@@ -134,6 +138,9 @@ public enum TraceEventKind: String, Sendable, Codable {
     case delivered
     case deferred
     case failed
+    /// An administrator acted on the message (hold, release, retry, bounce, delete); who and what
+    /// in the detail.
+    case admin
     /// A delivery status notification was generated for this message (its ID in the detail).
     case dsn
     /// Admission control refused or deferred a connection, message or recipient (no queue ID).

@@ -100,6 +100,9 @@ public final class SQLiteQueueStore: Sendable {
                     CREATE INDEX trace_event_kind_time ON trace_event(kind, time);
                     """)
         }
+        m.registerMigration("v3-admin-bounce") { db in
+            try db.execute(sql: "ALTER TABLE message ADD COLUMN bounce_requested INTEGER NOT NULL DEFAULT 0")
+        }
         return m
     }
 
@@ -260,7 +263,9 @@ public final class SQLiteQueueStore: Sendable {
                 return path
             }
             try db.execute(
-                sql: "UPDATE message SET next_attempt = ?, attempts = attempts + 1 WHERE id = ?",
+                // A message an administrator held meanwhile stays held.
+                sql:
+                    "UPDATE message SET next_attempt = CASE WHEN state = 'held' THEN NULL ELSE ? END, attempts = attempts + 1 WHERE id = ?",
                 arguments: [nextAttempt?.timeIntervalSince1970 ?? now.timeIntervalSince1970, messageID])
             return nil
         }
@@ -300,7 +305,8 @@ public final class SQLiteQueueStore: Sendable {
             addMessageID: row["add_message_id"], subject: row["subject"], stampLength: row["stamp_length"],
             state: MessageState(rawValue: row["state"]) ?? .queued,
             nextAttempt: (row["next_attempt"] as Double?).map { Date(timeIntervalSince1970: $0) },
-            attempts: row["attempts"], recipients: recipients, body: body)
+            attempts: row["attempts"], recipients: recipients, body: body,
+            bounceRequested: (row["bounce_requested"] as Int?) == 1)
     }
 
     /// A row of `mailflow queue list`.
@@ -323,7 +329,7 @@ public final class SQLiteQueueStore: Sendable {
                 sql: """
                     SELECT m.id, m.received_at, m.sender, m.size, m.state, m.attempts, m.next_attempt,
                       (SELECT group_concat(address, ' ') FROM recipient r WHERE r.message = m.id) AS rcpts
-                    FROM message m \(includeDone ? "" : "WHERE m.state = 'queued'")
+                    FROM message m \(includeDone ? "" : "WHERE m.state != 'done'")
                     ORDER BY m.id LIMIT ?
                     """, arguments: [limit])
             return rows.map { r in

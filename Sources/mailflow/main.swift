@@ -19,7 +19,7 @@ struct Mailflow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailflow",
         abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
-        subcommands: [Serve.self, Config.self, Queue.self, Limits.self, Version.self])
+        subcommands: [Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Version.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -117,6 +117,88 @@ final class SignalOnce: Sendable {
     }
 }
 
+struct Trace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Message trace: one row per recipient with its status and event timeline.",
+        discussion:
+            "Every filter is optional and they combine. Times: ISO 8601 or a duration back from now (30m, 24h, 7d).")
+    @OptionGroup var options: ConfigOption
+    @Option(help: "Sender address (substring).") var sender: String?
+    @Option(help: "Recipient address (substring).") var recipient: String?
+    @Option(name: .customLong("message-id"), help: "Message-ID header (substring).") var messageID: String?
+    @Option(name: .customLong("queue-id"), help: "Queue ID.") var queueID: String?
+    @Option(help: "pending, held, delivered or failed.") var status: String?
+    @Option(name: .customLong("client-ip"), help: "The sending client's IP address.") var clientIP: String?
+    @Option(help: "Tenant name.") var tenant: String?
+    @Option(help: "inbound (local mailboxes) or outbound (relayed).") var direction: String?
+    @Option(help: "Received at or after (ISO 8601 or e.g. 24h ago as 24h).") var since: String?
+    @Option(help: "Received at or before (ISO 8601 or a duration back from now).") var until: String?
+    @Option(help: "At most this many rows.") var limit = 100
+    @Flag(help: "Print JSON instead of a table.") var json = false
+    @Flag(help: "Show each row's event timeline.") var events = false
+
+    func validate() throws {
+        if let s = status, !["pending", "held", "delivered", "failed"].contains(s.lowercased()) {
+            throw ValidationError("--status must be pending, held, delivered or failed")
+        }
+        if let d = direction, !["inbound", "outbound"].contains(d.lowercased()) {
+            throw ValidationError("--direction must be inbound or outbound")
+        }
+        guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+        _ = try since.map(Self.time)
+        _ = try until.map(Self.time)
+    }
+
+    static func time(_ text: String) throws -> Date {
+        if let d = ISO8601DateFormatter().date(from: text) { return d }
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let u = text.last.flatMap({ units[$0] }), let n = Double(text.dropLast()), n >= 0 {
+            return Date().addingTimeInterval(-n * u)
+        }
+        throw ValidationError("'\(text)' is neither an ISO 8601 time nor a duration such as 30m, 24h, 7d")
+    }
+
+    func run() throws {
+        var q = SQLiteQueueStore.TraceQuery()
+        q.sender = sender
+        q.recipient = recipient
+        q.messageID = messageID
+        q.queueID = queueID
+        q.status = status
+        q.clientAddress = clientIP
+        q.tenant = tenant
+        q.direction = direction
+        q.since = try since.map(Self.time)
+        q.until = try until.map(Self.time)
+        q.limit = limit
+        let rows = try Queue.open(options).trace(q)
+        if json {
+            let enc = JSONEncoder()
+            enc.dateEncodingStrategy = .iso8601
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(rows), as: UTF8.self))
+            return
+        }
+        printTable(
+            ["RECEIVED", "QUEUE ID", "SENDER", "RECIPIENT", "STATUS", "DIRECTION", "SUBJECT", "LAST REPLY"],
+            rows.map { r in
+                [
+                    isoDate(r.received), r.queueID, r.sender.isEmpty ? "<>" : r.sender, r.recipient, r.status,
+                    r.direction, String((r.subject ?? "-").prefix(40)), String((r.lastReply ?? "-").prefix(60)),
+                ]
+            })
+        if events {
+            for r in rows {
+                print("\n\(r.queueID) <\(r.recipient)>:")
+                for e in r.events {
+                    print("  \(isoDate(e.time)) \(e.kind.rawValue) \(e.detail ?? e.reply ?? "")")
+                }
+            }
+        }
+        print("\(rows.count) row(s)")
+    }
+}
+
 struct Limits: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show live usage against limits: the server, each resource forest, the busiest sources.",
@@ -188,7 +270,100 @@ struct Config: ParsableCommand {
 
 struct Queue: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Inspect the queue.", subcommands: [List.self, Show.self, Destinations.self])
+        abstract: "Inspect and control the queue.",
+        subcommands: [
+            List.self, Show.self, Destinations.self, Shape.self, Hold.self, Release.self, Retry.self, Bounce.self,
+            Delete.self,
+        ])
+
+    /// The options every queue-control command takes.
+    struct ControlOptions: ParsableArguments {
+        @OptionGroup var options: ConfigOption
+        @Option(help: "Who is acting, recorded in the trace (default: $USER).") var actor: String?
+        @Argument(help: "Queue IDs.") var ids: [String]
+
+        func validate() throws {
+            guard !ids.isEmpty else { throw ValidationError("give at least one queue ID") }
+            for id in ids where !QueueID.isValid(id) {
+                throw ValidationError("'\(id)' is not a queue ID (16 characters)")
+            }
+        }
+
+        func apply(_ action: SQLiteQueueStore.ControlAction) throws {
+            let store = try Queue.open(options)
+            let config = try options.load()
+            let spool = try Spool(directory: MailflowService.paths(dataDirectory: config.dataDirectory).spool)
+            let who = actor ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
+            var failed = false
+            for id in ids {
+                do {
+                    if let path = try store.control(action, id: id, actor: who) { spool.remove(path: path) }
+                    print("\(id): \(action.rawValue)")
+                } catch {
+                    FileHandle.standardError.write(Data("mailflow: \(error)\n".utf8))
+                    failed = true
+                }
+            }
+            if failed { throw ExitCode(1) }
+        }
+    }
+
+    struct Hold: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Hold messages: no attempts until released.")
+        @OptionGroup var control: ControlOptions
+        func run() throws { try control.apply(.hold) }
+    }
+
+    struct Release: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Release held messages; they are due at once.")
+        @OptionGroup var control: ControlOptions
+        func run() throws { try control.apply(.release) }
+    }
+
+    struct Retry: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make queued messages due now.")
+        @OptionGroup var control: ControlOptions
+        func run() throws { try control.apply(.retry) }
+    }
+
+    struct Bounce: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Return messages to their senders: pending recipients fail (5.3.0) with a DSN.")
+        @OptionGroup var control: ControlOptions
+        func run() throws { try control.apply(.bounce) }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete messages without telling the sender (the trace keeps the record).")
+        @OptionGroup var control: ControlOptions
+        func run() throws { try control.apply(.delete) }
+    }
+
+    struct Shape: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pending recipients per destination domain by age, like Postfix's qshape.")
+        @OptionGroup var options: ConfigOption
+        @Flag(help: "Print JSON instead of a table.") var json = false
+
+        func run() throws {
+            let rows = try Queue.open(options).shape()
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(rows), as: UTF8.self))
+                return
+            }
+            let bounds = SQLiteQueueStore.QueueShape.bucketMinutes
+            let header = ["DOMAIN", "TOTAL"] + bounds.map { "<\($0)m" } + ["older"]
+            var total = Array(repeating: 0, count: bounds.count + 1)
+            for r in rows { for (i, n) in r.buckets.enumerated() { total[i] += n } }
+            let body =
+                [["TOTAL", String(total.reduce(0, +))] + total.map(String.init)]
+                + rows.map { [$0.domain, String($0.total)] + $0.buckets.map(String.init) }
+            printTable(header, body)
+        }
+    }
 
     static func open(_ options: ConfigOption) throws -> SQLiteQueueStore {
         let config = try options.load()
