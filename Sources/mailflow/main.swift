@@ -209,17 +209,7 @@ struct Limits: ParsableCommand {
     func run() throws {
         let config = try options.load()
         let path = MailflowService.limitsSnapshotPath(dataDirectory: config.dataDirectory)
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CleanExit.message("no live usage at \(path): is `mailflow serve` running with this data directory?")
-                .asFailure()
-        }
-        if json {
-            print(String(decoding: data, as: UTF8.self))
-            return
-        }
-        let dec = JSONDecoder()
-        dec.dateDecodingStrategy = .iso8601
-        let u = try dec.decode(AdmissionUsage.self, from: data)
+        guard let u = try readSnapshot(AdmissionUsage.self, path: path, what: "live usage", json: json) else { return }
         let age = Date().timeIntervalSince(u.time)
         print("Snapshot \(isoDate(u.time))" + (age > 5 ? " (\(Int(age)) s old: is the server running?)" : ""))
         print("Server: \(u.connections) of \(u.maxConnections) connections")
@@ -423,16 +413,9 @@ struct Queue: ParsableCommand {
         func run() throws {
             let config = try options.load()
             let path = MailflowService.destinationsSnapshotPath(dataDirectory: config.dataDirectory)
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw CleanExit.message("no destination data at \(path): is `mailflow serve` running?").asFailure()
-            }
-            if json {
-                print(String(decoding: data, as: UTF8.self))
-                return
-            }
-            let dec = JSONDecoder()
-            dec.dateDecodingStrategy = .iso8601
-            let rows = try dec.decode([DestinationStatus].self, from: data)
+            guard
+                let rows = try readSnapshot([DestinationStatus].self, path: path, what: "destination data", json: json)
+            else { return }
             printTable(
                 [
                     "DESTINATION", "WINDOW", "CEILING", "SESSIONS", "WAITING", "DELIVERED", "DEFERRED", "THROTTLES",
@@ -498,6 +481,22 @@ struct Queue: ParsableCommand {
 struct Version: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the version.")
     func run() { print("mailflow \(Mailflow.version)") }
+}
+
+/// Reads a snapshot the running server rewrites every second (`limits.json`, `destinations.json`):
+/// prints it as is for `--json` (returning nil), or decodes it for a table.
+func readSnapshot<T: Decodable>(_ type: T.Type, path: String, what: String, json: Bool) throws -> T? {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CleanExit.message("no \(what) at \(path): is `mailflow serve` running with this data directory?")
+            .asFailure()
+    }
+    if json {
+        print(String(decoding: data, as: UTF8.self))
+        return nil
+    }
+    let dec = JSONDecoder()
+    dec.dateDecodingStrategy = .iso8601
+    return try dec.decode(type, from: data)
 }
 
 func isoDate(_ d: Date) -> String {
