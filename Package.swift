@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 // Dependencies, and why each is here:
@@ -9,6 +9,9 @@ import PackageDescription
 // - Yams: the YAML config file.
 // - swift-argument-parser: the `mailflow` CLI.
 // - swift-log: structured logs.
+// - Hummingbird: the admin HTTP listener (JSON API and web admin center); its swift-configuration trait is off.
+// - swift-mustache: server-rendered admin pages, templates compiled into the binary.
+// - swift-metrics + swift-prometheus: `/metrics` in Prometheus text format.
 let package = Package(
     name: "Mailflow",
     platforms: [.macOS(.v14)],
@@ -24,6 +27,11 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .target(
@@ -51,6 +59,7 @@ let package = Package(
             name: "Delivery",
             dependencies: [
                 "MailQueue", "MailMessage", "SMTPCore", "DNSClient",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -62,6 +71,7 @@ let package = Package(
             name: "Ingress",
             dependencies: [
                 "SMTPCore", "MailQueue", "MailMessage",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -70,10 +80,25 @@ let package = Package(
             ]
         ),
         .target(
+            name: "AdminServer",
+            dependencies: [
+                "MailQueue", "Ingress", "Delivery",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "MailflowApp",
             dependencies: [
-                "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage", "DNSClient",
+                "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage", "DNSClient", "AdminServer",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -85,8 +110,9 @@ let package = Package(
         .executableTarget(
             name: "mailflow",
             dependencies: [
-                "MailflowApp", "MailQueue", "Ingress", "Delivery",
+                "MailflowApp", "MailQueue", "Ingress", "Delivery", "AdminServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .testTarget(
@@ -106,6 +132,7 @@ let package = Package(
             dependencies: ["Ingress", "SMTPCore", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "MailflowAppTests", dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore"]),
+        .testTarget(name: "AdminServerTests", dependencies: ["AdminServer", "MailQueue"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import MailMessage
 import MailQueue
+import Metrics
 import SMTPCore
 import Synchronization
 
@@ -47,6 +48,7 @@ public final class DeliveryScheduler: Sendable {
     let maxAbruptCloses: Int
     /// After this long undelivered, the sender gets one delay notice (nil: never).
     let delayNotice: TimeInterval?
+    let metricsFactory: any MetricsFactory
 
     public init(
         store: SQLiteQueueStore, spool: Spool, maildir: MaildirDelivery, retry: RetrySchedule = .exchangeLike,
@@ -54,8 +56,9 @@ public final class DeliveryScheduler: Sendable {
         outbound: OutboundDelivery? = nil,
         connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
         dsnRoute: (@Sendable (String) -> String?)? = nil, maxAbruptCloses: Int = 3,
-        delayNotice: TimeInterval? = 4 * 3600
+        delayNotice: TimeInterval? = 4 * 3600, metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
+        self.metricsFactory = metricsFactory
         self.delayNotice = delayNotice
         self.outbound = outbound
         self.connectorFor = connectorFor
@@ -256,7 +259,19 @@ public final class DeliveryScheduler: Sendable {
                 }
             }
             for (idx, o) in outcomes {
-                let rcpt = m.recipients.first { $0.index == idx }?.recipient.address ?? "?"
+                let stored = m.recipients.first { $0.index == idx }?.recipient
+                let rcpt = stored?.address ?? "?"
+                let destination = stored.flatMap { RelayRoute($0.route)?.domain } ?? "local"
+                let outcome: String
+                switch o {
+                case .delivered: outcome = "delivered"
+                case .deferred: outcome = "deferred"
+                case .failed: outcome = "failed"
+                }
+                Counter(
+                    label: "mailflow_delivery_attempts_total",
+                    dimensions: [("outcome", outcome), ("destination", destination)], factory: metricsFactory
+                ).increment()
                 switch o {
                 case .delivered:
                     logger.info("delivered", metadata: ["queue_id": "\(id)", "to": "\(rcpt)"])

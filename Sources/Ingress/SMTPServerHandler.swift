@@ -62,11 +62,13 @@ public struct IngressContext: Sendable {
     public var threadPool: NIOThreadPool
     public var tls: NIOSSLContext?
     public var logger: Logger
+    public var metrics: IngressMetrics
 
     public init(
         policy: SharedPolicy, admission: AdmissionControl, committer: GroupCommitter, spool: Spool,
-        threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger
+        threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger, metrics: IngressMetrics = IngressMetrics()
     ) {
+        self.metrics = metrics
         self.policy = policy
         self.admission = admission
         self.committer = committer
@@ -156,6 +158,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
         clientAddress = context.remoteAddress?.ipAddress ?? "unknown"
         clientTrusted = policy.trustedNetworks.contains(clientAddress)
         logger[metadataKey: "client"] = "\(clientAddress)"
+        ctx.metrics.sessions.increment()
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         switch ctx.admission.admitConnection(source: clientAddress) {
         case .refuseAndClose(let r), .refuse(let r):
@@ -437,6 +440,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             sink = nil
             var buf = context.channel.allocator.buffer(capacity: 64)
             reply.write(into: &buf)
+            ctx.metrics.reply(code: reply.code)
             logger.info("closing", metadata: ["reply": "\(reply)"])
             pendingFlush = false
             let channel = context.channel
@@ -581,12 +585,14 @@ final class SMTPServerHandler: ChannelInboundHandler {
 
     /// A message is on its way to the queue: its sink belongs to the commit now.
     var committing = false
+    var commitStarted = NIODeadline.now()
     var isCommitting: Bool { committing }
 
     func write(_ reply: SMTPReply, _ context: ChannelHandlerContext) {
         var buf = context.channel.allocator.buffer(capacity: 64)
         reply.write(into: &buf)
         context.write(wrapOutboundOut(buf), promise: nil)
+        ctx.metrics.reply(code: reply.code)
         pendingFlush = true
         if reply.code >= 400 {
             logger.info("reply", metadata: ["reply": "\(reply)"])
@@ -604,6 +610,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
         let now = Date()
         let id = QueueID.generate(now: now, using: &rng)
         queueID = id
+        logger[metadataKey: "queue_id"] = "\(id)"
         headerScanner = HeaderScanner()
         chunkChecker = nil
         let sink = BodySink(
@@ -628,6 +635,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
         }
         mode = .waiting
         committing = true
+        commitStarted = .now()
         flushIfNeeded()
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let committer = ctx.committer
@@ -679,10 +687,12 @@ final class SMTPServerHandler: ChannelInboundHandler {
             logger.error("commit failed: \(error)", metadata: ["queue_id": "\(id)"])
             perform(session.commitFailed())
         } else {
-            logger.info("queued", metadata: ["queue_id": "\(id)"])
+            logger.info("queued")
+            ctx.metrics.acceptance.recordNanoseconds(Int64(NIODeadline.now().uptimeNanoseconds - commitStarted.uptimeNanoseconds))
             perform(session.messageCommitted(queueID: id))
         }
         queueID = nil
+        logger[metadataKey: "queue_id"] = nil
         // Stopping: the transaction that was allowed to finish has finished.
         if session.shuttingDown { perform(session.shutdownRequested()) }
         armTimeout()

@@ -103,6 +103,24 @@ public final class SQLiteQueueStore: Sendable {
         m.registerMigration("v3-admin-bounce") { db in
             try db.execute(sql: "ALTER TABLE message ADD COLUMN bounce_requested INTEGER NOT NULL DEFAULT 0")
         }
+        m.registerMigration("v4-admin") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE admin_token (
+                      name TEXT PRIMARY KEY NOT NULL,
+                      hash BLOB NOT NULL UNIQUE,
+                      created_at REAL NOT NULL,
+                      last_used_at REAL
+                    );
+                    CREATE TABLE stats_sample (
+                      time REAL PRIMARY KEY NOT NULL,
+                      queued_messages INTEGER NOT NULL,
+                      pending_recipients INTEGER NOT NULL,
+                      held_messages INTEGER NOT NULL
+                    );
+                    CREATE INDEX message_done_received ON message(received_at) WHERE state = 'done';
+                    """)
+        }
         return m
     }
 

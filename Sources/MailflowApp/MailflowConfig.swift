@@ -54,6 +54,14 @@ public struct MailflowConfig: Sendable, Equatable {
     public var retryIntervals: [TimeInterval] = Array(repeating: 60, count: 4) + Array(repeating: 300, count: 6) + [900]
     public var expiry: TimeInterval = 24 * 3600
     public var tenants: [TenantConfig] = [TenantConfig.sample]
+    /// The admin HTTP listener (API, web admin center, /metrics); nil when `admin.enabled` is false.
+    public var adminListen: String? = "127.0.0.1:8025"
+    public var adminSessionLifetime: TimeInterval = 12 * 3600
+    /// How long trace events and finished messages are kept.
+    public var traceRetention: TimeInterval = 90 * 86400
+    public var tracePruneInterval: TimeInterval = 3600
+    /// How often the queue size is sampled for the overview chart.
+    public var queueSampleInterval: TimeInterval = 60
 
     public init() {}
 
@@ -118,7 +126,30 @@ public struct MailflowConfig: Sendable, Equatable {
         var config = MailflowConfig()
         guard let node else { return config }  // an empty file means all defaults
         let root = try Reader(node, "")
-        try root.only(["server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns"])
+        try root.only([
+            "server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns", "admin", "trace",
+        ])
+        if let admin = try root.mapping("admin") {
+            try admin.only(["enabled", "listen", "session_lifetime"])
+            if let l = try admin.string("listen") {
+                guard let (host, port) = ListenAddress.parse(l), (try? SocketAddress(ipAddress: host, port: port)) != nil
+                else {
+                    throw admin.error("listen", "'\(l)' is not IP:port (for example 127.0.0.1:8025)")
+                }
+                config.adminListen = l
+            }
+            if try admin.bool("enabled") == false { config.adminListen = nil }
+            if let t = try admin.duration("session_lifetime") { config.adminSessionLifetime = t }
+        }
+        if let trace = try root.mapping("trace") {
+            try trace.only(["retention", "prune_interval", "sample_interval"])
+            if let t = try trace.duration("retention") {
+                guard t >= 3600 else { throw trace.error("retention", "must be at least 1h") }
+                config.traceRetention = t
+            }
+            if let t = try trace.duration("prune_interval") { config.tracePruneInterval = t }
+            if let t = try trace.duration("sample_interval") { config.queueSampleInterval = t }
+        }
         if let relay = try root.mapping("relay") {
             try relay.only(["trusted_networks"])
             let nets = try relay.stringList("trusted_networks") ?? []

@@ -1,9 +1,11 @@
+import AdminServer
 import DNSClient
 import Delivery
 import Dispatch
 import Foundation
 import Ingress
 import Logging
+import Metrics
 import MailQueue
 import NIOCore
 import NIOPosix
@@ -30,16 +32,24 @@ public final class MailflowService: Sendable {
     public let outbound: OutboundDelivery
     let dns: DNSResolver
     let policy: SharedPolicy
-    let currentConfig: Mutex<MailflowConfig>
+    let currentConfig: Shared<MailflowConfig>
     let snapshotTask: Mutex<RepeatedTask?> = Mutex(nil)
+    let housekeeping: Mutex<[RepeatedTask]> = Mutex([])
+    let pruning = Mutex(false)
+    public let metrics: MetricsExporter?
+    let admin: AdminHTTPServer?
+    public static let version = "0.2.0"
 
     public static func paths(dataDirectory: String) -> (queue: String, spool: String, mailboxes: String) {
         ("\(dataDirectory)/queue.sqlite", "\(dataDirectory)/spool", "\(dataDirectory)/mailboxes")
     }
 
-    public init(config: MailflowConfig, logger: Logger) throws {
+    /// `metrics`: the registry `/metrics` exports; the caller bootstraps swift-metrics with its
+    /// factory (once per process) so library code that counts through swift-metrics lands there too.
+    public init(config: MailflowConfig, logger: Logger, metrics: MetricsExporter? = nil) throws {
         self.config = config
-        self.currentConfig = Mutex(config)
+        self.metrics = metrics
+        self.currentConfig = Shared(config)
         self.logger = logger
         let p = Self.paths(dataDirectory: config.dataDirectory)
         do {
@@ -94,7 +104,8 @@ public final class MailflowService: Sendable {
                 }
                 return nil
             },
-            maxAbruptCloses: config.maxAbruptCloses, delayNotice: config.delayNotice)
+            maxAbruptCloses: config.maxAbruptCloses, delayNotice: config.delayNotice,
+            metricsFactory: metrics?.factory ?? MetricsSystem.factory)
         self.scheduler = scheduler
         self.committer = GroupCommitter(store: store) { _ in scheduler.wakeUp() }
         threadPool = NIOThreadPool(numberOfThreads: 2)
@@ -114,8 +125,33 @@ public final class MailflowService: Sendable {
         policy = SharedPolicy(Self.policy(config))
         let ctx = IngressContext(
             policy: policy, admission: admission, committer: committer, spool: spool, threadPool: threadPool,
-            tls: tls, logger: logger)
+            tls: tls, logger: logger, metrics: IngressMetrics(factory: metrics?.factory ?? MetricsSystem.factory))
         server = SMTPServer(group: group, context: ctx)
+        if config.adminListen != nil {
+            let store = self.store
+            let admission = self.admission
+            let outbound = self.outbound
+            let current = self.currentConfig
+            let backend = AdminBackend(
+                store: store, hostname: config.hostname, version: Self.version,
+                usage: { admission.usage(topSources: 20) },
+                destinations: { await outbound.destinations() },
+                tenants: {
+                    current.mutex.withLock { $0 }.tenants.map { t in
+                        TenantInfo(
+                            name: t.name, domains: t.domains, forest: admission.forest(forTenant: t.name).name,
+                            maxMessageSize: t.maxMessageSize ?? config.maxMessageSize)
+                    }
+                },
+                wakeDelivery: { scheduler.wakeUp() },
+                metrics: { metrics?.render(usage: admission.usage(), queue: try? store.queueCounts()) ?? "" })
+            var adminLogger = logger
+            adminLogger[metadataKey: "listener"] = "admin"
+            admin = try AdminHTTPServer(
+                backend: backend, sessionLifetime: config.adminSessionLifetime, group: group, logger: adminLogger)
+        } else {
+            admin = nil
+        }
     }
 
     static func policy(_ config: MailflowConfig) -> IngressPolicy {
@@ -140,7 +176,7 @@ public final class MailflowService: Sendable {
     /// Applies a reloaded config (SIGHUP) to new sessions: limits, forests, tenants, timeouts. Live
     /// sessions keep what they started with; listen addresses, data directory and TLS need a restart.
     public func reload(_ new: MailflowConfig) {
-        let old = currentConfig.withLock { c -> MailflowConfig in
+        let old = currentConfig.mutex.withLock { c -> MailflowConfig in
             defer { c = new }
             return c
         }
@@ -194,6 +230,7 @@ public final class MailflowService: Sendable {
             Task { await self.writeDestinationsSnapshot() }
         }
         snapshotTask.withLock { $0 = task }
+        startHousekeeping()
         var addresses: [SocketAddress] = []
         for a in config.smtpListen {
             guard let (host, port) = ListenAddress.parse(a) else { throw StartupError("bad listen address \(a)") }
@@ -210,12 +247,75 @@ public final class MailflowService: Sendable {
         }
     }
 
+    /// Starts the admin listener, when configured; returns its address.
+    public func startAdmin() async throws -> SocketAddress? {
+        guard let admin, let listen = config.adminListen else { return nil }
+        guard let (host, port) = ListenAddress.parse(listen) else { throw StartupError("bad admin address \(listen)") }
+        do {
+            return try await admin.start(host: host, port: port)
+        } catch {
+            throw StartupError("cannot listen for the admin center on \(listen): \(error)")
+        }
+    }
+
+    /// Queue-size samples for the overview chart, and retention pruning of the trace stream and
+    /// finished messages: small batches off the event loops, so acceptance never waits long.
+    func startHousekeeping() {
+        let store = self.store
+        let pool = threadPool
+        let logger = self.logger
+        let sample = group.next().scheduleRepeatedTask(
+            initialDelay: .zero, delay: .seconds(config.queueSampleInterval)
+        ) { _ in
+            pool.submit { _ in
+                do { try store.recordSample() } catch { logger.warning("queue sample not recorded: \(error)") }
+            }
+        }
+        let retention = config.traceRetention
+        let prune = group.next().scheduleRepeatedTask(
+            initialDelay: .seconds(min(5, config.tracePruneInterval)), delay: .seconds(config.tracePruneInterval)
+        ) { [self] _ in
+            pool.submit { _ in self.pruneOnce(before: Date() - retention) }
+        }
+        housekeeping.withLock { $0 = [sample, prune] }
+    }
+
+    /// One pruning pass: batches of 2,000 rows with a pause between, until nothing is older than
+    /// the cutoff. Returns what was removed.
+    @discardableResult
+    public func pruneOnce(before cutoff: Date) -> SQLiteQueueStore.PruneResult {
+        var total = SQLiteQueueStore.PruneResult()
+        let started = pruning.withLock { busy -> Bool in
+            if busy { return false }
+            busy = true
+            return true
+        }
+        guard started else { return total }
+        defer { pruning.withLock { $0 = false } }
+        while true {
+            guard let r = try? store.prune(before: cutoff, batch: 2000) else { break }
+            total.traceEvents += r.traceEvents
+            total.messages += r.messages
+            total.samples += r.samples
+            if r.total == 0 { break }
+            usleep(20_000)
+        }
+        if total.total > 0 {
+            logger.notice(
+                "pruned \(total.traceEvents) trace events, \(total.messages) finished messages, \(total.samples) samples older than \(cutoff)"
+            )
+        }
+        return total
+    }
+
     /// Orderly stop: listeners closed, sessions told `421 4.3.2`, transactions in flight given
     /// `shutdownGrace` to finish, then commits drained, deliveries finished, threads stopped.
     public func shutdown() async {
         logger.notice("shutting down")
         await server.shutdown(grace: .seconds(config.shutdownGrace))
+        await admin?.shutdown()
         snapshotTask.withLock { $0?.cancel() }
+        housekeeping.withLock { tasks in for t in tasks { t.cancel() } }
         writeLimitsSnapshot()
         committer.shutdown()
         let stats = committer.statistics
@@ -230,4 +330,10 @@ public final class MailflowService: Sendable {
 extension TimeAmount {
     /// Fractional seconds, as configs give them.
     static func seconds(_ s: TimeInterval) -> TimeAmount { .nanoseconds(Int64(s * 1e9)) }
+}
+
+/// A value shared between threads behind a lock, as a class so closures can hold it.
+final class Shared<Value: Sendable>: Sendable {
+    let mutex: Mutex<Value>
+    init(_ v: Value) { mutex = Mutex(v) }
 }

@@ -4,6 +4,8 @@ import Dispatch
 import Foundation
 import Ingress
 import Logging
+import Metrics
+import AdminServer
 import MailQueue
 import MailflowApp
 import Synchronization
@@ -15,11 +17,11 @@ import Synchronization
 /// The `mailflow` command line.
 @main
 struct Mailflow: AsyncParsableCommand {
-    static let version = "0.1.0"
+    static let version = MailflowService.version
     static let configuration = CommandConfiguration(
         commandName: "mailflow",
         abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
-        subcommands: [Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Version.self])
+        subcommands: [Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Admin.self, Version.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -53,9 +55,11 @@ struct Serve: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "mailflow")
+        let metrics = MetricsExporter()
+        MetricsSystem.bootstrap(metrics.factory)
         let service: MailflowService
         do {
-            service = try MailflowService(config: config, logger: logger)
+            service = try MailflowService(config: config, logger: logger, metrics: metrics)
         } catch {
             throw CleanExit.message("mailflow: \(error)").asFailure()
         }
@@ -65,6 +69,14 @@ struct Serve: AsyncParsableCommand {
         print(
             "mailflow: listening on \(addresses.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))"
         )
+        if let admin = try await service.startAdmin() {
+            let url = "http://\(admin.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "?"):\(admin.port ?? 0)/"
+            logger.notice("admin center on \(url)")
+            print("mailflow: admin center on \(url)")
+            if (try? service.store.adminTokens().isEmpty) ?? false {
+                print("mailflow: no admin tokens yet: create one with `mailflow admin token add NAME`")
+            }
+        }
         fflush(nil)
         let reloadSource = options.config.map { watchReload(file: $0, service: service, logger: logger) }
         let signal = await waitForTerminationSignal()

@@ -1,0 +1,312 @@
+import Delivery
+import Foundation
+import Hummingbird
+import Ingress
+import MailQueue
+
+/// JSON shapes of the API (described in docs/openapi.yaml).
+struct OverviewResponse: ResponseCodable {
+    var hostname: String
+    var version: String
+    var time: Date
+    var queue: SQLiteQueueStore.QueueCounts
+    var connections: Int?
+    var maxConnections: Int?
+    var bucketSeconds: Int
+    var activity: [SQLiteQueueStore.ActivityBucket]
+    var queueSamples: [SQLiteQueueStore.QueueSample]
+}
+
+struct QueueListResponse: ResponseCodable {
+    var messages: [SQLiteQueueStore.QueueListing]
+}
+
+struct HeaderField: Codable, Equatable {
+    var name: String
+    var value: String
+}
+
+struct MessageDetail: ResponseCodable {
+    struct Recipient: Codable {
+        var address: String
+        var route: String
+        var status: String
+        var attempts: Int
+        var lastReply: String?
+        var notify: String?
+        var originalRecipient: String?
+    }
+    var id: String
+    var receivedAt: Date
+    var sender: String
+    var size: Int
+    var state: String
+    var attempts: Int
+    var nextAttempt: Date?
+    var clientAddress: String
+    var helo: String
+    var protocolName: String
+    var tls: String?
+    var tenant: String?
+    var messageID: String?
+    var subject: String?
+    var envelopeID: String?
+    var ret: String?
+    var bodyType: String?
+    var smtpUTF8: Bool
+    var recipients: [Recipient]
+    var headers: [HeaderField]
+    var events: [TraceEvent]
+}
+
+struct ActionResponse: ResponseCodable {
+    var id: String
+    var action: String
+    var actor: String
+    var result: String
+}
+
+struct ShapeResponse: ResponseCodable {
+    var bucketMinutes: [Int]
+    var destinations: [SQLiteQueueStore.QueueShape]
+}
+
+struct DestinationsResponse: ResponseCodable {
+    var destinations: [DestinationStatus]
+}
+
+struct TraceResponse: ResponseCodable {
+    var rows: [SQLiteQueueStore.TraceRow]
+}
+
+struct TenantUsage: Codable {
+    var name: String
+    var domains: [String]
+    var forest: String
+    var maxMessageSize: Int
+    var receivedLastHour: Int
+    var pendingRecipients: Int
+}
+
+struct TenantsResponse: ResponseCodable {
+    var tenants: [TenantUsage]
+}
+
+extension AdmissionUsage: ResponseEncodable {}
+
+extension AdminHTTPServer {
+    static let bucketSeconds = 900
+    static let buckets = 24
+
+    func addAPIRoutes(_ api: RouterGroup<AdminRequestContext>) {
+        let backend = self.backend
+        api.get("overview") { _, _ in try Self.overview(backend) }
+        api.get("queue") { request, _ in
+            let q = Self.form(request.uri.query ?? "")
+            let limit = try Self.limit(q["limit"], default: 1000, max: 10000)
+            return QueueListResponse(
+                messages: try Self.listQueue(backend.store, state: q["state"], contains: q["q"], limit: limit))
+        }
+        api.get("queue/shape") { _, _ in
+            ShapeResponse(
+                bucketMinutes: SQLiteQueueStore.QueueShape.bucketMinutes, destinations: try backend.store.shape())
+        }
+        api.get("queue/:id") { _, context in
+            let id = try context.parameters.require("id")
+            guard let detail = try Self.detail(backend.store, id: id) else {
+                throw HTTPError(.notFound, message: "no message with queue ID \(id)")
+            }
+            return detail
+        }
+        api.post("queue/:id/:action") { _, context in
+            let id = try context.parameters.require("id")
+            let name = try context.parameters.require("action")
+            guard let action = SQLiteQueueStore.ControlAction(rawValue: name), action != .delete else {
+                throw HTTPError(
+                    .notFound, message: "no action \(name): use hold, release, retry or bounce (DELETE to delete)")
+            }
+            return try Self.control(backend, action, id: id, actor: context.actor ?? "api")
+        }
+        api.delete("queue/:id") { _, context in
+            try Self.control(backend, .delete, id: try context.parameters.require("id"), actor: context.actor ?? "api")
+        }
+        api.get("destinations") { _, _ in DestinationsResponse(destinations: await backend.destinations()) }
+        api.get("trace") { request, _ in
+            TraceResponse(rows: try backend.store.trace(try Self.traceQuery(Self.form(request.uri.query ?? ""))))
+        }
+        api.get("limits") { _, _ -> AdmissionUsage in
+            guard let usage = backend.usage() else { throw HTTPError(.serviceUnavailable, message: "no SMTP listener") }
+            return usage
+        }
+        api.get("tenants") { _, _ in TenantsResponse(tenants: try Self.tenantUsage(backend)) }
+    }
+
+    // MARK: shared by the API and the pages
+
+    static func overview(_ backend: AdminBackend, now: Date = Date()) throws -> OverviewResponse {
+        let usage = backend.usage()
+        let activity = try backend.store.activity(
+            now: now, width: TimeInterval(bucketSeconds), count: buckets)
+        var samples = try backend.store.samples(since: now - TimeInterval(bucketSeconds * buckets))
+        let counts = try backend.store.queueCounts()
+        samples.append(
+            .init(
+                time: now, queuedMessages: counts.queuedMessages, pendingRecipients: counts.pendingRecipients,
+                heldMessages: counts.heldMessages))
+        return OverviewResponse(
+            hostname: backend.hostname, version: backend.version, time: now, queue: counts,
+            connections: usage?.connections, maxConnections: usage?.maxConnections, bucketSeconds: bucketSeconds,
+            activity: activity, queueSamples: samples)
+    }
+
+    static func listQueue(_ store: SQLiteQueueStore, state: String?, contains: String?, limit: Int) throws
+        -> [SQLiteQueueStore.QueueListing]
+    {
+        let state = (state ?? "").isEmpty ? "active" : state!.lowercased()
+        guard ["active", "queued", "held", "done", "all"].contains(state) else {
+            throw HTTPError(.badRequest, message: "state must be one of active, queued, held, done, all")
+        }
+        let needle = (contains ?? "").lowercased()
+        return try store.list(includeDone: state == "done" || state == "all", limit: needle.isEmpty ? limit : 100_000)
+            .filter { m in
+                (state == "active" || state == "all" || m.state == state)
+                    && (needle.isEmpty || m.sender.lowercased().contains(needle)
+                        || m.recipients.contains { $0.lowercased().contains(needle) })
+            }.prefix(limit).map { $0 }
+    }
+
+    static func limit(_ text: String?, default d: Int, max: Int) throws -> Int {
+        guard let text, !text.isEmpty else { return d }
+        guard let n = Int(text), (1...max).contains(n) else {
+            throw HTTPError(.badRequest, message: "limit must be a whole number from 1 to \(max)")
+        }
+        return n
+    }
+
+    static func control(_ backend: AdminBackend, _ action: SQLiteQueueStore.ControlAction, id: String, actor: String)
+        throws -> ActionResponse
+    {
+        do {
+            let result = try backend.store.control(action, id: id, actor: actor)
+            if action != .hold && action != .delete { backend.wakeDelivery() }
+            return ActionResponse(id: id, action: action.rawValue, actor: actor, result: result ?? "done")
+        } catch let e as SQLiteQueueStore.ControlError {
+            switch e {
+            case .notFound: throw HTTPError(.notFound, message: e.description)
+            case .notApplicable: throw HTTPError(.conflict, message: e.description)
+            }
+        }
+    }
+
+    static func detail(_ store: SQLiteQueueStore, id: String) throws -> MessageDetail? {
+        guard let m = try store.message(id) else { return nil }
+        let events = try store.traceEvents(queueID: id)
+        return MessageDetail(
+            id: m.id, receivedAt: m.receivedAt, sender: m.sender, size: m.size,
+            state: m.state == .held ? "held" : m.state.rawValue, attempts: m.attempts, nextAttempt: m.nextAttempt,
+            clientAddress: m.clientAddress, helo: m.helo, protocolName: m.protocolName, tls: m.tls, tenant: m.tenant,
+            messageID: m.messageID, subject: m.subject, envelopeID: m.envelopeID, ret: m.ret, bodyType: m.bodyType,
+            smtpUTF8: m.smtpUTF8,
+            recipients: m.recipients.map {
+                .init(
+                    address: $0.recipient.address, route: $0.recipient.route, status: $0.status.rawValue,
+                    attempts: $0.attempts, lastReply: $0.lastReply, notify: $0.recipient.notify,
+                    originalRecipient: $0.recipient.originalRecipient)
+            },
+            headers: headerFields(m.body), events: events)
+    }
+
+    /// The header section of a stored body (at most its first 64 KiB), unfolded.
+    static func headerFields(_ body: MessageBody?) -> [HeaderField] {
+        var data = Data()
+        switch body {
+        case .inline(let d): data = d.prefix(65536)
+        case .spooled(let path):
+            if let h = FileHandle(forReadingAtPath: path) {
+                data = (try? h.read(upToCount: 65536)) ?? Data()
+                try? h.close()
+            }
+        case nil: return []
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        let section = text.components(separatedBy: "\r\n\r\n").first ?? ""
+        var fields: [HeaderField] = []
+        for line in section.components(separatedBy: "\r\n") {
+            if line.first == " " || line.first == "\t", !fields.isEmpty {
+                fields[fields.count - 1].value += " " + line.trimmingCharacters(in: .whitespaces)
+            } else if let colon = line.firstIndex(of: ":") {
+                fields.append(
+                    HeaderField(
+                        name: String(line[..<colon]),
+                        value: line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+            }
+        }
+        return fields
+    }
+
+    /// A trace query from request parameters; a bad value is a `400` naming it.
+    static func traceQuery(_ p: [String: String]) throws -> SQLiteQueueStore.TraceQuery {
+        var q = SQLiteQueueStore.TraceQuery()
+        func text(_ key: String) -> String? {
+            guard let v = p[key]?.trimmingCharacters(in: .whitespaces), !v.isEmpty else { return nil }
+            return v
+        }
+        q.sender = text("sender")
+        q.recipient = text("recipient")
+        q.messageID = text("message_id")
+        q.queueID = text("queue_id")
+        q.clientAddress = text("client_ip")
+        q.tenant = text("tenant")
+        if let s = text("status") {
+            guard ["pending", "held", "delivered", "failed"].contains(s.lowercased()) else {
+                throw HTTPError(.badRequest, message: "status must be one of pending, held, delivered, failed")
+            }
+            q.status = s
+        }
+        if let d = text("direction") {
+            guard ["inbound", "outbound"].contains(d.lowercased()) else {
+                throw HTTPError(.badRequest, message: "direction must be inbound or outbound")
+            }
+            q.direction = d
+        }
+        if let s = text("since") {
+            guard let t = parseTime(s) else {
+                throw HTTPError(.badRequest, message: "since: '\(s)' is not an ISO 8601 time or a duration like 24h")
+            }
+            q.since = t
+        }
+        if let s = text("until") {
+            guard let t = parseTime(s) else {
+                throw HTTPError(.badRequest, message: "until: '\(s)' is not an ISO 8601 time or a duration like 24h")
+            }
+            q.until = t
+        }
+        q.limit = try limit(text("limit"), default: 100, max: 5000)
+        return q
+    }
+
+    /// ISO 8601 (`2026-11-29T10:00:00Z`, or a date) or a duration back from now (`30m`, `24h`, `7d`).
+    static func parseTime(_ s: String, now: Date = Date()) -> Date? {
+        if let unit = s.last, let n = Double(s.dropLast()), n >= 0 {
+            switch unit {
+            case "m": return now - n * 60
+            case "h": return now - n * 3600
+            case "d": return now - n * 86400
+            default: break
+            }
+        }
+        if let d = try? Date(s, strategy: .iso8601) { return d }
+        if let d = try? Date(s + "T00:00:00Z", strategy: .iso8601) { return d }
+        return nil
+    }
+
+    static func tenantUsage(_ backend: AdminBackend, now: Date = Date()) throws -> [TenantUsage] {
+        let activity = Dictionary(
+            uniqueKeysWithValues: try backend.store.tenantActivity(since: now - 3600).map { ($0.tenant, $0) })
+        return backend.tenants().map { t in
+            TenantUsage(
+                name: t.name, domains: t.domains, forest: t.forest, maxMessageSize: t.maxMessageSize,
+                receivedLastHour: activity[t.name]?.received ?? 0, pendingRecipients: activity[t.name]?.pending ?? 0)
+        }
+    }
+}

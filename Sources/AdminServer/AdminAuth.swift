@@ -1,0 +1,85 @@
+import Crypto
+import Foundation
+import MailQueue
+import Synchronization
+
+/// Admin tokens: random, shown once, stored as SHA-256 hashes only. A token has 256 random bits, so a
+/// fast hash is enough (there is nothing to brute-force as with a password).
+public enum AdminTokens {
+    /// A new token: `mf_` and 43 base64url characters.
+    public static func generate() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        return "mf_" + base64URL(Data(bytes))
+    }
+
+    public static func hash(_ token: String) -> Data {
+        Data(SHA256.hash(data: Data(token.utf8)))
+    }
+
+    static func base64URL(_ d: Data) -> String {
+        d.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// The name of the token `presented` belongs to, or nil. Looks the hash up (an index lookup on a
+    /// hash of a high-entropy secret leaks nothing useful through timing) and notes its last use at
+    /// most once a minute.
+    static func verify(_ presented: String, store: SQLiteQueueStore, lastUse: LastUse) -> String? {
+        guard presented.hasPrefix("mf_"), presented.utf8.count < 200 else { return nil }
+        guard let name = try? store.adminTokenName(hash: hash(presented)) else { return nil }
+        if lastUse.shouldRecord(name) { try? store.markAdminTokenUsed(name: name) }
+        return name
+    }
+
+    final class LastUse: Sendable {
+        let seen = Mutex<[String: Date]>([:])
+        func shouldRecord(_ name: String, now: Date = Date()) -> Bool {
+            seen.withLock { s in
+                if let t = s[name], now.timeIntervalSince(t) < 60 { return false }
+                s[name] = now
+                return true
+            }
+        }
+    }
+}
+
+/// Browser sessions of the web admin center: a random session ID in an HttpOnly, SameSite=Strict
+/// cookie, and a per-session CSRF token every form posts back. Kept in memory: a restart logs
+/// everyone out.
+final class AdminSessions: Sendable {
+    struct Session: Sendable {
+        var tokenName: String
+        var actor: String
+        var csrf: String
+        var expires: Date
+    }
+
+    let lifetime: TimeInterval
+    let sessions = Mutex<[String: Session]>([:])
+
+    init(lifetime: TimeInterval) { self.lifetime = lifetime }
+
+    func create(tokenName: String, now: Date = Date()) -> (id: String, session: Session) {
+        let id = String(AdminTokens.generate().dropFirst(3))
+        let s = Session(tokenName: tokenName, actor: "web:\(tokenName)", csrf: String(AdminTokens.generate().dropFirst(3)), expires: now + lifetime)
+        sessions.withLock { all in
+            all = all.filter { $0.value.expires > now }
+            all[id] = s
+        }
+        return (id, s)
+    }
+
+    func lookup(_ id: String, now: Date = Date()) -> Session? {
+        sessions.withLock { all in
+            guard let s = all[id] else { return nil }
+            if s.expires <= now {
+                all[id] = nil
+                return nil
+            }
+            return s
+        }
+    }
+
+    func remove(_ id: String) { _ = sessions.withLock { $0.removeValue(forKey: id) } }
+}

@@ -1,0 +1,251 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import MailQueue
+import Mustache
+import NIOCore
+import Synchronization
+
+/// The request context: who is calling (the admin token's name), and JSON with ISO 8601 dates.
+public struct AdminRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// `api:NAME` or `web:NAME`, recorded on queue actions.
+    public var actor: String?
+    /// The web session's CSRF token, when signed in through the browser.
+    var csrf: String?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    public var responseEncoder: JSONEncoder {
+        let e = JSONEncoder()
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+
+    public var maxUploadSize: Int { 64 * 1024 }
+}
+
+/// The admin listener: JSON API under `/api/v1`, `/metrics`, and the web admin center. Loopback by
+/// default; every route but `/healthz` and the sign-in page needs an admin token (a bearer token for
+/// the API and `/metrics`, a session cookie obtained with one for the pages).
+public final class AdminHTTPServer: Sendable {
+    let backend: AdminBackend
+    let logger: Logger
+    let group: any EventLoopGroup
+    let sessions: AdminSessions
+    let lastUse = AdminTokens.LastUse()
+    let templates: MustacheLibrary
+    let task = Mutex<Task<Void, Never>?>(nil)
+
+    public init(
+        backend: AdminBackend, sessionLifetime: TimeInterval = 12 * 3600, group: any EventLoopGroup, logger: Logger
+    ) throws {
+        self.backend = backend
+        self.logger = logger
+        self.group = group
+        self.sessions = AdminSessions(lifetime: sessionLifetime)
+        self.templates = try Templates.library()
+    }
+
+    /// Binds and serves; returns the bound address (port 0 picks a free one).
+    public func start(host: String, port: Int) async throws -> SocketAddress {
+        let router = Router(context: AdminRequestContext.self)
+        router.add(middleware: SecurityHeaders())
+        addPublicRoutes(router)
+        addAPIRoutes(router.group("api/v1").add(middleware: BearerAuth(store: backend.store, lastUse: lastUse)))
+        router.group("metrics").add(middleware: BearerAuth(store: backend.store, lastUse: lastUse)).get {
+            [backend] _, _ -> Response in
+            let text = backend.metrics()
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        addPageRoutes(router.group().add(middleware: SessionAuth(sessions: sessions, store: backend.store)))
+
+        let bound = BoundOnce()
+        let app = Application(
+            router: router, server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+            configuration: .init(address: .hostname(host, port: port)),
+            onServerRunning: { channel in bound.resolve(.success(channel.localAddress)) },
+            eventLoopGroupProvider: .shared(group), logger: logger)
+        let t = Task {
+            do {
+                try await app.run()
+            } catch {
+                bound.resolve(.failure(error))
+            }
+            bound.resolve(.failure(AdminServerError("admin listener stopped before it started")))
+        }
+        task.withLock { $0 = t }
+        let address = try await bound.wait()
+        guard let address else { throw AdminServerError("admin listener has no local address") }
+        return address
+    }
+
+    /// Stops the listener (open connections are closed).
+    public func shutdown() async {
+        guard let t = task.withLock({ $0 }) else { return }
+        t.cancel()
+        await t.value
+    }
+
+    // MARK: routes without a token
+
+    func addPublicRoutes(_ router: Router<AdminRequestContext>) {
+        router.get("healthz") { _, _ in "ok\n" }
+        router.get("login") { [self] request, _ in
+            html(render("login", ["title": "Sign in", "error": Self.form(request.uri.query ?? "")["error"] as Any]))
+        }
+        router.post("login") { [self] request, _ -> Response in
+            let body = try await request.body.collect(upTo: 4096)
+            let form = Self.form(String(buffer: body))
+            let token = (form["token"] ?? "").trimmingCharacters(in: .whitespaces)
+            guard let name = AdminTokens.verify(token, store: backend.store, lastUse: lastUse) else {
+                logger.notice("admin sign-in refused: not a valid token")
+                return html(
+                    render("login", ["title": "Sign in", "error": "That token is not valid."]), status: .unauthorized)
+            }
+            let (id, _) = sessions.create(tokenName: name)
+            logger.notice("admin signed in", metadata: ["token": "\(name)"])
+            var r = Response(status: .seeOther, headers: [.location: "/"])
+            r.headers[.setCookie] =
+                "\(SessionAuth.cookie)=\(id); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(Int(sessions.lifetime))"
+            return r
+        }
+    }
+
+    // MARK: rendering
+
+    func render(_ template: String, _ object: [String: Any]) -> String {
+        templates.render(object, withTemplate: template) ?? "template \(template) failed"
+    }
+
+    func html(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// `application/x-www-form-urlencoded` (a query string or a form body): `+` is a space, then
+    /// percent-decoding; the first value of a repeated key wins.
+    static func form(_ text: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in text.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String {
+                let spaced = s.replacingOccurrences(of: "+", with: " ")
+                return spaced.removingPercentEncoding ?? spaced
+            }
+            let key = decode(kv[0])
+            if out[key] == nil { out[key] = kv.count > 1 ? decode(kv[1]) : "" }
+        }
+        return out
+    }
+}
+
+public struct AdminServerError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ d: String) { description = d }
+}
+
+/// The bound address, handed from the server's start callback to `start`.
+final class BoundOnce: Sendable {
+    let state = Mutex<(Result<SocketAddress?, any Error>?, CheckedContinuation<SocketAddress?, any Error>?)>((nil, nil))
+
+    func resolve(_ r: Result<SocketAddress?, any Error>) {
+        let c = state.withLock { s -> CheckedContinuation<SocketAddress?, any Error>? in
+            guard s.0 == nil else { return nil }
+            s.0 = r
+            defer { s.1 = nil }
+            return s.1
+        }
+        c?.resume(with: r)
+    }
+
+    func wait() async throws -> SocketAddress? {
+        try await withCheckedThrowingContinuation { c in
+            let done = state.withLock { s -> Result<SocketAddress?, any Error>? in
+                if let r = s.0 { return r }
+                s.1 = c
+                return nil
+            }
+            if let done { c.resume(with: done) }
+        }
+    }
+}
+
+/// Headers on every response: no framing, no sniffing, no referrer, a strict content policy (the
+/// pages use no scripts at all).
+struct SecurityHeaders: RouterMiddleware {
+    typealias Context = AdminRequestContext
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        var r = try await next(request, context)
+        r.headers[.contentSecurityPolicy] =
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
+        r.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        r.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+        r.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+        return r
+    }
+}
+
+/// `Authorization: Bearer mf_...` for the API and `/metrics`; `401` with `WWW-Authenticate` otherwise.
+struct BearerAuth: RouterMiddleware {
+    typealias Context = AdminRequestContext
+    let store: SQLiteQueueStore
+    let lastUse: AdminTokens.LastUse
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        let header = request.headers[.authorization] ?? ""
+        guard header.lowercased().hasPrefix("bearer ") else {
+            throw HTTPError(
+                .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\""],
+                message: "an admin token is required: Authorization: Bearer <token>")
+        }
+        let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        guard let name = AdminTokens.verify(token, store: store, lastUse: lastUse) else {
+            throw HTTPError(
+                .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\", error=\"invalid_token\""],
+                message: "the admin token is not valid")
+        }
+        var context = context
+        context.actor = "api:\(name)"
+        return try await next(request, context)
+    }
+}
+
+/// The web admin center's session cookie; a page asked for without one redirects to `/login`, and
+/// every form post must carry the session's CSRF token.
+struct SessionAuth: RouterMiddleware {
+    typealias Context = AdminRequestContext
+    static let cookie = "mailflow_session"
+    let sessions: AdminSessions
+    let store: SQLiteQueueStore
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        // A removed token ends its browser sessions at once.
+        guard let id = request.cookies[Self.cookie]?.value, let s = sessions.lookup(id),
+            (try? store.adminTokens().contains { $0.name == s.tokenName }) == true
+        else {
+            if request.method == .get || request.method == .head {
+                return Response(status: .seeOther, headers: [.location: "/login"])
+            }
+            throw HTTPError(.unauthorized, message: "sign in first")
+        }
+        var context = context
+        context.actor = s.actor
+        context.csrf = s.csrf
+        return try await next(request, context)
+    }
+}

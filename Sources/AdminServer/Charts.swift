@@ -1,0 +1,99 @@
+import Foundation
+
+/// Small server-rendered SVG charts for the overview: no JavaScript, no external assets. Everything
+/// written into the SVG is a number or a fixed label, so it is safe to embed unescaped.
+enum Charts {
+    struct Series {
+        var name: String
+        var color: String
+        var values: [Double]
+    }
+
+    static let width = 480.0
+    static let height = 140.0
+    static let left = 40.0
+    static let bottom = 18.0
+
+    /// Grouped bars, one group per bucket; `labels` are shown under every `labelEvery`-th group.
+    static func bars(
+        id: String, series: [Series], labels: [String], labelEvery: Int = 4, percent: Bool = false
+    ) -> String {
+        let count = series.map(\.values.count).max() ?? 0
+        let maxValue = max(series.flatMap(\.values).max() ?? 0, percent ? 0.01 : 1)
+        let plotW = width - left - 4
+        let plotH = height - bottom - 8
+        let groupW = count == 0 ? plotW : plotW / Double(count)
+        let barW = max(1, (groupW - 2) / Double(max(series.count, 1)))
+        var out = svgOpen(id: id)
+        out += axis(maxValue: maxValue, plotH: plotH, percent: percent)
+        for (s, ser) in series.enumerated() {
+            for (i, v) in ser.values.enumerated() {
+                let h = v / maxValue * plotH
+                let x = left + Double(i) * groupW + 1 + Double(s) * barW
+                out +=
+                    "<rect class=\"bar\" data-series=\"\(ser.name)\" data-value=\"\(fmt(v))\" x=\"\(fmt(x))\" y=\"\(fmt(8 + plotH - h))\" width=\"\(fmt(barW))\" height=\"\(fmt(h))\" fill=\"\(ser.color)\"/>"
+            }
+        }
+        for (i, l) in labels.enumerated() where i % labelEvery == 0 {
+            out +=
+                "<text x=\"\(fmt(left + Double(i) * groupW))\" y=\"\(fmt(height - 4))\" font-size=\"10\" fill=\"#555\">\(l)</text>"
+        }
+        return out + legend(series) + "</svg>"
+    }
+
+    /// A line over evenly spaced points (queue size over time).
+    static func line(id: String, series: Series, labels: [String], labelEvery: Int = 4) -> String {
+        let values = series.values
+        let maxValue = max(values.max() ?? 0, 1)
+        let plotW = width - left - 4
+        let plotH = height - bottom - 8
+        let step = values.count > 1 ? plotW / Double(values.count - 1) : 0
+        var out = svgOpen(id: id)
+        out += axis(maxValue: maxValue, plotH: plotH, percent: false)
+        let points = values.enumerated().map { i, v in
+            "\(fmt(left + Double(i) * step)),\(fmt(8 + plotH - v / maxValue * plotH))"
+        }
+        if !points.isEmpty {
+            out +=
+                "<polyline class=\"line\" data-series=\"\(series.name)\" data-last=\"\(fmt(values.last ?? 0))\" points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"\(series.color)\" stroke-width=\"2\"/>"
+        }
+        for (i, l) in labels.enumerated() where i % labelEvery == 0 {
+            out +=
+                "<text x=\"\(fmt(left + Double(i) * step))\" y=\"\(fmt(height - 4))\" font-size=\"10\" fill=\"#555\">\(l)</text>"
+        }
+        return out + legend([series]) + "</svg>"
+    }
+
+    static func svgOpen(id: String) -> String {
+        "<svg id=\"\(id)\" class=\"chart\" viewBox=\"0 0 \(fmt(width)) \(fmt(height))\" width=\"\(fmt(width))\" height=\"\(fmt(height))\" role=\"img\" xmlns=\"http://www.w3.org/2000/svg\">"
+    }
+
+    static func axis(maxValue: Double, plotH: Double, percent: Bool) -> String {
+        let top = percent ? "\(Int((maxValue * 100).rounded()))%" : compact(maxValue)
+        return
+            "<line x1=\"\(fmt(left))\" y1=\"8\" x2=\"\(fmt(left))\" y2=\"\(fmt(8 + plotH))\" stroke=\"#999\"/>"
+            + "<line x1=\"\(fmt(left))\" y1=\"\(fmt(8 + plotH))\" x2=\"\(fmt(width - 4))\" y2=\"\(fmt(8 + plotH))\" stroke=\"#999\"/>"
+            + "<text x=\"2\" y=\"16\" font-size=\"10\" fill=\"#555\">\(top)</text>"
+            + "<text x=\"2\" y=\"\(fmt(8 + plotH))\" font-size=\"10\" fill=\"#555\">0</text>"
+    }
+
+    static func legend(_ series: [Series]) -> String {
+        var out = ""
+        var x = left + 8
+        for s in series {
+            out += "<rect x=\"\(fmt(x))\" y=\"2\" width=\"8\" height=\"8\" fill=\"\(s.color)\"/>"
+            out += "<text x=\"\(fmt(x + 11))\" y=\"10\" font-size=\"10\" fill=\"#333\">\(s.name)</text>"
+            x += 14 + Double(s.name.count) * 6
+        }
+        return out
+    }
+
+    static func compact(_ v: Double) -> String {
+        v >= 1_000_000 ? "\(Int(v / 1_000_000))M" : v >= 10_000 ? "\(Int(v / 1000))k" : "\(Int(v.rounded()))"
+    }
+
+    static func fmt(_ v: Double) -> String {
+        let r = (v * 10).rounded() / 10
+        return r == r.rounded() ? String(Int(r)) : String(r)
+    }
+}

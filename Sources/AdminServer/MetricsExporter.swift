@@ -1,0 +1,59 @@
+import Foundation
+import Ingress
+import MailQueue
+import Metrics
+import Prometheus
+
+/// The process's metrics registry: swift-metrics counters and timers from ingress and delivery
+/// land here (through `factory`), and the gauges that are a reading of current state (sessions by
+/// forest, queue depth) are set from that state when `/metrics` is scraped.
+public final class MetricsExporter: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    public let factory: PrometheusMetricsFactory
+
+    public init() {
+        registry = PrometheusCollectorRegistry()
+        var f = PrometheusMetricsFactory(registry: registry)
+        f.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .milliseconds(2500), .seconds(5), .seconds(10),
+        ]
+        factory = f
+    }
+
+    func gauge(_ subsystem: String, _ name: String, _ unit: String, _ help: String, _ labels: [(String, String)] = [])
+        -> Prometheus.Gauge
+    {
+        registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                namespace: "mailflow", subsystem: subsystem, metricName: name, unitName: unit, helpText: help),
+            labels: labels)
+    }
+
+    /// Prometheus text exposition (version 0.0.4) with the state gauges brought up to date.
+    public func render(usage: AdmissionUsage?, queue: SQLiteQueueStore.QueueCounts?) -> String {
+        if let usage {
+            gauge("smtp", "connections", "", "SMTP sessions open now, server-wide").set(Double(usage.connections))
+            gauge("smtp", "connections", "max", "Server-wide SMTP session limit").set(Double(usage.maxConnections))
+            for f in usage.forests {
+                let l = [("forest", f.name)]
+                gauge("smtp", "sessions", "", "SMTP sessions open now, by resource forest", l).set(Double(f.sessions))
+                gauge("smtp", "sessions", "max", "SMTP session limit, by resource forest", l).set(
+                    Double(f.maxConnections))
+                gauge("forest", "refused", "sessions", "Sessions refused at the forest limit since start", l).set(
+                    Double(f.refused))
+            }
+        }
+        if let q = queue {
+            for (state, n) in [
+                ("queued", q.queuedMessages), ("held", q.heldMessages), ("deferred", q.deferredMessages),
+            ] {
+                gauge("queue", "messages", "", "Messages in the queue, by state", [("state", state)]).set(Double(n))
+            }
+            gauge("queue", "pending", "recipients", "Recipients not yet delivered or failed").set(
+                Double(q.pendingRecipients))
+        }
+        return registry.emitToString()
+    }
+}

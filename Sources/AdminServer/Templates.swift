@@ -1,0 +1,189 @@
+import Mustache
+
+/// The web admin center's Mustache templates, compiled into the binary (no files to install, no
+/// JavaScript, no build step). `{{x}}` escapes HTML; `{{{x}}}` is used only for SVG the server drew.
+enum Templates {
+    static func library() throws -> MustacheLibrary {
+        var lib = MustacheLibrary()
+        for (name, text) in all { try lib.register(text, named: name) }
+        return lib
+    }
+
+    static let all: [(String, String)] = [
+        ("head", head), ("foot", foot), ("login", login), ("overview", overview), ("queue", queue),
+        ("message", message), ("trace", trace), ("forests", forests), ("error", errorPage),
+    ]
+
+    static let head = """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>{{title}} · Mailflow admin center</title>
+        <style>
+        body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1b1b;background:#f5f6f8}
+        header{background:#1f3a5f;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2rem;align-items:center}
+        header a{color:#dce6f2;text-decoration:none}header a.active{color:#fff;font-weight:600;border-bottom:2px solid #fff}
+        header .host{margin-left:auto;font-size:.85rem;color:#c7d3e3}
+        main{padding:1rem 1.2rem;max-width:1200px}
+        h1{font-size:1.3rem;margin:.2rem 0 1rem}h2{font-size:1.05rem;margin:1.4rem 0 .5rem}
+        .cards{display:flex;flex-wrap:wrap;gap:.8rem}.card{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:.6rem .9rem;min-width:8.5rem}
+        .card .n{font-size:1.5rem;font-weight:600}.card .l{font-size:.8rem;color:#555}
+        .charts{display:flex;flex-wrap:wrap;gap:1rem}.chartbox{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:.5rem}
+        .chartbox h3{font-size:.9rem;margin:.1rem 0 .3rem}
+        table{border-collapse:collapse;background:#fff;width:100%;font-size:.85rem}
+        th,td{border:1px solid #dde1e6;padding:.3rem .5rem;text-align:left;vertical-align:top}th{background:#eef1f5}
+        td.num,th.num{text-align:right}
+        .meter{background:#e6e9ee;border-radius:3px;width:10rem;height:.7rem;display:inline-block;vertical-align:middle}
+        .meter span{display:block;height:100%;border-radius:3px;background:#3b7dd8}.meter span.hot{background:#d9534f}
+        form.filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end;background:#fff;border:1px solid #dde1e6;padding:.6rem;border-radius:6px}
+        form.filters label{display:flex;flex-direction:column;font-size:.75rem;color:#444}
+        input,select,button{font:inherit;font-size:.85rem;padding:.25rem .4rem}
+        button{background:#1f3a5f;color:#fff;border:0;border-radius:4px;cursor:pointer}button.danger{background:#b52b27}
+        .actions form{display:inline}.status-Delivered{color:#1e7b34}.status-Failed{color:#b52b27}.status-Held{color:#a06000}
+        .notice{background:#e8f4ea;border:1px solid #9ccfa6;padding:.5rem;border-radius:4px}
+        .error{background:#fbeaea;border:1px solid #e2a3a1;padding:.5rem;border-radius:4px}
+        pre{background:#fff;border:1px solid #dde1e6;padding:.6rem;overflow:auto;font-size:.8rem}
+        details summary{cursor:pointer}
+        </style></head><body>
+        {{#nav}}<header><strong>Mailflow</strong>
+        <a href="/" class="{{#overview}}active{{/overview}}">Overview</a>
+        <a href="/queue" class="{{#queue}}active{{/queue}}">Queue</a>
+        <a href="/trace" class="{{#trace}}active{{/trace}}">Message trace</a>
+        <a href="/forests" class="{{#forests}}active{{/forests}}">Forests &amp; tenants</a>
+        <span class="host">{{hostname}} · {{actor}}</span>
+        <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>
+        </header>{{/nav}}
+        <main>
+        """
+
+    static let foot = """
+        </main></body></html>
+        """
+
+    static let login = """
+        {{> head}}
+        <h1>Sign in to the Mailflow admin center</h1>
+        {{#error}}<p class="error" id="login-error">{{error}}</p>{{/error}}
+        <form method="post" action="/login" class="filters">
+        <label>Admin token<input type="password" name="token" id="token" size="60" autocomplete="off" required></label>
+        <button type="submit" id="signin">Sign in</button>
+        </form>
+        <p>Create a token with <code>mailflow admin token add NAME</code>; it is shown once.</p>
+        {{> foot}}
+        """
+
+    static let overview = """
+        {{> head}}
+        <h1>Overview</h1>
+        <div class="cards" id="cards">
+        {{#cards}}<div class="card" data-card="{{key}}"><div class="n">{{value}}</div><div class="l">{{label}}</div></div>{{/cards}}
+        </div>
+        <h2>Last {{hours}} hours ({{bucketMinutes}}-minute buckets)</h2>
+        <div class="charts">
+        <div class="chartbox"><h3>Messages in / out</h3>{{{chartMessages}}}</div>
+        <div class="chartbox"><h3>Deferral rate</h3>{{{chartDeferral}}}</div>
+        <div class="chartbox"><h3>Queue size (pending recipients)</h3>{{{chartQueue}}}</div>
+        </div>
+        {{> foot}}
+        """
+
+    static let queue = """
+        {{> head}}
+        <h1>Queue</h1>
+        {{#notice}}<p class="notice" id="notice">{{notice}}</p>{{/notice}}
+        <form class="filters" method="get" action="/queue">
+        <label>State<select name="state">{{#states}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/states}}</select></label>
+        <label>Sender or recipient contains<input name="q" value="{{q}}"></label>
+        <button type="submit">Filter</button>
+        </form>
+        <p>{{count}} message(s)</p>
+        <table id="queue-table"><thead><tr><th>Queue ID</th><th>Received</th><th>Sender</th><th>Recipients</th><th class="num">Size</th><th>State</th><th class="num">Attempts</th><th>Next attempt</th></tr></thead><tbody>
+        {{#messages}}<tr><td><a href="/queue/{{id}}">{{id}}</a></td><td>{{received}}</td><td>{{sender}}</td><td>{{recipients}}</td><td class="num">{{size}}</td><td>{{state}}</td><td class="num">{{attempts}}</td><td>{{nextAttempt}}</td></tr>{{/messages}}
+        {{^messages}}<tr><td colspan="8">The queue is empty.</td></tr>{{/messages}}
+        </tbody></table>
+        <h2>By destination and age (pending recipients)</h2>
+        <table id="shape-table"><thead><tr><th>Domain</th><th class="num">Total</th>{{#bucketHeaders}}<th class="num">{{.}}</th>{{/bucketHeaders}}</tr></thead><tbody>
+        {{#shape}}<tr><td>{{domain}}</td><td class="num">{{total}}</td>{{#buckets}}<td class="num">{{.}}</td>{{/buckets}}</tr>{{/shape}}
+        </tbody></table>
+        <h2>Outbound destinations</h2>
+        <table id="destinations-table"><thead><tr><th>Destination</th><th class="num">Window</th><th class="num">Sessions</th><th class="num">Waiting</th><th class="num">Delivered</th><th class="num">Deferred</th><th class="num">Throttles</th><th>Parked until</th><th>Last error</th></tr></thead><tbody>
+        {{#destinations}}<tr><td>{{key}}</td><td class="num">{{window}}</td><td class="num">{{sessions}}</td><td class="num">{{waiting}}</td><td class="num">{{delivered}}</td><td class="num">{{deferred}}</td><td class="num">{{throttles}}</td><td>{{parkedUntil}}</td><td>{{lastError}}</td></tr>{{/destinations}}
+        {{^destinations}}<tr><td colspan="9">No outbound destinations yet.</td></tr>{{/destinations}}
+        </tbody></table>
+        {{> foot}}
+        """
+
+    static let message = """
+        {{> head}}
+        <h1>Message {{id}}</h1>
+        {{#notice}}<p class="notice" id="notice">{{notice}}</p>{{/notice}}
+        <div class="actions" id="actions">
+        {{#actions}}<form method="post" action="/queue/{{id}}/{{action}}"><input type="hidden" name="csrf" value="{{csrf}}"><button type="submit" class="{{#danger}}danger{{/danger}}" id="action-{{action}}">{{label}}</button></form> {{/actions}}
+        </div>
+        <h2>Envelope</h2>
+        <table id="envelope"><tbody>
+        {{#envelope}}<tr><th>{{name}}</th><td>{{value}}</td></tr>{{/envelope}}
+        </tbody></table>
+        <h2>Recipients</h2>
+        <table id="recipients"><thead><tr><th>Recipient</th><th>Route</th><th>Status</th><th class="num">Attempts</th><th>Last reply</th></tr></thead><tbody>
+        {{#recipients}}<tr><td>{{address}}</td><td>{{route}}</td><td class="status-{{status}}">{{status}}</td><td class="num">{{attempts}}</td><td>{{lastReply}}</td></tr>{{/recipients}}
+        </tbody></table>
+        <h2>Events</h2>
+        <table id="events"><thead><tr><th>Time</th><th>Event</th><th>Recipient</th><th>Detail</th></tr></thead><tbody>
+        {{#events}}<tr><td>{{time}}</td><td>{{kind}}</td><td>{{recipient}}</td><td>{{detail}}</td></tr>{{/events}}
+        </tbody></table>
+        <h2>Headers</h2>
+        <pre id="headers">{{headers}}</pre>
+        {{> foot}}
+        """
+
+    static let trace = """
+        {{> head}}
+        <h1>Message trace</h1>
+        <form class="filters" method="get" action="/trace" id="trace-form">
+        {{#fields}}<label>{{label}}<input name="{{name}}" value="{{value}}" placeholder="{{placeholder}}"></label>{{/fields}}
+        <label>Status<select name="status">{{#statuses}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/statuses}}</select></label>
+        <label>Direction<select name="direction">{{#directions}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/directions}}</select></label>
+        <button type="submit" id="search">Search</button>
+        </form>
+        {{#error}}<p class="error">{{error}}</p>{{/error}}
+        <p id="result-count">{{count}} result(s)</p>
+        <table id="trace-table"><thead><tr><th>Received</th><th>Sender</th><th>Recipient</th><th>Subject</th><th>Status</th><th>Direction</th><th>Queue ID</th><th>Timeline</th></tr></thead><tbody>
+        {{#rows}}<tr><td>{{received}}</td><td>{{sender}}</td><td>{{recipient}}</td><td>{{subject}}</td><td class="status-{{status}}">{{status}}</td><td>{{direction}}</td><td><a href="/queue/{{queueID}}">{{queueID}}</a></td>
+        <td><details><summary>{{eventCount}} event(s){{#lastReply}}: {{lastReply}}{{/lastReply}}</summary><ul>{{#events}}<li>{{time}} <strong>{{kind}}</strong> {{detail}}</li>{{/events}}</ul></details></td></tr>{{/rows}}
+        </tbody></table>
+        {{> foot}}
+        """
+
+    static let forests = """
+        {{> head}}
+        <h1>Forests &amp; tenants</h1>
+        <div class="cards"><div class="card" data-card="connections"><div class="n">{{connections}} / {{maxConnections}}</div><div class="l">SMTP sessions, server-wide</div></div></div>
+        <h2>Resource forests</h2>
+        <table id="forests-table"><thead><tr><th>Forest</th><th>Region</th><th>Sessions</th><th class="num">Limit</th><th class="num">Messages/min limit</th><th class="num">Refused</th></tr></thead><tbody>
+        {{#forests}}<tr data-forest="{{name}}"><td>{{name}}</td><td>{{region}}</td><td><span class="meter"><span class="{{#hot}}hot{{/hot}}" style="width:{{percent}}%"></span></span> {{sessions}}</td><td class="num">{{maxConnections}}</td><td class="num">{{rate}}</td><td class="num">{{refused}}</td></tr>{{/forests}}
+        </tbody></table>
+        <h2>Tenants</h2>
+        <table id="tenants-table"><thead><tr><th>Tenant</th><th>Domains</th><th>Forest</th><th class="num">Received (last hour)</th><th class="num">Pending recipients</th><th class="num">Max message size</th></tr></thead><tbody>
+        {{#tenants}}<tr data-tenant="{{name}}"><td>{{name}}</td><td>{{domains}}</td><td>{{forest}}</td><td class="num">{{received}}</td><td class="num">{{pending}}</td><td class="num">{{maxSize}}</td></tr>{{/tenants}}
+        </tbody></table>
+        <h2>Busiest sources</h2>
+        <table id="sources-table"><thead><tr><th>Source</th><th>Sessions</th><th class="num">Limit</th></tr></thead><tbody>
+        {{#sources}}<tr><td>{{source}}</td><td>{{sessions}}</td><td class="num">{{maxConnections}}</td></tr>{{/sources}}
+        {{^sources}}<tr><td colspan="3">No sessions now.</td></tr>{{/sources}}
+        </tbody></table>
+        <h2>Refusals since start</h2>
+        <table id="refusals-table"><thead><tr><th>Kind</th><th class="num">Count</th></tr></thead><tbody>
+        {{#refusals}}<tr><td>{{kind}}</td><td class="num">{{count}}</td></tr>{{/refusals}}
+        {{^refusals}}<tr><td colspan="2">None.</td></tr>{{/refusals}}
+        </tbody></table>
+        {{> foot}}
+        """
+
+    static let errorPage = """
+        {{> head}}
+        <h1>{{title}}</h1>
+        <p class="error">{{message}}</p>
+        {{> foot}}
+        """
+}
