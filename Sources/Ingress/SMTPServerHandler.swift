@@ -652,9 +652,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
             ret: tx.parameters.ret?.rawValue, envelopeID: tx.parameters.envelopeID, clientAddress: clientAddress,
             helo: session.helloName ?? "", protocolName: session.receivedProtocol,
             tls: tlsInfo?.version,
+            // The receiving tenant for inbound mail; for relayed mail, the tenant that owns the sender's domain.
             tenant: tx.recipients.first.flatMap { r in
                 localRouteDomain(r.route).flatMap { policy.directory.tenant(forDomain: $0)?.name }
-            },
+            } ?? tx.sender.address.split(separator: "@").last.flatMap { policy.directory.tenant(forDomain: String($0))?.name },
             messageID: messageID ?? HeaderStamps.messageID(queueID: id, host: hostname),
             addMessageID: messageID == nil, subject: headerScanner.subject.map { String($0.prefix(998)) },
             stampLength: stamp.utf8.count, body: .inline(Data()))

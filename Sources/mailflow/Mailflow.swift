@@ -65,11 +65,12 @@ struct Serve: AsyncParsableCommand {
         }
         let addresses = try await service.start()
         for a in addresses { logger.notice("listening for SMTP on \(a)") }
-        // Tests and scripts read this line to find an ephemeral port.
+        let admin = try await service.startAdmin()
+        // Tests and scripts read these lines to find ephemeral ports.
         print(
             "mailflow: listening on \(addresses.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))"
         )
-        if let admin = try await service.startAdmin() {
+        if let admin {
             let url = "http://\(admin.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "?"):\(admin.port ?? 0)/"
             logger.notice("admin center on \(url)")
             print("mailflow: admin center on \(url)")

@@ -14,6 +14,8 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ HOSTNAME = "mx.example.test"
 QUEUE_ID_RE = r"[0-9BCDFGHJKLMNPQRSTVWXYZ]{16}"
 QUEUED_RE = re.compile(r"Ok: queued as (" + QUEUE_ID_RE + r")\b")
 LISTEN_RE = re.compile(r"mailflow: listening on 127\.0\.0\.1:(\d+)")
+ADMIN_RE = re.compile(r"mailflow: admin center on (http://\S+/)")
 
 
 def mailflow_bin() -> str:
@@ -60,6 +63,8 @@ def default_config() -> dict:
             "mailbox_messages_per_hour_per_sender": 1000000,
         },
         "timeouts": {"command": 300, "data": 180, "session": 3600, "shutdown_grace": 30},
+        # Many servers run side by side in the suite: each admin listener takes a free port.
+        "admin": {"listen": "127.0.0.1:0"},
         "delivery": {"concurrency": 4, "retry_intervals": [60, 300], "expiry": "24h"},
         "tenants": [
             {"name": "contoso", "domains": ["contoso.test"], "mailboxes": ["alice", "bob"]},
@@ -128,6 +133,13 @@ def to_yaml(cfg: dict) -> str:
 # server process
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are returned to the test, not followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 class MailflowServer:
     """One `mailflow serve` process in `workdir` (config.yaml, data/, stdout/stderr logs)."""
 
@@ -140,6 +152,7 @@ class MailflowServer:
         self.data_dir = self.workdir / "data"
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.admin_url: str | None = None
         self.starts = 0
 
     def __iter__(self):
@@ -163,9 +176,12 @@ class MailflowServer:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = LISTEN_RE.search(out.read_text(errors="replace"))
+            text = out.read_text(errors="replace")
+            m = LISTEN_RE.search(text)
             if m:
                 self.port = int(m.group(1))
+                a = ADMIN_RE.search(text)
+                self.admin_url = a.group(1) if a else None
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -206,6 +222,34 @@ class MailflowServer:
     def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
         """`mailflow <args> --config <this config>`."""
         return run_cli(*args, "--config", str(self.config_path), timeout=timeout, cwd=self.workdir)
+
+    def add_token(self, name: str) -> str:
+        """`mailflow admin token add NAME`: the token, printed once."""
+        r = self.cli("admin", "token", "add", name)
+        assert r.returncode == 0, r.stdout + r.stderr
+        token = r.stdout.strip()
+        assert token.startswith("mf_"), token
+        return token
+
+    def api(self, method: str, path: str, token: str | None = None, body: bytes | None = None,
+            headers: dict | None = None):
+        """One HTTP request to the admin listener: (status, headers, body bytes)."""
+        assert self.admin_url, "admin listener not running"
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.admin_url.rstrip("/") + path, data=body, method=method, headers=h)
+        opener = urllib.request.build_opener(NoRedirect())
+        try:
+            with opener.open(req, timeout=15) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def api_json(self, method: str, path: str, token: str, expect: int = 200):
+        status, _, body = self.api(method, path, token)
+        assert status == expect, (status, body)
+        return json.loads(body)
 
     def queue_json(self, include_done: bool = False) -> list[dict]:
         args = ["queue", "list", "--json"] + (["--all"] if include_done else [])
