@@ -145,9 +145,11 @@ extension AdminHTTPServer {
 
     static func overview(_ backend: AdminBackend, now: Date = Date()) throws -> OverviewResponse {
         let usage = backend.usage()
-        let activity = try backend.store.activity(
-            now: now, width: TimeInterval(bucketSeconds), count: buckets)
-        var samples = try backend.store.samples(since: now - TimeInterval(bucketSeconds * buckets))
+        // Buckets on clock boundaries (…:00, :15, :30, :45); the last one is the current quarter hour.
+        let width = TimeInterval(bucketSeconds)
+        let end = Date(timeIntervalSince1970: (floor(now.timeIntervalSince1970 / width) + 1) * width)
+        let activity = try backend.store.activity(now: end, width: width, count: buckets)
+        var samples = try backend.store.samples(since: end - width * Double(buckets))
         let counts = try backend.store.queueCounts()
         samples.append(
             .init(

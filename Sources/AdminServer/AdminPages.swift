@@ -107,7 +107,7 @@ extension AdminHTTPServer {
             let p = utc.dateComponents([.hour, .minute], from: b.start)
             return String(format: "%02d:%02d", p.hour ?? 0, p.minute ?? 0)
         }
-        // Queue size: one point per bucket (the last sample in it), then now.
+        // Queue size: one point per bucket (the last sample in it, or the one before), then now.
         var queuePoints: [Double] = []
         var sampleIndex = 0
         var lastValue = Double(o.queueSamples.first?.pendingRecipients ?? 0)
@@ -137,7 +137,7 @@ extension AdminHTTPServer {
             labels: labels, percent: true)
         page["chartQueue"] = Charts.line(
             id: "chart-queue", series: .init(name: "Pending", color: "#6f42c1", values: queuePoints),
-            labels: labels + ["now"])
+            labels: labels + [""])
         return page
     }
 

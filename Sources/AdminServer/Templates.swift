@@ -31,7 +31,7 @@ enum Templates {
         .charts{display:flex;flex-wrap:wrap;gap:1rem}.chartbox{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:.5rem}
         .chartbox h3{font-size:.9rem;margin:.1rem 0 .3rem}
         table{border-collapse:collapse;background:#fff;width:100%;font-size:.85rem}
-        th,td{border:1px solid #dde1e6;padding:.3rem .5rem;text-align:left;vertical-align:top}th{background:#eef1f5}
+        th,td{border:1px solid #dde1e6;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#eef1f5}
         td.num,th.num{text-align:right}
         .meter{background:#e6e9ee;border-radius:3px;width:10rem;height:.7rem;display:inline-block;vertical-align:middle}
         .meter span{display:block;height:100%;border-radius:3px;background:#3b7dd8}.meter span.hot{background:#d9534f}
