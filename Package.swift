@@ -27,7 +27,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(
+            url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
@@ -126,13 +127,20 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "MailQueueTests", dependencies: ["MailQueue", "Delivery", "MailMessage"]),
+        .testTarget(
+            name: "MailQueueTests",
+            dependencies: ["MailQueue", "Delivery", "MailMessage", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "IngressTests",
             dependencies: ["Ingress", "SMTPCore", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "MailflowAppTests", dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore"]),
-        .testTarget(name: "AdminServerTests", dependencies: ["AdminServer", "MailQueue"]),
+        .testTarget(
+            name: "AdminServerTests",
+            dependencies: [
+                "AdminServer", "MailQueue", "Ingress", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

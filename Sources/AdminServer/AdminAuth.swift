@@ -62,7 +62,9 @@ final class AdminSessions: Sendable {
 
     func create(tokenName: String, now: Date = Date()) -> (id: String, session: Session) {
         let id = String(AdminTokens.generate().dropFirst(3))
-        let s = Session(tokenName: tokenName, actor: "web:\(tokenName)", csrf: String(AdminTokens.generate().dropFirst(3)), expires: now + lifetime)
+        let s = Session(
+            tokenName: tokenName, actor: "web:\(tokenName)", csrf: String(AdminTokens.generate().dropFirst(3)),
+            expires: now + lifetime)
         sessions.withLock { all in
             all = all.filter { $0.value.expires > now }
             all[id] = s

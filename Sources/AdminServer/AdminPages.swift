@@ -94,7 +94,8 @@ extension AdminHTTPServer {
             ("received", "\(last4.reduce(0) { $0 + $1.received })", "Received, last hour"),
             ("delivered", "\(last4.reduce(0) { $0 + $1.delivered })", "Delivered, last hour"),
             (
-                "deferral", attempts == 0 ? "0%" : "\(Int((Double(deferredLastHour) / Double(attempts) * 100).rounded()))%",
+                "deferral",
+                attempts == 0 ? "0%" : "\(Int((Double(deferredLastHour) / Double(attempts) * 100).rounded()))%",
                 "Deferral rate, last hour"
             ),
             ("throttled", "\(last4.reduce(0) { $0 + $1.throttled })", "Throttled, last hour"),
@@ -234,7 +235,8 @@ extension AdminHTTPServer {
         ]
         page["fields"] = fields.map { ["name": $0.0, "label": $0.1, "placeholder": $0.2, "value": p[$0.0] ?? ""] }
         let status = p["status"] ?? ""
-        page["statuses"] = [("", "Any"), ("pending", "Pending"), ("held", "Held"), ("delivered", "Delivered"),
+        page["statuses"] = [
+            ("", "Any"), ("pending", "Pending"), ("held", "Held"), ("delivered", "Delivered"),
             ("failed", "Failed"),
         ].map { ["value": $0.0, "label": $0.1, "selected": $0.0 == status] }
         let direction = p["direction"] ?? ""

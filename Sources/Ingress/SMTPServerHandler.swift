@@ -655,7 +655,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
             // The receiving tenant for inbound mail; for relayed mail, the tenant that owns the sender's domain.
             tenant: tx.recipients.first.flatMap { r in
                 localRouteDomain(r.route).flatMap { policy.directory.tenant(forDomain: $0)?.name }
-            } ?? tx.sender.address.split(separator: "@").last.flatMap { policy.directory.tenant(forDomain: String($0))?.name },
+            }
+                ?? tx.sender.address.split(separator: "@").last.flatMap {
+                    policy.directory.tenant(forDomain: String($0))?.name
+                },
             messageID: messageID ?? HeaderStamps.messageID(queueID: id, host: hostname),
             addMessageID: messageID == nil, subject: headerScanner.subject.map { String($0.prefix(998)) },
             stampLength: stamp.utf8.count, body: .inline(Data()))
@@ -689,7 +692,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
             perform(session.commitFailed())
         } else {
             logger.info("queued")
-            ctx.metrics.acceptance.recordNanoseconds(Int64(NIODeadline.now().uptimeNanoseconds - commitStarted.uptimeNanoseconds))
+            ctx.metrics.acceptance.recordNanoseconds(
+                Int64(NIODeadline.now().uptimeNanoseconds - commitStarted.uptimeNanoseconds))
             perform(session.messageCommitted(queueID: id))
         }
         queueID = nil

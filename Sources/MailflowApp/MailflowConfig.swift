@@ -132,7 +132,8 @@ public struct MailflowConfig: Sendable, Equatable {
         if let admin = try root.mapping("admin") {
             try admin.only(["enabled", "listen", "session_lifetime"])
             if let l = try admin.string("listen") {
-                guard let (host, port) = ListenAddress.parse(l), (try? SocketAddress(ipAddress: host, port: port)) != nil
+                guard let (host, port) = ListenAddress.parse(l),
+                    (try? SocketAddress(ipAddress: host, port: port)) != nil
                 else {
                     throw admin.error("listen", "'\(l)' is not IP:port (for example 127.0.0.1:8025)")
                 }

@@ -5,8 +5,8 @@ import Dispatch
 import Foundation
 import Ingress
 import Logging
-import Metrics
 import MailQueue
+import Metrics
 import NIOCore
 import NIOPosix
 import NIOSSL

@@ -1,13 +1,13 @@
+import AdminServer
 import ArgumentParser
 import Delivery
 import Dispatch
 import Foundation
 import Ingress
 import Logging
-import Metrics
-import AdminServer
 import MailQueue
 import MailflowApp
+import Metrics
 import Synchronization
 
 #if canImport(Glibc)

@@ -113,3 +113,43 @@ struct ConfigTests {
         #expect(p?.port == port)
     }
 }
+
+struct AdminConfigTests {
+    @Test func adminListenerIsLoopbackByDefaultAndCanBeTurnedOff() throws {
+        #expect(MailflowConfig().adminListen == "127.0.0.1:8025")
+        #expect(MailflowConfig().traceRetention == 90 * 86400)
+        let c = try MailflowConfig.parse(
+            yaml: """
+                admin:
+                  listen: "[::1]:9000"
+                  session_lifetime: 1h
+                trace:
+                  retention: 30d
+                  prune_interval: 10m
+                  sample_interval: 30s
+                """)
+        #expect(c.adminListen == "[::1]:9000" && c.adminSessionLifetime == 3600)
+        #expect(c.traceRetention == 30 * 86400 && c.tracePruneInterval == 600 && c.queueSampleInterval == 30)
+        #expect(try MailflowConfig.parse(yaml: "admin:\n  enabled: false\n").adminListen == nil)
+    }
+
+    @Test func badAdminAndTraceValuesAreRefusedWithTheirPath() {
+        let table: [(String, String)] = [
+            ("admin:\n  listen: localhost:8025\n", "admin.listen"),
+            ("admin:\n  listen: 127.0.0.1\n", "admin.listen"),
+            ("admin:\n  port: 1\n", "admin.port"),
+            ("trace:\n  retention: 10m\n", "trace.retention"),
+            ("trace:\n  retention: forever\n", "trace.retention"),
+        ]
+        for (yaml, path) in table {
+            do {
+                _ = try MailflowConfig.parse(yaml: yaml)
+                Issue.record("accepted \(yaml)")
+            } catch let e as MailflowConfig.ConfigError {
+                #expect(e.path == path, "\(yaml): \(e)")
+            } catch {
+                Issue.record("\(error)")
+            }
+        }
+    }
+}
