@@ -263,6 +263,7 @@ struct Config: ParsableCommand {
                 let c = try MailflowConfig.load(file: file)
                 print(
                     "\(file): OK (hostname \(c.hostname), listening on \(c.smtpListen.joined(separator: ", ")), "
+                        + "admin center \(c.adminListen.map { "on \($0)" } ?? "off"), "
                         + "\(c.tenants.count) tenant(s), data in \(c.dataDirectory))")
             } catch {
                 throw CleanExit.message("\(file): \(error)").asFailure()

@@ -15,6 +15,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 from mfutil import REPO_ROOT, SMTPClient, make_message
 
@@ -78,8 +80,16 @@ def send(srv, sender, rcpts, tag, subject=None):
 def sign_in(browser, srv, token):
     browser.get(srv.admin_url + "login")
     browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.ID, "signin").click()
+    click(browser, browser.find_element(By.ID, "signin"))
     wait_for(lambda: browser.current_url == srv.admin_url, what="the overview after sign-in")
+
+
+def click(browser, element):
+    """Click something that loads a new page, and wait until the new page has replaced the old one."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 20).until(EC.staleness_of(old))
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def text(browser, css):
@@ -93,7 +103,7 @@ def test_pages_need_a_signed_in_session(browser, web):
         browser.get(srv.admin_url + page)
         assert browser.current_url == srv.admin_url + "login", page
     browser.find_element(By.ID, "token").send_keys("mf_this-is-not-a-token")
-    browser.find_element(By.ID, "signin").click()
+    click(browser, browser.find_element(By.ID, "signin"))
     assert "not valid" in text(browser, "#login-error")
     assert browser.current_url == srv.admin_url + "login"
     # No page carries a script: the admin center works without JavaScript.
@@ -133,28 +143,28 @@ def test_overview_queue_message_trace_forests(browser, web):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
     # Queue: the stuck message, then its page; hold and release from the page.
-    browser.find_element(By.LINK_TEXT, "Queue").click()
+    click(browser, browser.find_element(By.LINK_TEXT, "Queue"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#queue-table tbody tr")
     assert len(rows) == 1 and stuck in rows[0].text and "far@remote.test" in rows[0].text
     assert "remote.test" in text(browser, "#shape-table")
-    browser.find_element(By.LINK_TEXT, stuck).click()
+    click(browser, browser.find_element(By.LINK_TEXT, stuck))
     assert text(browser, "h1") == f"Message {stuck}"
     assert "Stuck for the web" in text(browser, "#envelope")
     assert "4.4.1" in text(browser, "#recipients")
     assert "Subject: Stuck for the web" in text(browser, "#headers")
-    browser.find_element(By.ID, "action-hold").click()
+    click(browser, browser.find_element(By.ID, "action-hold"))
     assert text(browser, "#notice") == "Done: hold."
     assert "Held" in text(browser, "#recipients")
     assert srv.api_json("GET", f"/api/v1/queue/{stuck}", token)["state"] == "held"
     assert "hold by web:alice" in text(browser, "#events")
-    browser.find_element(By.ID, "action-release").click()
+    click(browser, browser.find_element(By.ID, "action-release"))
     assert text(browser, "#notice") == "Done: release."
     assert srv.api_json("GET", f"/api/v1/queue/{stuck}", token)["state"] == "queued"
 
     # Message trace: search by sender through the form.
-    browser.find_element(By.LINK_TEXT, "Message trace").click()
+    click(browser, browser.find_element(By.LINK_TEXT, "Message trace"))
     browser.find_element(By.NAME, "sender").send_keys("anne@elsewhere")
-    browser.find_element(By.ID, "search").click()
+    click(browser, browser.find_element(By.ID, "search"))
     assert "sender=anne%40elsewhere" in browser.current_url
     assert text(browser, "#result-count") == "4 result(s)"
     trace_rows = browser.find_elements(By.CSS_SELECTOR, "#trace-table tbody tr")
@@ -169,7 +179,7 @@ def test_overview_queue_message_trace_forests(browser, web):
         held_open.ehlo()
         assert held_open.cmd("MAIL FROM:<anne@elsewhere.test>").code == 250
         assert held_open.cmd("RCPT TO:<bob@contoso.test>").code == 250
-        browser.find_element(By.LINK_TEXT, "Forests & tenants").click()
+        click(browser, browser.find_element(By.LINK_TEXT, "Forests & tenants"))
         forest = browser.find_element(By.CSS_SELECTOR, 'tr[data-forest="NAMPR01"]')
         cells = [c.text for c in forest.find_elements(By.TAG_NAME, "td")]
         assert cells[0] == "NAMPR01" and cells[1] == "nam" and cells[2].strip() == "1" and cells[3] == "4", cells
@@ -179,7 +189,7 @@ def test_overview_queue_message_trace_forests(browser, web):
         assert "127.0.0.1" in text(browser, "#sources-table")
 
     # Sign out: the session is gone.
-    browser.find_element(By.XPATH, "//button[text()='Sign out']").click()
+    click(browser, browser.find_element(By.XPATH, "//button[text()='Sign out']"))
     assert browser.current_url == srv.admin_url + "login"
     browser.get(srv.admin_url + "queue")
     assert browser.current_url == srv.admin_url + "login"
@@ -198,7 +208,7 @@ def test_forms_need_the_session_csrf_token(browser, web):
     assert srv.api_json("GET", f"/api/v1/queue/{stuck}", token)["state"] == "queued"
     # A page's own form carries the right token.
     browser.get(srv.admin_url + f"queue/{stuck}")
-    browser.find_element(By.ID, "action-hold").click()
+    click(browser, browser.find_element(By.ID, "action-hold"))
     assert srv.api_json("GET", f"/api/v1/queue/{stuck}", token)["state"] == "held"
     # The pages are not framed, sniffed or scripted.
     status, h, _ = srv.api("GET", "/queue", headers={"Cookie": f"mailflow_session={cookie['value']}"})
