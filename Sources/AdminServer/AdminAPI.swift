@@ -21,9 +21,10 @@ struct QueueListResponse: ResponseCodable {
     var messages: [SQLiteQueueStore.QueueListing]
 }
 
-struct HeaderField: Codable, Equatable {
-    var name: String
-    var value: String
+/// One header field of a stored message, unfolded (RFC 5322 §2.2.3).
+public struct HeaderField: Codable, Equatable, Sendable {
+    public var name: String
+    public var value: String
 }
 
 struct MessageDetail: ResponseCodable {
@@ -219,7 +220,7 @@ extension AdminHTTPServer {
     }
 
     /// The header section of a stored body (at most its first 64 KiB), unfolded.
-    static func headerFields(_ body: MessageBody?) -> [HeaderField] {
+    public static func headerFields(_ body: MessageBody?) -> [HeaderField] {
         var data = Data()
         switch body {
         case .inline(let d): data = d.prefix(65536)

@@ -147,6 +147,7 @@ public final class AdminHTTPServer: Sendable {
     }
 }
 
+/// Why the admin listener could not start.
 public struct AdminServerError: Error, CustomStringConvertible {
     public var description: String
     init(_ d: String) { description = d }

@@ -7,12 +7,14 @@ import GRDB
 extension SQLiteQueueStore {
     // MARK: admin tokens
 
+    /// An admin token as listed: its name and use, never the token or its hash.
     public struct AdminToken: Sendable, Codable, Equatable {
         public var name: String
         public var createdAt: Date
         public var lastUsedAt: Date?
     }
 
+    /// Why a token could not be added.
     public enum AdminTokenError: Error, CustomStringConvertible, Equatable {
         case exists(String)
         case badName(String)
@@ -118,6 +120,7 @@ extension SQLiteQueueStore {
         }
     }
 
+    /// The queue's size at one moment (`stats_sample`), for the overview's queue chart.
     public struct QueueSample: Sendable, Codable, Equatable {
         public var time: Date
         public var queuedMessages: Int
@@ -252,6 +255,7 @@ extension SQLiteQueueStore {
 
     // MARK: retention
 
+    /// Rows removed by one pruning batch (or a whole pass).
     public struct PruneResult: Sendable, Equatable {
         public var traceEvents = 0
         public var messages = 0

@@ -251,6 +251,10 @@ public final class MailflowService: Sendable {
     public func startAdmin() async throws -> SocketAddress? {
         guard let admin, let listen = config.adminListen else { return nil }
         guard let (host, port) = ListenAddress.parse(listen) else { throw StartupError("bad admin address \(listen)") }
+        if !(host.hasPrefix("127.") || host == "::1") {
+            logger.warning(
+                "the admin listener \(listen) is not on loopback: it is plain HTTP, keep it on a management network")
+        }
         do {
             return try await admin.start(host: host, port: port)
         } catch {

@@ -453,6 +453,8 @@ struct Queue: ParsableCommand {
             abstract: "Show one message: envelope, recipients with status, and its trace events.")
         @OptionGroup var options: ConfigOption
         @Argument(help: "The queue ID from `250 2.0.0 Ok: queued as <ID>`.") var id: String
+        @Flag(help: "Also print the header section as stored (while the message is queued or held).")
+        var headers = false
 
         func validate() throws {
             guard QueueID.isValid(id) else { throw ValidationError("'\(id)' is not a queue ID (16 characters)") }
@@ -487,6 +489,11 @@ struct Queue: ParsableCommand {
             for e in try store.traceEvents(queueID: id) {
                 print(
                     "  \(isoDate(e.time)) \(e.kind.rawValue)\(e.recipient.map { " <\($0)>" } ?? "") \(e.detail ?? "")")
+            }
+            if headers {
+                let fields = AdminHTTPServer.headerFields(m.body)
+                print("Headers:" + (fields.isEmpty ? " (none stored: the message is done)" : ""))
+                for f in fields { print("  \(f.name): \(f.value)") }
             }
         }
     }

@@ -527,3 +527,22 @@ def read_rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    """Polls `predicate` every 0.2 s until it returns something truthy, which is returned."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+def send_mail(srv: "MailflowServer", sender: str, rcpts: list[str], tag: str, subject: str | None = None) -> str:
+    """One message in one session; returns its queue ID."""
+    with SMTPClient(srv.port) as c:
+        c.ehlo()
+        return c.send_message(sender, rcpts, make_message(tag, subject=subject or tag))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import time
 from pathlib import Path
 
 import jsonschema
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate as validate_spec
 
-from mfutil import REPO_ROOT, SMTPClient, make_message
+from mfutil import REPO_ROOT, SMTPClient, send_mail, wait_for
 
 DOC_PATH = REPO_ROOT / "docs" / "openapi.yaml"
 METHODS = ("get", "post", "put", "delete", "patch")
@@ -24,17 +23,6 @@ METHODS = ("get", "post", "put", "delete", "patch")
 @pytest.fixture(scope="module")
 def doc():
     return yaml.safe_load(DOC_PATH.read_text())
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def admin_config():
@@ -63,15 +51,9 @@ def admin(tmp_path_factory):
     _teardown(servers)
 
 
-def send(srv, sender, rcpts, tag, subject=None):
-    with SMTPClient(srv.port) as c:
-        c.ehlo()
-        return c.send_message(sender, rcpts, make_message(tag, subject=subject or tag))
-
-
 def stuck_message(srv, token, tag):
     """A message to a remote that never answers: queued, deferred, waiting an hour."""
-    qid = send(srv, "sender@src.test", ["far@remote.test"], tag)
+    qid = send_mail(srv, "sender@src.test", ["far@remote.test"], tag)
     wait_for(lambda: any(e["kind"] == "deferred" for e in srv.api_json("GET", f"/api/v1/queue/{qid}", token)["events"]),
              what="a deferred attempt")
     return qid
@@ -117,7 +99,7 @@ def test_openapi_document_is_valid(doc):
 
 def test_every_operation_refuses_without_a_valid_token(admin, doc):
     srv, token = admin
-    qid = send(srv, "anne@elsewhere.test", ["alice@contoso.test"], "refusal")
+    qid = send_mail(srv, "anne@elsewhere.test", ["alice@contoso.test"], "refusal")
     checked = 0
     for path, method, op in operations(doc):
         if not op.get("security", doc["security"]):
@@ -141,7 +123,7 @@ def test_every_operation_refuses_without_a_valid_token(admin, doc):
 def test_every_read_operation_matches_the_document(admin, doc):
     srv, token = admin
     qid = stuck_message(srv, token, "reads")
-    send(srv, "anne@elsewhere.test", ["alice@contoso.test", "bob@contoso.test"], "inbound-read")
+    send_mail(srv, "anne@elsewhere.test", ["alice@contoso.test", "bob@contoso.test"], "inbound-read")
     for path, method, op in operations(doc):
         if method != "get":
             continue
@@ -269,7 +251,7 @@ def test_metrics_count_sessions_replies_latency_and_attempts(admin):
 
     before = metrics()
     for i in range(3):
-        send(srv, "anne@elsewhere.test", ["alice@contoso.test"], f"metrics-{i}")
+        send_mail(srv, "anne@elsewhere.test", ["alice@contoso.test"], f"metrics-{i}")
     with SMTPClient(srv.port) as c:
         c.ehlo()
         c.cmd("MAIL FROM:<anne@elsewhere.test>")
@@ -318,11 +300,11 @@ def test_token_lifecycle(admin):
 def test_retention_prunes_old_trace_and_finished_messages_while_serving(mailflow_server):
     srv = mailflow_server({"trace": {"retention": "1h", "prune_interval": "1s"}})
     token = srv.add_token("alice")
-    fresh = send(srv, "anne@elsewhere.test", ["alice@contoso.test"], "fresh")
+    fresh = send_mail(srv, "anne@elsewhere.test", ["alice@contoso.test"], "fresh")
     wait_for(lambda: srv.api_json("GET", f"/api/v1/queue/{fresh}", token)["state"] == "done", what="delivery")
     # Age a finished message and its events by two hours, and add 5,000 old events, behind the
     # server's back (another writer on the same WAL database, as an operator's script would be).
-    old = send(srv, "anne@elsewhere.test", ["bob@contoso.test"], "old")
+    old = send_mail(srv, "anne@elsewhere.test", ["bob@contoso.test"], "old")
     wait_for(lambda: srv.api_json("GET", f"/api/v1/queue/{old}", token)["state"] == "done", what="delivery")
     con = sqlite3.connect(srv.data_dir / "queue.sqlite", timeout=10)
     with con:
@@ -343,7 +325,7 @@ def test_retention_prunes_old_trace_and_finished_messages_while_serving(mailflow
             con.close()
     # Mail keeps flowing while pruning runs.
     for i in range(5):
-        send(srv, "anne@elsewhere.test", ["alice@contoso.test"], f"during-{i}")
+        send_mail(srv, "anne@elsewhere.test", ["alice@contoso.test"], f"during-{i}")
     wait_for(pruned, timeout=20, what="old rows pruned")
     assert srv.api("GET", f"/api/v1/queue/{old}", token)[0] == 404
     assert srv.api_json("GET", f"/api/v1/queue/{fresh}", token)["state"] == "done"
@@ -352,7 +334,7 @@ def test_retention_prunes_old_trace_and_finished_messages_while_serving(mailflow
 
 def test_logs_carry_the_queue_id(admin):
     srv, token = admin
-    qid = send(srv, "anne@elsewhere.test", ["alice@contoso.test"], "logged")
+    qid = send_mail(srv, "anne@elsewhere.test", ["alice@contoso.test"], "logged")
     wait_for(lambda: srv.api_json("GET", f"/api/v1/queue/{qid}", token)["state"] == "done", what="delivery")
     lines = [l for l in wait_for(lambda: [l for l in srv.stderr().splitlines() if f"queue_id={qid}" in l]
                                  if "delivered" in srv.stderr() else None, what="log lines")]

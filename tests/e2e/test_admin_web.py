@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -18,20 +17,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from mfutil import REPO_ROOT, SMTPClient, make_message
+from mfutil import REPO_ROOT, SMTPClient, send_mail, wait_for
 
 OUTPUT = Path(os.environ.get("MAILFLOW_TEST_OUTPUT", REPO_ROOT / "tests" / "e2e" / "output"))
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +59,6 @@ def web(tmp_path_factory):
     _teardown(servers)
 
 
-def send(srv, sender, rcpts, tag, subject=None):
-    with SMTPClient(srv.port) as c:
-        c.ehlo()
-        return c.send_message(sender, rcpts, make_message(tag, subject=subject or tag))
-
-
 def sign_in(browser, srv, token):
     browser.get(srv.admin_url + "login")
     browser.find_element(By.ID, "token").send_keys(token)
@@ -112,9 +94,9 @@ def test_pages_need_a_signed_in_session(browser, web):
 
 def test_overview_queue_message_trace_forests(browser, web):
     srv, token = web
-    stuck = send(srv, "sender@src.test", ["far@remote.test"], "web-stuck", subject="Stuck for the web")
+    stuck = send_mail(srv, "sender@src.test", ["far@remote.test"], "web-stuck", subject="Stuck for the web")
     for i in range(4):
-        send(srv, "anne@elsewhere.test", ["alice@contoso.test"], f"web-in-{i}", subject=f"Inbound {i}")
+        send_mail(srv, "anne@elsewhere.test", ["alice@contoso.test"], f"web-in-{i}", subject=f"Inbound {i}")
     wait_for(lambda: any(e["kind"] == "deferred"
                          for e in srv.api_json("GET", f"/api/v1/queue/{stuck}", token)["events"]),
              what="the stuck message's deferral")
@@ -197,7 +179,7 @@ def test_overview_queue_message_trace_forests(browser, web):
 
 def test_forms_need_the_session_csrf_token(browser, web):
     srv, token = web
-    stuck = send(srv, "sender@src.test", ["far@remote.test"], "csrf")
+    stuck = send_mail(srv, "sender@src.test", ["far@remote.test"], "csrf")
     sign_in(browser, srv, token)
     cookie = browser.get_cookie("mailflow_session")
     assert cookie and cookie["httpOnly"] and cookie.get("sameSite") == "Strict"

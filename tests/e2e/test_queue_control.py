@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from mfutil import SMTPClient, make_message
+from mfutil import SMTPClient, make_message, wait_for
 
 
 def stuck_server(mailflow_server):
@@ -20,17 +20,6 @@ def stuck_server(mailflow_server):
             "outbound_connector": {"smart_host": "127.0.0.1:1", "tls": "disabled"},
         }],
     })
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def trace_rows(srv, *args):
@@ -105,3 +94,17 @@ def test_delete_sends_no_report(mailflow_server):
     time.sleep(1.5)
     assert not (data_dir / "mailboxes" / "src.test" / "sender" / "new").exists() or not list(
         (data_dir / "mailboxes" / "src.test" / "sender" / "new").glob("*")), "delete must not bounce"
+
+
+def test_queue_show_prints_the_stored_headers(mailflow_server):
+    srv = stuck_server(mailflow_server)
+    with SMTPClient(srv.port) as c:
+        c.ehlo()
+        qid = c.send_message("sender@src.test", ["far@remote.test"], make_message("show-h", subject="Show headers"))
+    r = srv.cli("queue", "show", qid, "--headers")
+    assert r.returncode == 0, r.stderr
+    head = r.stdout.split("Headers:", 1)[1].splitlines()
+    assert head[1].startswith("  Received: from ") and f"id {qid}" in head[1]
+    assert "  Subject: Show headers" in head
+    # Without the flag, no header section.
+    assert "Headers:" not in srv.cli("queue", "show", qid).stdout
