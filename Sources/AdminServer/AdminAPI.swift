@@ -104,6 +104,9 @@ extension AdminHTTPServer {
         api.get("overview") { _, _ in try Self.overview(backend) }
         api.get("queue") { request, _ in
             let q = Self.form(request.uri.query ?? "")
+            for key in ["state", "limit"] where q[key] == "" {
+                throw HTTPError(.badRequest, message: "\(key) must not be empty")
+            }
             let limit = try Self.limit(q["limit"], default: 1000, max: 10000)
             return QueueListResponse(
                 messages: try Self.listQueue(backend.store, state: q["state"], contains: q["q"], limit: limit))
@@ -250,6 +253,9 @@ extension AdminHTTPServer {
     /// A trace query from request parameters; a bad value is a `400` naming it.
     static func traceQuery(_ p: [String: String]) throws -> SQLiteQueueStore.TraceQuery {
         var q = SQLiteQueueStore.TraceQuery()
+        for key in ["status", "direction", "since", "until", "limit"] where p[key]?.isEmpty == true {
+            throw HTTPError(.badRequest, message: "\(key) must not be empty")
+        }
         func text(_ key: String) -> String? {
             guard let v = p[key]?.trimmingCharacters(in: .whitespaces), !v.isEmpty else { return nil }
             return v
@@ -298,9 +304,48 @@ extension AdminHTTPServer {
             default: break
             }
         }
-        if let d = try? Date(s, strategy: .iso8601) { return d }
-        if let d = try? Date(s + "T00:00:00Z", strategy: .iso8601) { return d }
-        return nil
+        return parseISO8601(s)
+    }
+
+    /// `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SS` with `Z` or `±HH:MM`; nil for anything
+    /// else, including dates that do not exist (February 30).
+    static func parseISO8601(_ s: String) -> Date? {
+        func number(_ t: Substring, _ digits: Int) -> Int? {
+            t.count == digits && t.allSatisfy(\.isASCII) && t.allSatisfy(\.isNumber) ? Int(t) : nil
+        }
+        let halves = s.split(separator: "T", maxSplits: 1, omittingEmptySubsequences: false)
+        let ymd = halves[0].split(separator: "-", omittingEmptySubsequences: false)
+        guard ymd.count == 3, let y = number(ymd[0], 4), let mo = number(ymd[1], 2), let d = number(ymd[2], 2) else {
+            return nil
+        }
+        var c = DateComponents(year: y, month: mo, day: d, hour: 0, minute: 0, second: 0)
+        var offset = 0
+        if halves.count == 2 {
+            var time = halves[1]
+            if time.hasSuffix("Z") {
+                time = time.dropLast()
+            } else if time.count == 14, let sign = time.dropFirst(8).first, sign == "+" || sign == "-" {
+                let hm = time.dropFirst(9).split(separator: ":", omittingEmptySubsequences: false)
+                guard hm.count == 2, let oh = number(hm[0], 2), let om = number(hm[1], 2), oh < 24, om < 60 else {
+                    return nil
+                }
+                offset = (oh * 3600 + om * 60) * (sign == "+" ? 1 : -1)
+                time = time.prefix(8)
+            } else {
+                return nil
+            }
+            let hms = time.split(separator: ":", omittingEmptySubsequences: false)
+            guard hms.count == 3, let h = number(hms[0], 2), let mi = number(hms[1], 2), let se = number(hms[2], 2),
+                h < 24, mi < 60, se < 60
+            else { return nil }
+            (c.hour, c.minute, c.second) = (h, mi, se)
+        }
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = TimeZone(identifier: "UTC")!
+        guard let date = cal.date(from: c), cal.component(.day, from: date) == d,
+            cal.component(.month, from: date) == mo
+        else { return nil }
+        return date - TimeInterval(offset)
     }
 
     static func tenantUsage(_ backend: AdminBackend, now: Date = Date()) throws -> [TenantUsage] {

@@ -184,10 +184,46 @@ final class BoundOnce: Sendable {
 struct SecurityHeaders: RouterMiddleware {
     typealias Context = AdminRequestContext
 
+    /// Every route and its methods, so a method a path does not have gets `405` with `Allow`
+    /// (the router itself answers `404` for any unmatched method and path).
+    static let routes: [(pattern: [Substring], methods: [HTTPRequest.Method])] = [
+        ("/healthz", [.get]), ("/login", [.get, .post]), ("/logout", [.post]), ("/", [.get]), ("/queue", [.get]),
+        ("/queue/:id", [.get]), ("/queue/:id/:action", [.post]), ("/trace", [.get]), ("/forests", [.get]),
+        ("/metrics", [.get]), ("/api/v1/overview", [.get]), ("/api/v1/queue", [.get]),
+        ("/api/v1/queue/shape", [.get]), ("/api/v1/queue/:id", [.get, .delete]),
+        ("/api/v1/queue/:id/:action", [.post]), ("/api/v1/destinations", [.get]), ("/api/v1/trace", [.get]),
+        ("/api/v1/limits", [.get]), ("/api/v1/tenants", [.get]),
+    ].map { ($0.0.split(separator: "/"), $0.1) }
+
+    static func allowedMethods(path: String) -> [HTTPRequest.Method] {
+        let segments = path.split(separator: "?", maxSplits: 1).first.map { $0.split(separator: "/") } ?? []
+        // The most specific route wins, as in the router: `/api/v1/queue/shape` is not `/api/v1/queue/:id`.
+        let matches = routes.filter { r in
+            r.pattern.count == segments.count && zip(r.pattern, segments).allSatisfy { $0.hasPrefix(":") || $0 == $1 }
+        }
+        let wildcards = { (r: (pattern: [Substring], methods: [HTTPRequest.Method])) in
+            r.pattern.filter { $0.hasPrefix(":") }.count
+        }
+        guard let fewest = matches.map(wildcards).min() else { return [] }
+        return matches.filter { wildcards($0) == fewest }.flatMap(\.methods)
+    }
+
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        var r = try await next(request, context)
+        var r: Response
+        do {
+            r = try await next(request, context)
+        } catch let e as HTTPError where e.status == .notFound && e.body == nil {
+            // No route: a known path with another method is 405, anything else stays 404.
+            let allowed = Self.allowedMethods(path: request.uri.path)
+            guard !allowed.isEmpty else { throw e }
+            throw HTTPError(
+                .methodNotAllowed, headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")],
+                message:
+                    "\(request.method.rawValue) is not allowed here; use \(allowed.map(\.rawValue).joined(separator: " or "))"
+            )
+        }
         r.headers[.contentSecurityPolicy] =
             "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
         r.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"

@@ -244,8 +244,9 @@ extension AdminHTTPServer {
             ["value": $0.0, "label": $0.1, "selected": $0.0 == direction]
         }
         do {
-            var query = p
-            if (query["since"] ?? "").isEmpty { query["since"] = "48h" }
+            // A form sends every field; an empty one means "any".
+            var query = p.filter { !$0.value.isEmpty }
+            if query["since"] == nil { query["since"] = "48h" }
             let rows = try backend.store.trace(try Self.traceQuery(query))
             page["count"] = rows.count
             page["rows"] = rows.map { r -> [String: Any] in

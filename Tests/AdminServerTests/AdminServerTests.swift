@@ -83,7 +83,7 @@ struct AdminParsingTests {
         let table: [([String: String], String)] = [
             (["status": "lost"], "status"), (["direction": "up"], "direction"), (["since": "soon"], "since"),
             (["until": "2026-13-45"], "until"), (["limit": "0"], "limit"), (["limit": "5001"], "limit"),
-            (["limit": "-3"], "limit"),
+            (["limit": "-3"], "limit"), (["status": ""], "status"), (["since": ""], "since"),
         ]
         for (params, word) in table {
             do {
@@ -102,6 +102,15 @@ struct AdminParsingTests {
         #expect(AdminHTTPServer.parseTime("7d", now: now) == now - 7 * 86400)
         #expect(AdminHTTPServer.parseTime("2026-11-29T10:00:00Z")?.timeIntervalSince1970 == 1_795_946_400)
         #expect(AdminHTTPServer.parseTime("2026-11-29")?.timeIntervalSince1970 == 1_795_910_400)
+        #expect(AdminHTTPServer.parseTime("2026-11-29T11:00:00+01:00")?.timeIntervalSince1970 == 1_795_946_400)
+        #expect(AdminHTTPServer.parseTime("1.5h", now: now) == now - 5400)
+        #expect(AdminHTTPServer.parseTime("0392-04-20T09:15:46+21:25") != nil)
+        for bad in [
+            "2026-02-30", "2026-13-01", "2026-11-29T24:00:00Z", "2026-11-29T10:00:00", "2026-11-29T10:00Z",
+            "26-11-29", "2026-11-29T10:00:00+1:00", "2026-11-29 10:00:00Z", "２０２６-11-29",
+        ] {
+            #expect(AdminHTTPServer.parseTime(bad) == nil, "\(bad)")
+        }
         #expect(AdminHTTPServer.parseTime("-5h", now: now) == nil)
         #expect(AdminHTTPServer.parseTime("h") == nil)
     }
@@ -177,5 +186,18 @@ struct MetricsExporterTests {
         #expect(text.contains("mailflow_delivery_attempts_total{outcome=\"delivered\"} 3"))
         #expect(text.contains("mailflow_smtp_acceptance_latency_seconds_bucket{le=\"0.005\"} 1"))
         #expect(text.contains("mailflow_smtp_acceptance_latency_seconds_bucket{le=\"0.002\"} 0"))
+    }
+}
+
+struct MethodTests {
+    @Test func knownPathsNameTheirMethods() {
+        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/overview") == [.get])
+        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/queue/5XQKPVG483DHYM44") == [.get, .delete])
+        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/queue/5XQKPVG483DHYM44/hold") == [.post])
+        #expect(SecurityHeaders.allowedMethods(path: "/login?error=x") == [.get, .post])
+        #expect(SecurityHeaders.allowedMethods(path: "/") == [.get])
+        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/queue/shape") == [.get])
+        #expect(SecurityHeaders.allowedMethods(path: "/api/v2/overview").isEmpty)
+        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/queue/a/b/c").isEmpty)
     }
 }
