@@ -92,31 +92,20 @@ extension SQLiteQueueStore {
         public var pendingRecipients: Int
         /// Queued messages that have had at least one failed attempt.
         public var deferredMessages: Int
-        public var doneMessages: Int
     }
 
+    /// Index-only counts (message_due, message_held, recipient_pending): cheap however many
+    /// finished messages the retention keeps.
     public func queueCounts() throws -> QueueCounts {
         try pool.read { db in
-            let row = try Row.fetchOne(
-                db,
-                sql: """
-                    SELECT
-                      COALESCE(SUM(state = 'queued'), 0) AS queued,
-                      COALESCE(SUM(state = 'held'), 0) AS held,
-                      COALESCE(SUM(state = 'queued' AND attempts > 0), 0) AS deferred,
-                      COALESCE(SUM(state = 'done'), 0) AS done
-                    FROM message
-                    """)
-            let pending =
+            let queued = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message WHERE next_attempt IS NOT NULL") ?? 0
+            let deferred =
                 try Int.fetchOne(
-                    db,
-                    sql: """
-                        SELECT COUNT(*) FROM recipient r JOIN message m ON m.id = r.message
-                        WHERE r.status = 'pending' AND m.state != 'done'
-                        """) ?? 0
+                    db, sql: "SELECT COUNT(*) FROM message WHERE next_attempt IS NOT NULL AND attempts > 0") ?? 0
+            let held = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message WHERE state = 'held'") ?? 0
+            let pending = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM recipient WHERE status = 'pending'") ?? 0
             return QueueCounts(
-                queuedMessages: row?["queued"] ?? 0, heldMessages: row?["held"] ?? 0, pendingRecipients: pending,
-                deferredMessages: row?["deferred"] ?? 0, doneMessages: row?["done"] ?? 0)
+                queuedMessages: queued, heldMessages: held, pendingRecipients: pending, deferredMessages: deferred)
         }
     }
 
@@ -238,7 +227,7 @@ extension SQLiteQueueStore {
                 db,
                 sql: """
                     SELECT m.tenant, COUNT(*) AS n FROM recipient r JOIN message m ON m.id = r.message
-                    WHERE m.tenant IS NOT NULL AND r.status = 'pending' AND m.state != 'done' GROUP BY m.tenant
+                    WHERE m.tenant IS NOT NULL AND r.status = 'pending' GROUP BY m.tenant
                     """)
             var byTenant: [String: TenantActivity] = [:]
             for r in received {

@@ -118,7 +118,12 @@ public final class SQLiteQueueStore: Sendable {
                       pending_recipients INTEGER NOT NULL,
                       held_messages INTEGER NOT NULL
                     );
-                    CREATE INDEX message_done_received ON message(received_at) WHERE state = 'done';
+                    -- The admin reads must not scan 90 days of finished messages: held messages,
+                    -- pending recipients and time ranges each have an index (queued ones are
+                    -- already in message_due).
+                    CREATE INDEX message_held ON message(id) WHERE state = 'held';
+                    CREATE INDEX message_received ON message(received_at);
+                    CREATE INDEX recipient_pending ON recipient(message) WHERE status = 'pending';
                     """)
         }
         return m
@@ -342,12 +347,17 @@ public final class SQLiteQueueStore: Sendable {
     /// Messages in the queue, oldest first; `includeDone` adds finished ones.
     public func list(includeDone: Bool = false, limit: Int = 1000) throws -> [QueueListing] {
         try pool.read { db in
+            // Without finished messages, through the indexes of queued and held ones, so a queue
+            // database holding months of finished messages is not scanned.
             let rows = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT m.id, m.received_at, m.sender, m.size, m.state, m.attempts, m.next_attempt,
                       (SELECT group_concat(address, ' ') FROM recipient r WHERE r.message = m.id) AS rcpts
-                    FROM message m \(includeDone ? "" : "WHERE m.state != 'done'")
+                    FROM message m \(includeDone ? "" : """
+                    WHERE m.id IN (SELECT id FROM message WHERE next_attempt IS NOT NULL
+                                   UNION ALL SELECT id FROM message WHERE state = 'held')
+                    """)
                     ORDER BY m.id LIMIT ?
                     """, arguments: [limit])
             return rows.map { r in

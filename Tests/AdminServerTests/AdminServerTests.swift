@@ -173,7 +173,7 @@ struct MetricsExporterTests {
         let queue = try dec.decode(
             SQLiteQueueStore.QueueCounts.self,
             from: Data(
-                #"{"queuedMessages": 5, "heldMessages": 1, "pendingRecipients": 9, "deferredMessages": 2, "doneMessages": 0}"#
+                #"{"queuedMessages": 5, "heldMessages": 1, "pendingRecipients": 9, "deferredMessages": 2}"#
                     .utf8))
         let text = m.render(usage: usage, queue: queue)
         #expect(text.contains("mailflow_smtp_sessions{forest=\"NAMPR01\"} 2.0"))
