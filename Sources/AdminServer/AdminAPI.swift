@@ -15,6 +15,8 @@ struct OverviewResponse: ResponseCodable {
     var bucketSeconds: Int
     var activity: [SQLiteQueueStore.ActivityBucket]
     var queueSamples: [SQLiteQueueStore.QueueSample]
+    /// The most frequent delivery errors and refusals in the last hour.
+    var topErrors: [SQLiteQueueStore.ErrorSummary]
 }
 
 struct QueueListResponse: ResponseCodable {
@@ -162,7 +164,7 @@ extension AdminHTTPServer {
         return OverviewResponse(
             hostname: backend.hostname, version: backend.version, time: now, queue: counts,
             connections: usage?.connections, maxConnections: usage?.maxConnections, bucketSeconds: bucketSeconds,
-            activity: activity, queueSamples: samples)
+            activity: activity, queueSamples: samples, topErrors: try backend.store.topErrors(since: now - 3600))
     }
 
     static func listQueue(_ store: SQLiteQueueStore, state: String?, contains: String?, limit: Int) throws

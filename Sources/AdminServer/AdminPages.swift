@@ -122,6 +122,13 @@ extension AdminHTTPServer {
         }
         queuePoints.append(Double(o.queue.pendingRecipients))
         var page = base(context, title: "Overview", tab: "overview")
+        page["refresh"] = 60
+        page["errors"] = o.topErrors.map { e -> [String: Any] in
+            [
+                "kind": e.kind.capitalized, "text": e.text, "count": e.count, "first": Self.time(e.firstSeen),
+                "last": Self.time(e.lastSeen),
+            ]
+        }
         page["cards"] = cards.map { ["key": $0.0, "value": $0.1, "label": $0.2] }
         page["hours"] = o.bucketSeconds * o.activity.count / 3600
         page["bucketMinutes"] = o.bucketSeconds / 60
@@ -266,6 +273,7 @@ extension AdminHTTPServer {
 
     func forestsPage(_ context: AdminRequestContext) throws -> [String: Any] {
         var page = base(context, title: "Forests & tenants", tab: "forests")
+        page["refresh"] = 60
         let usage = backend.usage()
         page["connections"] = usage?.connections ?? 0
         page["maxConnections"] = usage?.maxConnections ?? 0

@@ -19,6 +19,7 @@ enum Templates {
         <html lang="en"><head><meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>{{title}} · Mailflow admin center</title>
+        {{#refresh}}<meta http-equiv="refresh" content="{{refresh}}">{{/refresh}}
         <style>
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1b1b;background:#f5f6f8}
         header{background:#1f3a5f;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2rem;align-items:center}
@@ -84,6 +85,11 @@ enum Templates {
         <div class="chartbox"><h3>Deferral rate</h3>{{{chartDeferral}}}</div>
         <div class="chartbox"><h3>Queue size (pending recipients)</h3>{{{chartQueue}}}</div>
         </div>
+        <h2>Most frequent errors and refusals, last hour</h2>
+        <table id="errors-table"><thead><tr><th>Kind</th><th class="num">Count</th><th>Reply</th><th>First seen</th><th>Last seen</th></tr></thead><tbody>
+        {{#errors}}<tr><td>{{kind}}</td><td class="num">{{count}}</td><td>{{text}}</td><td>{{first}}</td><td>{{last}}</td></tr>{{/errors}}
+        {{^errors}}<tr><td colspan="5">No deferrals, failures or refusals in the last hour.</td></tr>{{/errors}}
+        </tbody></table>
         {{> foot}}
         """
 

@@ -242,6 +242,39 @@ extension SQLiteQueueStore {
         }
     }
 
+    /// One error text and how often it was seen: what an admin reads first when mail stops flowing
+    /// ("421 4.3.2 The maximum number of concurrent connections per resource forest...", 3,812 times
+    /// since 09:14).
+    public struct ErrorSummary: Sendable, Codable, Equatable {
+        /// `deferred` (a temporary delivery failure), `failed` (a permanent one) or `throttled` (a
+        /// refusal by admission control).
+        public var kind: String
+        public var text: String
+        public var count: Int
+        public var firstSeen: Date
+        public var lastSeen: Date
+    }
+
+    /// The most frequent delivery errors and admission refusals since `since`, by exact text, most
+    /// frequent first, through the (kind, time) index.
+    public func topErrors(since: Date, limit: Int = 10) throws -> [ErrorSummary] {
+        try pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT kind, COALESCE(reply, detail, '') AS text, COUNT(*) AS n, MIN(time) AS first, MAX(time) AS last
+                    FROM trace_event WHERE kind IN ('deferred', 'failed', 'throttled') AND time >= ?
+                    GROUP BY kind, text ORDER BY n DESC, last DESC LIMIT ?
+                    """, arguments: [since.timeIntervalSince1970, limit]
+            ).map {
+                ErrorSummary(
+                    kind: $0["kind"], text: $0["text"], count: $0["n"],
+                    firstSeen: Date(timeIntervalSince1970: $0["first"]),
+                    lastSeen: Date(timeIntervalSince1970: $0["last"]))
+            }
+        }
+    }
+
     // MARK: retention
 
     /// Rows removed by one pruning batch (or a whole pass).

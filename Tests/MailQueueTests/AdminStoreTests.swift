@@ -108,4 +108,33 @@ struct AdminStoreTests {
         }
         #expect(recipients == 0)
     }
+
+    @Test func topErrorsGroupByTextMostFrequentFirst() throws {
+        let s = try store()
+        let now = Date()
+        let busy = "421 4.3.2 The maximum number of concurrent connections per resource forest has exceeded a limit"
+        func e(_ ago: TimeInterval, _ kind: TraceEventKind, detail: String? = nil, reply: String? = nil) -> TraceEvent {
+            TraceEvent(time: now - ago, queueID: "Q", recipient: nil, kind: kind, detail: detail, reply: reply)
+        }
+        try s.insert(
+            [],
+            events: [
+                e(10, .deferred, detail: busy), e(20, .deferred, detail: busy), e(30, .deferred, detail: busy),
+                e(40, .deferred, detail: "451 4.4.1 connection refused"),
+                e(50, .throttled, detail: "forest", reply: "451 4.7.1 Too many messages"),
+                e(60, .throttled, detail: "forest", reply: "451 4.7.1 Too many messages"),
+                e(70, .failed, detail: "550 5.1.1 no such user"), e(80, .delivered, detail: "250 ok"),
+                e(5000, .deferred, detail: busy),  // before `since`
+            ])
+        let top = try s.topErrors(since: now - 3600)
+        #expect(
+            top.map(\.text) == [
+                busy, "451 4.7.1 Too many messages", "451 4.4.1 connection refused", "550 5.1.1 no such user",
+            ])
+        #expect(top.map(\.count) == [3, 2, 1, 1])
+        #expect(top[0].kind == "deferred" && top[1].kind == "throttled" && top[3].kind == "failed")
+        #expect(abs(top[0].firstSeen.timeIntervalSince(now - 30)) < 0.01)
+        #expect(abs(top[0].lastSeen.timeIntervalSince(now - 10)) < 0.01)
+        #expect(try s.topErrors(since: now - 3600, limit: 1).count == 1)
+    }
 }

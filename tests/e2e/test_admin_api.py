@@ -138,6 +138,9 @@ def test_every_read_operation_matches_the_document(admin, doc):
     assert len(overview["activity"]) == 24 and overview["bucketSeconds"] == 900
     last = overview["activity"][-1]
     assert last["received"] >= 2 and last["deferred"] >= 1 and last["delivered"] >= 2, last
+    # The unreachable smart host is the most frequent error of the last hour.
+    top = overview["topErrors"][0]
+    assert top["kind"] == "deferred" and "4.4.1" in top["text"] and top["count"] >= 1, overview["topErrors"]
 
     detail = srv.api_json("GET", f"/api/v1/queue/{qid}", token)
     assert detail["sender"] == "sender@src.test" and detail["state"] == "queued"

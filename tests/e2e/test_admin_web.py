@@ -117,6 +117,8 @@ def test_overview_queue_message_trace_forests(browser, web):
     assert len(received) == 24 and sum(received) == sum(b["received"] for b in api["activity"]) == 5
     deferral = browser.find_elements(By.CSS_SELECTOR, "#chart-deferral rect.bar")
     assert len(deferral) == 24 and float(deferral[-1].get_attribute("data-value")) > 0
+    errors = browser.find_elements(By.CSS_SELECTOR, "#errors-table tbody tr")
+    assert len(errors) == 1 and "Deferred" in errors[0].text and "4.4.1" in errors[0].text, [e.text for e in errors]
     queue_line = browser.find_element(By.CSS_SELECTOR, "#chart-queue polyline.line")
     assert float(queue_line.get_attribute("data-last")) == 1
     OUTPUT.mkdir(parents=True, exist_ok=True)
