@@ -14,6 +14,8 @@ public struct MailflowConfig: Sendable, Equatable {
     public var smtpListen: [String] = ["127.0.0.1:2525"]
     public var dataDirectory = "./mailflow-data"
     public var logLevel = "info"
+    /// `text` (swift-log's stream format) or `json` (one object per line).
+    public var logFormat = "text"
     public var tlsCertificate: String?
     public var tlsKey: String?
     public var maxMessageSize = SMTPLimits.defaultMessageSize
@@ -180,7 +182,13 @@ public struct MailflowConfig: Sendable, Equatable {
         }
 
         if let server = try root.mapping("server") {
-            try server.only(["hostname", "smtp", "data", "log_level"])
+            try server.only(["hostname", "smtp", "data", "log_level", "log_format"])
+            if let f = try server.string("log_format") {
+                guard ["text", "json"].contains(f) else {
+                    throw server.error("log_format", "'\(f)' is not one of text, json")
+                }
+                config.logFormat = f
+            }
             if let h = try server.string("hostname") {
                 do {
                     try Mailbox.validateDomain(h[...], allowUTF8: false)

@@ -49,7 +49,13 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let config = try options.load()
         let level = Logger.Level(rawValue: config.logLevel) ?? .info
+        let json = config.logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var h = JSONLogHandler(label: label)
+                h.logLevel = level
+                return h
+            }
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h

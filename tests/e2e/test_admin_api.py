@@ -345,3 +345,15 @@ def test_logs_carry_the_queue_id(admin):
     assert any(" delivered" in l and "to=alice@contoso.test" in l for l in lines), lines
     # Tokens never reach the logs.
     assert token not in srv.stderr() and token[3:] not in srv.stderr()
+
+
+def test_json_logs_are_one_object_per_line(mailflow_server):
+    srv = mailflow_server({"server": {"log_format": "json"}})
+    token = srv.add_token("alice")
+    qid = send_mail(srv, "anne@elsewhere.test", ["alice@contoso.test"], "json-log")
+    wait_for(lambda: srv.api_json("GET", f"/api/v1/queue/{qid}", token)["state"] == "done", what="delivery")
+    objects = [json.loads(line) for line in srv.stderr().splitlines() if line.strip()]
+    assert objects and all({"time", "level", "logger", "message"} <= o.keys() for o in objects)
+    mine = [o for o in objects if o.get("queue_id") == qid]
+    assert any(o["message"] == "queued" and o["client"] == "127.0.0.1" for o in mine), mine
+    assert any(o["message"] == "delivered" and o["to"] == "alice@contoso.test" for o in mine), mine

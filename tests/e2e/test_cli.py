@@ -55,7 +55,7 @@ GOOD_HEAD = "server:\n  hostname: mx.example.test\n  smtp: [\"127.0.0.1:0\"]\n  
 # (id, yaml, fragment that must appear, line number or None)
 BAD_CONFIGS = [
     ("unknown-key", "server:\n  hostname: mx.example.test\n  hostnme: mx.example.test\n",
-     "server.hostnme: unknown key (expected one of: hostname, smtp, data, log_level)", 3),
+     "server.hostnme: unknown key (expected one of: hostname, smtp, data, log_level, log_format)", 3),
     ("unknown-section", GOOD_HEAD + "limit:\n  max_message_size: 1MB\n",
      "limit: unknown key (expected one of:", 5),
     ("unknown-tenant-key", GOOD_HEAD + "tenants:\n  - name: a\n    domains: [a.test]\n    catchall: true\n",
