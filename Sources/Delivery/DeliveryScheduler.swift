@@ -22,6 +22,8 @@ public final class DeliveryScheduler: Sendable {
     }
 
     let store: SQLiteQueueStore
+    /// Writes attempt outcomes in batches (group commit for delivery).
+    public let recorder: AttemptRecorder
     let spool: Spool
     let maildir: MaildirDelivery
     let retry: RetrySchedule
@@ -65,6 +67,7 @@ public final class DeliveryScheduler: Sendable {
         self.dsnRoute = dsnRoute
         self.maxAbruptCloses = maxAbruptCloses
         self.store = store
+        self.recorder = AttemptRecorder(store: store)
         self.spool = spool
         self.maildir = maildir
         self.retry = retry
@@ -93,6 +96,7 @@ public final class DeliveryScheduler: Sendable {
         wake.signal()
         stopped.wait()
         group.wait()
+        recorder.shutdown()
     }
 
     public var statistics: (delivered: Int, deferred: Int, failed: Int) {
@@ -137,6 +141,8 @@ public final class DeliveryScheduler: Sendable {
                 waitSeconds = 1
             }
             _ = wake.wait(timeout: .now() + waitSeconds)
+            // Completions arrive in bursts (one batch of outcomes): one pass of the loop for all.
+            while wake.wait(timeout: .now()) == .success {}
         }
         stopped.signal()
     }
@@ -242,10 +248,10 @@ public final class DeliveryScheduler: Sendable {
             let notifications = try notificationsFor(
                 m, body: body, outcomes: outcomes, remote: remoteInfo, now: t, delayNotice: sendDelayNotice)
             let settled = outcomes
-            if let spoolPath = try await blocking({
-                try self.store.recordAttempt(
-                    messageID: id, outcomes: settled, nextAttempt: next, now: t, notifications: notifications)
-            }) {
+            // Batched with the other attempts finishing now: one transaction, one sync.
+            if let spoolPath = try await recorder.record(
+                .init(messageID: id, outcomes: settled, nextAttempt: next, now: t, notifications: notifications))
+            {
                 spool.remove(path: spoolPath)
             }
             if !notifications.isEmpty { wake.signal() }

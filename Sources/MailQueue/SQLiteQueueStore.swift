@@ -149,25 +149,26 @@ public final class SQLiteQueueStore: Sendable {
                     case .spooled(let p): return (nil, p)
                     }
                 }()
-                try db.execute(
+                try db.cachedStatement(
                     sql: """
                         INSERT INTO message (id, received_at, sender, size, body_type, smtputf8, ret, envid,
                           client_address, helo, protocol, tls, tenant, message_id, add_message_id, subject,
                           stamp_length, body, body_path, state, next_attempt, attempts)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, 0)
-                        """,
+                        """
+                ).execute(
                     arguments: [
                         m.id, m.receivedAt.timeIntervalSince1970, m.sender, m.size, m.bodyType, m.smtpUTF8, m.ret,
                         m.envelopeID, m.clientAddress, m.helo, m.protocolName, m.tls, m.tenant, m.messageID,
                         m.addMessageID, m.subject, m.stampLength, blob, path, m.receivedAt.timeIntervalSince1970,
                     ])
                 for (i, r) in m.recipients.enumerated() {
-                    try db.execute(
+                    try db.cachedStatement(
                         sql: """
                             INSERT INTO recipient (message, idx, address, route, notify, orcpt, status, attempts)
                             VALUES (?, ?, ?, ?, ?, ?, 'pending', 0)
-                            """,
-                        arguments: [m.id, i, r.address, r.route, r.notify, r.originalRecipient])
+                            """
+                    ).execute(arguments: [m.id, i, r.address, r.route, r.notify, r.originalRecipient])
                 }
                 let detail =
                     "from=<\(m.sender)> size=\(m.size) client=\(m.clientAddress) helo=\(m.helo) proto=\(m.protocolName)"
@@ -202,11 +203,12 @@ public final class SQLiteQueueStore: Sendable {
     }
 
     static func appendTrace(_ db: Database, _ e: TraceEvent) throws {
-        try db.execute(
+        try db.cachedStatement(
             sql: """
                 INSERT INTO trace_event (time, queue_id, recipient, kind, detail, forest, region, tenant, client_address, reply)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
+                """
+        ).execute(
             arguments: [
                 e.time.timeIntervalSince1970, e.queueID, e.recipient, e.kind.rawValue, e.detail, e.forest, e.region,
                 e.tenant, e.clientAddress, e.reply,
@@ -234,6 +236,26 @@ public final class SQLiteQueueStore: Sendable {
         }
     }
 
+    /// One delivery attempt's results for a message, as `recordAttempt` writes them.
+    public struct Attempt: Sendable {
+        public var messageID: String
+        public var outcomes: [Int: RecipientOutcome]
+        public var nextAttempt: Date?
+        public var now: Date
+        public var notifications: [NewMessage]
+
+        public init(
+            messageID: String, outcomes: [Int: RecipientOutcome], nextAttempt: Date?, now: Date,
+            notifications: [NewMessage] = []
+        ) {
+            self.messageID = messageID
+            self.outcomes = outcomes
+            self.nextAttempt = nextAttempt
+            self.now = now
+            self.notifications = notifications
+        }
+    }
+
     /// Records one attempt's outcomes for a message: recipient states, a trace event each, the next
     /// attempt time (nil when nothing is pending), all in one transaction. When every recipient is
     /// final the body is dropped; returns the spool path to remove, if any.
@@ -242,56 +264,70 @@ public final class SQLiteQueueStore: Sendable {
         messageID: String, outcomes: [Int: RecipientOutcome], nextAttempt: Date?, now: Date,
         notifications: [NewMessage] = []
     ) throws -> String? {
-        try pool.write { db in
-            if !notifications.isEmpty {
-                try Self.insertMessages(db, notifications)
-                for n in notifications {
-                    try Self.appendTrace(
-                        db,
-                        TraceEvent(
-                            time: now, queueID: messageID, recipient: nil, kind: .dsn,
-                            detail: "DSN \(n.id) (\(n.subject ?? "report")) to <\(n.recipients.first?.address ?? "")>"))
-                }
+        try recordAttempts([
+            Attempt(
+                messageID: messageID, outcomes: outcomes, nextAttempt: nextAttempt, now: now,
+                notifications: notifications)
+        ])[0]
+    }
+
+    /// Several attempts (of different messages) in one transaction: one WAL sync for all of them.
+    /// Returns, for each, the spool path to remove.
+    public func recordAttempts(_ attempts: [Attempt]) throws -> [String?] {
+        try pool.write { db in try attempts.map { try Self.record(db, $0) } }
+    }
+
+    static func record(_ db: Database, _ a: Attempt) throws -> String? {
+        let messageID = a.messageID
+        let now = a.now
+        if !a.notifications.isEmpty {
+            try insertMessages(db, a.notifications)
+            for n in a.notifications {
+                try appendTrace(
+                    db,
+                    TraceEvent(
+                        time: now, queueID: messageID, recipient: nil, kind: .dsn,
+                        detail: "DSN \(n.id) (\(n.subject ?? "report")) to <\(n.recipients.first?.address ?? "")>"))
             }
-            for (idx, outcome) in outcomes.sorted(by: { $0.key < $1.key }) {
-                let address =
-                    try String.fetchOne(
-                        db, sql: "SELECT address FROM recipient WHERE message = ? AND idx = ?",
-                        arguments: [messageID, idx]) ?? ""
-                let (status, kind, detail): (RecipientStatus, TraceEventKind, String) = {
-                    switch outcome {
-                    case .delivered(let d): return (.delivered, .delivered, d)
-                    case .deferred(let r): return (.pending, .deferred, r)
-                    case .failed(let r): return (.failed, .failed, r)
-                    }
-                }()
-                try db.execute(
-                    sql:
-                        "UPDATE recipient SET status = ?, attempts = attempts + 1, last_reply = ? WHERE message = ? AND idx = ?",
-                    arguments: [status.rawValue, detail, messageID, idx])
-                try Self.appendTrace(
-                    db, TraceEvent(time: now, queueID: messageID, recipient: address, kind: kind, detail: detail))
-            }
-            let pending =
-                try Int.fetchOne(
-                    db, sql: "SELECT COUNT(*) FROM recipient WHERE message = ? AND status = 'pending'",
-                    arguments: [messageID]) ?? 0
-            if pending == 0 {
-                let path = try String.fetchOne(
-                    db, sql: "SELECT body_path FROM message WHERE id = ?", arguments: [messageID])
-                try db.execute(
-                    sql:
-                        "UPDATE message SET state = 'done', next_attempt = NULL, attempts = attempts + 1, body = NULL, body_path = NULL WHERE id = ?",
-                    arguments: [messageID])
-                return path
-            }
-            try db.execute(
-                // A message an administrator held meanwhile stays held.
-                sql:
-                    "UPDATE message SET next_attempt = CASE WHEN state = 'held' THEN NULL ELSE ? END, attempts = attempts + 1 WHERE id = ?",
-                arguments: [nextAttempt?.timeIntervalSince1970 ?? now.timeIntervalSince1970, messageID])
-            return nil
         }
+        for (idx, outcome) in a.outcomes.sorted(by: { $0.key < $1.key }) {
+            let address =
+                try String.fetchOne(
+                    db.cachedStatement(sql: "SELECT address FROM recipient WHERE message = ? AND idx = ?"),
+                    arguments: [messageID, idx]) ?? ""
+            let (status, kind, detail): (RecipientStatus, TraceEventKind, String) = {
+                switch outcome {
+                case .delivered(let d): return (.delivered, .delivered, d)
+                case .deferred(let r): return (.pending, .deferred, r)
+                case .failed(let r): return (.failed, .failed, r)
+                }
+            }()
+            try db.cachedStatement(
+                sql:
+                    "UPDATE recipient SET status = ?, attempts = attempts + 1, last_reply = ? WHERE message = ? AND idx = ?"
+            ).execute(arguments: [status.rawValue, detail, messageID, idx])
+            try appendTrace(
+                db, TraceEvent(time: now, queueID: messageID, recipient: address, kind: kind, detail: detail))
+        }
+        let pending =
+            try Int.fetchOne(
+                db.cachedStatement(sql: "SELECT COUNT(*) FROM recipient WHERE message = ? AND status = 'pending'"),
+                arguments: [messageID]) ?? 0
+        if pending == 0 {
+            let path = try String.fetchOne(
+                db.cachedStatement(sql: "SELECT body_path FROM message WHERE id = ?"), arguments: [messageID])
+            try db.cachedStatement(
+                sql:
+                    "UPDATE message SET state = 'done', next_attempt = NULL, attempts = attempts + 1, body = NULL, body_path = NULL WHERE id = ?"
+            ).execute(arguments: [messageID])
+            return path
+        }
+        // A message an administrator held meanwhile stays held.
+        try db.cachedStatement(
+            sql:
+                "UPDATE message SET next_attempt = CASE WHEN state = 'held' THEN NULL ELSE ? END, attempts = attempts + 1 WHERE id = ?"
+        ).execute(arguments: [a.nextAttempt?.timeIntervalSince1970 ?? now.timeIntervalSince1970, messageID])
+        return nil
     }
 
     // MARK: reading
@@ -301,11 +337,12 @@ public final class SQLiteQueueStore: Sendable {
     }
 
     static func fetchMessage(_ db: Database, _ id: String) throws -> StoredMessage? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM message WHERE id = ?", arguments: [id]) else {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM message WHERE id = ?"), arguments: [id])
+        else {
             return nil
         }
         let recipients = try Row.fetchAll(
-            db, sql: "SELECT * FROM recipient WHERE message = ? ORDER BY idx", arguments: [id]
+            db.cachedStatement(sql: "SELECT * FROM recipient WHERE message = ? ORDER BY idx"), arguments: [id]
         ).map { r in
             StoredRecipient(
                 index: r["idx"],

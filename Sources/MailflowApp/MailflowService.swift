@@ -325,6 +325,8 @@ public final class MailflowService: Sendable {
         let stats = committer.statistics
         logger.notice("group commit: \(stats.messages) messages in \(stats.batches) transactions")
         scheduler.shutdown()
+        let recorded = scheduler.recorder.statistics
+        logger.notice("delivery outcomes: \(recorded.attempts) attempts in \(recorded.batches) transactions")
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
         logger.notice("stopped")
