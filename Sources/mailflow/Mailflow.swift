@@ -42,7 +42,10 @@ struct ConfigOption: ParsableArguments {
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the SMTP server, queue and delivery until SIGTERM or SIGINT.")
+        abstract: "Run the SMTP server, queue, delivery and the admin listener until SIGTERM or SIGINT.",
+        discussion:
+            "The admin listener (admin.listen, default 127.0.0.1:8025) serves the JSON API, /metrics and the web admin center; see docs/admin.md."
+    )
 
     @OptionGroup var options: ConfigOption
 

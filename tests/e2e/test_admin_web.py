@@ -14,7 +14,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 from mfutil import REPO_ROOT, SMTPClient, send_mail, wait_for
@@ -67,11 +67,15 @@ def sign_in(browser, srv, token):
 
 
 def click(browser, element):
-    """Click something that loads a new page, and wait until the new page has replaced the old one."""
-    old = browser.find_element(By.TAG_NAME, "html")
+    """Click something that loads a new page, and wait until the new page has loaded. The old page is
+    marked first; the new one has no mark. (Selenium's staleness check races chromedriver during a
+    navigation: it can fail with a generic error instead of reporting the element stale.)"""
+    browser.execute_script("window.__mailflowOldPage = true")
     element.click()
-    WebDriverWait(browser, 20).until(EC.staleness_of(old))
-    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def loaded(d):
+        return d.execute_script("return window.__mailflowOldPage !== true && document.readyState === 'complete'")
+    WebDriverWait(browser, 20, poll_frequency=0.1, ignored_exceptions=(WebDriverException,)).until(loaded)
 
 
 def text(browser, css):
