@@ -59,11 +59,17 @@ public struct DestinationConcurrency: Sendable, Equatable {
         }
     }
 
-    /// The remote throttled while `working` sessions were delivering fine.
-    public mutating func recordThrottle(working: Int, now: Date) {
+    /// The remote throttled while `working` sessions were delivering fine. `openedAt` is when the
+    /// refused session was started, if it was refused at connection: a session started after the
+    /// last cut and refused anyway shows the cut was not deep enough, so it cuts again even inside
+    /// the quiet period (a cut counted sessions still connecting as working, and the remote kept
+    /// refusing the one too many, up to a hundred times a second, for the whole quiet period).
+    public mutating func recordThrottle(working: Int, now: Date, openedAt: Date? = nil) {
         throttles += 1
         successesInARow = 0
-        if let last = lastCut, now.timeIntervalSince(last) < quietPeriod { return }
+        if let last = lastCut, now.timeIntervalSince(last) < quietPeriod {
+            guard let opened = openedAt, opened > last else { return }
+        }
         lastCut = now
         let allowed = max(minimum, min(window - 1, working))
         window = allowed

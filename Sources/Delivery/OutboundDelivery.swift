@@ -175,13 +175,15 @@ public final class OutboundDelivery: Sendable {
                 connection = c
                 host = h
             case .open:
+                let openedAt = Date()
                 do {
                     (connection, host) = try await connect(hosts: hosts, port: port, tls: tls, verifyName: verifyName)
                 } catch let f as SMTPClientConnection.ConnectFailure {
                     lastReply = f.reply
                     let throttled = DestinationConcurrency.isThrottle(f.reply)
                     await pool.release(
-                        key, connection: nil, host: nil, signal: throttled ? .throttle : .failure, error: f.reply)
+                        key, connection: nil, host: nil, signal: throttled ? .throttle : .failure, error: f.reply,
+                        openedAt: openedAt)
                     // Only "slow down" is worth an immediate retry here; anything else waits for the
                     // queue's schedule.
                     if throttled { continue }
@@ -308,9 +310,10 @@ actor DestinationPool {
         return await withCheckedContinuation { c in destinations[key]?.waiters.append(c) }
     }
 
-    func release(_ key: String, connection: SMTPClientConnection?, host: String?, signal: Signal, error: SMTPReply?)
-        async
-    {
+    func release(
+        _ key: String, connection: SMTPClientConnection?, host: String?, signal: Signal, error: SMTPReply?,
+        openedAt: Date? = nil
+    ) async {
         guard var d = destinations[key] else {
             if let connection { await connection.close() }
             return
@@ -321,7 +324,7 @@ actor DestinationPool {
             d.concurrency.recordSuccess(now: now)
             d.delivered += 1
         case .throttle:
-            d.concurrency.recordThrottle(working: max(0, d.sessions - 1), now: now)
+            d.concurrency.recordThrottle(working: max(0, d.sessions - 1), now: now, openedAt: openedAt)
             d.deferred += 1
         case .failure:
             d.concurrency.recordFailure(now: now)

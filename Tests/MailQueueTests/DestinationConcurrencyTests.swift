@@ -42,6 +42,19 @@ struct DestinationConcurrencyTests {
         #expect(d.window == 2)
     }
 
+    @Test func aSessionOpenedAfterTheCutAndRefusedCutsAgain() {
+        // The first cut counted two sessions still connecting as working (window 6 -> 4); the
+        // remote allows 3. Refusals of sessions opened before the cut are the same burst; one
+        // opened after it shows 4 is still too many, even inside the quiet period.
+        var d = DestinationConcurrency(initial: 6, maximum: 20, quietPeriod: 2)
+        d.recordThrottle(working: 4, now: t0, openedAt: t0.addingTimeInterval(-0.05))
+        #expect(d.window == 4 && d.ceiling == 4)
+        d.recordThrottle(working: 3, now: t0.addingTimeInterval(0.01), openedAt: t0.addingTimeInterval(-0.04))
+        #expect(d.window == 4)  // opened before the cut: the same burst
+        d.recordThrottle(working: 3, now: t0.addingTimeInterval(0.1), openedAt: t0.addingTimeInterval(0.05))
+        #expect(d.window == 3 && d.ceiling == 3)
+    }
+
     @Test func parksAfterRepeatedFailures() {
         var d = DestinationConcurrency(initial: 1, parkAfter: 3, parkFor: 60)
         for _ in 0..<3 { d.recordFailure(now: t0) }
