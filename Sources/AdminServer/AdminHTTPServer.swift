@@ -5,6 +5,7 @@ import Logging
 import MailQueue
 import Mustache
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// The request context: who is calling (the admin token's name), and JSON with ISO 8601 dates.
@@ -39,7 +40,7 @@ public final class AdminHTTPServer: Sendable {
     let sessions: AdminSessions
     let lastUse = AdminTokens.LastUse()
     let templates: MustacheLibrary
-    let task = Mutex<Task<Void, Never>?>(nil)
+    let running = Mutex<(Task<Void, Never>, ServiceGroup)?>(nil)
 
     public init(
         backend: AdminBackend, sessionLifetime: TimeInterval = 12 * 3600, group: any EventLoopGroup, logger: Logger
@@ -72,25 +73,35 @@ public final class AdminHTTPServer: Sendable {
             configuration: .init(address: .hostname(host, port: port)),
             onServerRunning: { channel in bound.resolve(.success(channel.localAddress)) },
             eventLoopGroupProvider: .shared(group), logger: logger)
+        // In a service group of its own (no signal handling: `serve` owns the signals), so stopping
+        // is a graceful shutdown rather than a cancellation.
+        let services = ServiceGroup(
+            configuration: .init(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger))
         let t = Task {
             do {
-                try await app.run()
+                try await services.run()
             } catch {
                 bound.resolve(.failure(error))
             }
             bound.resolve(.failure(AdminServerError("admin listener stopped before it started")))
         }
-        task.withLock { $0 = t }
+        running.withLock { $0 = (t, services) }
         let address = try await bound.wait()
         guard let address else { throw AdminServerError("admin listener has no local address") }
         return address
     }
 
-    /// Stops the listener (open connections are closed).
+    /// Stops the listener: requests in progress finish, open connections are closed; anything
+    /// still running after three seconds is cancelled.
     public func shutdown() async {
-        guard let t = task.withLock({ $0 }) else { return }
-        t.cancel()
+        guard let (t, services) = running.withLock({ $0 }) else { return }
+        await services.triggerGracefulShutdown()
+        let deadline = Task {
+            try? await Task.sleep(for: .seconds(3))
+            t.cancel()
+        }
         await t.value
+        deadline.cancel()
     }
 
     // MARK: routes without a token

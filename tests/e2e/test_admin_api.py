@@ -357,3 +357,22 @@ def test_json_logs_are_one_object_per_line(mailflow_server):
     mine = [o for o in objects if o.get("queue_id") == qid]
     assert any(o["message"] == "queued" and o["client"] == "127.0.0.1" for o in mine), mine
     assert any(o["message"] == "delivered" and o["to"] == "alice@contoso.test" for o in mine), mine
+
+
+def test_stop_with_admin_connections_open_is_quick_and_clean(mailflow_server):
+    import socket
+    import time as _time
+    srv = mailflow_server({})
+    host, port = srv.admin_url.split("//")[1].rstrip("/").split(":")
+    busy = socket.create_connection((host, int(port)))
+    busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    assert busy.recv(1000).startswith(b"HTTP/1.1 200")
+    idle = socket.create_connection((host, int(port)))
+    t0 = _time.monotonic()
+    srv.terminate()
+    assert srv.wait(30) == 0
+    assert _time.monotonic() - t0 < 5
+    errors = [l for l in srv.stderr().splitlines() if " error " in l or " critical " in l]
+    assert errors == [], errors
+    busy.close()
+    idle.close()
