@@ -51,6 +51,7 @@ public final class DeliveryScheduler: Sendable {
     /// After this long undelivered, the sender gets one delay notice (nil: never).
     let delayNotice: TimeInterval?
     let metricsFactory: any MetricsFactory
+    let attemptCounters = Mutex<[String: Counter]>([:])
 
     public init(
         store: SQLiteQueueStore, spool: Spool, maildir: MaildirDelivery, retry: RetrySchedule = .exchangeLike,
@@ -274,10 +275,7 @@ public final class DeliveryScheduler: Sendable {
                 case .deferred: outcome = "deferred"
                 case .failed: outcome = "failed"
                 }
-                Counter(
-                    label: "mailflow_delivery_attempts_total",
-                    dimensions: [("outcome", outcome), ("destination", destination)], factory: metricsFactory
-                ).increment()
+                attemptCounter(outcome: outcome, destination: destination).increment()
                 switch o {
                 case .delivered:
                     logger.info("delivered", metadata: ["queue_id": "\(id)", "to": "\(rcpt)"])
@@ -289,6 +287,20 @@ public final class DeliveryScheduler: Sendable {
             }
         } catch {
             logger.error("delivery of \(id) could not be recorded: \(error)", metadata: ["queue_id": "\(id)"])
+        }
+    }
+
+    /// The attempts counter for one outcome and destination, made once (the factory's lookup and
+    /// allocation stay off the per-message path).
+    func attemptCounter(outcome: String, destination: String) -> Counter {
+        attemptCounters.withLock { counters in
+            let key = outcome + " " + destination
+            if let c = counters[key] { return c }
+            let c = Counter(
+                label: "mailflow_delivery_attempts_total",
+                dimensions: [("outcome", outcome), ("destination", destination)], factory: metricsFactory)
+            counters[key] = c
+            return c
         }
     }
 
