@@ -134,13 +134,18 @@ let package = Package(
             dependencies: ["MailQueue", "Delivery", "MailMessage", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "IngressTests",
-            dependencies: ["Ingress", "SMTPCore", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "Ingress", "SMTPCore", "MailQueue", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(name: "MailflowAppTests", dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore"]),
         .testTarget(
             name: "AdminServerTests",
             dependencies: [
                 "AdminServer", "MailQueue", "Ingress", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]),
     ],

@@ -10,20 +10,33 @@ import SMTPCore
 import Synchronization
 
 /// Timeouts of an inbound session (RFC 5321 §4.5.3.2).
+///
+/// With `requestDeadline` on (the default) a timeout is a deadline for the whole request, not an
+/// idle timer that every byte restarts, as Postfix's `smtpd_per_request_deadline`: a command line
+/// must be complete within `command`; a body (DATA, or one BDAT chunk) starts with `data` and earns
+/// one more second for every `minDataRate` octets, never more than `data` ahead. A client dripping
+/// a byte every few seconds is closed after `data`, not after the one-hour `session` cap.
 public struct SessionTimeouts: Sendable, Equatable {
     /// Waiting for the next command (RFC 5321 §4.5.3.2.7: at least 5 minutes).
     public var command: TimeAmount
-    /// Silence allowed while a body streams in.
+    /// Silence allowed while a body streams in; with `requestDeadline`, the body's starting budget.
     public var data: TimeAmount
     /// A hard cap on one session's whole life, whatever it does.
     public var session: TimeAmount
+    /// Deadlines per request (true) or idle timers restarted by every byte (false).
+    public var requestDeadline: Bool
+    /// Octets per second a body must keep up to extend its deadline (Postfix's `smtpd_min_data_rate`).
+    public var minDataRate: Int
 
     public init(
-        command: TimeAmount = .seconds(300), data: TimeAmount = .seconds(180), session: TimeAmount = .seconds(3600)
+        command: TimeAmount = .seconds(300), data: TimeAmount = .seconds(180), session: TimeAmount = .seconds(3600),
+        requestDeadline: Bool = true, minDataRate: Int = 500
     ) {
         self.command = command
         self.data = data
         self.session = session
+        self.requestDeadline = requestDeadline
+        self.minDataRate = minDataRate
     }
 }
 
@@ -135,6 +148,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
     var chunkChecker: ChunkBodyChecker?
     var timeoutTask: Scheduled<Void>?
     var sessionDeadline: Scheduled<Void>?
+    /// When the body being read must be complete (request deadlines only).
+    var bodyDeadline: NIODeadline?
     var logger: Logger
     var pendingFlush = false
     var readPaused = false
@@ -152,6 +167,22 @@ final class SMTPServerHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.input = context.channel.allocator.buffer(capacity: 1024)
+    }
+
+    /// Breaks the handler <-> context cycle. NIO's `ChannelHandlerContext` holds its handler
+    /// strongly and is never told to let go; a handler that keeps its context must drop it here, or
+    /// the two (with the session, its input buffer and a partial body) outlive the connection.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timeoutTask?.cancel()
+        timeoutTask = nil
+        sessionDeadline?.cancel()
+        sessionDeadline = nil
+        if !committing { sink?.discard() }
+        sink = nil
+        mode = .closed
+        releaseGrants()
+        input = ByteBuffer()
+        self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -229,8 +260,13 @@ final class SMTPServerHandler: ChannelInboundHandler {
             perform(.sendAndClose(r))
             return
         }
+        let received = bytes.readableBytes
         input.writeBuffer(&bytes)
-        armTimeout()
+        if !policy.timeouts.requestDeadline {
+            armTimeout()
+        } else {
+            extendBodyDeadline(by: received)
+        }
         process()
     }
 
@@ -247,6 +283,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             logger.debug("TLS established", metadata: ["tls": "\(tlsInfo?.version ?? "?")"])
             perform(session.tlsEstablished())
             mode = .commands
+            armTimeout()
             process()
             flushIfNeeded()
             return
@@ -305,6 +342,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 case .bad(let reply):
                     perform(session.commandRejected(SMTPCommandError(reply)))
                 case .line(let text):
+                    // A new request: its own deadline (a body's is set when the body starts).
+                    armTimeout()
                     do {
                         let command = try SMTPCommandParser.parse(text[...])
                         perform(session.commandReceived(command))
@@ -479,6 +518,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             write(reply, context)
             startBody(context)
             mode = .data(DataBodyDecoder(maxSize: transactionSizeLimit))
+            armTimeout()
         case .receiveChunk(let size, let last, let store):
             chunkIsLast = last
             if store && sink == nil { startBody(context) }
@@ -486,6 +526,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 remaining: size,
                 checker: store ? (chunkChecker ?? ChunkBodyChecker(maxSize: transactionSizeLimit)) : nil)
             if !store { chunkChecker = nil }
+            armTimeout()
         case .commit(let tx):
             commit(tx, context)
         }
@@ -617,7 +658,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
             spool: ctx.spool, queueID: id, threadPool: ctx.threadPool, eventLoop: context.eventLoop,
             allocator: context.channel.allocator)
         let single: String? = session.transaction.flatMap { tx in
-            tx.recipients.count == 1 ? tx.recipients[0].path.description.trimmingCharacters(in: ["<", ">"]) : nil
+            let recipients = DuplicateRecipientFilter.unique(tx.recipients)
+            return recipients.count == 1 ? recipients[0].path.description.trimmingCharacters(in: ["<", ">"]) : nil
         }
         stamp = HeaderStamps.received(
             helo: session.helloName ?? "unknown", clientAddress: clientAddress, by: policy.session.hostname,
@@ -643,7 +685,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
         let messageID = headerScanner.messageID
         let message = NewMessage(
             id: id, receivedAt: Date(), sender: tx.sender.address,
-            recipients: tx.recipients.map { r in
+            recipients: DuplicateRecipientFilter.unique(tx.recipients).map { r in
                 EnvelopeRecipient(
                     address: Self.address(r.path), route: r.route, notify: r.parameters.notify?.description,
                     originalRecipient: r.parameters.originalRecipient.map { "\($0.addressType);\($0.address)" })
@@ -714,16 +756,38 @@ final class SMTPServerHandler: ChannelInboundHandler {
 
     // MARK: timeouts
 
+    /// Starts the timer of a new request: a command, or a body (DATA or one BDAT chunk).
     func armTimeout() {
         guard let context else { return }
-        timeoutTask?.cancel()
-        let amount: TimeAmount
+        let now = context.eventLoop.now
         switch mode {
-        case .data, .chunk: amount = policy.timeouts.data
-        default: amount = policy.timeouts.command
+        case .data, .chunk:
+            bodyDeadline = now + policy.timeouts.data
+            schedule(at: now + policy.timeouts.data)
+        default:
+            bodyDeadline = nil
+            schedule(at: now + policy.timeouts.command)
         }
+    }
+
+    /// A body's deadline moves out by one second per `minDataRate` octets received, never further
+    /// than a fresh `data` timeout (Postfix's `smtpd_min_data_rate`). Command lines earn nothing.
+    func extendBodyDeadline(by octets: Int) {
+        guard let context, let deadline = bodyDeadline, octets > 0 else { return }
+        let rate = Int64(max(1, policy.timeouts.minDataRate))
+        let earned = TimeAmount.nanoseconds(Int64(octets) * 1_000_000_000 / rate)
+        let cap = context.eventLoop.now + policy.timeouts.data
+        let next = min(deadline + earned, cap)
+        guard next > deadline else { return }
+        bodyDeadline = next
+        schedule(at: next)
+    }
+
+    func schedule(at deadline: NIODeadline) {
+        guard let context else { return }
+        timeoutTask?.cancel()
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timeoutTask = context.eventLoop.scheduleTask(in: amount) { bound.value.fireTimeout() }
+        timeoutTask = context.eventLoop.scheduleTask(deadline: deadline) { bound.value.fireTimeout() }
     }
 
     func fireTimeout() {

@@ -390,7 +390,8 @@ public final class SQLiteQueueStore: Sendable {
                 db,
                 sql: """
                     SELECT m.id, m.received_at, m.sender, m.size, m.state, m.attempts, m.next_attempt,
-                      (SELECT group_concat(address, ' ') FROM recipient r WHERE r.message = m.id) AS rcpts
+                      (SELECT json_group_array(address) FROM
+                        (SELECT address FROM recipient r WHERE r.message = m.id ORDER BY r.idx)) AS rcpts
                     FROM message m \(includeDone ? "" : """
                     WHERE m.id IN (SELECT id FROM message WHERE next_attempt IS NOT NULL
                                    UNION ALL SELECT id FROM message WHERE state = 'held')
@@ -400,11 +401,18 @@ public final class SQLiteQueueStore: Sendable {
             return rows.map { r in
                 QueueListing(
                     id: r["id"], receivedAt: Date(timeIntervalSince1970: r["received_at"]), sender: r["sender"],
-                    recipients: ((r["rcpts"] as String?) ?? "").split(separator: " ").map(String.init), size: r["size"],
+                    recipients: Self.stringArray(json: r["rcpts"]), size: r["size"],
                     state: r["state"], attempts: r["attempts"],
                     nextAttempt: (r["next_attempt"] as Double?).map { Date(timeIntervalSince1970: $0) })
             }
         }
+    }
+
+    /// A JSON array of strings from SQLite's `json_group_array`: addresses may hold spaces (a quoted
+    /// local part), so no separator character is safe.
+    static func stringArray(json: String?) -> [String] {
+        guard let json, let data = json.data(using: .utf8) else { return [] }
+        return (try? JSONDecoder().decode([String].self, from: data)) ?? []
     }
 
     public func traceEvents(queueID: String) throws -> [TraceEvent] {

@@ -51,6 +51,11 @@ public struct MailflowConfig: Sendable, Equatable {
     public var dataTimeout: TimeInterval = 180
     public var sessionTimeout: TimeInterval = 3600
     public var shutdownGrace: TimeInterval = 30
+    /// Timeouts are deadlines per request, not idle timers every byte restarts (`timeouts.request_deadline`).
+    public var requestDeadline = true
+    /// Octets a second a body must keep up to earn more time (`timeouts.min_data_rate`, as Postfix's
+    /// `smtpd_min_data_rate`).
+    public var minDataRate = 500
     /// Messages in flight; most wait on remote servers, so this is far above the I/O parallelism.
     public var deliveryConcurrency = 100
     public var retryIntervals: [TimeInterval] = Array(repeating: 60, count: 4) + Array(repeating: 300, count: 6) + [900]
@@ -292,7 +297,14 @@ public struct MailflowConfig: Sendable, Equatable {
             }
         }
         if let t = try root.mapping("timeouts") {
-            try t.only(["command", "data", "session", "shutdown_grace"])
+            try t.only(["command", "data", "session", "shutdown_grace", "request_deadline", "min_data_rate"])
+            if let v = try t.bool("request_deadline") { config.requestDeadline = v }
+            if let v = try t.int("min_data_rate") {
+                guard (1...1_000_000_000).contains(v) else {
+                    throw t.error("min_data_rate", "must be between 1 and 1000000000 octets a second")
+                }
+                config.minDataRate = v
+            }
             if let v = try t.duration("command") { config.commandTimeout = v }
             if let v = try t.duration("data") { config.dataTimeout = v }
             if let v = try t.duration("session") { config.sessionTimeout = v }

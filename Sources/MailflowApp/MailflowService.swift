@@ -168,7 +168,8 @@ public final class MailflowService: Sendable {
                 maxRecipientsPerDomain: config.recipientsPerDomainPerTransaction),
             timeouts: SessionTimeouts(
                 command: .seconds(config.commandTimeout), data: .seconds(config.dataTimeout),
-                session: .seconds(config.sessionTimeout)),
+                session: .seconds(config.sessionTimeout), requestDeadline: config.requestDeadline,
+                minDataRate: config.minDataRate),
             directory: tenants, tarpit: .seconds(config.tarpit), greetPause: .seconds(config.greetPause),
             trustedNetworks: (try? TrustedNetworks(config.trustedNetworks)) ?? TrustedNetworks())
     }

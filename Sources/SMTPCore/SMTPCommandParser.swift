@@ -104,8 +104,11 @@ public enum SMTPCommandParser {
             }
             switch key {
             case "SIZE":
-                guard let v = value, v.count <= 18, let n = Int(v), n >= 0, v.allSatisfy(\.isASCII) else {
-                    throw SMTPCommandError(SMTPReply(501, .init(5, 5, 4), "Bad SIZE value"))
+                // RFC 1870 §3: size-value ::= 1*20DIGIT. No sign, no spaces (Postfix says the same).
+                guard let v = value, (1...18).contains(v.utf8.count), v.utf8.allSatisfy({ (48...57).contains($0) }),
+                    let n = Int(v)
+                else {
+                    throw SMTPCommandError(SMTPReply(501, .init(5, 5, 4), "Bad message size syntax"))
                 }
                 mail.size = n
             case "BODY":
@@ -126,8 +129,10 @@ public enum SMTPCommandParser {
                 }
                 mail.ret = r
             case "ENVID":
+                // RFC 3461 §4.4: the decoded ENVID is printable US-ASCII; control characters (CR, LF,
+                // ESC) would reach DSNs, logs and terminals.
                 guard let v = value, let decoded = XText.decode(v), !decoded.isEmpty,
-                    v.count <= SMTPLimits.envidLength
+                    v.count <= SMTPLimits.envidLength, decoded.utf8.allSatisfy({ (32...126).contains($0) })
                 else {
                     throw SMTPCommandError(SMTPReply(501, .init(5, 5, 4), "Bad ENVID value"))
                 }
@@ -189,7 +194,8 @@ public enum SMTPCommandParser {
                 }
                 let type = v[..<semi]
                 guard !type.isEmpty, type.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }),
-                    let addr = XText.decode(v[v.index(after: semi)...]), !addr.isEmpty
+                    let addr = XText.decode(v[v.index(after: semi)...]), !addr.isEmpty,
+                    !addr.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
                 else {
                     throw SMTPCommandError(SMTPReply(501, .init(5, 5, 4), "Bad ORCPT value, use type;address"))
                 }
@@ -204,12 +210,19 @@ public enum SMTPCommandParser {
         guard !inner.isEmpty else {
             throw SMTPCommandError(SMTPReply(501, .init(5, 1, 3), "Bad recipient address syntax: empty path"))
         }
+        let mailbox: Mailbox
         do {
             // UTF-8 is checked against the transaction's SMTPUTF8 by the session.
-            return .rcpt(.mailbox(try Mailbox.parse(inner, allowUTF8: true)), rcpt)
+            mailbox = try Mailbox.parse(inner, allowUTF8: true)
         } catch {
             throw addressError(error, sender: false)
         }
+        // `""@domain` is grammatical (RFC 5321 §4.1.2) but names no mailbox anywhere: accepted, it
+        // could only bounce later (backscatter), so it is refused now.
+        guard !mailbox.unquotedLocalPart.isEmpty else {
+            throw SMTPCommandError(SMTPReply(553, .init(5, 1, 3), "Bad recipient address syntax: empty local part"))
+        }
+        return .rcpt(.mailbox(mailbox), rcpt)
     }
 
     static func parseBDAT(_ args: Substring) throws(SMTPCommandError) -> SMTPCommand {

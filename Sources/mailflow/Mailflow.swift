@@ -59,7 +59,7 @@ struct Serve: AsyncParsableCommand {
                 h.logLevel = level
                 return h
             }
-            var h = StreamLogHandler.standardError(label: label)
+            var h = TextLogHandler(label: label)
             h.logLevel = level
             return h
         }
@@ -211,9 +211,9 @@ struct Trace: ParsableCommand {
             })
         if events {
             for r in rows {
-                print("\n\(r.queueID) <\(r.recipient)>:")
+                print("\n\(r.queueID) <\(shown(r.recipient))>:")
                 for e in r.events {
-                    print("  \(isoDate(e.time)) \(e.kind.rawValue) \(e.detail ?? e.reply ?? "")")
+                    print("  \(isoDate(e.time)) \(e.kind.rawValue) \(shown(e.detail ?? e.reply ?? ""))")
                 }
             }
         }
@@ -476,33 +476,34 @@ struct Queue: ParsableCommand {
             }
             print("Queue ID:     \(m.id)")
             print(
-                "Received:     \(isoDate(m.receivedAt)) from \(m.clientAddress) (helo \(m.helo)) with \(m.protocolName)\(m.tls.map { " \($0)" } ?? "")"
+                "Received:     \(isoDate(m.receivedAt)) from \(m.clientAddress) (helo \(shown(m.helo))) with \(m.protocolName)\(m.tls.map { " \($0)" } ?? "")"
             )
-            print("Sender:       <\(m.sender)>")
-            print("Message-ID:   \(m.messageID ?? "-")")
-            print("Subject:      \(m.subject ?? "-")")
+            print("Sender:       <\(shown(m.sender))>")
+            print("Message-ID:   \(shown(m.messageID))")
+            print("Subject:      \(shown(m.subject))")
             print("Size:         \(m.size) octets")
-            print("DSN:          RET=\(m.ret ?? "-") ENVID=\(m.envelopeID ?? "-")")
+            print("DSN:          RET=\(m.ret ?? "-") ENVID=\(shown(m.envelopeID))")
             print(
                 "State:        \(m.state.rawValue), \(m.attempts) attempt(s), next \(m.nextAttempt.map(isoDate) ?? "-")"
             )
             print("Recipients:")
             for r in m.recipients {
                 print(
-                    "  <\(r.recipient.address)> \(r.status.rawValue) attempts=\(r.attempts)"
-                        + (r.recipient.notify.map { " NOTIFY=\($0)" } ?? "")
-                        + (r.recipient.originalRecipient.map { " ORCPT=\($0)" } ?? "")
-                        + (r.lastReply.map { " last: \($0)" } ?? ""))
+                    "  <\(shown(r.recipient.address))> \(r.status.rawValue) attempts=\(r.attempts)"
+                        + (r.recipient.notify.map { " NOTIFY=\(shown($0))" } ?? "")
+                        + (r.recipient.originalRecipient.map { " ORCPT=\(shown($0))" } ?? "")
+                        + (r.lastReply.map { " last: \(shown($0))" } ?? ""))
             }
             print("Trace:")
             for e in try store.traceEvents(queueID: id) {
                 print(
-                    "  \(isoDate(e.time)) \(e.kind.rawValue)\(e.recipient.map { " <\($0)>" } ?? "") \(e.detail ?? "")")
+                    "  \(isoDate(e.time)) \(e.kind.rawValue)\(e.recipient.map { " <\(shown($0))>" } ?? "") \(shown(e.detail ?? ""))"
+                )
             }
             if headers {
                 let fields = AdminHTTPServer.headerFields(m.body)
                 print("Headers:" + (fields.isEmpty ? " (none stored: the message is done)" : ""))
-                for f in fields { print("  \(f.name): \(f.value)") }
+                for f in fields { print("  \(shown(f.name)): \(shown(f.value))") }
             }
         }
     }
@@ -534,7 +535,9 @@ func isoDate(_ d: Date) -> String {
     return f.string(from: d)
 }
 
+/// A table with each cell made terminal-safe (`shown`): cells hold remote parties' text.
 func printTable(_ header: [String], _ rows: [[String]]) {
+    let rows = rows.map { $0.map { shown($0) } }
     var widths = header.map(\.count)
     for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
     func line(_ cells: [String]) -> String {

@@ -1,0 +1,207 @@
+import Foundation
+import Logging
+import MailQueue
+import NIOCore
+import NIOEmbedded
+import NIOPosix
+import SMTPCore
+import Testing
+
+@testable import Ingress
+
+/// A server's shared parts for handler tests: a real queue in a temporary folder, one tenant
+/// (`example.test`, mailboxes alice and bob), admission control with the given limits.
+final class HandlerFixture {
+    let directory: URL
+    let store: SQLiteQueueStore
+    let committer: GroupCommitter
+    let pool: NIOThreadPool
+    let admission: AdmissionControl
+    let context: IngressContext
+
+    init(limits: AdmissionLimits = AdmissionLimits(), timeouts: SessionTimeouts = SessionTimeouts()) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("mf-handler-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        store = try SQLiteQueueStore(path: directory.appendingPathComponent("queue.sqlite").path)
+        committer = GroupCommitter(store: store)
+        pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        admission = AdmissionControl(limits: limits)
+        let directoryOfTenants = TenantDirectory(tenants: [
+            Tenant(name: "example", domains: ["example.test"], mailboxes: ["alice", "bob"])
+        ])
+        let policy = IngressPolicy(
+            session: ServerSessionConfiguration(hostname: "mx.test", tlsAvailable: false), timeouts: timeouts,
+            directory: directoryOfTenants)
+        context = IngressContext(
+            policy: SharedPolicy(policy), admission: admission, committer: committer,
+            spool: try Spool(directory: directory.appendingPathComponent("spool").path), threadPool: pool, tls: nil,
+            logger: Logger(label: "test"))
+    }
+
+    deinit {
+        committer.shutdown()
+        try? pool.syncShutdownGracefully()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// A connected channel with a fresh handler, as the server's child initializer builds it.
+    func connect(from address: String = "192.0.2.10") throws -> (EmbeddedChannel, SMTPServerHandler) {
+        let channel = EmbeddedChannel()
+        let handler = SMTPServerHandler(context: context)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        channel.remoteAddress = try SocketAddress(ipAddress: address, port: 40000)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 25)).wait()
+        return (channel, handler)
+    }
+}
+
+extension EmbeddedChannel {
+    /// Closes the channel (if the server has not) and runs what the close scheduled: NIO removes a
+    /// closed channel's handlers in a task of its event loop.
+    func end() {
+        _ = try? finish()
+        embeddedEventLoop.run()
+    }
+
+    func send(_ text: String) throws {
+        var buffer = allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
+        try writeInbound(buffer)
+    }
+
+    /// Everything the server wrote so far, as text.
+    func replies() throws -> String {
+        var out = ""
+        while var b = try readOutbound(as: ByteBuffer.self) { out += b.readString(length: b.readableBytes) ?? "" }
+        return out
+    }
+}
+
+/// The session handler on `EmbeddedChannel`: every kind of session leaves nothing behind once its
+/// channel closes (issue 10: the handler and its context kept each other alive, leaking every
+/// connection and every partial body), and request deadlines close slow senders.
+struct SMTPServerHandlerTests {
+    /// How a session ends, one per kind the memory benchmark measures.
+    enum Ending: String, CaseIterable, CustomTestStringConvertible {
+        case connectAndClose, ehloQuit, droppedInData, droppedInBDAT, droppedInDataAfterLongBody, timedOut
+        var testDescription: String { rawValue }
+    }
+
+    @Test(arguments: Ending.allCases)
+    func handlerIsFreedWhenTheChannelCloses(_ ending: Ending) throws {
+        let fixture = try HandlerFixture()
+        weak var weakHandler: SMTPServerHandler?
+        weak var weakSink: BodySink?
+        do {
+            let (channel, handler) = try fixture.connect()
+            weakHandler = handler
+            #expect(try channel.replies().hasPrefix("220 "))
+            switch ending {
+            case .connectAndClose:
+                break
+            case .ehloQuit:
+                try channel.send("EHLO client.test\r\nQUIT\r\n")
+                #expect(try channel.replies().contains("221 2.0.0"))
+            case .droppedInData, .droppedInDataAfterLongBody:
+                try channel.send("EHLO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+                #expect(try channel.replies().contains("354 "))
+                let line = String(repeating: "x", count: 998) + "\r\n"
+                let lines = ending == .droppedInData ? 4 : 60
+                try channel.send("Subject: partial\r\n\r\n" + String(repeating: line, count: lines))
+                weakSink = handler.sink
+                #expect(weakSink != nil)
+            case .droppedInBDAT:
+                try channel.send("EHLO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@example.test>\r\n")
+                try channel.send("BDAT 100000\r\nSubject: partial\r\n\r\n" + String(repeating: "y", count: 4000))
+                weakSink = handler.sink
+                #expect(weakSink != nil)
+            case .timedOut:
+                channel.embeddedEventLoop.advanceTime(by: .seconds(301))
+                #expect(try channel.replies().contains("421 4.4.2"))
+            }
+            channel.end()
+        }
+        #expect(weakHandler == nil, "the handler outlived its channel")
+        #expect(weakSink == nil, "the partial body outlived its channel")
+        #expect(fixture.admission.usage().connections == 0)
+    }
+
+    @Test func connectionRefusedAtConnectIsFreed() throws {
+        var limits = AdmissionLimits()
+        limits.maxConnections = 1
+        let fixture = try HandlerFixture(limits: limits)
+        let (first, _) = try fixture.connect()
+        weak var weakHandler: SMTPServerHandler?
+        do {
+            let (channel, handler) = try fixture.connect(from: "192.0.2.11")
+            weakHandler = handler
+            #expect(try channel.replies().hasPrefix("421 4.3.2"))
+            channel.end()
+        }
+        #expect(weakHandler == nil, "a refused session's handler outlived its channel")
+        first.end()
+        #expect(fixture.admission.usage().connections == 0)
+    }
+
+    /// Request deadlines (Postfix's `smtpd_per_request_deadline`): bytes that never finish a command
+    /// do not keep the session alive.
+    @Test func commandDripIsClosedAtTheCommandDeadline() throws {
+        let fixture = try HandlerFixture()
+        let (channel, _) = try fixture.connect()
+        _ = try channel.replies()
+        for _ in 0..<100 {
+            try channel.send("E")
+            channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        }
+        // 400 s of one byte every 4 s: an idle timer would still be waiting; the deadline was 300 s.
+        #expect(try channel.replies().contains("421 4.4.2"))
+        channel.end()
+    }
+
+    @Test func bodyDripIsClosedWhenBelowTheMinimumRate() throws {
+        let fixture = try HandlerFixture()
+        let (channel, _) = try fixture.connect()
+        try channel.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+        _ = try channel.replies()
+        var closedAfter = 0
+        for second in stride(from: 3, through: 600, by: 3) {
+            try channel.send("x")
+            channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+            if try channel.replies().contains("421 4.4.2") {
+                closedAfter = second
+                break
+            }
+        }
+        // 180 s of budget, plus 2 ms per byte at 500 octets/s: closed a little after 180 s.
+        #expect((180...183).contains(closedAfter))
+        channel.end()
+    }
+
+    @Test func bodyAtTheMinimumRateKeepsGoing() throws {
+        let fixture = try HandlerFixture()
+        let (channel, _) = try fixture.connect()
+        try channel.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+        _ = try channel.replies()
+        let line = String(repeating: "z", count: 598) + "\r\n"
+        // 600 octets a second for 10 minutes: above 500 octets/s, the deadline keeps moving.
+        for _ in 0..<600 {
+            try channel.send(line)
+            channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        }
+        #expect(!(try channel.replies().contains("421")))
+        channel.end()
+    }
+
+    @Test func idleTimersRestartOnEveryByteWhenDeadlinesAreOff() throws {
+        let fixture = try HandlerFixture(timeouts: SessionTimeouts(requestDeadline: false))
+        let (channel, _) = try fixture.connect()
+        _ = try channel.replies()
+        for _ in 0..<100 {
+            try channel.send("E")
+            channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        }
+        #expect(try channel.replies().isEmpty)
+        channel.end()
+    }
+}
