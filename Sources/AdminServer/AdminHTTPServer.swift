@@ -54,19 +54,7 @@ public final class AdminHTTPServer: Sendable {
 
     /// Binds and serves; returns the bound address (port 0 picks a free one).
     public func start(host: String, port: Int) async throws -> SocketAddress {
-        let router = Router(context: AdminRequestContext.self)
-        router.add(middleware: SecurityHeaders())
-        addPublicRoutes(router)
-        addAPIRoutes(router.group("api/v1").add(middleware: BearerAuth(store: backend.store, lastUse: lastUse)))
-        router.group("metrics").add(middleware: BearerAuth(store: backend.store, lastUse: lastUse)).get {
-            [backend] _, _ -> Response in
-            let text = backend.metrics()
-            return Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: text)))
-        }
-        addPageRoutes(router.group().add(middleware: SessionAuth(sessions: sessions, store: backend.store)))
-
+        let router = makeRouter()
         let bound = BoundOnce()
         let app = Application(
             router: router, server: .http1(configuration: .init(idleTimeout: .seconds(60))),
@@ -91,6 +79,28 @@ public final class AdminHTTPServer: Sendable {
         return address
     }
 
+    /// Every route, behind three middlewares that run for every request, whether a route matched
+    /// or not, outermost first: `SecurityHeaders` (headers on every response, errors included, and
+    /// no body for `HEAD`), `AdminAuth` (the token or session the path needs, before anything about
+    /// the path is told), `MethodNotAllowed` (a known path's other methods are `405` with `Allow`).
+    /// `HEAD` is answered on every `GET` route: the router runs the `GET` handler.
+    func makeRouter() -> Router<AdminRequestContext> {
+        let router = Router(context: AdminRequestContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: SecurityHeaders())
+        router.add(middleware: AdminAuth(store: backend.store, lastUse: lastUse, sessions: sessions))
+        router.add(middleware: MethodNotAllowed())
+        addPublicRoutes(router)
+        addAPIRoutes(router.group("api/v1"))
+        router.get("metrics") { [backend] _, _ -> Response in
+            let text = backend.metrics()
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        addPageRoutes(router.group())
+        return router
+    }
+
     /// Stops the listener: requests in progress finish, open connections are closed; anything
     /// still running after three seconds is cancelled.
     public func shutdown() async {
@@ -109,7 +119,9 @@ public final class AdminHTTPServer: Sendable {
     func addPublicRoutes(_ router: Router<AdminRequestContext>) {
         router.get("healthz") { _, _ in "ok\n" }
         router.get("login") { [self] request, _ in
-            html(render("login", ["title": "Sign in", "error": Self.form(request.uri.query ?? "")["error"] as Any]))
+            var page: [String: Any] = ["title": "Sign in"]
+            if let error = Self.form(request.uri.query ?? "")["error"], !error.isEmpty { page["error"] = error }
+            return html(render("login", page))
         }
         router.post("login") { [self] request, _ -> Response in
             let body = try await request.body.collect(upTo: 4096)
@@ -124,15 +136,17 @@ public final class AdminHTTPServer: Sendable {
             logger.notice("admin signed in", metadata: ["token": "\(name)"])
             var r = Response(status: .seeOther, headers: [.location: "/"])
             r.headers[.setCookie] =
-                "\(SessionAuth.cookie)=\(id); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(Int(sessions.lifetime))"
+                "\(AdminAuth.cookie)=\(id); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(Int(sessions.lifetime))"
             return r
         }
     }
 
     // MARK: rendering
 
+    /// A page from its template. Optionals are taken out of the context first (`Templates.context`):
+    /// swift-mustache would print a nil as `nil` and open a section for it.
     func render(_ template: String, _ object: [String: Any]) -> String {
-        templates.render(object, withTemplate: template) ?? "template \(template) failed"
+        templates.render(Templates.context(object) ?? [:], withTemplate: template) ?? "template \(template) failed"
     }
 
     func html(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
@@ -191,12 +205,113 @@ final class BoundOnce: Sendable {
 }
 
 /// Headers on every response: no framing, no sniffing, no referrer, a strict content policy (the
-/// pages use no scripts at all).
+/// pages use no scripts at all). The outermost middleware: an error thrown below it (a handler's
+/// `HTTPError`, the `401` of `AdminAuth`, the `405` of `MethodNotAllowed`, the router's own `404`)
+/// becomes its response here and gets the headers too; left to the router, it would be answered
+/// after every middleware had returned, without them. A response to `HEAD` keeps its status and
+/// headers (`Content-Length` included) and loses its body.
 struct SecurityHeaders: RouterMiddleware {
     typealias Context = AdminRequestContext
 
-    /// Every route and its methods, so a method a path does not have gets `405` with `Allow`
-    /// (the router itself answers `404` for any unmatched method and path).
+    static let fields: HTTPFields = [
+        .contentSecurityPolicy:
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+        HTTPField.Name("X-Content-Type-Options")!: "nosniff",
+        HTTPField.Name("X-Frame-Options")!: "DENY",
+        HTTPField.Name("Referrer-Policy")!: "no-referrer",
+    ]
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        var r: Response
+        do {
+            r = try await next(request, context)
+        } catch let e as any HTTPResponseError {
+            r = try e.response(from: request, context: context)
+        } catch let e as CancellationError {
+            throw e
+        } catch {
+            // What the server itself would answer (an empty 500), with the headers.
+            context.logger.error("admin request failed", metadata: ["error": "\(String(reflecting: error))"])
+            r = Response(status: .internalServerError)
+        }
+        if request.method == .head { r = r.createHeadResponse() }
+        for field in Self.fields { r.headers[field.name] = field.value }
+        return r
+    }
+}
+
+/// Authentication first, for every request, whether a route matches or not and whatever its
+/// method, so a caller without a token learns nothing about the routes (no `405` with `Allow`, no
+/// `404`). By path: `/healthz` and `/login` are open; `/api/...` and `/metrics` need
+/// `Authorization: Bearer mf_...` (`401` with `WWW-Authenticate` otherwise); every other path is
+/// the web admin center's and needs its session cookie: a `GET` or `HEAD` without one is sent to
+/// `/login`, anything else is `401`. A removed token ends its browser sessions at once.
+struct AdminAuth: RouterMiddleware {
+    typealias Context = AdminRequestContext
+    static let cookie = "mailflow_session"
+    let store: SQLiteQueueStore
+    let lastUse: AdminTokens.LastUse
+    let sessions: AdminSessions
+
+    enum Area: Equatable {
+        case open, bearer, session
+    }
+
+    /// Which credential a path needs, by its segments as the router splits them (`/login/` is
+    /// `/login`; `/healthz/x` is not `/healthz`).
+    static func area(path: String) -> Area {
+        let segments = path.split(separator: "/")
+        if segments == ["healthz"] || segments == ["login"] { return .open }
+        if segments.first == "api" || segments.first == "metrics" { return .bearer }
+        return .session
+    }
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        switch Self.area(path: request.uri.path) {
+        case .open:
+            break
+        case .bearer:
+            let header = request.headers[.authorization] ?? ""
+            guard header.lowercased().hasPrefix("bearer ") else {
+                throw HTTPError(
+                    .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\""],
+                    message: "an admin token is required: Authorization: Bearer <token>")
+            }
+            let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
+            guard let name = AdminTokens.verify(token, store: store, lastUse: lastUse) else {
+                throw HTTPError(
+                    .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\", error=\"invalid_token\""],
+                    message: "the admin token is not valid")
+            }
+            context.actor = "api:\(name)"
+        case .session:
+            guard let id = request.cookies[Self.cookie]?.value, let s = sessions.lookup(id),
+                (try? store.adminTokens().contains { $0.name == s.tokenName }) == true
+            else {
+                if request.method == .get || request.method == .head {
+                    return Response(status: .seeOther, headers: [.location: "/login"])
+                }
+                throw HTTPError(.unauthorized, message: "sign in first")
+            }
+            context.actor = s.actor
+            context.csrf = s.csrf
+        }
+        return try await next(request, context)
+    }
+}
+
+/// A method a known path does not have is `405` with `Allow` (the router itself answers `404` for
+/// any unmatched method and path). Runs after `AdminAuth`: only a caller who may use the path
+/// learns which methods it has.
+struct MethodNotAllowed: RouterMiddleware {
+    typealias Context = AdminRequestContext
+
+    /// Every route and its methods (`HEAD` goes with `GET`: the router answers it on every `GET` route).
     static let routes: [(pattern: [Substring], methods: [HTTPRequest.Method])] = [
         ("/healthz", [.get]), ("/login", [.get, .post]), ("/logout", [.post]), ("/", [.get]), ("/queue", [.get]),
         ("/queue/:id", [.get]), ("/queue/:id/:action", [.post]), ("/trace", [.get]), ("/forests", [.get]),
@@ -216,15 +331,16 @@ struct SecurityHeaders: RouterMiddleware {
             r.pattern.filter { $0.hasPrefix(":") }.count
         }
         guard let fewest = matches.map(wildcards).min() else { return [] }
-        return matches.filter { wildcards($0) == fewest }.flatMap(\.methods)
+        return matches.filter { wildcards($0) == fewest }.flatMap(\.methods).flatMap {
+            $0 == .get ? [.get, .head] : [$0]
+        }
     }
 
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        var r: Response
         do {
-            r = try await next(request, context)
+            return try await next(request, context)
         } catch let e as HTTPError where e.status == .notFound && e.body == nil {
             // No route: a known path with another method is 405, anything else stays 404.
             let allowed = Self.allowedMethods(path: request.uri.path)
@@ -235,65 +351,5 @@ struct SecurityHeaders: RouterMiddleware {
                     "\(request.method.rawValue) is not allowed here; use \(allowed.map(\.rawValue).joined(separator: " or "))"
             )
         }
-        r.headers[.contentSecurityPolicy] =
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
-        r.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
-        r.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
-        r.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
-        return r
-    }
-}
-
-/// `Authorization: Bearer mf_...` for the API and `/metrics`; `401` with `WWW-Authenticate` otherwise.
-struct BearerAuth: RouterMiddleware {
-    typealias Context = AdminRequestContext
-    let store: SQLiteQueueStore
-    let lastUse: AdminTokens.LastUse
-
-    func handle(
-        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
-    ) async throws -> Response {
-        let header = request.headers[.authorization] ?? ""
-        guard header.lowercased().hasPrefix("bearer ") else {
-            throw HTTPError(
-                .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\""],
-                message: "an admin token is required: Authorization: Bearer <token>")
-        }
-        let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        guard let name = AdminTokens.verify(token, store: store, lastUse: lastUse) else {
-            throw HTTPError(
-                .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\", error=\"invalid_token\""],
-                message: "the admin token is not valid")
-        }
-        var context = context
-        context.actor = "api:\(name)"
-        return try await next(request, context)
-    }
-}
-
-/// The web admin center's session cookie; a page asked for without one redirects to `/login`, and
-/// every form post must carry the session's CSRF token.
-struct SessionAuth: RouterMiddleware {
-    typealias Context = AdminRequestContext
-    static let cookie = "mailflow_session"
-    let sessions: AdminSessions
-    let store: SQLiteQueueStore
-
-    func handle(
-        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
-    ) async throws -> Response {
-        // A removed token ends its browser sessions at once.
-        guard let id = request.cookies[Self.cookie]?.value, let s = sessions.lookup(id),
-            (try? store.adminTokens().contains { $0.name == s.tokenName }) == true
-        else {
-            if request.method == .get || request.method == .head {
-                return Response(status: .seeOther, headers: [.location: "/login"])
-            }
-            throw HTTPError(.unauthorized, message: "sign in first")
-        }
-        var context = context
-        context.actor = s.actor
-        context.csrf = s.csrf
-        return try await next(request, context)
     }
 }

@@ -49,9 +49,9 @@ extension AdminHTTPServer {
         pages.get("forests") { [self] _, context in html(render("forests", try forestsPage(context))) }
         pages.post("logout") { [self] request, context -> Response in
             try await checkCSRF(request, context)
-            if let id = request.cookies[SessionAuth.cookie]?.value { sessions.remove(id) }
+            if let id = request.cookies[AdminAuth.cookie]?.value { sessions.remove(id) }
             var r = Response(status: .seeOther, headers: [.location: "/login"])
-            r.headers[.setCookie] = "\(SessionAuth.cookie)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+            r.headers[.setCookie] = "\(AdminAuth.cookie)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
             return r
         }
     }
@@ -153,7 +153,7 @@ extension AdminHTTPServer {
         let state = q["state"].flatMap { $0.isEmpty ? nil : $0 } ?? "active"
         let messages = try Self.listQueue(backend.store, state: state, contains: q["q"], limit: 500)
         var page = base(context, title: "Queue", tab: "queue")
-        page["notice"] = q["done"].map { "Done: \($0)." } as Any
+        if let done = q["done"], !done.isEmpty { page["notice"] = "Done: \(done)." }
         page["states"] = [
             ("active", "Queued and held"), ("queued", "Queued"), ("held", "Held"), ("done", "Finished"), ("all", "All"),
         ].map { ["value": $0.0, "label": $0.1, "selected": $0.0 == state] }
@@ -185,7 +185,7 @@ extension AdminHTTPServer {
         guard let d = try Self.detail(backend.store, id: id) else { return nil }
         var page = base(context, title: "Message \(id)", tab: "queue")
         page["id"] = d.id
-        page["notice"] = notice.map { "Done: \($0)." } as Any
+        if let notice, !notice.isEmpty { page["notice"] = "Done: \(notice)." }
         var actions: [[String: Any]] = []
         func add(_ a: String, _ label: String, danger: Bool = false) {
             actions.append(["id": d.id, "action": a, "label": label, "danger": danger, "csrf": context.csrf ?? ""])

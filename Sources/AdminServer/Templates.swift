@@ -9,6 +9,20 @@ enum Templates {
         return lib
     }
 
+    /// A rendering context with no Optionals in it: a nil is left out (its section does not open, its
+    /// variable is empty), anything else is unwrapped, in nested dictionaries and arrays too.
+    /// swift-mustache looks a key up as `Any?` and takes an Optional stored in `Any` for a value: an
+    /// absent notice would open `{{#notice}}` and print `nil` in it.
+    static func context(_ value: Any) -> Any? {
+        if let optional = value as? any OptionalValue {
+            guard let wrapped = optional.wrappedValue else { return nil }
+            return context(wrapped)
+        }
+        if let dictionary = value as? [String: Any] { return dictionary.compactMapValues(context) }
+        if let array = value as? [Any] { return array.compactMap(context) }
+        return value
+    }
+
     static let all: [(String, String)] = [
         ("head", head), ("foot", foot), ("login", login), ("overview", overview), ("queue", queue),
         ("message", message), ("trace", trace), ("forests", forests), ("error", errorPage),
@@ -192,4 +206,13 @@ enum Templates {
         <p class="error">{{message}}</p>
         {{> foot}}
         """
+}
+
+/// Any `Optional`, whatever it wraps, seen through `Any`.
+protocol OptionalValue {
+    var wrappedValue: Any? { get }
+}
+
+extension Optional: OptionalValue {
+    var wrappedValue: Any? { map { $0 as Any } }
 }

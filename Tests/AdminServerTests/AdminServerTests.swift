@@ -190,14 +190,16 @@ struct MetricsExporterTests {
 }
 
 struct MethodTests {
-    @Test func knownPathsNameTheirMethods() {
-        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/overview") == [.get])
-        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/queue/5XQKPVG483DHYM44") == [.get, .delete])
-        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/queue/5XQKPVG483DHYM44/hold") == [.post])
-        #expect(SecurityHeaders.allowedMethods(path: "/login?error=x") == [.get, .post])
-        #expect(SecurityHeaders.allowedMethods(path: "/") == [.get])
-        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/queue/shape") == [.get])
-        #expect(SecurityHeaders.allowedMethods(path: "/api/v2/overview").isEmpty)
-        #expect(SecurityHeaders.allowedMethods(path: "/api/v1/queue/a/b/c").isEmpty)
+    @Test func knownPathsNameTheirMethodsWithHeadWhereGetIs() {
+        #expect(MethodNotAllowed.allowedMethods(path: "/api/v1/overview") == [.get, .head])
+        #expect(MethodNotAllowed.allowedMethods(path: "/api/v1/queue/5XQKPVG483DHYM44") == [.get, .head, .delete])
+        #expect(MethodNotAllowed.allowedMethods(path: "/api/v1/queue/5XQKPVG483DHYM44/hold") == [.post])
+        #expect(MethodNotAllowed.allowedMethods(path: "/login?error=x") == [.get, .head, .post])
+        #expect(MethodNotAllowed.allowedMethods(path: "/") == [.get, .head])
+        #expect(MethodNotAllowed.allowedMethods(path: "/healthz") == [.get, .head])
+        #expect(MethodNotAllowed.allowedMethods(path: "/logout") == [.post])
+        #expect(MethodNotAllowed.allowedMethods(path: "/api/v1/queue/shape") == [.get, .head])
+        #expect(MethodNotAllowed.allowedMethods(path: "/api/v2/overview").isEmpty)
+        #expect(MethodNotAllowed.allowedMethods(path: "/api/v1/queue/a/b/c").isEmpty)
     }
 }
