@@ -341,7 +341,8 @@ def test_logs_carry_the_queue_id(admin):
     wait_for(lambda: srv.api_json("GET", f"/api/v1/queue/{qid}", token)["state"] == "done", what="delivery")
     lines = [l for l in wait_for(lambda: [l for l in srv.stderr().splitlines() if f"queue_id={qid}" in l]
                                  if "delivered" in srv.stderr() else None, what="log lines")]
-    assert any(l.endswith(" queued") and "client=127.0.0.1" in l for l in lines), lines
+    # Text lines are `TIME LEVEL LOGGER [MODULE] MESSAGE key=value ...` (docs/admin.md, "Logs").
+    assert any("] queued " in l and "client=127.0.0.1" in l for l in lines), lines
     assert any(" delivered" in l and "to=alice@contoso.test" in l for l in lines), lines
     # Tokens never reach the logs.
     assert token not in srv.stderr() and token[3:] not in srv.stderr()
