@@ -57,6 +57,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        .target(name: "ServiceHealth"),
         .target(
             name: "Delivery",
             dependencies: [
@@ -113,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "mailflow",
             dependencies: [
-                "MailflowApp", "MailQueue", "Ingress", "Delivery", "AdminServer",
+                "MailflowApp", "MailQueue", "Ingress", "Delivery", "AdminServer", "ServiceHealth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -121,6 +122,7 @@ let package = Package(
         .testTarget(
             name: "SMTPCoreTests", dependencies: ["SMTPCore", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "MailMessageTests", dependencies: ["MailMessage"]),
+        .testTarget(name: "ServiceHealthTests", dependencies: ["ServiceHealth"]),
         .testTarget(
             name: "DNSClientTests",
             dependencies: [

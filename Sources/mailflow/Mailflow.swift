@@ -21,7 +21,9 @@ struct Mailflow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailflow",
         abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
-        subcommands: [Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Admin.self, Version.self])
+        subcommands: [
+            Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Health.self, Admin.self, Version.self,
+        ])
 }
 
 struct ConfigOption: ParsableArguments {
