@@ -24,15 +24,43 @@ public struct TrustedNetworks: Sendable, Equatable {
     public init(_ cidrs: [String]) throws {
         for c in cidrs {
             let parts = c.split(separator: "/", maxSplits: 1)
-            guard let bytes = Self.bytes(String(parts[0])) else {
-                throw ParseError(description: "'\(c)' is not an IP address or CIDR block")
+            guard let first = parts.first, let bytes = Self.bytes(String(first)) else {
+                throw ParseError(description: "\(Self.quote(c)) is not an IP address or CIDR block")
             }
             let prefix = parts.count == 2 ? Int(parts[1]) : bytes.count * 8
             guard let prefix, (0...(bytes.count * 8)).contains(prefix) else {
-                throw ParseError(description: "'\(c)' has a bad prefix length")
+                throw ParseError(description: "\(Self.quote(c)) has a bad prefix length")
             }
             blocks.append(Block(bytes: bytes, prefix: prefix))
         }
+    }
+
+    /// A block with a shorter prefix than these trusts a sizeable part of the Internet to relay:
+    /// that is an open relay, whatever the intent.
+    public static let openRelayIPv4Prefix = 8
+    public static let openRelayIPv6Prefix = 16
+
+    /// The positions, in the list given to `init`, of the blocks wider than an IPv4 /8 or an IPv6
+    /// /16. Each block is judged by its own prefix length, so `0.0.0.0/1` and `128.0.0.0/1` (which
+    /// together are everyone) are both caught.
+    public var openRelayEntries: [Int] {
+        blocks.indices.filter { i in
+            blocks[i].prefix < (blocks[i].bytes.count == 4 ? Self.openRelayIPv4Prefix : Self.openRelayIPv6Prefix)
+        }
+    }
+
+    /// An entry as an error quotes it: at most 80 characters, control characters escaped.
+    static func quote(_ text: String) -> String {
+        var out = ""
+        for (n, u) in text.unicodeScalars.enumerated() {
+            if n == 80 { return "'\(out)…'" }
+            if u.properties.generalCategory == .control || u.properties.generalCategory == .format {
+                out += "\\u{\(String(u.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+        return "'\(out)'"
     }
 
     static func bytes(_ ip: String) -> [UInt8]? {

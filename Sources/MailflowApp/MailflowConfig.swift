@@ -36,6 +36,8 @@ public struct MailflowConfig: Sendable, Equatable {
     public var forests: [ResourceForest] = []
     /// Client networks allowed to relay to other domains (CIDR); none by default.
     public var trustedNetworks: [String] = []
+    /// Confirms trusted networks wider than an IPv4 /8 or an IPv6 /16 (`relay.allow_open_relay`).
+    public var allowOpenRelay = false
     /// DNS servers (`ip:port`); empty means those of /etc/resolv.conf.
     public var dnsServers: [String] = []
     public var dnsTimeout: TimeInterval = 2
@@ -100,22 +102,50 @@ public struct MailflowConfig: Sendable, Equatable {
         return l
     }
 
+    /// The trusted networks that make Mailflow an open relay (accepted only with `allowOpenRelay`).
+    public var openRelayNetworks: [String] {
+        guard let t = try? TrustedNetworks(trustedNetworks) else { return [] }
+        return t.openRelayEntries.map { trustedNetworks[$0] }
+    }
+
     /// A configuration error: where, and what is wrong.
     public struct ConfigError: Error, CustomStringConvertible, Equatable {
         public var path: String
         public var message: String
         public var line: Int?
 
+        /// One line: any control or line-breaking character is shown escaped.
         public var description: String {
-            (line.map { "line \($0): " } ?? "") + (path.isEmpty ? message : "\(path): \(message)")
+            MailflowConfig.escaped(
+                (line.map { "line \($0): " } ?? "") + (path.isEmpty ? message : "\(path): \(message)"))
         }
     }
 
+    // Bounds checked before the YAML is parsed, so a hostile file is refused with a line instead of
+    // taking the process down: Yams composes recursively (a few thousand levels overflow the stack).
+    /// The largest config file read (1 MiB); a real one is a few KB.
+    public static let maxFileSize = 1 << 20
+    /// Lists and mappings inside one another, counted through aliases; a real config uses 4.
+    public static let maxNesting = 64
+    /// The longest text value or key (4 KiB, as PATH_MAX).
+    public static let maxValueSize = 4096
+    /// Values in the document once aliases are expanded: far more than 1 MiB can hold without them.
+    static let maxExpandedValues = 1_000_000
+
     /// Reads and validates a YAML file; relative paths in it are taken relative to the file's folder.
     public static func load(file: String) throws -> MailflowConfig {
-        guard let data = FileManager.default.contents(atPath: file) else {
+        guard let handle = FileHandle(forReadingAtPath: file) else {
             throw ConfigError(path: "", message: "cannot read config file \(file)")
         }
+        defer { try? handle.close() }
+        let data: Data
+        do {
+            // At most one octet past the limit: enough to know the file is too large.
+            data = try handle.read(upToCount: maxFileSize + 1) ?? Data()
+        } catch {
+            throw ConfigError(path: "", message: "cannot read config file \(file): \(error.localizedDescription)")
+        }
+        guard data.count <= maxFileSize else { throw tooLarge() }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(path: "", message: "config file \(file) is not UTF-8")
         }
@@ -123,15 +153,26 @@ public struct MailflowConfig: Sendable, Equatable {
         return try parse(yaml: text, baseDirectory: base)
     }
 
+    static func tooLarge() -> ConfigError {
+        ConfigError(
+            path: "", message: "the file is larger than 1 MiB (\(maxFileSize) octets), the most a config file may be")
+    }
+
     public static func parse(yaml: String, baseDirectory: String = ".") throws -> MailflowConfig {
+        guard yaml.utf8.count <= maxFileSize else { throw tooLarge() }
+        // Before Yams: its composer recurses once per level.
+        if let refusal = YAMLNestingScan.check(yaml, limit: maxNesting) {
+            throw ConfigError(path: "", message: refusal.message, line: refusal.line)
+        }
         let node: Node?
         do {
             node = try Yams.compose(yaml: yaml)
         } catch {
-            throw ConfigError(path: "", message: "not valid YAML: \(error)")
+            throw yamlError(error, yaml)
         }
         var config = MailflowConfig()
         guard let node else { return config }  // an empty file means all defaults
+        try checkTree(node)
         let root = try Reader(node, "")
         try root.only([
             "server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns", "admin", "trace",
@@ -142,7 +183,7 @@ public struct MailflowConfig: Sendable, Equatable {
                 guard let (host, port) = ListenAddress.parse(l),
                     (try? SocketAddress(ipAddress: host, port: port)) != nil
                 else {
-                    throw admin.error("listen", "'\(l)' is not IP:port (for example 127.0.0.1:8025)")
+                    throw admin.error("listen", "\(quote(l)) is not IP:port (for example 127.0.0.1:8025)")
                 }
                 config.adminListen = l
             }
@@ -159,14 +200,26 @@ public struct MailflowConfig: Sendable, Equatable {
             if let t = try trace.duration("sample_interval") { config.queueSampleInterval = t }
         }
         if let relay = try root.mapping("relay") {
-            try relay.only(["trusted_networks"])
+            try relay.only(["trusted_networks", "allow_open_relay"])
             let nets = try relay.stringList("trusted_networks") ?? []
+            let trusted: TrustedNetworks
             do {
-                _ = try TrustedNetworks(nets)
+                trusted = try TrustedNetworks(nets)
             } catch {
                 throw relay.error("trusted_networks", "\(error)")
             }
+            let allowOpen = try relay.bool("allow_open_relay") ?? false
+            // Each block is judged alone, so 0.0.0.0/1 plus 128.0.0.0/1 is caught as well as 0.0.0.0/0.
+            if !allowOpen, let i = trusted.openRelayEntries.first {
+                throw ConfigError(
+                    path: relay.path("trusted_networks[\(i)]"),
+                    message: "\(quote(nets[i])) is wider than /\(TrustedNetworks.openRelayIPv4Prefix) (IPv4) or "
+                        + "/\(TrustedNetworks.openRelayIPv6Prefix) (IPv6): anyone in it may relay, an open relay; "
+                        + "narrow it, or confirm with relay.allow_open_relay: true",
+                    line: relay["trusted_networks"]?.sequence.flatMap { Array($0)[i].mark?.line })
+            }
             config.trustedNetworks = nets
+            config.allowOpenRelay = allowOpen
         }
         if let dns = try root.mapping("dns") {
             try dns.only(["servers", "timeout", "attempts"])
@@ -174,7 +227,7 @@ public struct MailflowConfig: Sendable, Equatable {
                 for (i, a) in list.enumerated() {
                     let parsed = ListenAddress.parse(a) ?? (a, 53)
                     guard (try? SocketAddress(ipAddress: parsed.0, port: parsed.1)) != nil else {
-                        throw dns.error("servers[\(i)]", "'\(a)' is not an IP address with an optional :port")
+                        throw dns.error("servers[\(i)]", "\(quote(a)) is not an IP address with an optional :port")
                     }
                 }
                 config.dnsServers = list
@@ -190,16 +243,12 @@ public struct MailflowConfig: Sendable, Equatable {
             try server.only(["hostname", "smtp", "data", "log_level", "log_format"])
             if let f = try server.string("log_format") {
                 guard ["text", "json"].contains(f) else {
-                    throw server.error("log_format", "'\(f)' is not one of text, json")
+                    throw server.error("log_format", "\(quote(f)) is not one of text, json")
                 }
                 config.logFormat = f
             }
             if let h = try server.string("hostname") {
-                do {
-                    try Mailbox.validateDomain(h[...], allowUTF8: false)
-                } catch {
-                    throw server.error("hostname", "'\(h)' is not a valid host name")
-                }
+                try checkHostName(h, server, "hostname")
                 config.hostname = h
             }
             if let list = try server.stringList("smtp") {
@@ -207,10 +256,11 @@ public struct MailflowConfig: Sendable, Equatable {
                 for (i, a) in list.enumerated() {
                     guard let (host, port) = ListenAddress.parse(a) else {
                         throw server.error(
-                            "smtp[\(i)]", "'\(a)' is not host:port (for example 127.0.0.1:2525 or [::1]:2525)")
+                            "smtp[\(i)]", "\(quote(a)) is not host:port (for example 127.0.0.1:2525 or [::1]:2525)")
                     }
                     guard (try? SocketAddress(ipAddress: host, port: port)) != nil else {
-                        throw server.error("smtp[\(i)]", "'\(host)' is not an IP address (host names are not resolved)")
+                        throw server.error(
+                            "smtp[\(i)]", "\(quote(host)) is not an IP address (host names are not resolved)")
                     }
                 }
                 config.smtpListen = list
@@ -219,7 +269,7 @@ public struct MailflowConfig: Sendable, Equatable {
             if let l = try server.string("log_level") {
                 let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
                 guard levels.contains(l) else {
-                    throw server.error("log_level", "'\(l)' is not one of \(levels.joined(separator: ", "))")
+                    throw server.error("log_level", "\(quote(l)) is not one of \(levels.joined(separator: ", "))")
                 }
                 config.logLevel = l
             }
@@ -320,11 +370,7 @@ public struct MailflowConfig: Sendable, Equatable {
                 config.mxPort = p
             }
             if let h = try d.string("helo_name") {
-                do {
-                    try Mailbox.validateDomain(h[...], allowUTF8: false)
-                } catch {
-                    throw d.error("helo_name", "'\(h)' is not a valid host name")
-                }
+                try checkHostName(h, d, "helo_name")
                 config.heloName = h
             }
             if let dn = try d.duration("delay_notice", allowZero: true) { config.delayNotice = dn == 0 ? nil : dn }
@@ -370,24 +416,26 @@ public struct MailflowConfig: Sendable, Equatable {
                     }
                     let tlsText = try c.string("tls") ?? "opportunistic"
                     guard let tls = TLSRequirement(rawValue: tlsText) else {
-                        throw c.error("tls", "'\(tlsText)' is not one of required, opportunistic, disabled")
+                        throw c.error("tls", "\(quote(tlsText)) is not one of required, opportunistic, disabled")
                     }
                     connector = OutboundConnector(
                         host: host, port: port, tls: tls, verifyName: try c.string("verify_name"))
                 }
                 guard let name = try t.string("name"), !name.isEmpty else { throw t.error("name", "is required") }
-                guard seenNames.insert(name).inserted else { throw t.error("name", "'\(name)' is used by two tenants") }
+                guard seenNames.insert(name).inserted else {
+                    throw t.error("name", "\(quote(name)) is used by two tenants")
+                }
                 guard let domains = try t.stringList("domains"), !domains.isEmpty else {
                     throw t.error("domains", "is required and needs at least one domain")
                 }
                 for (j, dom) in domains.enumerated() {
-                    do {
-                        try Mailbox.validateDomain(dom[...], allowUTF8: false)
-                    } catch {
-                        throw t.error("domains[\(j)]", "'\(dom)' is not a valid domain")
+                    guard dom.utf8.count <= maxHostNameLength,
+                        (try? Mailbox.validateDomain(dom[...], allowUTF8: false)) != nil
+                    else {
+                        throw t.error("domains[\(j)]", "\(quote(dom)) is not a valid domain")
                     }
                     if let other = seenDomains[dom.lowercased()] {
-                        throw t.error("domains[\(j)]", "'\(dom)' already belongs to tenant '\(other)'")
+                        throw t.error("domains[\(j)]", "\(quote(dom)) already belongs to tenant \(quote(other))")
                     }
                     seenDomains[dom.lowercased()] = name
                 }
@@ -396,7 +444,7 @@ public struct MailflowConfig: Sendable, Equatable {
                     do {
                         try Mailbox.validateLocalPart(b[...], allowUTF8: true)
                     } catch {
-                        throw t.error("mailboxes[\(j)]", "'\(b)' is not a valid local part")
+                        throw t.error("mailboxes[\(j)]", "\(quote(b)) is not a valid local part")
                     }
                 }
                 let catchAll = try t.bool("catch_all") ?? false
@@ -419,16 +467,18 @@ public struct MailflowConfig: Sendable, Equatable {
                 try f.only(["name", "region", "tenants", "max_connections", "max_messages_per_minute"])
                 guard let name = try f.string("name"), !name.isEmpty else { throw f.error("name", "is required") }
                 guard name != ResourceForest.defaultName else {
-                    throw f.error("name", "'\(name)' is reserved for tenants in no forest")
+                    throw f.error("name", "\(quote(name)) is reserved for tenants in no forest")
                 }
-                guard names.insert(name).inserted else { throw f.error("name", "'\(name)' is used by two forests") }
+                guard names.insert(name).inserted else {
+                    throw f.error("name", "\(quote(name)) is used by two forests")
+                }
                 let tenants = try f.stringList("tenants") ?? []
                 for (j, t) in tenants.enumerated() {
                     guard tenantNames.contains(t) else {
-                        throw f.error("tenants[\(j)]", "no tenant is named '\(t)'")
+                        throw f.error("tenants[\(j)]", "no tenant is named \(quote(t))")
                     }
                     if let other = forestOfTenant[t] {
-                        throw f.error("tenants[\(j)]", "tenant '\(t)' is already in forest '\(other)'")
+                        throw f.error("tenants[\(j)]", "tenant \(quote(t)) is already in forest \(quote(other))")
                     }
                     forestOfTenant[t] = name
                 }
@@ -451,6 +501,135 @@ public struct MailflowConfig: Sendable, Equatable {
 
     static func resolve(_ path: String, _ base: String) -> String {
         path.hasPrefix("/") ? path : URL(fileURLWithPath: base).appendingPathComponent(path).standardized.path
+    }
+
+    /// A host name in text form has at most 253 octets (RFC 1035 §2.3.4, without the final dot).
+    static let maxHostNameLength = 253
+
+    static func checkHostName(_ name: String, _ r: Reader, _ key: String) throws {
+        guard name.utf8.count <= maxHostNameLength else {
+            throw r.error(key, "is \(name.utf8.count) octets long; a host name has at most \(maxHostNameLength)")
+        }
+        guard (try? Mailbox.validateDomain(name[...], allowUTF8: false)) != nil else {
+            throw r.error(key, "\(quote(name)) is not a valid host name")
+        }
+    }
+
+    /// A value as an error message shows it: in quotes, at most 80 characters.
+    static func quote(_ value: String) -> String { "'\(excerpt(value))'" }
+
+    /// At most `limit` characters of `value` (then `…`), with control and line-breaking characters
+    /// escaped: a message that quotes a value stays one short line.
+    static func excerpt(_ value: String, limit: Int = 80) -> String {
+        var out = ""
+        for (n, u) in value.unicodeScalars.enumerated() {
+            if n == limit { return escaped(out) + "…" }
+            out.unicodeScalars.append(u)
+        }
+        return escaped(out)
+    }
+
+    /// `text` with every control, format and line or paragraph separator character written as an
+    /// escape (`\n`, `\u{7}`), so it prints as one line that cannot restyle a terminal.
+    static func escaped(_ text: String) -> String {
+        var out = ""
+        for u in text.unicodeScalars {
+            switch u {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                switch u.properties.generalCategory {
+                case .control, .format, .lineSeparator, .paragraphSeparator, .surrogate, .privateUse, .unassigned:
+                    out += "\\u{\(String(u.value, radix: 16))}"
+                default: out.unicodeScalars.append(u)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Yams' error as one line: libyaml's problem and where, without the multi-line snippet.
+    static func yamlError(_ error: Error, _ yaml: String) -> ConfigError {
+        switch error as? YamlError {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            let during = context.map { "; \($0.text) from line \($0.mark.line)" } ?? ""
+            return ConfigError(
+                path: "", message: "not valid YAML: \(problem) (column \(mark.column)\(during))", line: mark.line)
+        case .reader(let problem, let offset, let value, _):
+            let line = offset.map { o in yaml.prefix(o).reduce(1) { $1.isNewline ? $0 + 1 : $0 } }
+            return ConfigError(
+                path: "", message: "not valid YAML: \(problem) (U+\(String(format: "%04X", value)))", line: line)
+        default:
+            return ConfigError(path: "", message: "not valid YAML: \(error)")
+        }
+    }
+
+    /// Every mapping key appears once and is text; no text value is longer than `maxValueSize`;
+    /// aliases do not expand the document past `maxExpandedValues`. Iterative: nothing here recurses.
+    static func checkTree(_ root: Node) throws {
+        // Paths are built only for an error, from each node's parent.
+        var parents: [(parent: Int, segment: String)] = [(-1, "")]
+        var stack: [(node: Node, at: Int)] = [(root, 0)]
+        func path(_ at: Int) -> String {
+            var segments: [String] = []
+            var i = at
+            while i > 0 {
+                segments.append(parents[i].segment)
+                i = parents[i].parent
+            }
+            return segments.reversed().reduce("") { p, s in s.hasPrefix("[") || p.isEmpty ? p + s : p + "." + s }
+        }
+        func tooLong(_ s: Node.Scalar, _ at: Int, key: Bool) -> ConfigError? {
+            let size = s.string.utf8.count
+            guard size > maxValueSize else { return nil }
+            return ConfigError(
+                path: path(at),
+                message:
+                    "\(key ? "a key" : "a value") of \(size) octets (\(quote(s.string))); at most \(maxValueSize) allowed",
+                line: s.mark?.line)
+        }
+        var count = 0
+        while let (node, at) = stack.popLast() {
+            count += 1
+            guard count <= maxExpandedValues else {
+                // No line: an alias's copy carries its anchor's lines.
+                throw ConfigError(
+                    path: path(at), message: "aliases expand the document past \(maxExpandedValues) values")
+            }
+            switch node {
+            case .scalar(let s):
+                if let e = tooLong(s, at, key: false) { throw e }
+            case .sequence(let seq):
+                for (i, item) in seq.enumerated().reversed() {
+                    parents.append((at, "[\(i)]"))
+                    stack.append((item, parents.count - 1))
+                }
+            case .mapping(let m):
+                var seen: [String: Int] = [:]
+                var children: [(Node, Int)] = []
+                for (k, v) in m {
+                    guard case .scalar(let ks) = k else {
+                        throw ConfigError(
+                            path: path(at), message: "a key must be text, not a list or mapping", line: k.mark?.line)
+                    }
+                    if let e = tooLong(ks, at, key: true) { throw e }
+                    parents.append((at, excerpt(ks.string)))
+                    let line = ks.mark?.line ?? 0
+                    if let first = seen[ks.string] {
+                        throw ConfigError(
+                            path: path(parents.count - 1),
+                            message:
+                                "appears twice in the same mapping, on lines \(first) and \(line) (a key may appear once)",
+                            line: line)
+                    }
+                    seen[ks.string] = line
+                    children.append((v, parents.count - 1))
+                }
+                stack.append(contentsOf: children.reversed())
+            }
+        }
     }
 }
 
@@ -506,7 +685,8 @@ struct Reader {
             let name = k.string ?? "?"
             guard keys.contains(name) else {
                 throw MailflowConfig.ConfigError(
-                    path: path(name), message: "unknown key (expected one of: \(keys.joined(separator: ", ")))",
+                    path: path(MailflowConfig.excerpt(name)),
+                    message: "unknown key (expected one of: \(keys.joined(separator: ", ")))",
                     line: k.mark?.line)
             }
         }
@@ -591,5 +771,541 @@ struct Reader {
         }
         guard let v = Int(s), v >= 0 else { throw error(key, "expected a size such as 35MB") }
         return v * mult
+    }
+}
+
+/// How deeply a YAML text nests, measured without recursion before Yams composes it.
+///
+/// Yams 5.0.1 composes with one recursive call per level (`Parser.loadNode` and `loadSequence` or
+/// `loadMapping`), so a file nested a few thousand levels deep overflows the thread's stack, and
+/// libyaml's scanner slows down with the square of the flow depth. This follows libyaml 0.2.5's
+/// scanner token by token (indentation, simple keys, flow levels, the five scalar styles) and counts
+/// the collections its parser opens: block collections, indentless sequences (`a:` then `- b` at the
+/// same column), flow collections and the single-pair mappings of `[a: b]`. An alias counts as deep
+/// as its anchor's node could be, so chains of aliases are measured too. Where libyaml reports a
+/// syntax error the scan stops quietly: nothing after it is composed, and Yams then reports it.
+struct YAMLNestingScan {
+    /// Why the text is refused, and where (a 1-based line).
+    struct Refusal: Equatable {
+        var line: Int
+        var message: String
+    }
+
+    enum End: Error {
+        /// libyaml stops with a syntax error at this point.
+        case syntaxError
+        case refused(Refusal)
+    }
+
+    /// The first place where the text nests deeper than `limit` collections, or nil.
+    static func check(_ text: String, limit: Int) -> Refusal? {
+        var scan = YAMLNestingScan(bytes: Array(text.utf8), limit: limit)
+        do {
+            try scan.run()
+        } catch {
+            if case .refused(let r) = error { return r }
+        }
+        return nil
+    }
+
+    private struct SimpleKey {
+        var possible = false
+        var line = 0
+        var index = 0
+        var column = 0
+        /// The deepest level reached since the key began: the key's own nodes go one level deeper
+        /// when its `:` turns out to open a mapping around them.
+        var deepest = 0
+    }
+
+    private struct Block {
+        var column: Int
+        var isMapping: Bool
+        /// A sequence at this mapping's own column is open (`a:` then `- b`).
+        var indentless = false
+    }
+
+    private struct Flow {
+        var isSequence: Bool
+        /// `[a: b]`: this entry is a single-pair mapping.
+        var pairOpen = false
+    }
+
+    /// An anchor whose node has not ended: the deepest level reached since it was defined.
+    private struct Anchor {
+        var name: String
+        var level: Int
+        var index: Int
+        var deepest: Int
+        /// Its node has begun; it ends at the next token at `level` (or when `level` closes).
+        var seenNode = false
+    }
+
+    private let b: [UInt8]
+    private let limit: Int
+    private var p = 0
+    private var line = 0
+    private var column = 0
+    /// Characters read, as libyaml's `mark.index` (a simple key lasts at most 1024 of them).
+    private var index = 0
+    private var depth = 0
+    private var blocks: [Block] = []
+    private var flows: [Flow] = []
+    /// One possible simple key per flow level, the first for block context.
+    private var keys = [SimpleKey()]
+    private var simpleKeyAllowed = true
+    /// Anchors whose node is still open, innermost last.
+    private var anchors: [Anchor] = []
+    /// For each anchor name, the most levels its node (any of them, if defined again) holds.
+    private var anchorHeights: [String: Int] = [:]
+
+    private init(bytes: [UInt8], limit: Int) {
+        b = bytes
+        self.limit = limit
+    }
+
+    private var indent: Int { blocks.last?.column ?? -1 }
+
+    // MARK: Characters, as libyaml's macros see them (past the end reads as NUL)
+
+    private func at(_ k: Int) -> UInt8 { p + k < b.count ? b[p + k] : 0 }
+    private func has(_ k: Int, _ c: Unicode.Scalar) -> Bool { at(k) == UInt8(c.value) }
+    private func isZ(_ k: Int) -> Bool { at(k) == 0 }
+    private func isBlank(_ k: Int) -> Bool { at(k) == 0x20 || at(k) == 0x09 }
+    private func isBreakZ(_ k: Int) -> Bool { isBreak(k) || isZ(k) }
+    private func isBlankZ(_ k: Int) -> Bool { isBlank(k) || isBreakZ(k) }
+    private func isDigit(_ k: Int) -> Bool { (0x30...0x39).contains(at(k)) }
+
+    /// CR, LF, NEL, LS and PS: libyaml starts a new line at each.
+    private func isBreak(_ k: Int) -> Bool {
+        switch at(k) {
+        case 0x0A, 0x0D: return true
+        case 0xC2: return at(k + 1) == 0x85
+        case 0xE2: return at(k + 1) == 0x80 && (at(k + 2) == 0xA8 || at(k + 2) == 0xA9)
+        default: return false
+        }
+    }
+
+    private func isAlpha(_ k: Int) -> Bool {
+        let c = at(k)
+        return (0x30...0x39).contains(c) || (0x41...0x5A).contains(c) || (0x61...0x7A).contains(c) || c == 0x5F
+            || c == 0x2D
+    }
+
+    private func isHex(_ k: Int) -> Bool {
+        isDigit(k) || (0x41...0x46).contains(at(k)) || (0x61...0x66).contains(at(k))
+    }
+
+    private func isOneOf(_ k: Int, _ set: String) -> Bool {
+        let c = at(k)
+        return c != 0 && c < 0x80 && set.utf8.contains(c)
+    }
+
+    private func isURIChar(_ k: Int, verbatim: Bool) -> Bool {
+        isAlpha(k) || isOneOf(k, ";/?:@&=+$.%!~*'()") || (verbatim && isOneOf(k, ",[]"))
+    }
+
+    private func isDocumentIndicator() -> Bool {
+        guard column == 0, isBlankZ(3) else { return false }
+        let c = at(0)
+        return (c == 0x2D || c == 0x2E) && at(1) == c && at(2) == c
+    }
+
+    private mutating func skip() {
+        let c = at(0)
+        p += c < 0x80 ? 1 : c & 0xE0 == 0xC0 ? 2 : c & 0xF0 == 0xE0 ? 3 : c & 0xF8 == 0xF0 ? 4 : 1
+        index += 1
+        column += 1
+    }
+
+    private mutating func skipLine() {
+        if at(0) == 0x0D && at(1) == 0x0A {
+            p += 2
+            index += 2
+        } else if isBreak(0) {
+            skip()
+        } else {
+            return
+        }
+        column = 0
+        line += 1
+    }
+
+    // MARK: Depth
+
+    private mutating func reach(_ level: Int, alias: String? = nil) throws(End) {
+        if level > limit {
+            let through = alias.map { " through the alias *\(MailflowConfig.excerpt($0))" } ?? ""
+            throw .refused(
+                Refusal(line: line + 1, message: "lists and mappings nested more than \(limit) deep\(through)"))
+        }
+        for i in keys.indices where keys[i].possible && keys[i].deepest < level { keys[i].deepest = level }
+        for i in anchors.indices where anchors[i].deepest < level { anchors[i].deepest = level }
+    }
+
+    /// A collection begins (a node, for an anchor waiting for one).
+    private mutating func open(deepest: Int = 0) throws(End) {
+        nodeBegins()
+        depth += 1
+        try reach(max(depth, deepest))
+    }
+
+    private mutating func close(_ count: Int = 1) { depth -= count }
+
+    private mutating func nodeBegins() {
+        for i in anchors.indices.reversed() {
+            if anchors[i].seenNode { break }
+            anchors[i].seenNode = true
+        }
+    }
+
+    /// Before a token: the anchors whose node has ended record how deep it went.
+    private mutating func endAnchors(keyStart: Int? = nil) {
+        while let a = anchors.last,
+            a.level > depth || (a.level == depth && a.seenNode && a.index >= (keyStart ?? a.index))
+        {
+            anchors.removeLast()
+            anchorHeights[a.name] = max(anchorHeights[a.name] ?? 0, a.deepest - a.level)
+        }
+    }
+
+    /// How many levels an alias of `name` can add; nil if no anchor of that name came before.
+    private func height(of name: String) -> Int? {
+        var h = anchorHeights[name]
+        for a in anchors where a.name == name { h = max(h ?? 0, a.deepest - a.level) }
+        return h
+    }
+
+    /// libyaml's `roll_indent`: a block collection opens where `column` is deeper than the indentation.
+    private mutating func roll(_ column: Int, mapping: Bool, deepest: Int = 0) throws(End) -> Bool {
+        guard flows.isEmpty, indent < column else { return false }
+        blocks.append(Block(column: column, isMapping: mapping))
+        try open(deepest: deepest)
+        return true
+    }
+
+    /// libyaml's `unroll_indent`: block collections deeper than `column` end.
+    private mutating func unroll(to column: Int) {
+        guard flows.isEmpty else { return }
+        while let last = blocks.last, last.column > column {
+            blocks.removeLast()
+            close(last.indentless ? 2 : 1)
+        }
+    }
+
+    /// A key at a mapping's own column ends the sequence that sat at that column.
+    private mutating func endIndentless(at column: Int) {
+        guard flows.isEmpty, let last = blocks.last, last.column == column, last.indentless else { return }
+        blocks[blocks.count - 1].indentless = false
+        close()
+    }
+
+    private mutating func saveKey() {
+        guard simpleKeyAllowed else { return }
+        keys[keys.count - 1] = SimpleKey(possible: true, line: line, index: index, column: column, deepest: depth)
+    }
+
+    private mutating func removeKey() { keys[keys.count - 1].possible = false }
+
+    // MARK: Tokens
+
+    private mutating func run() throws(End) {
+        while true {
+            scanToNextToken()
+            unroll(to: column)
+            // Any other token at a mapping's column ends the sequence that sat there.
+            if !(has(0, "-") && isBlankZ(1)) { endIndentless(at: column) }
+            if isZ(0) { return }
+            let isValue = has(0, ":") && (!flows.isEmpty || isBlankZ(1))
+            if !isValue { endAnchors() }
+            if column == 0 && has(0, "%") {  // a directive: a line of its own
+                guard flows.isEmpty else { throw .syntaxError }
+                unroll(to: -1)
+                removeKey()
+                simpleKeyAllowed = false
+                while !isBreakZ(0) { skip() }
+                continue
+            }
+            if isDocumentIndicator() {
+                guard flows.isEmpty else { throw .syntaxError }
+                unroll(to: -1)
+                removeKey()
+                simpleKeyAllowed = false
+                skip()
+                skip()
+                skip()
+                continue
+            }
+            switch Unicode.Scalar(at(0)) {
+            case "[", "{":
+                saveKey()
+                flows.append(Flow(isSequence: has(0, "[")))
+                keys.append(SimpleKey())
+                simpleKeyAllowed = true
+                skip()
+                try open()
+            case "]", "}":
+                guard let f = flows.last, f.isSequence == has(0, "]") else { throw .syntaxError }
+                removeKey()
+                flows.removeLast()
+                keys.removeLast()
+                simpleKeyAllowed = false
+                skip()
+                close(f.pairOpen ? 2 : 1)
+            case ",":
+                guard let f = flows.last else { throw .syntaxError }
+                nodeBegins()  // the entry ends: an anchor still waiting was on an empty node
+                removeKey()
+                simpleKeyAllowed = true
+                skip()
+                if f.pairOpen {
+                    flows[flows.count - 1].pairOpen = false
+                    close()
+                }
+            case "-" where isBlankZ(1):
+                guard flows.isEmpty, simpleKeyAllowed else { throw .syntaxError }
+                if try !roll(column, mapping: false) {
+                    if let last = blocks.last, last.column == column, last.isMapping, !last.indentless {
+                        blocks[blocks.count - 1].indentless = true
+                        try open()
+                    } else {
+                        nodeBegins()  // the next entry: an anchor still waiting was on an empty one
+                    }
+                }
+                removeKey()
+                simpleKeyAllowed = true
+                skip()
+            case "?" where !flows.isEmpty || isBlankZ(1):
+                if flows.isEmpty {
+                    guard simpleKeyAllowed else { throw .syntaxError }
+                    if try !roll(column, mapping: true) {
+                        endIndentless(at: column)
+                        nodeBegins()
+                    }
+                } else if let f = flows.last, f.isSequence, !f.pairOpen {
+                    flows[flows.count - 1].pairOpen = true
+                    try open()
+                }
+                removeKey()
+                simpleKeyAllowed = flows.isEmpty
+                skip()
+            case ":" where !flows.isEmpty || isBlankZ(1):
+                try value()
+            case "*", "&":
+                let isAnchor = has(0, "&")
+                let tokenIndex = index
+                saveKey()
+                simpleKeyAllowed = false
+                skip()
+                let start = p
+                while isAlpha(0) { skip() }
+                guard p > start, isBlankZ(0) || isOneOf(0, "?:,]}%@`") else { throw .syntaxError }
+                let name = String(decoding: b[start..<p], as: UTF8.self)
+                if isAnchor {
+                    // In valid YAML at most two anchors wait at one level (`a: &x` then `&y b: c`).
+                    guard anchors.count <= 2 * (limit + 1) else {
+                        throw .refused(Refusal(line: line + 1, message: "anchors (&name) without values"))
+                    }
+                    anchors.append(Anchor(name: name, level: depth, index: tokenIndex, deepest: depth))
+                } else {
+                    // An alias of nothing defined before: Yams refuses it.
+                    guard let h = height(of: name) else { throw .syntaxError }
+                    nodeBegins()
+                    try reach(depth + h, alias: name)
+                }
+            case "!":
+                saveKey()
+                simpleKeyAllowed = false
+                try tag()
+            case "|" where flows.isEmpty, ">" where flows.isEmpty:
+                removeKey()
+                simpleKeyAllowed = true
+                nodeBegins()
+                try blockScalar()
+            case "'", "\"":
+                saveKey()
+                simpleKeyAllowed = false
+                nodeBegins()
+                try quotedScalar(single: has(0, "'"))
+            default:
+                let plain =
+                    !(isBlankZ(0) || isOneOf(0, "-?:,[]{}#&*!|>'\"%@`")) || (has(0, "-") && !isBlank(1))
+                    || (flows.isEmpty && (has(0, "?") || has(0, ":")) && !isBlankZ(1))
+                guard plain else { throw .syntaxError }
+                saveKey()
+                simpleKeyAllowed = false
+                nodeBegins()
+                try plainScalar()
+            }
+        }
+    }
+
+    private mutating func scanToNextToken() {
+        while true {
+            if column == 0 && at(0) == 0xEF && at(1) == 0xBB && at(2) == 0xBF { skip() }
+            while has(0, " ") || ((!flows.isEmpty || !simpleKeyAllowed) && has(0, "\t")) { skip() }
+            if has(0, "#") {
+                while !isBreakZ(0) { skip() }
+            }
+            guard isBreak(0) else { return }
+            skipLine()
+            if flows.isEmpty { simpleKeyAllowed = true }
+        }
+    }
+
+    /// `:`: the possible simple key before it becomes a key, which may open a mapping around it.
+    private mutating func value() throws(End) {
+        let k = keys[keys.count - 1]
+        if k.possible && k.line == line && k.index + 1024 >= index {
+            let opensAround =
+                flows.isEmpty ? indent < k.column : (flows.last.map { $0.isSequence && !$0.pairOpen } ?? false)
+            // Anchors on the key end with it; one before the key is on the mapping that now opens.
+            endAnchors(keyStart: opensAround ? k.index : nil)
+            if flows.isEmpty {
+                if try !roll(k.column, mapping: true, deepest: k.deepest + 1) { endIndentless(at: k.column) }
+            } else if let f = flows.last, f.isSequence, !f.pairOpen {
+                flows[flows.count - 1].pairOpen = true
+                try open(deepest: k.deepest + 1)
+            }
+            removeKey()
+            simpleKeyAllowed = false
+        } else {
+            endAnchors()
+            if flows.isEmpty {
+                guard simpleKeyAllowed else { throw .syntaxError }
+                if try !roll(column, mapping: true) {
+                    endIndentless(at: column)
+                    nodeBegins()
+                }
+            } else {
+                nodeBegins()
+            }
+            simpleKeyAllowed = flows.isEmpty
+        }
+        skip()
+    }
+
+    private mutating func tag() throws(End) {
+        if has(1, "<") {
+            skip()
+            skip()
+            while isURIChar(0, verbatim: true) { skip() }
+            guard has(0, ">") else { throw .syntaxError }
+            skip()
+        } else {
+            skip()
+            while isURIChar(0, verbatim: false) { skip() }
+        }
+        guard isBlankZ(0) || (!flows.isEmpty && has(0, ",")) else { throw .syntaxError }
+    }
+
+    private mutating func plainScalar() throws(End) {
+        let minColumn = indent + 1
+        var leadingBlanks = false
+        while true {
+            if isDocumentIndicator() || has(0, "#") { break }
+            while !isBlankZ(0) {
+                if !flows.isEmpty && has(0, ":") && isOneOf(1, ",?[]{}") { throw .syntaxError }
+                if (has(0, ":") && isBlankZ(1)) || (!flows.isEmpty && isOneOf(0, ",[]{}")) { break }
+                leadingBlanks = false
+                skip()
+            }
+            guard isBlank(0) || isBreak(0) else { break }
+            while isBlank(0) || isBreak(0) {
+                if isBlank(0) {
+                    if leadingBlanks && column < minColumn && has(0, "\t") { throw .syntaxError }
+                    skip()
+                } else {
+                    skipLine()
+                    leadingBlanks = true
+                }
+            }
+            if flows.isEmpty && column < minColumn { break }
+        }
+        if leadingBlanks { simpleKeyAllowed = true }
+    }
+
+    private mutating func quotedScalar(single: Bool) throws(End) {
+        let quote: Unicode.Scalar = single ? "'" : "\""
+        skip()
+        while true {
+            guard !isDocumentIndicator(), !isZ(0) else { throw .syntaxError }
+            while !isBlankZ(0) {
+                if single && has(0, "'") && has(1, "'") {
+                    skip()
+                    skip()
+                } else if has(0, quote) {
+                    break
+                } else if !single && has(0, "\\") && isBreak(1) {
+                    skip()
+                    skipLine()
+                    break
+                } else if !single && has(0, "\\") {
+                    var codeLength = 0
+                    switch Unicode.Scalar(at(1)) {
+                    case "0", "a", "b", "t", "\t", "n", "v", "f", "r", "e", " ", "\"", "/", "\\", "N", "_", "L", "P":
+                        break
+                    case "x": codeLength = 2
+                    case "u": codeLength = 4
+                    case "U": codeLength = 8
+                    default: throw .syntaxError
+                    }
+                    skip()
+                    skip()
+                    for k in 0..<codeLength where !isHex(k) { throw .syntaxError }
+                    for _ in 0..<codeLength { skip() }
+                } else {
+                    skip()
+                }
+            }
+            if has(0, quote) { break }
+            while isBlank(0) || isBreak(0) {
+                if isBlank(0) { skip() } else { skipLine() }
+            }
+        }
+        skip()
+    }
+
+    private mutating func blockScalar() throws(End) {
+        skip()
+        var increment = 0
+        if has(0, "+") || has(0, "-") {
+            skip()
+            if isDigit(0) {
+                guard !has(0, "0") else { throw .syntaxError }
+                increment = Int(at(0) - 0x30)
+                skip()
+            }
+        } else if isDigit(0) {
+            guard !has(0, "0") else { throw .syntaxError }
+            increment = Int(at(0) - 0x30)
+            skip()
+            if has(0, "+") || has(0, "-") { skip() }
+        }
+        while isBlank(0) { skip() }
+        if has(0, "#") {
+            while !isBreakZ(0) { skip() }
+        }
+        guard isBreakZ(0) else { throw .syntaxError }
+        skipLine()
+        var blockIndent = increment > 0 ? (indent >= 0 ? indent + increment : increment) : 0
+        try blockScalarBreaks(&blockIndent)
+        while column == blockIndent && !isZ(0) {
+            while !isBreakZ(0) { skip() }
+            skipLine()
+            try blockScalarBreaks(&blockIndent)
+        }
+    }
+
+    private mutating func blockScalarBreaks(_ blockIndent: inout Int) throws(End) {
+        var maxIndent = 0
+        while true {
+            while (blockIndent == 0 || column < blockIndent) && has(0, " ") { skip() }
+            maxIndent = max(maxIndent, column)
+            if (blockIndent == 0 || column < blockIndent) && has(0, "\t") { throw .syntaxError }
+            guard isBreak(0) else { break }
+            skipLine()
+        }
+        if blockIndent == 0 { blockIndent = max(maxIndent, indent + 1, 1) }
     }
 }

@@ -189,6 +189,19 @@ public final class MailflowService: Sendable {
         admission.update(new.admissionLimits)
         policy.replace(Self.policy(new))
         logger.notice("configuration reloaded: \(new.forests.count) forest(s), \(new.tenants.count) tenant(s)")
+        Self.warnIfOpenRelay(new, logger)
+    }
+
+    /// An open relay is only ever configured on purpose (`relay.allow_open_relay`), and still said
+    /// at every start and reload.
+    static func warnIfOpenRelay(_ config: MailflowConfig, _ logger: Logger) {
+        let open = config.openRelayNetworks
+        guard !open.isEmpty else { return }
+        let shown = open.prefix(5).map { MailflowConfig.excerpt($0) }.joined(separator: ", ")
+        let more = open.count > 5 ? " and \(open.count - 5) more" : ""
+        logger.warning(
+            "open relay: relay.trusted_networks lets every client in \(shown)\(more) send mail to any domain (relay.allow_open_relay is true)"
+        )
     }
 
     /// Where `mailflow limits` reads the live usage; rewritten every second while serving.
@@ -224,6 +237,7 @@ public final class MailflowService: Sendable {
 
     /// Starts delivery (pending work resumes by itself) and binds the SMTP listeners.
     public func start() async throws -> [SocketAddress] {
+        Self.warnIfOpenRelay(config, logger)
         scheduler.start()
         let pool = threadPool
         let task = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1000)) { [self] _ in

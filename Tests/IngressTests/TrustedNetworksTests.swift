@@ -22,6 +22,30 @@ struct TrustedNetworksTests {
         #expect(throws: TrustedNetworks.ParseError.self) { try TrustedNetworks([text]) }
     }
 
+    @Test func openRelayEntriesAreJudgedEachByItsPrefix() throws {
+        let t = try TrustedNetworks([
+            "127.0.0.0/8", "0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/7", "2001:db8::/16", "::/0", "2000::/3", "::1",
+            "192.0.2.1", "::ffff:10.0.0.0/7",
+        ])
+        #expect(t.openRelayEntries == [1, 2, 3, 5, 6, 9])
+        #expect(try TrustedNetworks(["10.0.0.0/8", "2001:db8::/16", "192.0.2.0/24"]).openRelayEntries.isEmpty)
+        #expect(TrustedNetworks().openRelayEntries.isEmpty)
+    }
+
+    @Test(arguments: ["/", "/8", "//"])
+    func rejectsAPrefixWithoutAnAddress(_ text: String) {
+        #expect(throws: TrustedNetworks.ParseError.self) { try TrustedNetworks([text]) }
+    }
+
+    @Test func errorsQuoteAtMost80Characters() {
+        do {
+            _ = try TrustedNetworks([String(repeating: "x", count: 5000) + "\n"])
+            Issue.record("accepted")
+        } catch {
+            #expect("\(error)" == "'\(String(repeating: "x", count: 80))…' is not an IP address or CIDR block")
+        }
+    }
+
     @Test func relayOnlyForTrustedClients() {
         let d = TenantDirectory(tenants: [Tenant(name: "c", domains: ["contoso.test"], mailboxes: ["alice"])])
         let remote = ForwardPathFixture.remote
