@@ -85,7 +85,7 @@ let package = Package(
         .target(
             name: "AdminServer",
             dependencies: [
-                "MailQueue", "Ingress", "Delivery",
+                "MailQueue", "Ingress", "Delivery", "ServiceHealth",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -100,6 +100,7 @@ let package = Package(
             name: "MailflowApp",
             dependencies: [
                 "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage", "DNSClient", "AdminServer",
+                "ServiceHealth",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -142,11 +143,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "MailflowAppTests", dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore"]),
+        .testTarget(
+            name: "MailflowAppTests",
+            dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore", .product(name: "Yams", package: "Yams")]),
         .testTarget(
             name: "AdminServerTests",
             dependencies: [
-                "AdminServer", "MailQueue", "Ingress", .product(name: "Hummingbird", package: "hummingbird"),
+                "AdminServer", "MailQueue", "Ingress", "ServiceHealth",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]),

@@ -2,6 +2,7 @@ import Delivery
 import Foundation
 import Ingress
 import MailQueue
+import ServiceHealth
 
 /// A tenant as the admin center shows it.
 public struct TenantInfo: Sendable, Codable, Equatable {
@@ -31,6 +32,12 @@ public struct AdminBackend: Sendable {
     public var wakeDelivery: @Sendable () -> Void
     /// Prometheus text for `/metrics`.
     public var metrics: @Sendable () -> String
+    /// Service health: every issue (open and ended), oldest first; empty when health is off.
+    public var healthIssues: @Sendable () -> [HealthIssue]
+    /// An admin's action on an issue (post, status, post-incident review); throws `HealthActionError`.
+    public var healthAct: @Sendable (String, HealthAdminAction, String) throws -> HealthIssue
+    /// A tenant admin's problem report (report, reporter name); the monitor reads it within seconds.
+    public var healthReport: @Sendable (ProblemReport, String) throws -> Void
 
     public init(
         store: SQLiteQueueStore, hostname: String, version: String,
@@ -38,7 +45,12 @@ public struct AdminBackend: Sendable {
         destinations: @escaping @Sendable () async -> [DestinationStatus] = { [] },
         tenants: @escaping @Sendable () -> [TenantInfo] = { [] },
         wakeDelivery: @escaping @Sendable () -> Void = {},
-        metrics: @escaping @Sendable () -> String = { "" }
+        metrics: @escaping @Sendable () -> String = { "" },
+        healthIssues: @escaping @Sendable () -> [HealthIssue] = { [] },
+        healthAct: @escaping @Sendable (String, HealthAdminAction, String) throws -> HealthIssue = { id, _, _ in
+            throw HealthActionError.unknownIssue(id)
+        },
+        healthReport: @escaping @Sendable (ProblemReport, String) throws -> Void = { _, _ in }
     ) {
         self.store = store
         self.hostname = hostname
@@ -48,5 +60,8 @@ public struct AdminBackend: Sendable {
         self.tenants = tenants
         self.wakeDelivery = wakeDelivery
         self.metrics = metrics
+        self.healthIssues = healthIssues
+        self.healthAct = healthAct
+        self.healthReport = healthReport
     }
 }

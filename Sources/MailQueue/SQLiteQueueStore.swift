@@ -126,6 +126,7 @@ public final class SQLiteQueueStore: Sendable {
                     CREATE INDEX recipient_pending ON recipient(message) WHERE status = 'pending';
                     """)
         }
+        registerHealthMigration(&m)
         return m
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import Ingress
 import NIOCore
 import SMTPCore
+import ServiceHealth
 import Yams
 
 /// Mailflow's configuration, read from YAML (see docs/configuration.md for every key and default).
@@ -55,6 +56,17 @@ public struct MailflowConfig: Sendable, Equatable {
     public var shutdownGrace: TimeInterval = 30
     /// Timeouts are deadlines per request, not idle timers every byte restarts (`timeouts.request_deadline`).
     public var requestDeadline = true
+    /// Service health: the live monitor (`health.enabled`), its webhook (URL and HMAC secret), the
+    /// admin addresses mailed on open, classification change and restore, and how much trace history
+    /// rebuilds its baselines at start.
+    public var healthEnabled = true
+    public var healthWebhook: URL?
+    public var healthWebhookSecret: String?
+    public var healthNotify: [String] = []
+    public var healthWarmUp: TimeInterval = 7 * 86400
+    /// The detector's thresholds; `health.bucket`, `window`, `minimum_duration` and `restore_after`
+    /// change the time scales (docs/health.md).
+    public var healthPolicy = HealthDetectionPolicy()
     /// Octets a second a body must keep up to earn more time (`timeouts.min_data_rate`, as Postfix's
     /// `smtpd_min_data_rate`).
     public var minDataRate = 500
@@ -176,7 +188,50 @@ public struct MailflowConfig: Sendable, Equatable {
         let root = try Reader(node, "")
         try root.only([
             "server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns", "admin", "trace",
+            "health",
         ])
+        if let health = try root.mapping("health") {
+            try health.only([
+                "enabled", "webhook", "webhook_secret", "notify", "warm_up", "bucket", "window", "minimum_duration",
+                "restore_after",
+            ])
+            if let b = try health.duration("bucket") {
+                guard (1...300).contains(b) else { throw health.error("bucket", "must be between 1s and 5m") }
+                config.healthPolicy.bucketSeconds = b
+            }
+            if let w = try health.duration("window") {
+                let buckets = Int((w / config.healthPolicy.bucketSeconds).rounded())
+                guard (2...120).contains(buckets) else {
+                    throw health.error("window", "must be 2 to 120 buckets long")
+                }
+                config.healthPolicy.windowBuckets = buckets
+            }
+            if let d = try health.duration("minimum_duration") { config.healthPolicy.minimumDuration = d }
+            if let r = try health.duration("restore_after") { config.healthPolicy.restoreAfter = r }
+            if let e = try health.bool("enabled") { config.healthEnabled = e }
+            if let u = try health.string("webhook") {
+                guard let url = URL(string: u), ["http", "https"].contains(url.scheme?.lowercased() ?? ""),
+                    url.host != nil
+                else { throw health.error("webhook", "\(quote(u)) is not an http(s) URL") }
+                config.healthWebhook = url
+            }
+            if let secret = try health.string("webhook_secret") {
+                guard secret.utf8.count >= 16 else {
+                    throw health.error("webhook_secret", "must be at least 16 characters (it signs each webhook call)")
+                }
+                config.healthWebhookSecret = secret
+            }
+            if config.healthWebhook != nil && config.healthWebhookSecret == nil {
+                throw health.error("webhook_secret", "is required with webhook (the receiver checks the signature)")
+            }
+            if let list = try health.stringList("notify") {
+                for a in list where !a.contains("@") {
+                    throw health.error("notify", "\(quote(a)) is not a mail address")
+                }
+                config.healthNotify = list
+            }
+            if let w = try health.duration("warm_up") { config.healthWarmUp = w }
+        }
         if let admin = try root.mapping("admin") {
             try admin.only(["enabled", "listen", "session_lifetime"])
             if let l = try admin.string("listen") {
@@ -520,7 +575,7 @@ public struct MailflowConfig: Sendable, Equatable {
 
     /// At most `limit` characters of `value` (then `…`), with control and line-breaking characters
     /// escaped: a message that quotes a value stays one short line.
-    static func excerpt(_ value: String, limit: Int = 80) -> String {
+    public static func excerpt(_ value: String, limit: Int = 80) -> String {
         var out = ""
         for (n, u) in value.unicodeScalars.enumerated() {
             if n == limit { return escaped(out) + "…" }

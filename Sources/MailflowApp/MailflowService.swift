@@ -5,12 +5,14 @@ import Dispatch
 import Foundation
 import Ingress
 import Logging
+import MailMessage
 import MailQueue
 import Metrics
 import NIOCore
 import NIOPosix
 import NIOSSL
 import SMTPCore
+import ServiceHealth
 import Synchronization
 
 /// The running Mailflow: queue, spool, delivery and the SMTP listeners, wired from a config, with an
@@ -38,6 +40,8 @@ public final class MailflowService: Sendable {
     let pruning = Mutex(false)
     public let metrics: MetricsExporter?
     let admin: AdminHTTPServer?
+    /// The live service-health monitor (nil with `health.enabled: false`).
+    public let health: HealthService?
     public static let version = "0.2.0"
 
     public static func paths(dataDirectory: String) -> (queue: String, spool: String, mailboxes: String) {
@@ -127,6 +131,26 @@ public final class MailflowService: Sendable {
             policy: policy, admission: admission, committer: committer, spool: spool, threadPool: threadPool,
             tls: tls, logger: logger, metrics: IngressMetrics(factory: metrics?.factory ?? MetricsSystem.factory))
         server = SMTPServer(group: group, context: ctx)
+        if config.healthEnabled {
+            let admissionForPlacement = admission
+            let notifier = HealthNotifier(
+                webhook: config.healthWebhook.map {
+                    HealthNotifier.Webhook(url: $0, secret: config.healthWebhookSecret ?? "")
+                }, emailTo: config.healthNotify, logger: logger,
+                sendEmail: { [committer, hostname = config.hostname, directory] subject, body, to in
+                    Self.queueNotice(
+                        subject: subject, body: body, to: to, hostname: hostname, directory: directory,
+                        committer: committer)
+                })
+            health = HealthService(
+                store: store,
+                placement: { tenant in
+                    let f = admissionForPlacement.forest(forTenant: tenant)
+                    return TenantPlacement(forest: f.name, region: f.region)
+                }, notifier: notifier, logger: logger, policy: config.healthPolicy)
+        } else {
+            health = nil
+        }
         if config.adminListen != nil {
             let store = self.store
             let admission = self.admission
@@ -144,7 +168,13 @@ public final class MailflowService: Sendable {
                     }
                 },
                 wakeDelivery: { scheduler.wakeUp() },
-                metrics: { metrics?.render(usage: admission.usage(), queue: try? store.queueCounts()) ?? "" })
+                metrics: { metrics?.render(usage: admission.usage(), queue: try? store.queueCounts()) ?? "" },
+                healthIssues: { [health] in health?.issues ?? [] },
+                healthAct: { [health] id, action, actor in
+                    guard let health else { throw HealthActionError.unknownIssue(id) }
+                    return try health.apply(action, to: id, by: actor)
+                },
+                healthReport: { [health] report, reporter in try health?.report(report, by: reporter) })
             var adminLogger = logger
             adminLogger[metadataKey: "listener"] = "admin"
             admin = try AdminHTTPServer(
@@ -246,6 +276,19 @@ public final class MailflowService: Sendable {
         }
         snapshotTask.withLock { $0 = task }
         startHousekeeping()
+        if let health {
+            // Baselines come back from the stored trace off the start path; then the monitor runs.
+            let warmUp = config.healthWarmUp
+            let logger = self.logger
+            Task.detached {
+                do {
+                    try health.prepare(warmUp: warmUp)
+                } catch {
+                    logger.error("service health could not load its state: \(error)")
+                }
+                health.start()
+            }
+        }
         var addresses: [SocketAddress] = []
         for a in config.smtpListen {
             guard let (host, port) = ListenAddress.parse(a) else { throw StartupError("bad listen address \(a)") }
@@ -333,6 +376,7 @@ public final class MailflowService: Sendable {
         logger.notice("shutting down")
         await server.shutdown(grace: .seconds(config.shutdownGrace))
         await admin?.shutdown()
+        health?.stop()
         snapshotTask.withLock { $0?.cancel() }
         housekeeping.withLock { tasks in for t in tasks { t.cancel() } }
         writeLimitsSnapshot()
@@ -345,6 +389,46 @@ public final class MailflowService: Sendable {
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
         logger.notice("stopped")
+    }
+}
+
+extension MailflowService {
+    /// Queues a plain-text notice from `postmaster@hostname` to admin addresses through the queue
+    /// (routed like a DSN: local mailboxes, or relayed to their domain).
+    static func queueNotice(
+        subject: String, body: String, to: [String], hostname: String, directory: TenantDirectory,
+        committer: GroupCommitter
+    ) {
+        var rng = SystemRandomNumberGenerator()
+        let now = Date()
+        let id = QueueID.generate(now: now, using: &rng)
+        let recipients = to.compactMap { address -> EnvelopeRecipient? in
+            guard let at = address.lastIndex(of: "@") else { return nil }
+            let domain = String(address[address.index(after: at)...]).lowercased()
+            let local = String(address[..<at])
+            if directory.tenant(forDomain: domain) == nil {
+                return EnvelopeRecipient(address: address, route: "relay:\(domain)")
+            }
+            guard case .accept(let route) = directory.decide(.mailbox(Mailbox(localPart: local, domain: domain)))
+            else { return nil }
+            return EnvelopeRecipient(address: address, route: route)
+        }
+        guard !recipients.isEmpty else { return }
+        let cleanSubject = subject.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
+        let text =
+            "From: Mailflow service health <postmaster@\(hostname)>\r\nTo: \(to.joined(separator: ", "))\r\n"
+            + "Subject: \(cleanSubject)\r\nDate: \(HeaderStamps.rfc5322Date(now))\r\n"
+            + "Message-ID: <\(id)@\(hostname)>\r\nMIME-Version: 1.0\r\n"
+            + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            + body.replacingOccurrences(of: "\r", with: "").split(separator: "\n", omittingEmptySubsequences: false)
+            .joined(separator: "\r\n") + "\r\n"
+        let data = Data(text.utf8)
+        committer.commit(
+            NewMessage(
+                id: id, receivedAt: now, sender: "", recipients: recipients, size: data.count, bodyType: "8BITMIME",
+                clientAddress: "127.0.0.1", helo: hostname, protocolName: "local", messageID: "<\(id)@\(hostname)>",
+                subject: cleanSubject, body: .inline(data))
+        ) { _ in }
     }
 }
 

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+import Ingress
+import MailQueue
+import MailflowApp
 import ServiceHealth
 
 /// `mailflow health`: service health (issues detected from mail-flow telemetry and user reports).
@@ -7,7 +10,261 @@ struct Health: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Service health: incidents and advisories detected from mail flow and user reports.",
         discussion: "See docs/health.md for the detection rules, thresholds, statuses and the replay format.",
-        subcommands: [Replay.self, DetectSeries.self])
+        subcommands: [
+            Overview.self, Issues.self, Show.self, Report.self, Post.self, Status.self, Review.self, Export.self,
+            Replay.self, DetectSeries.self,
+        ],
+        defaultSubcommand: Overview.self)
+
+    static func issues(_ options: ConfigOption) throws -> [HealthIssue] {
+        try HealthService.storedIssues(Queue.open(options))
+    }
+
+    static func issue(_ id: String, _ options: ConfigOption) throws -> HealthIssue {
+        guard let i = try issues(options).first(where: { $0.id.caseInsensitiveCompare(id) == .orderedSame }) else {
+            throw FailureMessage(text: "no service-health issue \(id)")
+        }
+        return i
+    }
+
+    static func printJSON(_ docs: [HealthIssueDocument]) throws {
+        print(String(decoding: try HealthIssueDocument.encode(docs), as: UTF8.self))
+    }
+
+    struct Overview: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Each service's status (the worst open issue, or serviceOperational) and the open issues.")
+        @OptionGroup var options: ConfigOption
+
+        func run() throws {
+            let all = try Health.issues(options)
+            let open = all.filter { !$0.isResolved }
+            let services = ["Inbound mail flow", "Outbound mail flow"]
+            printTable(
+                ["SERVICE", "STATUS", "OPEN ISSUES"],
+                services.map { s in
+                    let mine = open.filter { $0.service == s }
+                    let worst = mine.map(\.status).max { Health.rank($0) < Health.rank($1) }
+                    return [s, worst?.rawValue ?? "serviceOperational", mine.map(\.id).joined(separator: ", ")]
+                })
+            if !open.isEmpty {
+                print("")
+                printIssues(open.map(HealthIssueDocument.init))
+            }
+        }
+    }
+
+    /// How bad a status is, for the overview's worst-of.
+    static func rank(_ s: IssueStatus) -> Int {
+        switch s {
+        case .serviceInterruption: return 5
+        case .serviceDegradation: return 4
+        case .investigating: return 3
+        case .restoringService: return 2
+        case .extendedRecovery: return 1
+        default: return 0
+        }
+    }
+
+    struct Issues: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List service-health issues, open ones by default.")
+        @OptionGroup var options: ConfigOption
+        @Flag(help: "Include ended issues (restored, false positive, reviewed).") var all = false
+        @Flag(help: "Print JSON instead of a table.") var json = false
+
+        func run() throws {
+            let docs = try Health.issues(options).filter { all || !$0.isResolved }.reversed().map(
+                HealthIssueDocument.init)
+            if json { return try Health.printJSON(Array(docs)) }
+            printIssues(Array(docs))
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one issue: fields, scope, evidence and posts.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "The issue ID (MF...).") var id: String
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let d = HealthIssueDocument(try Health.issue(id, options))
+            if json { return try Health.printJSON([d]) }
+            print("\(d.id)  \(shown(d.title))")
+            print(
+                "Classification: \(d.classification)    Status: \(d.status)    Origin: \(d.origin)    Service: \(d.service)"
+            )
+            print("Start: \(d.startDateTime)    Detected: \(d.detectedDateTime)    End: \(d.endDateTime ?? "-")")
+            print("Signature: \(shown(d.signature))")
+            print("User impact: \(shown(d.impactDescription))")
+            let s = d.scope
+            print(
+                "Scope: \(s.direction); forests \(s.forests.joined(separator: ", ")); regions \(s.regions.joined(separator: ", ")); destinations \(s.destinations.joined(separator: ", ")); \(s.tenants.count) tenant(s): \(shown(s.tenants.joined(separator: ", "))); peak failing share \(Int((s.peakFailureShare * 100).rounded()))%"
+            )
+            print(
+                "Evidence: \(d.evidence.failures) failures in \(d.evidence.total) outcomes since \(d.evidence.firstSeen); usual share \(String(format: "%.1f", d.evidence.baselineShare * 100))%"
+                    + (d.evidence.relatedSignatures.isEmpty
+                        ? "" : "; related: \(shown(d.evidence.relatedSignatures.joined(separator: "; ")))"))
+            print(
+                "Reports: \(d.reports)"
+                    + (d.reportsByRegion.isEmpty
+                        ? ""
+                        : " ("
+                            + d.reportsByRegion.sorted { $0.key < $1.key }.map { "\(shown($0.key)) \($0.value)" }
+                            .joined(separator: ", ") + ")"))
+            for p in d.posts.reversed() {
+                print("\n--- \(p.createdDateTime) \(p.postType) by \(shown(p.author))")
+                for line in p.description.split(separator: "\n", omittingEmptySubsequences: false) {
+                    print(shown(String(line)))
+                }
+            }
+        }
+    }
+
+    struct Report: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Report a problem for a tenant (as a tenant admin would with \"Report an issue\").")
+        @OptionGroup var options: ConfigOption
+        @Option(help: "The tenant reporting.") var tenant: String
+        @Option(help: "The region the users are in.") var region: String
+        @Option(help: "The error text users see, if any (matched to signatures).") var error: String?
+        @Option(help: "Who reports (default: $USER).") var reporter: String?
+        @Argument(help: "What is wrong, in the user's words.") var text: String
+
+        func validate() throws {
+            guard !text.trimmingCharacters(in: .whitespaces).isEmpty, text.count <= 2000 else {
+                throw ValidationError("the text must be 1 to 2,000 characters")
+            }
+            guard !tenant.isEmpty, tenant.count <= 100, !region.isEmpty, region.count <= 100 else {
+                throw ValidationError("--tenant and --region must be 1 to 100 characters")
+            }
+        }
+
+        func run() throws {
+            let store = try Queue.open(options)
+            let config = try options.load()
+            guard config.tenants.contains(where: { $0.name == tenant }) else {
+                throw FailureMessage(text: "no tenant \(tenant) in the config")
+            }
+            let id = try store.addProblemReport(
+                time: Date(), tenant: tenant, region: region, text: text, error: error,
+                reporter: reporter ?? ProcessInfo.processInfo.environment["USER"] ?? "cli")
+            print("report \(id) recorded for \(tenant) in \(region); the running server reads it within seconds")
+        }
+    }
+
+    /// Queues an admin action for the running server (the only writer of issues) and waits for it.
+    static func act(_ options: ConfigOption, _ id: String, _ kind: String, _ value: String, _ actor: String?) throws {
+        let issue = try Health.issue(id, options)
+        // The same rules the server applies, checked here for a precise refusal.
+        var scratch = HealthMonitor(existing: [issue], nextNumber: 1)
+        let action: HealthAdminAction
+        switch kind {
+        case "post": action = .post(value)
+        case "review": action = .postIncidentReview(value.isEmpty ? HealthMonitor.draftReview(issue) : value)
+        default:
+            guard let s = IssueStatus(rawValue: value) else {
+                throw FailureMessage(
+                    text:
+                        "unknown status \(value) (one of \(IssueStatus.allCases.map(\.rawValue).joined(separator: ", ")))"
+                )
+            }
+            action = .status(s)
+        }
+        let who = actor ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
+        do {
+            _ = try scratch.apply(action, to: issue.id, by: who, at: Date())
+        } catch {
+            throw FailureMessage(text: "\(issue.id): \(error)")
+        }
+        let value: String
+        switch action {
+        case .post(let t), .postIncidentReview(let t): value = t
+        case .status(let s): value = s.rawValue
+        }
+        let store = try Queue.open(options)
+        let actionID = try store.addHealthAction(issue: issue.id, kind: kind, value: value, actor: who)
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline {
+            switch try store.healthActionState(actionID) {
+            case 1?:
+                print("\(issue.id): \(kind) applied")
+                return
+            case 2?:
+                throw FailureMessage(text: "\(issue.id): the server refused the \(kind) (see its log)")
+            default:
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+        }
+        print("\(issue.id): \(kind) queued; the running server applies it within seconds (is it running?)")
+    }
+
+    struct Post: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a post (an update) to an issue.")
+        @OptionGroup var options: ConfigOption
+        @Option(help: "Who writes (default: $USER).") var actor: String?
+        @Argument(help: "The issue ID.") var id: String
+        @Argument(help: "The text of the post.") var text: String
+        func run() throws { try Health.act(options, id, "post", text, actor) }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change an issue's status (e.g. extendedRecovery, serviceRestored, falsePositive).")
+        @OptionGroup var options: ConfigOption
+        @Option(help: "Who acts (default: $USER).") var actor: String?
+        @Argument(help: "The issue ID.") var id: String
+        @Argument(help: "The new status.") var status: String
+        func run() throws { try Health.act(options, id, "status", status, actor) }
+    }
+
+    struct Review: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Publish the post-incident review of a restored issue (without text: the drafted timeline and evidence)."
+        )
+        @OptionGroup var options: ConfigOption
+        @Option(help: "Who publishes (default: $USER).") var actor: String?
+        @Argument(help: "The issue ID.") var id: String
+        @Argument(help: "The review text (default: a draft from the issue's record).") var text: String = ""
+        func run() throws { try Health.act(options, id, "review", text, actor) }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the trace stream (and problem reports) as the JSON Lines that `health replay` reads.")
+        @OptionGroup var options: ConfigOption
+        @Option(help: "From (ISO 8601, or a duration ago such as 24h).") var since: String = "24h"
+        @Option(help: "Until (ISO 8601, or a duration ago).") var until: String?
+
+        func run() throws {
+            let from = try Trace.time(since)
+            let to = try until.map(Trace.time) ?? Date()
+            let config = try options.load()
+            let admission = AdmissionControl(limits: config.admissionLimits)
+            let store = try Queue.open(options)
+            var signals: [HealthSignal] = []
+            var id = try store.traceID(atOrAfter: from)
+            scan: while true {
+                let batch = try store.healthTrace(after: id, limit: 50_000)
+                guard let last = batch.last else { break }
+                for r in batch {
+                    if r.time > to { break scan }
+                    if r.time < from { continue }
+                    let s = HealthTraceMapping.signal(r) { tenant in
+                        let f = admission.forest(forTenant: tenant)
+                        return TenantPlacement(forest: f.name, region: f.region)
+                    }
+                    if let s { signals.append(s) }
+                }
+                id = last.id
+            }
+            for r in try store.problemReports(after: 0, limit: 1_000_000) where r.time >= from && r.time <= to {
+                signals.append(HealthTraceMapping.signal(r))
+            }
+            signals.sort { $0.time < $1.time }
+            for s in signals { print(HealthSignalLine.encode(s)) }
+        }
+    }
 
     struct Replay: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -276,6 +276,12 @@ struct Config: ParsableCommand {
                     "\(file): OK (hostname \(c.hostname), listening on \(c.smtpListen.joined(separator: ", ")), "
                         + "admin center \(c.adminListen.map { "on \($0)" } ?? "off"), "
                         + "\(c.tenants.count) tenant(s), data in \(c.dataDirectory))")
+                if !c.openRelayNetworks.isEmpty {
+                    print(
+                        "warning: relay.trusted_networks makes this server an open relay for "
+                            + "\(c.openRelayNetworks.prefix(5).map { MailflowConfig.excerpt($0) }.joined(separator: ", ")) "
+                            + "(confirmed by relay.allow_open_relay)")
+                }
             } catch {
                 throw CleanExit.message("\(file): \(error)").asFailure()
             }

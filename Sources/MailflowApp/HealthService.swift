@@ -1,0 +1,259 @@
+import Foundation
+import Logging
+import MailQueue
+import ServiceHealth
+import Synchronization
+
+/// Where a tenant's mail lands: its resource forest and that forest's region.
+public struct TenantPlacement: Sendable {
+    public var forest: String
+    public var region: String
+
+    public init(forest: String, region: String) {
+        self.forest = forest
+        self.region = region
+    }
+}
+
+/// Turns trace rows into the signals service health reads. The same mapping serves the live
+/// monitor and `mailflow health export`, so a replay of an export sees what the server saw.
+///
+/// - `received`: an inbound `250` for the message's tenant and client.
+/// - `throttled`: an inbound refusal (admission control's reply) for its forest, tenant and client.
+/// - `delivered`, `deferred`, `failed`: one outbound outcome per recipient and attempt, with the
+///   remote's reply or connection error, the recipient domain as destination (`mailbox` for local
+///   delivery) and the time since acceptance as latency.
+public enum HealthTraceMapping {
+    public static func signal(
+        _ row: SQLiteQueueStore.HealthTraceRow, placement: (String) -> TenantPlacement
+    ) -> HealthSignal? {
+        switch row.kind {
+        case .received:
+            let tenant = row.messageTenant ?? ""
+            let p = placement(tenant)
+            return HealthSignal(
+                time: row.time,
+                kind: .smtp(
+                    SMTPOutcome(
+                        direction: .inbound, forest: p.forest, region: p.region, tenant: tenant,
+                        clientIP: row.messageClient, reply: "250 2.0.0 Ok")))
+        case .throttled:
+            let tenant = row.tenant ?? ""
+            let p = placement(tenant)
+            return HealthSignal(
+                time: row.time,
+                kind: .smtp(
+                    SMTPOutcome(
+                        direction: .inbound, forest: row.forest ?? p.forest, region: row.region ?? p.region,
+                        tenant: tenant, clientIP: row.clientAddress, reply: row.reply ?? "421 4.7.0 Refused")))
+        case .delivered, .deferred, .failed:
+            let tenant = row.messageTenant ?? ""
+            let p = placement(tenant)
+            let detail = row.detail ?? ""
+            let local = detail.hasPrefix("250 2.0.0 Delivered to maildir") || detail.contains("Mailbox delivery")
+            let domain = row.recipient.flatMap { $0.split(separator: "@").last.map { $0.lowercased() } }
+            return HealthSignal(
+                time: row.time,
+                kind: .smtp(
+                    SMTPOutcome(
+                        direction: .outbound, forest: p.forest, region: p.region, tenant: tenant,
+                        destination: local ? "mailbox" : (domain ?? "unknown"), reply: detail,
+                        latencyMilliseconds: row.messageReceivedAt.map { row.time.timeIntervalSince($0) * 1000 })))
+        default:
+            return nil
+        }
+    }
+
+    public static func signal(_ r: SQLiteQueueStore.StoredProblemReport) -> HealthSignal {
+        HealthSignal(
+            time: r.time,
+            kind: .report(ProblemReport(tenant: r.tenant, region: r.region, text: r.text, errorText: r.error))
+        )
+    }
+}
+
+/// The live service-health monitor: every few seconds it reads the trace stream and new problem
+/// reports from the queue database, feeds them to a `HealthMonitor` in time order, applies admin
+/// actions left by the CLI, stores changed issues and sends notifications.
+///
+/// On start it reloads stored issues and replays the last `warmUp` of the trace into a scratch
+/// monitor, so baselines are back at once; that replay opens nothing.
+public final class HealthService: Sendable {
+    struct Cursor: Sendable {
+        var traceID: Int64 = 0
+        var reportID: Int64 = 0
+    }
+
+    let store: SQLiteQueueStore
+    let placement: @Sendable (String) -> TenantPlacement
+    let monitor: Mutex<HealthMonitor>
+    let cursor = Mutex(Cursor())
+    let notifier: HealthNotifier?
+    let logger: Logger
+    let interval: Duration
+    /// Trace events are written by group commit a little after their time: buckets close this late.
+    let lag: TimeInterval = 5
+    let task = Mutex<Task<Void, Never>?>(nil)
+
+    public init(
+        store: SQLiteQueueStore, placement: @escaping @Sendable (String) -> TenantPlacement,
+        notifier: HealthNotifier?, logger: Logger, interval: Duration = .seconds(5),
+        policy: HealthDetectionPolicy = HealthDetectionPolicy()
+    ) {
+        self.store = store
+        self.placement = placement
+        self.notifier = notifier
+        self.logger = logger
+        self.interval = interval
+        self.monitor = Mutex(HealthMonitor(policy: policy))
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }()
+
+    /// Stored issues, decoded.
+    public static func storedIssues(_ store: SQLiteQueueStore) throws -> [HealthIssue] {
+        try store.healthIssueDocuments().compactMap { try? JSONDecoder().decode(HealthIssue.self, from: Data($0.utf8)) }
+            .sorted { (Int($0.id.dropFirst(2)) ?? 0) < (Int($1.id.dropFirst(2)) ?? 0) }
+    }
+
+    /// Reloads issues and warms the baselines up from the trace of the last `warmUp`.
+    public func prepare(now: Date = Date(), warmUp: TimeInterval = 7 * 86400, maximumRows: Int = 2_000_000) throws {
+        let existing = try Self.storedIssues(store)
+        var warm = HealthMonitor(policy: monitor.withLock { $0.policy })
+        var id = try store.traceID(atOrAfter: now.addingTimeInterval(-warmUp))
+        var rows = 0
+        while rows < maximumRows {
+            let batch = try store.healthTrace(after: id, limit: 50_000)
+            guard let last = batch.last else { break }
+            for r in batch { if let s = HealthTraceMapping.signal(r, placement: placement) { warm.ingest(s) } }
+            id = last.id
+            rows += batch.count
+        }
+        let next = (existing.compactMap { Int($0.id.dropFirst(2)) }.max() ?? 0) + 1
+        monitor.withLock { $0 = HealthMonitor(existing: existing, nextNumber: next, learntFrom: warm) }
+        let reportID = try store.lastProblemReportID()
+        cursor.withLock { $0 = Cursor(traceID: id, reportID: reportID) }
+        logger.info(
+            "service health ready",
+            metadata: ["issues": "\(existing.count)", "warm_up_events": "\(rows)"])
+    }
+
+    public func start() {
+        let t = Task.detached { [self] in
+            while !Task.isCancelled {
+                do {
+                    try self.pass(now: Date())
+                } catch {
+                    self.logger.error("service health pass failed: \(error)")
+                }
+                try? await Task.sleep(for: self.interval)
+            }
+        }
+        task.withLock { $0 = t }
+    }
+
+    public func stop() {
+        task.withLock { $0?.cancel() }
+    }
+
+    /// One round: new trace events and reports in time order, pending admin actions, the clock.
+    public func pass(now: Date) throws {
+        let c = cursor.withLock { $0 }
+        var signals: [(Date, Int, HealthSignal)] = []
+        var traceID = c.traceID
+        while true {
+            let batch = try store.healthTrace(after: traceID, limit: 50_000)
+            guard let last = batch.last else { break }
+            for (n, r) in batch.enumerated() {
+                if let s = HealthTraceMapping.signal(r, placement: placement) { signals.append((s.time, n, s)) }
+            }
+            traceID = last.id
+            if batch.count < 50_000 { break }
+        }
+        let reports = try store.problemReports(after: c.reportID)
+        for (n, r) in reports.enumerated() { signals.append((r.time, 1_000_000 + n, HealthTraceMapping.signal(r))) }
+        signals.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        let actions = try store.pendingHealthActions()
+        var changes: [HealthChange] = []
+        var applied: [(Int64, Bool)] = []
+        monitor.withLock { m in
+            // A signal older than the bucket being filled still counts, in that bucket.
+            for (_, _, s) in signals {
+                var s = s
+                if let clock = m.clock, s.time < clock { s.time = clock }
+                changes += m.ingest(s)
+            }
+            changes += m.advance(to: now.addingTimeInterval(-lag))
+            for a in actions {
+                do {
+                    let issue = try m.apply(Self.action(a), to: a.issue, by: a.actor, at: now)
+                    changes.append(HealthChange(kind: .statusChanged, issue: issue))
+                    applied.append((a.id, true))
+                } catch {
+                    logger.warning("health action refused", metadata: ["issue": "\(a.issue)", "reason": "\(error)"])
+                    applied.append((a.id, false))
+                }
+            }
+        }
+        cursor.withLock {
+            $0.traceID = traceID
+            $0.reportID = reports.last?.id ?? c.reportID
+        }
+        try persist(changes)
+        for (id, ok) in applied { try store.finishHealthAction(id, applied: ok) }
+        for change in changes where [.opened, .classificationChanged, .restored].contains(change.kind) {
+            logger.notice(
+                "service health: \(change.kind.rawValue)",
+                metadata: [
+                    "issue": "\(change.issue.id)", "classification": "\(change.issue.classification.rawValue)",
+                    "status": "\(change.issue.status.rawValue)",
+                ])
+            notifier?.send(change)
+        }
+    }
+
+    static func action(_ a: SQLiteQueueStore.HealthAction) throws(HealthActionError) -> HealthAdminAction {
+        switch a.kind {
+        case "post": return .post(a.value)
+        case "review": return .postIncidentReview(a.value)
+        case "status":
+            guard let s = IssueStatus(rawValue: a.value) else { throw .notApplicable("unknown status \(a.value)") }
+            return .status(s)
+        default: throw .notApplicable("unknown action \(a.kind)")
+        }
+    }
+
+    func persist(_ changes: [HealthChange]) throws {
+        var latest: [String: HealthIssue] = [:]
+        for c in changes { latest[c.issue.id] = c.issue }
+        for issue in latest.values {
+            let json = String(decoding: try Self.encoder.encode(issue), as: UTF8.self)
+            try store.saveHealthIssue(
+                id: issue.id, number: Int(issue.id.dropFirst(2)) ?? 0, resolved: issue.isResolved,
+                lastModified: issue.lastModifiedDateTime, document: json)
+        }
+    }
+
+    // MARK: reads and actions for the admin listener
+
+    public var issues: [HealthIssue] { monitor.withLock { $0.issues } }
+
+    /// An admin's action, applied at once and stored.
+    public func apply(_ action: HealthAdminAction, to id: String, by actor: String) throws -> HealthIssue {
+        let issue = try monitor.withLock { m throws(HealthActionError) in
+            try m.apply(action, to: id, by: actor, at: Date())
+        }
+        try persist([HealthChange(kind: .statusChanged, issue: issue)])
+        return issue
+    }
+
+    /// A tenant admin's problem report; the next pass reads it.
+    public func report(_ r: ProblemReport, by reporter: String) throws {
+        try store.addProblemReport(
+            time: Date(), tenant: r.tenant, region: r.region, text: r.text, error: r.errorText, reporter: reporter)
+    }
+}
