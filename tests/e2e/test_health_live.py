@@ -12,6 +12,9 @@ The health time scales are shortened in the config (10 s buckets, a 1-minute win
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
 import json
 import socket
 import sys
@@ -29,7 +32,24 @@ FOREST_TEXT = ("421 4.3.2 The maximum number of concurrent connections per resou
 BUSY = "451 4.7.500 Server busy. Please try again later."
 
 
-def config(fake_port: int) -> dict:
+SECRET = "webhook-secret-for-the-test"
+
+
+class Hooks(http.server.BaseHTTPRequestHandler):
+    """Records each webhook call: (event header, signature header, body)."""
+    calls: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Hooks.calls.append((self.headers.get("X-Mailflow-Event"), self.headers.get("X-Mailflow-Signature"), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def config(fake_port: int, hook_port: int) -> dict:
     connector = {"smart_host": f"127.0.0.1:{fake_port}", "tls": "disabled"}
     return {
         "tenants": [
@@ -44,7 +64,9 @@ def config(fake_port: int) -> dict:
         ],
         "relay": {"trusted_networks": ["127.0.0.0/8"]},
         "delivery": {"concurrency": 8, "retry_intervals": [3], "expiry": "24h"},
-        "health": {"bucket": "10s", "window": "60s", "minimum_duration": "30s", "restore_after": "20s"},
+        "health": {"bucket": "10s", "window": "60s", "minimum_duration": "30s", "restore_after": "20s",
+                   "webhook": f"http://127.0.0.1:{hook_port}/hook", "webhook_secret": SECRET,
+                   "notify": ["bob@contoso.test"]},
     }
 
 
@@ -90,8 +112,10 @@ def issues(srv) -> list[dict]:
 
 
 def test_forest_cap_and_throttling_remote_open_issues_that_restore_and_survive_a_restart(mailflow_server):
+    hooks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
     with start_in_thread(FakeRemoteConfig(rcpt_rejects=[rf".*@remote\.test={BUSY}"])) as fake:
-        srv = mailflow_server(config(fake.port))
+        srv = mailflow_server(config(fake.port, hooks.server_address[1]))
         stop = threading.Event()
         hogs = [threading.Thread(target=hog, args=(srv.port, stop), daemon=True) for _ in range(2)]
         for h in hogs:
@@ -158,6 +182,21 @@ def test_forest_cap_and_throttling_remote_open_issues_that_restore_and_survive_a
         got = wait_for(restored, timeout=180, what="both issues restored")
         assert got[inbound["id"]]["endDateTime"] and got[outbound["id"]]["endDateTime"]
         assert got[inbound["id"]]["reports"] >= 1, got[inbound["id"]]
+
+        # Each open and restore was posted to the webhook, signed with the shared secret.
+        events = wait_for(lambda: [e for e, _, _ in Hooks.calls].count("restored") >= 2 and Hooks.calls,
+                          what="webhook calls")
+        for event, signature, body in events:
+            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            assert hmac.compare_digest(signature, expected), (event, signature)
+            assert json.loads(body)["event"] == event
+        opened = {json.loads(b)["issue"]["id"] for e, _, b in events if e == "opened"}
+        assert {inbound["id"], outbound["id"]} <= opened, events
+        # ... and mailed to the admin address through the queue.
+        box = Path(srv.data_dir) / "mailboxes" / "contoso.test" / "bob" / "new"
+        notices = wait_for(lambda: [p for p in box.glob("*") if b"[Mailflow service health]" in p.read_bytes()],
+                           what="a notice in bob's Maildir")
+        assert any(inbound["id"].encode() in p.read_bytes() for p in notices)
 
         # Issues, posts and reports survive a restart.
         srv.stop()
