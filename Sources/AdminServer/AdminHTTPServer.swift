@@ -90,14 +90,18 @@ public final class AdminHTTPServer: Sendable {
         router.add(middleware: AdminAuth(store: backend.store, lastUse: lastUse, sessions: sessions))
         router.add(middleware: MethodNotAllowed())
         addPublicRoutes(router)
-        addAPIRoutes(router.group("api/v1"))
+        let api = router.group("api/v1")
+        addAPIRoutes(api)
+        addHealthAPIRoutes(api)
         router.get("metrics") { [backend] _, _ -> Response in
             let text = backend.metrics()
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: text)))
         }
-        addPageRoutes(router.group())
+        let pages = router.group()
+        addPageRoutes(pages)
+        addHealthPageRoutes(pages)
         return router
     }
 
@@ -120,7 +124,10 @@ public final class AdminHTTPServer: Sendable {
         router.get("healthz") { _, _ in "ok\n" }
         router.get("login") { [self] request, _ in
             var page: [String: Any] = ["title": "Sign in"]
-            if let error = Self.form(request.uri.query ?? "")["error"], !error.isEmpty { page["error"] = error }
+            // A fixed message for a known code; the text of the URL itself is never shown.
+            if let code = Self.form(request.uri.query ?? "")["error"], let message = Self.loginErrors[code] {
+                page["error"] = message
+            }
             return html(render("login", page))
         }
         router.post("login") { [self] request, _ -> Response in
@@ -130,7 +137,8 @@ public final class AdminHTTPServer: Sendable {
             guard let name = AdminTokens.verify(token, store: backend.store, lastUse: lastUse) else {
                 logger.notice("admin sign-in refused: not a valid token")
                 return html(
-                    render("login", ["title": "Sign in", "error": "That token is not valid."]), status: .unauthorized)
+                    render("login", ["title": "Sign in", "error": Self.loginErrors["invalid_token"]!]),
+                    status: .unauthorized)
             }
             let (id, _) = sessions.create(tokenName: name)
             logger.notice("admin signed in", metadata: ["token": "\(name)"])
@@ -140,6 +148,13 @@ public final class AdminHTTPServer: Sendable {
             return r
         }
     }
+
+    /// What `/login?error=CODE` may say: a fixed message per code; an unknown code says nothing (the
+    /// sign-in page never shows text from its URL, which anyone can link to).
+    static let loginErrors: [String: String] = [
+        "invalid_token": "That token is not valid.",
+        "session_expired": "Your session has ended; sign in again.",
+    ]
 
     // MARK: rendering
 
@@ -318,7 +333,12 @@ struct MethodNotAllowed: RouterMiddleware {
         ("/metrics", [.get]), ("/api/v1/overview", [.get]), ("/api/v1/queue", [.get]),
         ("/api/v1/queue/shape", [.get]), ("/api/v1/queue/:id", [.get, .delete]),
         ("/api/v1/queue/:id/:action", [.post]), ("/api/v1/destinations", [.get]), ("/api/v1/trace", [.get]),
-        ("/api/v1/limits", [.get]), ("/api/v1/tenants", [.get]),
+        ("/api/v1/limits", [.get]), ("/api/v1/tenants", [.get]), ("/health", [.get]),
+        ("/health/report", [.get, .post]), ("/health/issues/:id", [.get]), ("/health/issues/:id/posts", [.post]),
+        ("/health/issues/:id/status", [.post]), ("/health/issues/:id/review", [.post]),
+        ("/api/v1/health/overview", [.get]), ("/api/v1/health/issues", [.get]), ("/api/v1/health/issues/:id", [.get]),
+        ("/api/v1/health/issues/:id/posts", [.post]), ("/api/v1/health/issues/:id/status", [.post]),
+        ("/api/v1/health/issues/:id/review", [.post]), ("/api/v1/health/reports", [.post]),
     ].map { ($0.0.split(separator: "/"), $0.1) }
 
     static func allowedMethods(path: String) -> [HTTPRequest.Method] {

@@ -57,11 +57,17 @@ extension AdminHTTPServer {
     }
 
     func checkCSRF(_ request: Request, _ context: AdminRequestContext) async throws {
-        let body = try await request.body.collect(upTo: 4096)
+        _ = try await csrfForm(request, context, limit: 4096)
+    }
+
+    /// A posted form (at most `limit` bytes) whose CSRF token is the session's; `403` otherwise.
+    func csrfForm(_ request: Request, _ context: AdminRequestContext, limit: Int) async throws -> [String: String] {
+        let body = try await request.body.collect(upTo: limit)
         let form = Self.form(String(buffer: body))
         guard let expected = context.csrf, let got = form["csrf"], got == expected else {
             throw HTTPError(.forbidden, message: "the form is stale or did not come from this admin center; reload it")
         }
+        return form
     }
 
     func base(_ context: AdminRequestContext, title: String, tab: String) -> [String: Any] {

@@ -1,7 +1,9 @@
 import Foundation
 
-/// Small server-rendered SVG charts for the overview: no JavaScript, no external assets. Everything
-/// written into the SVG is a number or a fixed label, so it is safe to embed unescaped.
+/// Small server-rendered SVG charts for the overview and the service-health pages: no JavaScript, no
+/// external assets. Every text written into the SVG (labels, series names, tooltips) is escaped, so
+/// the SVG is safe to embed unescaped even where a label comes from outside (a region name in a user
+/// report).
 enum Charts {
     struct Series {
         var name: String
@@ -23,7 +25,7 @@ enum Charts {
         let plotW = width - left - 4
         let plotH = height - bottom - 8
         let groupW = count == 0 ? plotW : plotW / Double(count)
-        let barW = max(1, (groupW - 2) / Double(max(series.count, 1)))
+        let barW = min(40, max(1, (groupW - 2) / Double(max(series.count, 1))))
         var out = svgOpen(id: id)
         out += axis(maxValue: maxValue, plotH: plotH, percent: percent)
         for (s, ser) in series.enumerated() {
@@ -31,12 +33,12 @@ enum Charts {
                 let h = v / maxValue * plotH
                 let x = left + Double(i) * groupW + 1 + Double(s) * barW
                 out +=
-                    "<rect class=\"bar\" data-series=\"\(ser.name)\" data-value=\"\(fmt(v))\" x=\"\(fmt(x))\" y=\"\(fmt(8 + plotH - h))\" width=\"\(fmt(barW))\" height=\"\(fmt(h))\" fill=\"\(ser.color)\"/>"
+                    "<rect class=\"bar\" data-series=\"\(escape(ser.name))\" data-value=\"\(fmt(v))\" x=\"\(fmt(x))\" y=\"\(fmt(8 + plotH - h))\" width=\"\(fmt(barW))\" height=\"\(fmt(h))\" fill=\"\(ser.color)\"/>"
             }
         }
         for (i, l) in labels.enumerated() where i % labelEvery == 0 {
             out +=
-                "<text x=\"\(fmt(left + Double(i) * groupW))\" y=\"\(fmt(height - 4))\" font-size=\"10\" fill=\"#555\">\(l)</text>"
+                "<text x=\"\(fmt(left + Double(i) * groupW))\" y=\"\(fmt(height - 4))\" font-size=\"10\" fill=\"#555\">\(escape(l))</text>"
         }
         return out + legend(series) + "</svg>"
     }
@@ -55,13 +57,72 @@ enum Charts {
         }
         if !points.isEmpty {
             out +=
-                "<polyline class=\"line\" data-series=\"\(series.name)\" data-last=\"\(fmt(values.last ?? 0))\" points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"\(series.color)\" stroke-width=\"2\"/>"
+                "<polyline class=\"line\" data-series=\"\(escape(series.name))\" data-last=\"\(fmt(values.last ?? 0))\" points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"\(series.color)\" stroke-width=\"2\"/>"
         }
         for (i, l) in labels.enumerated() where i % labelEvery == 0 {
             out +=
-                "<text x=\"\(fmt(left + Double(i) * step))\" y=\"\(fmt(height - 4))\" font-size=\"10\" fill=\"#555\">\(l)</text>"
+                "<text x=\"\(fmt(left + Double(i) * step))\" y=\"\(fmt(height - 4))\" font-size=\"10\" fill=\"#555\">\(escape(l))</text>"
         }
         return out + legend([series]) + "</svg>"
+    }
+
+    /// One event on a timeline: a dot at `time`, with a tooltip.
+    struct Mark {
+        var time: Date
+        /// A fixed key (`data-kind`), also the series of the legend entry whose color it takes.
+        var kind: String
+        var color: String
+        var title: String
+    }
+
+    /// A time axis from `start` to `end` with the span `band` shaded (an issue's impact, open to
+    /// `end` while it lasts) and a dot per mark (an issue's posts); `startLabel` and `endLabel` are
+    /// written under the two ends, `keys` in the legend.
+    static func timeline(
+        id: String, start: Date, end: Date, band: (from: Date, to: Date)?, marks: [Mark], keys: [Series],
+        startLabel: String, endLabel: String
+    ) -> String {
+        let h = 90.0
+        let plotW = width - left - 14
+        let axisY = 50.0
+        let first = min(start, marks.map(\.time).min() ?? start)
+        let last = max(end, marks.map(\.time).max() ?? end)
+        let span = max(last.timeIntervalSince(first), 1)
+        func x(_ t: Date) -> Double { left + t.timeIntervalSince(first) / span * plotW }
+        var out =
+            "<svg id=\"\(id)\" class=\"chart\" viewBox=\"0 0 \(fmt(width)) \(fmt(h))\" width=\"\(fmt(width))\" height=\"\(fmt(h))\" role=\"img\" xmlns=\"http://www.w3.org/2000/svg\">"
+        if let band {
+            let x0 = x(band.from)
+            out +=
+                "<rect class=\"band\" x=\"\(fmt(x0))\" y=\"\(fmt(axisY - 12))\" width=\"\(fmt(max(x(band.to) - x0, 2)))\" height=\"24\" fill=\"#f6d5d3\"/>"
+        }
+        out +=
+            "<line x1=\"\(fmt(left))\" y1=\"\(fmt(axisY))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(axisY))\" stroke=\"#999\"/>"
+        for m in marks {
+            out +=
+                "<circle class=\"mark\" data-kind=\"\(escape(m.kind))\" cx=\"\(fmt(x(m.time)))\" cy=\"\(fmt(axisY))\" r=\"5\" fill=\"\(m.color)\" stroke=\"#fff\"><title>\(escape(m.title))</title></circle>"
+        }
+        out +=
+            "<text x=\"\(fmt(left))\" y=\"\(fmt(h - 8))\" font-size=\"10\" fill=\"#555\">\(escape(startLabel))</text>"
+        out +=
+            "<text x=\"\(fmt(left + plotW))\" y=\"\(fmt(h - 8))\" font-size=\"10\" fill=\"#555\" text-anchor=\"end\">\(escape(endLabel))</text>"
+        return out + legend(keys) + "</svg>"
+    }
+
+    /// Text for SVG content or a double-quoted attribute.
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            switch c {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(c)
+            }
+        }
+        return out
     }
 
     static func svgOpen(id: String) -> String {
@@ -82,7 +143,7 @@ enum Charts {
         var x = left + 8
         for s in series {
             out += "<rect x=\"\(fmt(x))\" y=\"2\" width=\"8\" height=\"8\" fill=\"\(s.color)\"/>"
-            out += "<text x=\"\(fmt(x + 11))\" y=\"10\" font-size=\"10\" fill=\"#333\">\(s.name)</text>"
+            out += "<text x=\"\(fmt(x + 11))\" y=\"10\" font-size=\"10\" fill=\"#333\">\(escape(s.name))</text>"
             x += 14 + Double(s.name.count) * 6
         }
         return out

@@ -25,7 +25,8 @@ enum Templates {
 
     static let all: [(String, String)] = [
         ("head", head), ("foot", foot), ("login", login), ("overview", overview), ("queue", queue),
-        ("message", message), ("trace", trace), ("forests", forests), ("error", errorPage),
+        ("message", message), ("trace", trace), ("forests", forests), ("error", errorPage), ("health", health),
+        ("healthIssue", healthIssue), ("healthReport", healthReport),
     ]
 
     static let head = """
@@ -47,7 +48,7 @@ enum Templates {
         .chartbox h3{font-size:.9rem;margin:.1rem 0 .3rem}
         table{border-collapse:collapse;background:#fff;width:100%;font-size:.85rem}
         th,td{border:1px solid #dde1e6;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#eef1f5}
-        td.num,th.num{text-align:right}
+        td.num,th.num{text-align:right}th.nw,td.nw{white-space:nowrap;overflow-wrap:normal}
         .meter{background:#e6e9ee;border-radius:3px;width:10rem;height:.7rem;display:inline-block;vertical-align:middle}
         .meter span{display:block;height:100%;border-radius:3px;background:#3b7dd8}.meter span.hot{background:#d9534f}
         form.filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end;background:#fff;border:1px solid #dde1e6;padding:.6rem;border-radius:6px}
@@ -59,12 +60,21 @@ enum Templates {
         .error{background:#fbeaea;border:1px solid #e2a3a1;padding:.5rem;border-radius:4px}
         pre{background:#fff;border:1px solid #dde1e6;padding:.6rem;overflow:auto;font-size:.8rem}
         details summary{cursor:pointer}
+        .st-serviceOperational{color:#1e7b34}.st-serviceInterruption{color:#b52b27;font-weight:600}.st-serviceDegradation{color:#a06000;font-weight:600}
+        .st-investigating,.st-restoringService,.st-extendedRecovery{color:#a06000}.st-serviceRestored,.st-falsePositive,.st-postIncidentReviewPublished{color:#555}
+        .card a{margin-right:.3rem}.button{display:inline-block;background:#1f3a5f;color:#fff;border-radius:4px;padding:.3rem .6rem;text-decoration:none;font-size:.85rem}
+        .post{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:.4rem .6rem;margin:.5rem 0}.post h3{font-size:.85rem;margin:.1rem 0 .3rem;color:#444}
+        .post pre{white-space:pre-wrap;border:0;padding:0;margin:0;font-size:.82rem}.post-postIncidentReview{border-color:#9ccfa6}
+        form.stack{display:flex;flex-direction:column;gap:.4rem;background:#fff;border:1px solid #dde1e6;padding:.6rem;border-radius:6px;max-width:48rem}
+        form.stack label{display:flex;flex-direction:column;font-size:.8rem;color:#444}form.stack button{align-self:flex-start}
+        textarea{font:inherit;font-size:.85rem;padding:.3rem}
         </style></head><body>
         {{#nav}}<header><strong>Mailflow</strong>
         <a href="/" class="{{#overview}}active{{/overview}}">Overview</a>
         <a href="/queue" class="{{#queue}}active{{/queue}}">Queue</a>
         <a href="/trace" class="{{#trace}}active{{/trace}}">Message trace</a>
         <a href="/forests" class="{{#forests}}active{{/forests}}">Forests &amp; tenants</a>
+        <a href="/health" class="{{#health}}active{{/health}}">Service health</a>
         <span class="host">{{hostname}} · {{actor}}</span>
         <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>
         </header>{{/nav}}
@@ -197,6 +207,95 @@ enum Templates {
         {{#refusals}}<tr><td>{{kind}}</td><td class="num">{{count}}</td></tr>{{/refusals}}
         {{^refusals}}<tr><td colspan="2">None.</td></tr>{{/refusals}}
         </tbody></table>
+        {{> foot}}
+        """
+
+    static let health = """
+        {{> head}}
+        <h1>Service health</h1>
+        {{#notice}}<p class="notice" id="notice">{{notice}}</p>{{/notice}}
+        <div class="cards" id="services">
+        {{#services}}<div class="card" data-service="{{service}}" data-status="{{status}}"><div class="l">{{service}}</div><div class="n st-{{status}}">{{label}}</div><div class="l">{{#issues}}<a href="/health/issues/{{id}}">{{id}}</a>{{/issues}}</div></div>{{/services}}
+        </div>
+        <p><a class="button" href="/health/report" id="report-link">Report an issue</a></p>
+        <h2>Open issues</h2>
+        <table id="open-issues"><thead><tr><th class="nw">ID</th><th>Title</th><th class="nw">Classification</th><th class="nw">Status</th><th>Service</th><th>Start</th><th>Scope</th><th class="num nw">Reports</th></tr></thead><tbody>
+        {{#open}}<tr data-issue="{{id}}"><td class="nw"><a href="/health/issues/{{id}}">{{id}}</a></td><td>{{title}}</td><td class="nw">{{classification}}</td><td class="nw st-{{status}}">{{statusLabel}}</td><td>{{service}}</td><td>{{start}}</td><td>{{scope}}</td><td class="num">{{reports}}</td></tr>{{/open}}
+        {{^open}}<tr><td colspan="8">No open issues.</td></tr>{{/open}}
+        </tbody></table>
+        <h2>Ended in the last {{endedDays}} days</h2>
+        <table id="ended-issues"><thead><tr><th class="nw">ID</th><th>Title</th><th class="nw">Classification</th><th class="nw">Status</th><th>Service</th><th>Start</th><th>End</th><th>Scope</th><th class="num nw">Reports</th></tr></thead><tbody>
+        {{#ended}}<tr data-issue="{{id}}"><td class="nw"><a href="/health/issues/{{id}}">{{id}}</a></td><td>{{title}}</td><td class="nw">{{classification}}</td><td class="nw st-{{status}}">{{statusLabel}}</td><td>{{service}}</td><td>{{start}}</td><td>{{end}}</td><td>{{scope}}</td><td class="num">{{reports}}</td></tr>{{/ended}}
+        {{^ended}}<tr><td colspan="9">None.</td></tr>{{/ended}}
+        </tbody></table>
+        {{> foot}}
+        """
+
+    static let healthIssue = """
+        {{> head}}
+        <h1>{{id}}: {{issueTitle}}</h1>
+        {{#notice}}<p class="notice" id="notice">{{notice}}</p>{{/notice}}
+        <table id="issue-fields"><tbody>
+        {{#fields}}<tr><th>{{name}}</th><td>{{value}}</td></tr>{{/fields}}
+        </tbody></table>
+        <div class="charts" id="issue-charts">
+        <div class="chartbox"><h3>Timeline (impact and posts)</h3>{{{chartTimeline}}}</div>
+        {{#chartReports}}<div class="chartbox"><h3>User reports by region</h3>{{{chartReports}}}</div>{{/chartReports}}
+        </div>
+        <h2>Scope</h2>
+        <table id="issue-scope"><tbody>
+        {{#scope}}<tr><th>{{name}}</th><td>{{value}}</td></tr>{{/scope}}
+        {{#shares}}<tr><th>Peak failing share</th><td><span class="meter"><span class="hot" style="width:{{peakWidth}}%"></span></span> {{peak}}</td></tr>
+        <tr><th>Usual failing share</th><td><span class="meter"><span style="width:{{baselineWidth}}%"></span></span> {{baseline}}</td></tr>{{/shares}}
+        </tbody></table>
+        <h2>Evidence</h2>
+        <table id="issue-evidence"><tbody>
+        {{#evidence}}<tr><th>{{name}}</th><td>{{value}}</td></tr>{{/evidence}}
+        {{#related}}<tr><th>{{label}}</th><td><ul id="related">{{#list}}<li>{{.}}</li>{{/list}}</ul></td></tr>{{/related}}
+        {{^evidence}}{{^related}}<tr><td>No telemetry behind this issue yet: user reports only.</td></tr>{{/related}}{{/evidence}}
+        </tbody></table>
+        <h2>Posts ({{postCount}}), newest first</h2>
+        <div id="posts">
+        {{#posts}}<article class="post post-{{kind}}" data-kind="{{kind}}"><h3>{{time}} · {{kindLabel}} · {{author}}</h3><pre>{{text}}</pre></article>{{/posts}}
+        </div>
+        <h2>Add a post</h2>
+        <form class="stack" method="post" action="/health/issues/{{id}}/posts" id="post-form">
+        <input type="hidden" name="csrf" value="{{formCSRF}}">
+        <label>Text<textarea name="text" id="post-text" rows="5" cols="80" maxlength="10000" required></textarea></label>
+        <button type="submit" id="add-post">Add post</button>
+        </form>
+        <h2>Status</h2>
+        {{#canSetStatus}}<form class="filters" method="post" action="/health/issues/{{id}}/status" id="status-form">
+        <input type="hidden" name="csrf" value="{{formCSRF}}">
+        <label>Status<select name="status" id="status-select">{{#statuses}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/statuses}}</select></label>
+        <button type="submit" id="set-status">Change status</button>
+        </form>{{/canSetStatus}}
+        {{^canSetStatus}}<p>The post-incident review is published: the status is final.</p>{{/canSetStatus}}
+        <h2>Post-incident review</h2>
+        {{#review}}<form class="stack" method="post" action="/health/issues/{{id}}/review" id="review-form">
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        <label>Review (a draft from what the monitor recorded; edit it before publishing)<textarea name="text" id="review-text" rows="14" cols="100">{{draft}}</textarea></label>
+        <button type="submit" id="publish-review">Publish the review</button>
+        </form>{{/review}}
+        {{^review}}<p id="review-unavailable">A post-incident review is published once the service is restored.</p>{{/review}}
+        {{> foot}}
+        """
+
+    static let healthReport = """
+        {{> head}}
+        <h1>Report an issue</h1>
+        <p>Tell us what your users see. A report that matches an open issue joins it; reports from several organisations in a region open an issue of their own.</p>
+        {{#error}}<p class="error" id="report-error">{{error}}</p>{{/error}}
+        <form class="stack" method="post" action="/health/report" id="report-form">
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        <label>Tenant<input name="tenant" id="report-tenant" value="{{tenantValue}}" list="tenant-names" maxlength="200" required></label>
+        <datalist id="tenant-names">{{#tenants}}<option value="{{.}}">{{/tenants}}</datalist>
+        <label>Region<input name="region" id="report-region" value="{{regionValue}}" list="region-names" maxlength="100" required></label>
+        <datalist id="region-names">{{#regions}}<option value="{{.}}">{{/regions}}</datalist>
+        <label>What happens<textarea name="text" id="report-text" rows="5" cols="80" maxlength="10000" required>{{textValue}}</textarea></label>
+        <label>The error text users see (optional)<input name="error" id="report-errortext" value="{{errorValue}}" size="80" maxlength="2000"></label>
+        <button type="submit" id="send-report">Send the report</button>
+        </form>
         {{> foot}}
         """
 

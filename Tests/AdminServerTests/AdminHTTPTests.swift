@@ -8,19 +8,24 @@ import MailQueue
 import Mustache
 import NIOCore
 import NIOPosix
+import ServiceHealth
 import Testing
 
 @testable import AdminServer
 
 /// The admin listener's router in process (HummingbirdTesting, no socket): a store with one admin
-/// token and one queued message, and a signed-in browser session.
+/// token and one queued message, a signed-in browser session, and a fake service-health monitor with
+/// three issues (`FakeHealth.sample`).
 struct AdminRouterFixture {
     static let messageID = "5XQKPVG483DHYM44"
     let server: AdminHTTPServer
     let token: String
     let cookie: String
+    /// The session's CSRF token, which the pages' forms carry.
+    let csrf: String
+    let health: FakeHealth
 
-    init() throws {
+    init(issues: [HealthIssue] = FakeHealth.sample()) throws {
         let dir = NSTemporaryDirectory() + "mf-admin-http-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
@@ -41,11 +46,20 @@ struct AdminRouterFixture {
             from: Data(
                 #"{"time": "2026-11-29T10:00:00Z", "connections": 0, "maxConnections": 100, "busiestSources": [], "refusals": {}, "forests": []}"#
                     .utf8))
+        let health = FakeHealth(issues: issues)
+        self.health = health
         server = try AdminHTTPServer(
             backend: AdminBackend(
-                store: store, hostname: "mx.test", version: "test", usage: { usage }, metrics: { "m_total 1\n" }),
+                store: store, hostname: "mx.test", version: "test", usage: { usage },
+                tenants: {
+                    [TenantInfo(name: "contoso", domains: ["contoso.test"], forest: "NAMPR01", maxMessageSize: 1)]
+                },
+                metrics: { "m_total 1\n" }, healthIssues: { health.issues }, healthAct: health.act,
+                healthReport: health.report),
             group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "admin-test"))
-        cookie = "\(AdminAuth.cookie)=\(server.sessions.create(tokenName: "ops").id)"
+        let (id, session) = server.sessions.create(tokenName: "ops")
+        cookie = "\(AdminAuth.cookie)=\(id)"
+        csrf = session.csrf
     }
 
     var bearer: HTTPFields { [.authorization: "Bearer \(token)"] }
@@ -112,10 +126,11 @@ struct AdminHTTPTests {
     @Test func headIsAnsweredOnEveryGetRouteLikeGetWithoutABody() async throws {
         let f = try AdminRouterFixture()
         // Every GET route of the table the 405s are built from, with the credential it needs.
-        let paths = MethodNotAllowed.routes.filter { $0.methods.contains(.get) }.map {
-            "/" + $0.pattern.map { $0 == ":id" ? AdminRouterFixture.messageID : String($0) }.joined(separator: "/")
+        let paths = MethodNotAllowed.routes.filter { $0.methods.contains(.get) }.map { r in
+            let id = r.pattern.contains("health") ? "MF1" : AdminRouterFixture.messageID
+            return "/" + r.pattern.map { $0 == ":id" ? id : String($0) }.joined(separator: "/")
         }
-        #expect(paths.count == 16)
+        #expect(paths.count == 22)
         try await f.test { client in
             for path in paths {
                 let headers: HTTPFields =
@@ -220,7 +235,9 @@ struct AdminHTTPTests {
             let pages: [(String, HTTPFields)] = [
                 ("/login", [:]), ("/login?error=", [:]), ("/", f.session), ("/queue", f.session),
                 ("/queue/\(id)", f.session), ("/trace", f.session), ("/forests", f.session),
-                ("/queue/0000000000000000", f.session),
+                ("/queue/0000000000000000", f.session), ("/health", f.session), ("/health/issues/MF1", f.session),
+                ("/health/issues/MF2", f.session), ("/health/issues/MF9", f.session), ("/health/report", f.session),
+                ("/health?done=", f.session), ("/health/issues/MF1?done=nothing", f.session),
             ]
             for (uri, headers) in pages {
                 let r = try await client.execute(uri: uri, method: .get, headers: headers)
