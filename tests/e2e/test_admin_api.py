@@ -89,10 +89,10 @@ def operations(doc):
 
 def test_openapi_document_is_valid(doc):
     validate_spec(doc)
-    # Every operation has an id and a 200; every one that needs a token documents the 401.
+    # Every operation has an id and a 2xx; every one that needs a token documents the 401.
     for path, method, op in operations(doc):
         assert op.get("operationId"), (path, method)
-        assert "200" in op["responses"], (path, method)
+        assert any(code.startswith("2") for code in op["responses"]), (path, method)
         if op.get("security", doc["security"]):
             assert "401" in op["responses"], (path, method)
 
@@ -128,7 +128,9 @@ def test_every_read_operation_matches_the_document(admin, doc):
         if method != "get":
             continue
         status, headers, body = srv.api("GET", concrete(path, qid), token)
-        assert status == 200, (path, status, body)
+        # No service-health issue exists on this server: its read is the documented 404 (test_health_api.py
+        # reads real issues).
+        assert status == (404 if path == "/api/v1/health/issues/{id}" else 200), (path, status, body)
         check(doc, path, method, status, body)
         if path == "/metrics":
             assert headers["Content-Type"].startswith("text/plain")
