@@ -104,14 +104,15 @@ extension AdminHTTPServer {
     func addAPIRoutes(_ api: RouterGroup<AdminRequestContext>) {
         let backend = self.backend
         api.get("overview") { _, _ in try Self.overview(backend) }
-        api.get("queue") { request, _ in
+        api.get("queue") { request, context in
             let q = Self.form(request.uri.query ?? "")
             for key in ["state", "limit"] where q[key] == "" {
                 throw HTTPError(.badRequest, message: "\(key) must not be empty")
             }
             let limit = try Self.limit(q["limit"], default: 1000, max: 10000)
             return QueueListResponse(
-                messages: try Self.listQueue(backend.store, state: q["state"], contains: q["q"], limit: limit))
+                messages: try Self.listQueue(
+                    backend.store, state: q["state"], contains: q["q"], limit: limit, tenant: context.tenant))
         }
         api.get("queue/shape") { _, _ in
             ShapeResponse(
@@ -119,7 +120,7 @@ extension AdminHTTPServer {
         }
         api.get("queue/:id") { _, context in
             let id = try context.parameters.require("id")
-            guard let detail = try Self.detail(backend.store, id: id) else {
+            guard let detail = try Self.detail(backend.store, id: id, tenant: context.tenant) else {
                 throw HTTPError(.notFound, message: "no message with queue ID \(id)")
             }
             return detail
@@ -131,14 +132,18 @@ extension AdminHTTPServer {
                 throw HTTPError(
                     .notFound, message: "no action \(name): use hold, release, retry or bounce (DELETE to delete)")
             }
-            return try Self.control(backend, action, id: id, actor: context.actor ?? "api")
+            return try Self.control(backend, action, id: id, actor: context.actor ?? "api", tenant: context.tenant)
         }
         api.delete("queue/:id") { _, context in
-            try Self.control(backend, .delete, id: try context.parameters.require("id"), actor: context.actor ?? "api")
+            try Self.control(
+                backend, .delete, id: try context.parameters.require("id"), actor: context.actor ?? "api",
+                tenant: context.tenant)
         }
         api.get("destinations") { _, _ in DestinationsResponse(destinations: await backend.destinations()) }
-        api.get("trace") { request, _ in
-            TraceResponse(rows: try backend.store.trace(try Self.traceQuery(Self.form(request.uri.query ?? ""))))
+        api.get("trace") { request, context in
+            TraceResponse(
+                rows: try backend.store.trace(
+                    try Self.traceQuery(Self.form(request.uri.query ?? ""), tenant: context.tenant)))
         }
         api.get("limits") { _, _ -> AdmissionUsage in
             guard let usage = backend.usage() else { throw HTTPError(.serviceUnavailable, message: "no SMTP listener") }
@@ -167,7 +172,10 @@ extension AdminHTTPServer {
             activity: activity, queueSamples: samples, topErrors: try backend.store.topErrors(since: now - 3600))
     }
 
-    static func listQueue(_ store: SQLiteQueueStore, state: String?, contains: String?, limit: Int) throws
+    /// The queue as listed; with `tenant`, that tenant's messages only.
+    static func listQueue(
+        _ store: SQLiteQueueStore, state: String?, contains: String?, limit: Int, tenant: String? = nil
+    ) throws
         -> [SQLiteQueueStore.QueueListing]
     {
         let state = (state ?? "").isEmpty ? "active" : state!.lowercased()
@@ -175,7 +183,11 @@ extension AdminHTTPServer {
             throw HTTPError(.badRequest, message: "state must be one of active, queued, held, done, all")
         }
         let needle = (contains ?? "").lowercased()
-        return try store.list(includeDone: state == "done" || state == "all", limit: needle.isEmpty ? limit : 100_000)
+        let includeDone = state == "done" || state == "all"
+        let fetched = needle.isEmpty ? limit : 100_000
+        return try
+            (tenant.map { try store.list(tenant: $0, includeDone: includeDone, limit: fetched) }
+            ?? store.list(includeDone: includeDone, limit: fetched))
             .filter { m in
                 (state == "active" || state == "all" || m.state == state)
                     && (needle.isEmpty || m.sender.lowercased().contains(needle)
@@ -191,10 +203,18 @@ extension AdminHTTPServer {
         return n
     }
 
-    static func control(_ backend: AdminBackend, _ action: SQLiteQueueStore.ControlAction, id: String, actor: String)
+    /// A queue action; with `tenant`, on that tenant's messages only (another's is `404`, as if it
+    /// did not exist).
+    static func control(
+        _ backend: AdminBackend, _ action: SQLiteQueueStore.ControlAction, id: String, actor: String,
+        tenant: String? = nil
+    )
         throws -> ActionResponse
     {
         do {
+            if let tenant, try backend.store.messageTenant(id) != tenant {
+                throw SQLiteQueueStore.ControlError.notFound(id)
+            }
             let result = try backend.store.control(action, id: id, actor: actor)
             if action != .hold && action != .delete { backend.wakeDelivery() }
             return ActionResponse(id: id, action: action.rawValue, actor: actor, result: result ?? "done")
@@ -206,8 +226,9 @@ extension AdminHTTPServer {
         }
     }
 
-    static func detail(_ store: SQLiteQueueStore, id: String) throws -> MessageDetail? {
-        guard let m = try store.message(id) else { return nil }
+    /// A message with its events; with `tenant`, nil for another tenant's message.
+    static func detail(_ store: SQLiteQueueStore, id: String, tenant: String? = nil) throws -> MessageDetail? {
+        guard let m = try store.message(id), tenant == nil || m.tenant == tenant else { return nil }
         let events = try store.traceEvents(queueID: id)
         return MessageDetail(
             id: m.id, receivedAt: m.receivedAt, sender: m.sender, size: m.size,
@@ -252,8 +273,9 @@ extension AdminHTTPServer {
         return fields
     }
 
-    /// A trace query from request parameters; a bad value is a `400` naming it.
-    static func traceQuery(_ p: [String: String]) throws -> SQLiteQueueStore.TraceQuery {
+    /// A trace query from request parameters; a bad value is a `400` naming it. With `tenant` (a
+    /// tenant admin's token), the query is that tenant's: a `tenant` parameter naming another is `403`.
+    static func traceQuery(_ p: [String: String], tenant: String? = nil) throws -> SQLiteQueueStore.TraceQuery {
         var q = SQLiteQueueStore.TraceQuery()
         for key in ["status", "direction", "since", "until", "limit"] where p[key]?.isEmpty == true {
             throw HTTPError(.badRequest, message: "\(key) must not be empty")
@@ -268,6 +290,12 @@ extension AdminHTTPServer {
         q.queueID = text("queue_id")
         q.clientAddress = text("client_ip")
         q.tenant = text("tenant")
+        if let tenant {
+            guard q.tenant == nil || q.tenant == tenant else {
+                throw HTTPError(.forbidden, message: "this admin token can trace its own tenant's mail only")
+            }
+            q.tenant = tenant
+        }
         if let s = text("status") {
             guard ["pending", "held", "delivered", "failed"].contains(s.lowercased()) else {
                 throw HTTPError(.badRequest, message: "status must be one of pending, held, delivered, failed")

@@ -22,14 +22,16 @@ public enum AdminTokens {
             .replacingOccurrences(of: "=", with: "")
     }
 
-    /// The name of the token `presented` belongs to, or nil. Looks the hash up (an index lookup on a
+    /// The token `presented` is (its name and scope), or nil. Looks the hash up (an index lookup on a
     /// hash of a high-entropy secret leaks nothing useful through timing) and notes its last use at
     /// most once a minute.
-    static func verify(_ presented: String, store: SQLiteQueueStore, lastUse: LastUse) -> String? {
+    static func verify(_ presented: String, store: SQLiteQueueStore, lastUse: LastUse)
+        -> SQLiteQueueStore.AdminToken?
+    {
         guard presented.hasPrefix("mf_"), presented.utf8.count < 200 else { return nil }
-        guard let name = try? store.adminTokenName(hash: hash(presented)) else { return nil }
-        if lastUse.shouldRecord(name) { try? store.markAdminTokenUsed(name: name) }
-        return name
+        guard let token = try? store.adminToken(hash: hash(presented)) else { return nil }
+        if lastUse.shouldRecord(token.name) { try? store.markAdminTokenUsed(name: token.name) }
+        return token
     }
 
     final class LastUse: Sendable {

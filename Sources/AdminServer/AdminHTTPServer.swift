@@ -15,6 +15,9 @@ public struct AdminRequestContext: RequestContext {
     public var actor: String?
     /// The web session's CSRF token, when signed in through the browser.
     var csrf: String?
+    /// The tenant of a tenant admin's token: it sees only this tenant's mail and issues. Nil for an
+    /// operator token, which sees everything.
+    public var tenant: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -88,6 +91,7 @@ public final class AdminHTTPServer: Sendable {
         let router = Router(context: AdminRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: SecurityHeaders())
         router.add(middleware: AdminAuth(store: backend.store, lastUse: lastUse, sessions: sessions))
+        router.add(middleware: TenantScope(forbiddenPage: { [self] context in tenantForbiddenPage(context) }))
         router.add(middleware: MethodNotAllowed())
         addPublicRoutes(router)
         let api = router.group("api/v1")
@@ -134,15 +138,17 @@ public final class AdminHTTPServer: Sendable {
             let body = try await request.body.collect(upTo: 4096)
             let form = Self.form(String(buffer: body))
             let token = (form["token"] ?? "").trimmingCharacters(in: .whitespaces)
-            guard let name = AdminTokens.verify(token, store: backend.store, lastUse: lastUse) else {
+            guard let found = AdminTokens.verify(token, store: backend.store, lastUse: lastUse) else {
                 logger.notice("admin sign-in refused: not a valid token")
                 return html(
                     render("login", ["title": "Sign in", "error": Self.loginErrors["invalid_token"]!]),
                     status: .unauthorized)
             }
+            let name = found.name
             let (id, _) = sessions.create(tokenName: name)
             logger.notice("admin signed in", metadata: ["token": "\(name)"])
-            var r = Response(status: .seeOther, headers: [.location: "/"])
+            // A tenant admin has no overview: its first page is the message trace.
+            var r = Response(status: .seeOther, headers: [.location: found.tenant == nil ? "/" : "/trace"])
             r.headers[.setCookie] =
                 "\(AdminAuth.cookie)=\(id); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(Int(sessions.lifetime))"
             return r
@@ -298,15 +304,18 @@ struct AdminAuth: RouterMiddleware {
                     message: "an admin token is required: Authorization: Bearer <token>")
             }
             let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
-            guard let name = AdminTokens.verify(token, store: store, lastUse: lastUse) else {
+            guard let found = AdminTokens.verify(token, store: store, lastUse: lastUse) else {
                 throw HTTPError(
                     .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\", error=\"invalid_token\""],
                     message: "the admin token is not valid")
             }
-            context.actor = "api:\(name)"
+            context.actor = "api:\(found.name)"
+            context.tenant = found.tenant
         case .session:
+            // The token's scope is read at every request: a token removed and added again under
+            // the same name with another scope does not keep the old one in its sessions.
             guard let id = request.cookies[Self.cookie]?.value, let s = sessions.lookup(id),
-                (try? store.adminTokens().contains { $0.name == s.tokenName }) == true
+                let token = try? store.adminToken(name: s.tokenName)
             else {
                 if request.method == .get || request.method == .head {
                     return Response(status: .seeOther, headers: [.location: "/login"])
@@ -315,6 +324,7 @@ struct AdminAuth: RouterMiddleware {
             }
             context.actor = s.actor
             context.csrf = s.csrf
+            context.tenant = token.tenant
         }
         return try await next(request, context)
     }

@@ -29,7 +29,7 @@ extension AdminHTTPServer {
                 throw HTTPError(.notFound, message: "no action \(name)")
             }
             do {
-                _ = try Self.control(backend, action, id: id, actor: context.actor ?? "web")
+                _ = try Self.control(backend, action, id: id, actor: context.actor ?? "web", tenant: context.tenant)
             } catch let e as HTTPError {
                 return html(
                     render(
@@ -70,10 +70,12 @@ extension AdminHTTPServer {
         return form
     }
 
+    /// What every page has; `operator` is false for a tenant admin's session, whose navigation shows
+    /// only its pages (trace, queue, service health) and its scope.
     func base(_ context: AdminRequestContext, title: String, tab: String) -> [String: Any] {
         [
             "title": title, "hostname": backend.hostname, "actor": context.actor ?? "", "csrf": context.csrf ?? "",
-            "nav": [tab: true],
+            "nav": [tab: true], "operator": context.tenant == nil, "scopeTenant": context.tenant as Any,
         ]
     }
 
@@ -157,7 +159,8 @@ extension AdminHTTPServer {
 
     func queuePage(_ q: [String: String], _ context: AdminRequestContext) async throws -> [String: Any] {
         let state = q["state"].flatMap { $0.isEmpty ? nil : $0 } ?? "active"
-        let messages = try Self.listQueue(backend.store, state: state, contains: q["q"], limit: 500)
+        let messages = try Self.listQueue(
+            backend.store, state: state, contains: q["q"], limit: 500, tenant: context.tenant)
         var page = base(context, title: "Queue", tab: "queue")
         if let done = q["done"], !done.isEmpty { page["notice"] = "Done: \(done)." }
         page["states"] = [
@@ -172,6 +175,8 @@ extension AdminHTTPServer {
                 "attempts": m.attempts, "nextAttempt": Self.time(m.nextAttempt),
             ]
         }
+        // The shape and the destinations are the whole server's: for operators only.
+        guard context.tenant == nil else { return page }
         let bounds = SQLiteQueueStore.QueueShape.bucketMinutes
         page["bucketHeaders"] = bounds.map { "<\($0)m" } + ["older"]
         page["shape"] = try backend.store.shape().map { s -> [String: Any] in
@@ -188,7 +193,7 @@ extension AdminHTTPServer {
     }
 
     func messagePage(id: String, notice: String?, _ context: AdminRequestContext) throws -> [String: Any]? {
-        guard let d = try Self.detail(backend.store, id: id) else { return nil }
+        guard let d = try Self.detail(backend.store, id: id, tenant: context.tenant) else { return nil }
         var page = base(context, title: "Message \(id)", tab: "queue")
         page["id"] = d.id
         if let notice, !notice.isEmpty { page["notice"] = "Done: \(notice)." }
@@ -246,7 +251,13 @@ extension AdminHTTPServer {
             ("queue_id", "Queue ID", ""), ("client_ip", "Client IP", ""), ("tenant", "Tenant", ""),
             ("since", "Since", "24h or 2026-11-29T10:00:00Z"), ("until", "Until", ""),
         ]
-        page["fields"] = fields.map { ["name": $0.0, "label": $0.1, "placeholder": $0.2, "value": p[$0.0] ?? ""] }
+        page["fields"] = fields.map { f -> [String: Any] in
+            // A tenant admin's trace is its tenant's: the field shows it and cannot be changed.
+            if f.0 == "tenant", let tenant = context.tenant {
+                return ["name": f.0, "label": f.1, "placeholder": "", "value": tenant, "readonly": true]
+            }
+            return ["name": f.0, "label": f.1, "placeholder": f.2, "value": p[f.0] ?? ""]
+        }
         let status = p["status"] ?? ""
         page["statuses"] = [
             ("", "Any"), ("pending", "Pending"), ("held", "Held"), ("delivered", "Delivered"),
@@ -260,7 +271,7 @@ extension AdminHTTPServer {
             // A form sends every field; an empty one means "any".
             var query = p.filter { !$0.value.isEmpty }
             if query["since"] == nil { query["since"] = "48h" }
-            let rows = try backend.store.trace(try Self.traceQuery(query))
+            let rows = try backend.store.trace(try Self.traceQuery(query, tenant: context.tenant))
             page["count"] = rows.count
             page["rows"] = rows.map { r -> [String: Any] in
                 [

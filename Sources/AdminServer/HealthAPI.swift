@@ -66,15 +66,18 @@ extension AdminHTTPServer {
 
     func addHealthAPIRoutes(_ api: RouterGroup<AdminRequestContext>) {
         let backend = self.backend
-        api.get("health/overview") { _, _ in
-            HealthOverviewResponse(services: Self.healthOverview(backend.healthIssues()))
+        api.get("health/overview") { _, context in
+            HealthOverviewResponse(
+                services: Self.healthOverview(Self.visibleIssues(backend, tenant: context.tenant)))
         }
-        api.get("health/issues") { request, _ in
+        api.get("health/issues") { request, context in
             let filter = try HealthIssueFilter(Self.form(request.uri.query ?? ""))
-            return HealthIssuesResponse(issues: filter.apply(backend.healthIssues()).map(IssueJSON.init))
+            return HealthIssuesResponse(
+                issues: filter.apply(Self.visibleIssues(backend, tenant: context.tenant)).map(IssueJSON.init))
         }
         api.get("health/issues/:id") { _, context in
-            IssueJSON(try Self.healthIssue(backend, id: try context.parameters.require("id")))
+            IssueJSON(
+                try Self.healthIssue(backend, id: try context.parameters.require("id"), tenant: context.tenant))
         }
         api.post("health/issues/:id/posts") { request, context in
             let id = try context.parameters.require("id")
@@ -96,7 +99,7 @@ extension AdminHTTPServer {
         }
         api.post("health/reports") { request, context in
             let body = try await Self.jsonObject(request, limit: 256 * 1024)
-            let report = try Self.problemReport(body)
+            let report = try Self.problemReport(Self.scopedReport(body, tenant: context.tenant))
             let reporter = context.actor ?? "api"
             try backend.healthReport(report, reporter)
             return EditedResponse(
@@ -125,8 +128,9 @@ extension AdminHTTPServer {
         return (Int(a.id.dropFirst(2)) ?? 0) > (Int(b.id.dropFirst(2)) ?? 0)
     }
 
-    static func healthIssue(_ backend: AdminBackend, id: String) throws -> HealthIssue {
-        guard let issue = backend.healthIssues().first(where: { $0.id == id }) else {
+    /// One issue; with `tenant`, `404` unless its scope names the tenant.
+    static func healthIssue(_ backend: AdminBackend, id: String, tenant: String? = nil) throws -> HealthIssue {
+        guard let issue = visibleIssues(backend, tenant: tenant).first(where: { $0.id == id }) else {
             throw HTTPError(.notFound, message: "no issue \(id)")
         }
         return issue

@@ -31,7 +31,7 @@ extension AdminHTTPServer {
         }
         pages.get("health/issues/:id") { [self] request, context in
             let id = try context.parameters.require("id")
-            guard let issue = backend.healthIssues().first(where: { $0.id == id }) else {
+            guard let issue = Self.visibleIssues(backend, tenant: context.tenant).first(where: { $0.id == id }) else {
                 return html(
                     render(
                         "error",
@@ -69,7 +69,7 @@ extension AdminHTTPServer {
         pages.post("health/report") { [self] request, context -> Response in
             let form = try await csrfForm(request, context, limit: 256 * 1024)
             do {
-                let report = try Self.problemReport(form)
+                let report = try Self.problemReport(Self.scopedReport(form, tenant: context.tenant))
                 try backend.healthReport(report, context.actor ?? "web")
             } catch let e as HTTPError {
                 var page = reportPage(form, context)
@@ -128,7 +128,7 @@ extension AdminHTTPServer {
     }
 
     func healthPage(_ q: [String: String], _ context: AdminRequestContext, now: Date = Date()) -> [String: Any] {
-        let issues = backend.healthIssues()
+        let issues = Self.visibleIssues(backend, tenant: context.tenant)
         var page = base(context, title: "Service health", tab: "health")
         page["refresh"] = 60
         if let code = q["done"], let notice = Self.healthNotices[code] { page["notice"] = notice }
@@ -271,8 +271,18 @@ extension AdminHTTPServer {
         page["regionValue"] = values["region"] ?? ""
         page["textValue"] = values["text"] ?? ""
         page["errorValue"] = values["error"] ?? ""
-        page["tenants"] = backend.tenants().map(\.name).sorted()
-        page["regions"] = Array(Set((backend.usage()?.forests ?? []).map(\.region))).sorted()
+        let forests = backend.usage()?.forests ?? []
+        if let tenant = context.tenant {
+            // A tenant admin reports for its tenant: the field is fixed, the regions are its forest's.
+            page["tenantValue"] = tenant
+            page["tenantFixed"] = true
+            page["tenants"] = [tenant]
+            let forest = backend.tenants().first { $0.name == tenant }?.forest
+            page["regions"] = Array(Set(forests.filter { $0.name == forest }.map(\.region))).sorted()
+        } else {
+            page["tenants"] = backend.tenants().map(\.name).sorted()
+            page["regions"] = Array(Set(forests.map(\.region))).sorted()
+        }
         return page
     }
 }

@@ -70,12 +70,12 @@ enum Templates {
         textarea{font:inherit;font-size:.85rem;padding:.3rem}
         </style></head><body>
         {{#nav}}<header><strong>Mailflow</strong>
-        <a href="/" class="{{#overview}}active{{/overview}}">Overview</a>
+        {{#operator}}<a href="/" class="{{#overview}}active{{/overview}}">Overview</a>{{/operator}}
         <a href="/queue" class="{{#queue}}active{{/queue}}">Queue</a>
         <a href="/trace" class="{{#trace}}active{{/trace}}">Message trace</a>
-        <a href="/forests" class="{{#forests}}active{{/forests}}">Forests &amp; tenants</a>
+        {{#operator}}<a href="/forests" class="{{#forests}}active{{/forests}}">Forests &amp; tenants</a>{{/operator}}
         <a href="/health" class="{{#health}}active{{/health}}">Service health</a>
-        <span class="host">{{hostname}} · {{actor}}</span>
+        <span class="host">{{hostname}} · {{actor}}{{#scopeTenant}} · <span id="scope-tenant">tenant {{scopeTenant}}</span>{{/scopeTenant}}</span>
         <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>
         </header>{{/nav}}
         <main>
@@ -131,7 +131,7 @@ enum Templates {
         {{#messages}}<tr><td><a href="/queue/{{id}}">{{id}}</a></td><td>{{received}}</td><td>{{sender}}</td><td>{{recipients}}</td><td class="num">{{size}}</td><td>{{state}}</td><td class="num">{{attempts}}</td><td>{{nextAttempt}}</td></tr>{{/messages}}
         {{^messages}}<tr><td colspan="8">The queue is empty.</td></tr>{{/messages}}
         </tbody></table>
-        <h2>By destination and age (pending recipients)</h2>
+        {{#operator}}<h2>By destination and age (pending recipients)</h2>
         <table id="shape-table"><thead><tr><th>Domain</th><th class="num">Total</th>{{#bucketHeaders}}<th class="num">{{.}}</th>{{/bucketHeaders}}</tr></thead><tbody>
         {{#shape}}<tr><td>{{domain}}</td><td class="num">{{total}}</td>{{#buckets}}<td class="num">{{.}}</td>{{/buckets}}</tr>{{/shape}}
         </tbody></table>
@@ -139,7 +139,7 @@ enum Templates {
         <table id="destinations-table"><thead><tr><th>Destination</th><th class="num">Window</th><th class="num">Sessions</th><th class="num">Waiting</th><th class="num">Delivered</th><th class="num">Deferred</th><th class="num">Throttles</th><th>Parked until</th><th>Last error</th></tr></thead><tbody>
         {{#destinations}}<tr><td>{{key}}</td><td class="num">{{window}}</td><td class="num">{{sessions}}</td><td class="num">{{waiting}}</td><td class="num">{{delivered}}</td><td class="num">{{deferred}}</td><td class="num">{{throttles}}</td><td>{{parkedUntil}}</td><td>{{lastError}}</td></tr>{{/destinations}}
         {{^destinations}}<tr><td colspan="9">No outbound destinations yet.</td></tr>{{/destinations}}
-        </tbody></table>
+        </tbody></table>{{/operator}}
         {{> foot}}
         """
 
@@ -171,7 +171,7 @@ enum Templates {
         {{> head}}
         <h1>Message trace</h1>
         <form class="filters" method="get" action="/trace" id="trace-form">
-        {{#fields}}<label>{{label}}<input name="{{name}}" value="{{value}}" placeholder="{{placeholder}}"></label>{{/fields}}
+        {{#fields}}<label>{{label}}<input name="{{name}}" value="{{value}}" placeholder="{{placeholder}}"{{#readonly}} readonly{{/readonly}}></label>{{/fields}}
         <label>Status<select name="status">{{#statuses}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/statuses}}</select></label>
         <label>Direction<select name="direction">{{#directions}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/directions}}</select></label>
         <button type="submit" id="search">Search</button>
@@ -258,7 +258,7 @@ enum Templates {
         <div id="posts">
         {{#posts}}<article class="post post-{{kind}}" data-kind="{{kind}}"><h3>{{time}} · {{kindLabel}} · {{author}}</h3><pre>{{text}}</pre></article>{{/posts}}
         </div>
-        <h2>Add a post</h2>
+        {{#operator}}<h2>Add a post</h2>
         <form class="stack" method="post" action="/health/issues/{{id}}/posts" id="post-form">
         <input type="hidden" name="csrf" value="{{formCSRF}}">
         <label>Text<textarea name="text" id="post-text" rows="5" cols="80" maxlength="10000" required></textarea></label>
@@ -277,7 +277,7 @@ enum Templates {
         <label>Review (a draft from what the monitor recorded; edit it before publishing)<textarea name="text" id="review-text" rows="14" cols="100">{{draft}}</textarea></label>
         <button type="submit" id="publish-review">Publish the review</button>
         </form>{{/review}}
-        {{^review}}<p id="review-unavailable">A post-incident review is published once the service is restored.</p>{{/review}}
+        {{^review}}<p id="review-unavailable">A post-incident review is published once the service is restored.</p>{{/review}}{{/operator}}
         {{> foot}}
         """
 
@@ -288,7 +288,7 @@ enum Templates {
         {{#error}}<p class="error" id="report-error">{{error}}</p>{{/error}}
         <form class="stack" method="post" action="/health/report" id="report-form">
         <input type="hidden" name="csrf" value="{{csrf}}">
-        <label>Tenant<input name="tenant" id="report-tenant" value="{{tenantValue}}" list="tenant-names" maxlength="200" required></label>
+        <label>Tenant<input name="tenant" id="report-tenant" value="{{tenantValue}}" list="tenant-names" maxlength="200" required{{#tenantFixed}} readonly{{/tenantFixed}}></label>
         <datalist id="tenant-names">{{#tenants}}<option value="{{.}}">{{/tenants}}</datalist>
         <label>Region<input name="region" id="report-region" value="{{regionValue}}" list="region-names" maxlength="100" required></label>
         <datalist id="region-names">{{#regions}}<option value="{{.}}">{{/regions}}</datalist>

@@ -7,23 +7,27 @@ import GRDB
 extension SQLiteQueueStore {
     // MARK: admin tokens
 
-    /// An admin token as listed: its name and use, never the token or its hash.
+    /// An admin token as listed: its name, scope and use, never the token or its hash.
     public struct AdminToken: Sendable, Codable, Equatable {
         public var name: String
         public var createdAt: Date
         public var lastUsedAt: Date?
+        /// The tenant a tenant admin's token is scoped to; nil for an operator token (sees everything).
+        public var tenant: String?
     }
 
     /// Why a token could not be added.
     public enum AdminTokenError: Error, CustomStringConvertible, Equatable {
         case exists(String)
         case badName(String)
+        case badTenant(String)
 
         public var description: String {
             switch self {
             case .exists(let n): return "a token named \(n) exists already (remove it first)"
             case .badName(let n):
                 return "bad token name \(n.debugDescription): use 1-64 letters, digits, '.', '_', '-' or '@'"
+            case .badTenant(let t): return "bad tenant name \(t.debugDescription)"
             }
         }
     }
@@ -35,9 +39,12 @@ extension SQLiteQueueStore {
             }
     }
 
-    /// Stores a token's hash under `name`; the token itself is never stored.
-    public func addAdminToken(name: String, hash: Data, now: Date = Date()) throws {
+    /// Stores a token's hash under `name`; the token itself is never stored. With `tenant`, the token
+    /// is a tenant admin's and sees only that tenant's mail and issues (the caller checks that the
+    /// tenant exists in the configuration).
+    public func addAdminToken(name: String, hash: Data, tenant: String? = nil, now: Date = Date()) throws {
         guard Self.isValidTokenName(name) else { throw AdminTokenError.badName(name) }
+        if let tenant, tenant.isEmpty || tenant.utf8.count > 200 { throw AdminTokenError.badTenant(tenant) }
         try pool.write { db in
             if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM admin_token WHERE name = ?", arguments: [name]) ?? 0
                 > 0
@@ -45,18 +52,41 @@ extension SQLiteQueueStore {
                 throw AdminTokenError.exists(name)
             }
             try db.execute(
-                sql: "INSERT INTO admin_token (name, hash, created_at) VALUES (?, ?, ?)",
-                arguments: [name, hash, now.timeIntervalSince1970])
+                sql: "INSERT INTO admin_token (name, hash, created_at, tenant) VALUES (?, ?, ?, ?)",
+                arguments: [name, hash, now.timeIntervalSince1970, tenant])
         }
     }
 
     public func adminTokens() throws -> [AdminToken] {
         try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, created_at, last_used_at FROM admin_token ORDER BY name").map {
-                AdminToken(
-                    name: $0["name"], createdAt: Date(timeIntervalSince1970: $0["created_at"]),
-                    lastUsedAt: ($0["last_used_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
-            }
+            try Row.fetchAll(db, sql: "SELECT name, created_at, last_used_at, tenant FROM admin_token ORDER BY name")
+                .map(Self.adminToken)
+        }
+    }
+
+    static func adminToken(_ r: Row) -> AdminToken {
+        AdminToken(
+            name: r["name"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
+            lastUsedAt: (r["last_used_at"] as Double?).map { Date(timeIntervalSince1970: $0) }, tenant: r["tenant"])
+    }
+
+    /// The token with this hash (its name and scope), if any.
+    public func adminToken(hash: Data) throws -> AdminToken? {
+        try pool.read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT name, created_at, last_used_at, tenant FROM admin_token WHERE hash = ?",
+                arguments: [hash]
+            ).map(Self.adminToken)
+        }
+    }
+
+    /// The token named `name`, if any.
+    public func adminToken(name: String) throws -> AdminToken? {
+        try pool.read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT name, created_at, last_used_at, tenant FROM admin_token WHERE name = ?",
+                arguments: [name]
+            ).map(Self.adminToken)
         }
     }
 
@@ -80,6 +110,40 @@ extension SQLiteQueueStore {
             try db.execute(
                 sql: "UPDATE admin_token SET last_used_at = ? WHERE name = ?",
                 arguments: [now.timeIntervalSince1970, name])
+        }
+    }
+
+    // MARK: a tenant's queue
+
+    /// Messages of one tenant in the queue, oldest first, as `list`; `includeDone` adds finished ones.
+    public func list(tenant: String, includeDone: Bool = false, limit: Int = 1000) throws -> [QueueListing] {
+        try pool.read { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT m.id, m.received_at, m.sender, m.size, m.state, m.attempts, m.next_attempt,
+                      (SELECT json_group_array(address) FROM
+                        (SELECT address FROM recipient r WHERE r.message = m.id ORDER BY r.idx)) AS rcpts
+                    FROM message m WHERE m.tenant = ? \(includeDone ? "" : """
+                    AND m.id IN (SELECT id FROM message WHERE next_attempt IS NOT NULL
+                                 UNION ALL SELECT id FROM message WHERE state = 'held')
+                    """)
+                    ORDER BY m.id LIMIT ?
+                    """, arguments: [tenant, limit])
+            return rows.map { r in
+                QueueListing(
+                    id: r["id"], receivedAt: Date(timeIntervalSince1970: r["received_at"]), sender: r["sender"],
+                    recipients: Self.stringArray(json: r["rcpts"]), size: r["size"],
+                    state: r["state"], attempts: r["attempts"],
+                    nextAttempt: (r["next_attempt"] as Double?).map { Date(timeIntervalSince1970: $0) })
+            }
+        }
+    }
+
+    /// The tenant of message `id` (nil when it has none or there is no such message).
+    public func messageTenant(_ id: String) throws -> String? {
+        try pool.read { db in
+            try String.fetchOne(db, sql: "SELECT tenant FROM message WHERE id = ?", arguments: [id])
         }
     }
 

@@ -127,6 +127,10 @@ public final class SQLiteQueueStore: Sendable {
                     """)
         }
         registerHealthMigration(&m)
+        m.registerMigration("v6-tenant-tokens") { db in
+            // NULL: an operator token (every token made before); a name: a tenant admin's token.
+            try db.execute(sql: "ALTER TABLE admin_token ADD COLUMN tenant TEXT")
+        }
         return m
     }
 

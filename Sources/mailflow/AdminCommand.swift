@@ -27,16 +27,28 @@ struct Admin: ParsableCommand {
             discussion: """
                 Use it as `Authorization: Bearer <token>` against the admin API and /metrics, or paste it \
                 into the web admin center's sign-in page. Queue actions taken with it are traced as \
-                api:NAME or web:NAME.
+                api:NAME or web:NAME. Without --tenant it is an operator token and sees everything; with \
+                --tenant TENANT (a tenant of the configuration) it is a tenant admin's token and sees only \
+                that tenant's message trace, queued messages and service-health issues, and reports \
+                problems for it; everything else answers 403.
                 """)
         @OptionGroup var options: ConfigOption
         @Argument(help: "A name for the token (who or what uses it), e.g. alice or prometheus.") var name: String
+        @Option(help: "Scope the token to this tenant (one of the configuration's tenants).") var tenant: String?
 
         func run() throws {
+            let config = try options.load()
+            if let tenant, !config.tenants.contains(where: { $0.name == tenant }) {
+                let known = config.tenants.map(\.name).sorted().joined(separator: ", ")
+                throw FailureMessage(
+                    text:
+                        "mailflow: no tenant named \(tenant) in the configuration (tenants: \(known.isEmpty ? "none" : known))"
+                )
+            }
             let store = try Admin.store(options)
             let token = AdminTokens.generate()
             do {
-                try store.addAdminToken(name: name, hash: AdminTokens.hash(token))
+                try store.addAdminToken(name: name, hash: AdminTokens.hash(token), tenant: tenant)
             } catch let e as SQLiteQueueStore.AdminTokenError {
                 throw FailureMessage(text: "mailflow: \(e)")
             }
@@ -45,7 +57,8 @@ struct Admin: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List token names, when made, when last used.")
+        static let configuration = CommandConfiguration(
+            abstract: "List token names, their scope (operator or tenant:NAME), when made, when last used.")
         @OptionGroup var options: ConfigOption
 
         func run() throws {
@@ -55,8 +68,13 @@ struct Admin: ParsableCommand {
                 return
             }
             printTable(
-                ["NAME", "CREATED", "LAST USED"],
-                tokens.map { [$0.name, isoDate($0.createdAt), $0.lastUsedAt.map(isoDate) ?? "never"] })
+                ["NAME", "SCOPE", "CREATED", "LAST USED"],
+                tokens.map {
+                    [
+                        $0.name, $0.tenant.map { "tenant:\($0)" } ?? "operator", isoDate($0.createdAt),
+                        $0.lastUsedAt.map(isoDate) ?? "never",
+                    ]
+                })
         }
     }
 

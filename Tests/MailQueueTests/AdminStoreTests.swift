@@ -1,7 +1,8 @@
 import Foundation
 import GRDB
-import MailQueue
 import Testing
+
+@testable import MailQueue
 
 struct AdminStoreTests {
     func store() throws -> SQLiteQueueStore {
@@ -29,6 +30,63 @@ struct AdminStoreTests {
         #expect(try s.removeAdminToken(name: "alice"))
         #expect(try !s.removeAdminToken(name: "alice"))
         #expect(try s.adminTokenName(hash: hash) == nil)
+    }
+
+    @Test func tokensCarryATenantScopeAndOperatorTokensHaveNone() throws {
+        let s = try store()
+        try s.addAdminToken(name: "ops", hash: Data(repeating: 1, count: 32))
+        try s.addAdminToken(name: "contoso-admin", hash: Data(repeating: 2, count: 32), tenant: "contoso")
+        #expect(try s.adminTokens().map(\.tenant) == ["contoso", nil])
+        #expect(try s.adminToken(hash: Data(repeating: 2, count: 32))?.name == "contoso-admin")
+        #expect(try s.adminToken(hash: Data(repeating: 2, count: 32))?.tenant == "contoso")
+        #expect(try s.adminToken(hash: Data(repeating: 1, count: 32))?.tenant == nil)
+        #expect(try s.adminToken(name: "contoso-admin")?.tenant == "contoso")
+        #expect(try s.adminToken(name: "nobody") == nil)
+        #expect(throws: SQLiteQueueStore.AdminTokenError.badTenant("")) {
+            try s.addAdminToken(name: "x", hash: Data(repeating: 3, count: 32), tenant: "")
+        }
+    }
+
+    @Test func theTenantTokenMigrationKeepsEarlierTokensAsOperatorTokens() throws {
+        let path = "\(try temporaryDirectory())/q.sqlite"
+        // A queue database as version 5 left it, with a token.
+        let db = try DatabaseQueue(path: path)
+        try SQLiteQueueStore.migrator.migrate(db, upTo: "v5-health")
+        try db.write { d in
+            #expect(try d.columns(in: "admin_token").map(\.name).contains("tenant") == false)
+            try d.execute(
+                sql: "INSERT INTO admin_token (name, hash, created_at) VALUES ('old', ?, 1)",
+                arguments: [Data(repeating: 4, count: 32)])
+        }
+        try db.close()
+        let s = try SQLiteQueueStore(path: path)
+        #expect(try s.adminTokens().map(\.name) == ["old"])
+        #expect(try s.adminTokens()[0].tenant == nil)
+        try s.addAdminToken(name: "t", hash: Data(repeating: 5, count: 32), tenant: "contoso")
+        #expect(try s.adminToken(hash: Data(repeating: 5, count: 32))?.tenant == "contoso")
+    }
+
+    @Test func aTenantsQueueListsItsMessagesOnly() throws {
+        let s = try store()
+        var a = newMessage("A")
+        a.tenant = "contoso"
+        var b = newMessage("B")
+        b.tenant = "fabrikam"
+        var c = newMessage("C")
+        c.tenant = "contoso"
+        try s.insert([a, b, c, newMessage("D")])
+        try s.control(.hold, id: "C", actor: "t")
+        #expect(try s.list(tenant: "contoso").map(\.id) == ["A", "C"])
+        #expect(try s.list(tenant: "fabrikam").map(\.id) == ["B"])
+        #expect(try s.list(tenant: "nobody").isEmpty)
+        #expect(try s.list(tenant: "contoso", limit: 1).map(\.id) == ["A"])
+        #expect(try s.list(tenant: "contoso") == s.list().filter { ["A", "C"].contains($0.id) })
+        try s.control(.delete, id: "A", actor: "t")
+        #expect(try s.list(tenant: "contoso").map(\.id) == ["C"])
+        #expect(try s.list(tenant: "contoso", includeDone: true).map(\.id) == ["A", "C"])
+        #expect(try s.messageTenant("B") == "fabrikam")
+        #expect(try s.messageTenant("D") == nil)
+        #expect(try s.messageTenant("nothing") == nil)
     }
 
     @Test func activityCountsTraceEventsIntoBuckets() throws {
