@@ -463,7 +463,7 @@ public struct HealthMonitor: Sendable {
             nextNumber += 1
             let scope = IssueScope(direction: .inbound, regions: [surge.region], tenants: surge.tenants)
             var evidence = IssueEvidence(firstSeen: surge.first)
-            evidence.relatedSignatures = surge.errorSignatures
+            evidence.relatedSignatures = Array(surge.errorSignatures.dropFirst())
             var issue = HealthIssue(
                 id: "MF\(number)", title: "Users in \(surge.region) report problems with mail flow",
                 classification: .advisory, status: .investigating, origin: .customer, service: "Inbound mail flow",
@@ -528,23 +528,32 @@ public struct HealthMonitor: Sendable {
         c == .incident && share >= policy.interruptionShare ? .serviceInterruption : .serviceDegradation
     }
 
+    /// "forests A, B; regions R; 3 tenant(s): ...; destinations D; up to 70% of their traffic failing",
+    /// leaving out what is empty.
+    public static func scopeText(_ s: IssueScope) -> String {
+        var parts: [String] = []
+        if !s.forests.isEmpty { parts.append("forests \(s.forests.joined(separator: ", "))") }
+        if !s.regions.isEmpty { parts.append("regions \(s.regions.joined(separator: ", "))") }
+        if !s.tenants.isEmpty {
+            parts.append(
+                "\(s.tenants.count) tenant(s): \(s.tenants.prefix(10).joined(separator: ", "))\(s.tenants.count > 10 ? ", ..." : "")"
+            )
+        }
+        if !s.destinations.isEmpty { parts.append("destinations \(s.destinations.joined(separator: ", "))") }
+        if s.peakFailureShare > 0 {
+            parts.append("up to \(Int((s.peakFailureShare * 100).rounded()))% of their traffic failing")
+        }
+        return parts.isEmpty ? "being determined" : parts.joined(separator: "; ")
+    }
+
     /// A post in the layout admins know: Title, User impact, Current status, Scope of impact, Start
     /// time, Preliminary root cause, Next update by.
     static func post(_ issue: HealthIssue, now: Date, headline: String) -> IssuePost {
-        let s = issue.scope
-        var scope: [String] = []
-        if !s.forests.isEmpty { scope.append("forests \(s.forests.joined(separator: ", "))") }
-        if !s.regions.isEmpty { scope.append("regions \(s.regions.joined(separator: ", "))") }
-        if !s.tenants.isEmpty {
-            scope.append("\(s.tenants.count) tenant(s): \(s.tenants.prefix(10).joined(separator: ", "))")
-        }
-        if !s.destinations.isEmpty { scope.append("destinations \(s.destinations.joined(separator: ", "))") }
-        if s.peakFailureShare > 0 {
-            scope.append("up to \(Int((s.peakFailureShare * 100).rounded()))% of their traffic failing")
-        }
         let ev = issue.evidence
         var cause =
-            "Signature \"\(issue.signature)\": \(ev.failures) failure(s) in \(ev.total) outcome(s) since \(HealthSignalLine.formatTime(ev.firstSeen)), against a usual share of \(String(format: "%.1f", ev.baselineShare * 100))%."
+            issue.origin == .customer && ev.total == 0
+            ? "Users report it (error text \"\(issue.signature)\"); no matching failures in the telemetry yet."
+            : "Signature \"\(issue.signature)\": \(ev.failures) failure(s) in \(ev.total) outcome(s) since \(HealthSignalLine.formatTime(ev.firstSeen)), against a usual share of \(String(format: "%.1f", ev.baselineShare * 100))%."
         if !ev.relatedSignatures.isEmpty {
             cause += " Started together: \(ev.relatedSignatures.joined(separator: "; "))."
         }
@@ -560,7 +569,7 @@ public struct HealthMonitor: Sendable {
             Title: \(issue.title)
             User impact: \(issue.impactDescription)
             Current status: \(headline) Status: \(issue.status.rawValue); classification: \(issue.classification.rawValue).
-            Scope of impact: \(scope.isEmpty ? "being determined" : scope.joined(separator: "; ")).
+            Scope of impact: \(scopeText(issue.scope)).
             Start time: \(HealthSignalLine.formatTime(issue.startDateTime))
             Preliminary root cause: \(cause)
             Next update by: \(next)
@@ -652,7 +661,7 @@ extension HealthMonitor {
         if let end = issue.endDateTime { lines.append("- \(t(end)) service restored") }
         lines += [
             "", "Impact: \(issue.impactDescription)",
-            "Scope: forests \(issue.scope.forests.joined(separator: ", ")); regions \(issue.scope.regions.joined(separator: ", ")); \(issue.scope.tenants.count) tenant(s); destinations \(issue.scope.destinations.joined(separator: ", ")); peak failing share \(Int((issue.scope.peakFailureShare * 100).rounded()))%.",
+            "Scope: \(scopeText(issue.scope)).",
             "Root cause evidence: \(issue.evidence.failures) failures in \(issue.evidence.total) outcomes with \"\(issue.signature)\" against a usual \(String(format: "%.1f", issue.evidence.baselineShare * 100))%; related: \(issue.evidence.relatedSignatures.joined(separator: "; ")); user reports: \(issue.reports).",
         ]
         return lines.joined(separator: "\n")

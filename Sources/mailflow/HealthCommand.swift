@@ -97,9 +97,10 @@ struct Health: ParsableCommand {
             print("Signature: \(shown(d.signature))")
             print("User impact: \(shown(d.impactDescription))")
             let s = d.scope
-            print(
-                "Scope: \(s.direction); forests \(s.forests.joined(separator: ", ")); regions \(s.regions.joined(separator: ", ")); destinations \(s.destinations.joined(separator: ", ")); \(s.tenants.count) tenant(s): \(shown(s.tenants.joined(separator: ", "))); peak failing share \(Int((s.peakFailureShare * 100).rounded()))%"
-            )
+            let scope = IssueScope(
+                direction: MailDirection(rawValue: s.direction) ?? .inbound, forests: s.forests, regions: s.regions,
+                tenants: s.tenants, destinations: s.destinations, peakFailureShare: s.peakFailureShare)
+            print("Scope: \(s.direction); \(shown(HealthMonitor.scopeText(scope)))")
             print(
                 "Evidence: \(d.evidence.failures) failures in \(d.evidence.total) outcomes since \(d.evidence.firstSeen); usual share \(String(format: "%.1f", d.evidence.baselineShare * 100))%"
                     + (d.evidence.relatedSignatures.isEmpty
