@@ -132,12 +132,19 @@ struct Bucket: Sendable {
     var failures: [EpisodeKey: SignatureBucket] = [:]
     var latency: [SeriesKey: LatencySamples] = [:]
     /// Median latency and sample count per series, set when the bucket closes.
-    var latencyMedians: [SeriesKey: (median: Double, count: Int)] = [:]
+    var latencyMedians: [SeriesKey: LatencyEntry] = [:]
 
     mutating func finish() {
-        for (k, l) in latency { latencyMedians[k] = (l.median, l.count) }
+        for (k, l) in latency { latencyMedians[k] = LatencyEntry(bucket: 0, median: l.median, count: l.count) }
         latency = [:]
     }
+}
+
+/// One bucket's latency median for one series, in a sliding window.
+struct LatencyEntry: Sendable {
+    var bucket: Int
+    var median: Double
+    var count: Int
 }
 
 /// The last few closed buckets, with their sums kept up to date as buckets come and go, so a
@@ -148,7 +155,7 @@ struct SlidingWindow: Sendable {
     var totals: [SeriesKey: Int] = [:]
     var failures: [EpisodeKey: [SeriesKey: Int]] = [:]
     /// Per series, the latency medians of the buckets in the window (bucket number, median, samples).
-    var latencies: [SeriesKey: [(bucket: Int, median: Double, count: Int)]] = [:]
+    var latencies: [SeriesKey: [LatencyEntry]] = [:]
     var pushed = 0
 
     init(size: Int) { self.size = size }
@@ -160,7 +167,7 @@ struct SlidingWindow: Sendable {
         for (k, m) in b.latencyMedians {
             var l = latencies[k] ?? []
             l.removeAll { $0.bucket <= oldest }
-            l.append((pushed, m.median, m.count))
+            l.append(LatencyEntry(bucket: pushed, median: m.median, count: m.count))
             latencies[k] = l
         }
         if pushed % size == 0 {
@@ -225,7 +232,7 @@ struct SlidingWindow: Sendable {
         return (n % 2 == 1 ? medians[n / 2] : (medians[n / 2 - 1] + medians[n / 2]) / 2, samples)
     }
 
-    var latencyKeys: Dictionary<SeriesKey, [(bucket: Int, median: Double, count: Int)]>.Keys { latencies.keys }
+    var latencyKeys: Dictionary<SeriesKey, [LatencyEntry]>.Keys { latencies.keys }
 }
 
 struct KeyStats: Sendable {

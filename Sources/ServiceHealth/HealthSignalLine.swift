@@ -36,18 +36,18 @@ public enum HealthSignalLine {
                 }
             }
             switch key.count {
-            case 4 where key.elementsEqual("time".utf8): time = try str()
-            case 4 where key.elementsEqual("kind".utf8): kind = try str()
-            case 9 where key.elementsEqual("direction".utf8): direction = try str()
-            case 6 where key.elementsEqual("forest".utf8): forest = try str()
-            case 6 where key.elementsEqual("region".utf8): region = try str()
-            case 6 where key.elementsEqual("tenant".utf8): tenant = try str()
-            case 9 where key.elementsEqual("client_ip".utf8): clientIP = try str()
-            case 11 where key.elementsEqual("destination".utf8): destination = try str()
-            case 5 where key.elementsEqual("reply".utf8): reply = try str()
-            case 4 where key.elementsEqual("text".utf8): text = try str()
-            case 5 where key.elementsEqual("error".utf8): error = try str()
-            case 10 where key.elementsEqual("latency_ms".utf8):
+            case 4 where key == Key.time[...]: time = try str()
+            case 4 where key == Key.kind[...]: kind = try str()
+            case 9 where key == Key.direction[...]: direction = try str()
+            case 6 where key == Key.forest[...]: forest = try str()
+            case 6 where key == Key.region[...]: region = try str()
+            case 6 where key == Key.tenant[...]: tenant = try str()
+            case 9 where key == Key.clientIP[...]: clientIP = try str()
+            case 11 where key == Key.destination[...]: destination = try str()
+            case 5 where key == Key.reply[...]: reply = try str()
+            case 4 where key == Key.text[...]: text = try str()
+            case 5 where key == Key.error[...]: error = try str()
+            case 10 where key == Key.latencyMS[...]:
                 switch value {
                 case .number(let n): latency = n
                 case .null: latency = nil
@@ -102,6 +102,22 @@ public enum HealthSignalLine {
             if let e = r.errorText { parts.append("\"error\":\(quote(e))") }
         }
         return "{" + parts.joined(separator: ",") + "}"
+    }
+
+    /// The field names as bytes (comparing slices of arrays is much faster than against a UTF8View).
+    enum Key {
+        static let time = Array("time".utf8)
+        static let kind = Array("kind".utf8)
+        static let direction = Array("direction".utf8)
+        static let forest = Array("forest".utf8)
+        static let region = Array("region".utf8)
+        static let tenant = Array("tenant".utf8)
+        static let clientIP = Array("client_ip".utf8)
+        static let destination = Array("destination".utf8)
+        static let reply = Array("reply".utf8)
+        static let text = Array("text".utf8)
+        static let error = Array("error".utf8)
+        static let latencyMS = Array("latency_ms".utf8)
     }
 
     // MARK: flat JSON
