@@ -58,7 +58,7 @@ struct Admin: ParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "List token names, their scope (operator or tenant:NAME), when made, when last used.")
+            abstract: "List token names, when made, when last used, and their scope (operator or tenant:NAME).")
         @OptionGroup var options: ConfigOption
 
         func run() throws {
@@ -68,11 +68,11 @@ struct Admin: ParsableCommand {
                 return
             }
             printTable(
-                ["NAME", "SCOPE", "CREATED", "LAST USED"],
+                ["NAME", "CREATED", "LAST USED", "SCOPE"],
                 tokens.map {
                     [
-                        $0.name, $0.tenant.map { "tenant:\($0)" } ?? "operator", isoDate($0.createdAt),
-                        $0.lastUsedAt.map(isoDate) ?? "never",
+                        $0.name, isoDate($0.createdAt), $0.lastUsedAt.map(isoDate) ?? "never",
+                        $0.tenant.map { "tenant:\($0)" } ?? "operator",
                     ]
                 })
         }
