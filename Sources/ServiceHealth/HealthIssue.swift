@@ -98,6 +98,10 @@ public struct IssueEvidence: Sendable, Codable, Hashable {
     public var baselineShare: Double = 0
     /// Other signatures that started with it in the same scope.
     public var relatedSignatures: [String] = []
+    /// The failing share of the affected traffic at each bucket while the issue was active, with the
+    /// baseline and the share the detector calls anomalous (the issue page's chart). At most
+    /// `SharePoint.limit` points: older ones are thinned out.
+    public var series: [SharePoint]?
 
     public init(firstSeen: Date) { self.firstSeen = firstSeen }
 }
@@ -126,4 +130,30 @@ public struct HealthIssue: Sendable, Codable, Hashable, Identifiable {
 
     public var reports: Int { reportsByRegion.values.reduce(0, +) }
     public var isResolved: Bool { status.isResolved }
+}
+
+/// One point of an issue's chart: when, the failing share, its baseline and the anomaly threshold.
+public struct SharePoint: Sendable, Codable, Hashable {
+    public static let limit = 360
+    public var time: Date
+    public var share: Double
+    public var baseline: Double
+    public var threshold: Double
+
+    public init(time: Date, share: Double, baseline: Double, threshold: Double) {
+        self.time = time
+        self.share = share
+        self.baseline = baseline
+        self.threshold = threshold
+    }
+}
+
+extension IssueEvidence {
+    /// Adds a point, thinning the series to every other point once it is full.
+    public mutating func record(_ p: SharePoint) {
+        var s = series ?? []
+        s.append(p)
+        if s.count > SharePoint.limit { s = s.enumerated().filter { $0.offset % 2 == 0 }.map(\.element) }
+        series = s
+    }
 }

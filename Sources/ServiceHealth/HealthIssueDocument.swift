@@ -27,6 +27,15 @@ public struct HealthIssueDocument: Codable, Sendable, Equatable {
         public var firstSeen: String
         public var baselineShare: Double
         public var relatedSignatures: [String]
+        public var series: [Point]
+    }
+
+    /// A point of the failing share against its baseline and the anomaly threshold.
+    public struct Point: Codable, Sendable, Equatable {
+        public var time: String
+        public var share: Double
+        public var baseline: Double
+        public var threshold: Double
     }
 
     public var id: String
@@ -70,7 +79,10 @@ public struct HealthIssueDocument: Codable, Sendable, Equatable {
         reportsByRegion = i.reportsByRegion
         evidence = Evidence(
             failures: i.evidence.failures, total: i.evidence.total, firstSeen: t(i.evidence.firstSeen),
-            baselineShare: i.evidence.baselineShare, relatedSignatures: i.evidence.relatedSignatures)
+            baselineShare: i.evidence.baselineShare, relatedSignatures: i.evidence.relatedSignatures,
+            series: (i.evidence.series ?? []).map {
+                Point(time: t($0.time), share: $0.share, baseline: $0.baseline, threshold: $0.threshold)
+            })
         posts = i.posts.map {
             Post(
                 createdDateTime: t($0.createdDateTime), postType: $0.kind.rawValue, author: $0.author,

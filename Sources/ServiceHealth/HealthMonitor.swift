@@ -347,6 +347,7 @@ public struct HealthMonitor: Sendable {
         evidence.failures = e.failures
         evidence.total = e.total
         evidence.baselineShare = e.baselineShare
+        evidence.record(point(e, at: now))
         var issue = HealthIssue(
             id: "MF\(number)", title: Self.title(ek, scope: scope, origin: origin), classification: classification,
             status: Self.status(classification, share: e.currentShare, policy: policy), origin: origin,
@@ -374,6 +375,7 @@ public struct HealthMonitor: Sendable {
         issues[i].scope = merge(issues[i].scope, scope)
         issues[i].evidence.failures = e.failures
         issues[i].evidence.total = e.total
+        issues[i].evidence.record(point(e, at: now))
         issues[i].lastModifiedDateTime = now
         if issues[i].origin != .customer {
             let origin = e.origin(direction: ek.direction, isDelay: ek.isDelay, policy: policy)
@@ -399,6 +401,13 @@ public struct HealthMonitor: Sendable {
         }
     }
 
+    func point(_ e: Episode, at now: Date) -> SharePoint {
+        let base = max(e.baselineShare, policy.baselineFloor)
+        return SharePoint(
+            time: now, share: e.currentShare, baseline: base,
+            threshold: max(base + policy.minimumShareLift, base * policy.minimumShareRatio))
+    }
+
     func merge(_ a: IssueScope, _ b: IssueScope) -> IssueScope {
         var s = a
         s.forests = Array(Set(a.forests).union(b.forests)).sorted()
@@ -418,6 +427,10 @@ public struct HealthMonitor: Sendable {
     }
 
     mutating func restore(_ i: Int, endedAt: Date, now: Date) {
+        if let last = issues[i].evidence.series?.last {
+            issues[i].evidence.record(
+                SharePoint(time: endedAt, share: last.baseline, baseline: last.baseline, threshold: last.threshold))
+        }
         issues[i].status = .serviceRestored
         issues[i].endDateTime = endedAt
         issues[i].lastModifiedDateTime = now

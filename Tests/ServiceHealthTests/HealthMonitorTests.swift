@@ -95,6 +95,10 @@ struct HealthMonitorTests {
         #expect(issue.detectedDateTime.timeIntervalSince(onset) <= 120)
         #expect(issue.id == "MF1")
         #expect(issue.posts.first?.description.contains("Preliminary root cause: Signature") == true)
+        // The chart's series: every point above the anomaly threshold, which is above the baseline.
+        let series = try #require(issue.evidence.series)
+        #expect(series.count >= 2)
+        #expect(series.allSatisfy { $0.share >= $0.threshold && $0.threshold > $0.baseline })
     }
 
     @Test func itRestoresByItselfOnceTheSignalStaysAtBaseline() throws {
