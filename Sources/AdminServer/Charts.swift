@@ -109,6 +109,34 @@ enum Charts {
         return out + legend(keys) + "</svg>"
     }
 
+    /// An issue's failing share over time (a line) against its usual band: shaded from the baseline
+    /// up to the share the detector calls anomalous, so the line leaving the band is the anomaly.
+    static func shareBand(id: String, times: [Date], share: [Double], baseline: [Double], threshold: [Double])
+        -> String
+    {
+        let n = min(times.count, share.count, baseline.count, threshold.count)
+        let maxValue = min(max((share + threshold).max() ?? 0, 0.05), 1)
+        let plotW = width - left - 4
+        let plotH = height - bottom - 8
+        guard n > 0, let first = times.first, let last = times.last else { return "" }
+        let span = max(last.timeIntervalSince(first), 1)
+        func x(_ i: Int) -> Double { left + times[i].timeIntervalSince(first) / span * plotW }
+        func y(_ v: Double) -> Double { 8 + plotH - min(v, maxValue) / maxValue * plotH }
+        var out = svgOpen(id: id)
+        out += axis(maxValue: maxValue, plotH: plotH, percent: true)
+        let upper = (0..<n).map { "\(fmt(x($0))),\(fmt(y(threshold[$0])))" }
+        let lower = (0..<n).reversed().map { "\(fmt(x($0))),\(fmt(y(baseline[$0])))" }
+        out +=
+            "<polygon class=\"band\" points=\"\((upper + lower).joined(separator: " "))\" fill=\"#d8e8d4\" stroke=\"none\"/>"
+        out +=
+            "<polyline class=\"line\" data-series=\"failing share\" data-last=\"\(fmt(share[n - 1]))\" points=\"\((0..<n).map { "\(fmt(x($0))),\(fmt(y(share[$0])))" }.joined(separator: " "))\" fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\"/>"
+        return out
+            + legend([
+                .init(name: "failing share", color: "#c0392b", values: []),
+                .init(name: "usual band", color: "#d8e8d4", values: []),
+            ]) + "</svg>"
+    }
+
     /// Text for SVG content or a double-quoted attribute.
     static func escape(_ s: String) -> String {
         var out = ""

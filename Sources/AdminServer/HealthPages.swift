@@ -222,6 +222,11 @@ extension AdminHTTPServer {
         }
         page["postCount"] = posts.count
         page["chartTimeline"] = Self.timelineChart(issue, now: now)
+        if let series = issue.evidence.series, series.count >= 2 {
+            page["chartShare"] = Charts.shareBand(
+                id: "chart-share", times: series.map(\.time), share: series.map(\.share),
+                baseline: series.map(\.baseline), threshold: series.map(\.threshold))
+        }
         if issue.reports > 0 {
             page["chartReports"] = Charts.bars(
                 id: "chart-reports",

@@ -239,6 +239,7 @@ enum Templates {
         {{#fields}}<tr><th>{{name}}</th><td>{{value}}</td></tr>{{/fields}}
         </tbody></table>
         <div class="charts" id="issue-charts">
+        {{#chartShare}}<div class="chartbox"><h3>Failing share against its usual band</h3>{{{chartShare}}}</div>{{/chartShare}}
         <div class="chartbox"><h3>Timeline (impact and posts)</h3>{{{chartTimeline}}}</div>
         {{#chartReports}}<div class="chartbox"><h3>User reports by region</h3>{{{chartReports}}}</div>{{/chartReports}}
         </div>

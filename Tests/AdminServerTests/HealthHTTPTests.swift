@@ -768,3 +768,24 @@ struct HealthInputTests {
         )
     }
 }
+
+struct ShareBandChartTests {
+    @Test func theShareLineLeavesTheShadedUsualBand() {
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let svg = Charts.shareBand(
+            id: "s", times: [t0, t0 + 30, t0 + 60], share: [0.8, 0.7, 0.01], baseline: [0.01, 0.01, 0.01],
+            threshold: [0.11, 0.11, 0.11])
+        #expect(svg.hasPrefix("<svg id=\"s\"") && svg.hasSuffix("</svg>"))
+        // Percent axis up to the highest value (80%), plot x 40...476, y 8...122: the band from 1% (y 120.6)
+        // to 11% (y 106.3), three upper points and three lower ones; the line from 80% (y 8) down.
+        #expect(svg.contains(">80%</text>"))
+        #expect(
+            svg.contains("<polygon class=\"band\" points=\"40,106.3 258,106.3 476,106.3 476,120.6 258,120.6 40,120.6\"")
+        )
+        #expect(
+            svg.contains(
+                "<polyline class=\"line\" data-series=\"failing share\" data-last=\"0\" points=\"40,8 258,22.3 476,120.6\""
+            ))
+        #expect(Charts.shareBand(id: "e", times: [], share: [], baseline: [], threshold: []).isEmpty)
+    }
+}
