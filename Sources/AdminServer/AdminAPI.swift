@@ -185,9 +185,7 @@ extension AdminHTTPServer {
         let needle = (contains ?? "").lowercased()
         let includeDone = state == "done" || state == "all"
         let fetched = needle.isEmpty ? limit : 100_000
-        return try
-            (tenant.map { try store.list(tenant: $0, includeDone: includeDone, limit: fetched) }
-            ?? store.list(includeDone: includeDone, limit: fetched))
+        return try store.list(tenant: tenant, includeDone: includeDone, limit: fetched)
             .filter { m in
                 (state == "active" || state == "all" || m.state == state)
                     && (needle.isEmpty || m.sender.lowercased().contains(needle)

@@ -113,33 +113,6 @@ extension SQLiteQueueStore {
         }
     }
 
-    // MARK: a tenant's queue
-
-    /// Messages of one tenant in the queue, oldest first, as `list`; `includeDone` adds finished ones.
-    public func list(tenant: String, includeDone: Bool = false, limit: Int = 1000) throws -> [QueueListing] {
-        try pool.read { db in
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT m.id, m.received_at, m.sender, m.size, m.state, m.attempts, m.next_attempt,
-                      (SELECT json_group_array(address) FROM
-                        (SELECT address FROM recipient r WHERE r.message = m.id ORDER BY r.idx)) AS rcpts
-                    FROM message m WHERE m.tenant = ? \(includeDone ? "" : """
-                    AND m.id IN (SELECT id FROM message WHERE next_attempt IS NOT NULL
-                                 UNION ALL SELECT id FROM message WHERE state = 'held')
-                    """)
-                    ORDER BY m.id LIMIT ?
-                    """, arguments: [tenant, limit])
-            return rows.map { r in
-                QueueListing(
-                    id: r["id"], receivedAt: Date(timeIntervalSince1970: r["received_at"]), sender: r["sender"],
-                    recipients: Self.stringArray(json: r["rcpts"]), size: r["size"],
-                    state: r["state"], attempts: r["attempts"],
-                    nextAttempt: (r["next_attempt"] as Double?).map { Date(timeIntervalSince1970: $0) })
-            }
-        }
-    }
-
     /// The tenant of message `id` (nil when it has none or there is no such message).
     public func messageTenant(_ id: String) throws -> String? {
         try pool.read { db in

@@ -386,8 +386,9 @@ public final class SQLiteQueueStore: Sendable {
         public var nextAttempt: Date?
     }
 
-    /// Messages in the queue, oldest first; `includeDone` adds finished ones.
-    public func list(includeDone: Bool = false, limit: Int = 1000) throws -> [QueueListing] {
+    /// Messages in the queue, oldest first; `includeDone` adds finished ones; `tenant` keeps one
+    /// tenant's (a tenant-scoped admin token's view).
+    public func list(tenant: String? = nil, includeDone: Bool = false, limit: Int = 1000) throws -> [QueueListing] {
         try pool.read { db in
             // Without finished messages, through the indexes of queued and held ones, so a queue
             // database holding months of finished messages is not scanned.
@@ -397,12 +398,12 @@ public final class SQLiteQueueStore: Sendable {
                     SELECT m.id, m.received_at, m.sender, m.size, m.state, m.attempts, m.next_attempt,
                       (SELECT json_group_array(address) FROM
                         (SELECT address FROM recipient r WHERE r.message = m.id ORDER BY r.idx)) AS rcpts
-                    FROM message m \(includeDone ? "" : """
-                    WHERE m.id IN (SELECT id FROM message WHERE next_attempt IS NOT NULL
-                                   UNION ALL SELECT id FROM message WHERE state = 'held')
+                    FROM message m WHERE \(tenant == nil ? "1" : "m.tenant = ?") \(includeDone ? "" : """
+                    AND m.id IN (SELECT id FROM message WHERE next_attempt IS NOT NULL
+                                 UNION ALL SELECT id FROM message WHERE state = 'held')
                     """)
                     ORDER BY m.id LIMIT ?
-                    """, arguments: [limit])
+                    """, arguments: tenant.map { [$0, limit] as StatementArguments } ?? [limit])
             return rows.map { r in
                 QueueListing(
                     id: r["id"], receivedAt: Date(timeIntervalSince1970: r["received_at"]), sender: r["sender"],
