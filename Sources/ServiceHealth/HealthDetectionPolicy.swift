@@ -71,6 +71,13 @@ public struct HealthDetectionPolicy: Sendable, Hashable {
     /// Latency history (samples) before a latency baseline is trusted.
     public var latencyHistoryMinimum = 100
 
+    /// Volume: a forest, region or the whole of one direction whose outcomes over the window fall
+    /// to `volumeDropShare` of their usual number for this hour of the week (at least
+    /// `volumeMinimumExpected` expected), for `volumeMinimumDuration`: mail stopped without errors.
+    public var volumeDropShare: Double = 0.2
+    public var volumeMinimumExpected: Double = 40
+    public var volumeMinimumDuration: TimeInterval = 600
+
     /// Reports: distinct reporting tenants in a region within `reportWindow` above which reports
     /// are a surge: at least `reportMinimumTenants`, and `reportSurgeFactor` times the expected count.
     public var reportWindow: TimeInterval = 900

@@ -241,10 +241,31 @@ public struct HealthMonitor: Sendable {
             if e.latencyBaselineMs == 0 { e.latencyBaselineMs = worst.base }
             episodes[ek] = e
         }
+        // Volume: forests, regions and whole directions far below their usual number of outcomes.
+        var quietKeys: [MailDirection: [SeriesKey: KeyStats]] = [:]
+        for key in registry.ids.values where key.dimension != .tenant && key.dimension != .destination {
+            guard
+                let perBucket = history.expectedVolume(key: key, slot: slot, bucketSeconds: policy.bucketSeconds)
+            else { continue }
+            let expected = perBucket * Double(window.buckets.count)
+            let seen = Double(window.totals[key] ?? 0)
+            guard expected >= policy.volumeMinimumExpected, seen <= expected * policy.volumeDropShare else { continue }
+            quietKeys[key.direction, default: [:]][key] = KeyStats(
+                failures: Int(expected - seen), total: Int(expected), share: 1 - seen / expected, baseline: 0)
+        }
+        for (direction, keys) in quietKeys {
+            let ek = EpisodeKey.volume(direction)
+            anomalousNow.insert(ek)
+            var e = episodes[ek] ?? Episode(onset: start)
+            e.extend(with: keys, counts: [:], signature: nil, at: end)
+            e.lastFailure = end
+            episodes[ek] = e
+        }
         // Learn from what was normal.
         // Series in a delay episode (or issue) are not learnt until it ends.
         let delaying = delayed.union(episodes[.delay]?.keys.keys ?? [:].keys)
-        history.learn(bucket: bucket, slot: slot, excluding: anomalousNow, delayed: delaying)
+        let quietNow = Set(quietKeys.values.flatMap(\.keys))
+        history.learn(bucket: bucket, slot: slot, excluding: anomalousNow, delayed: delaying, quiet: quietNow)
 
         // Episodes that did not continue end; open issues see a quiet bucket.
         for (ek, e) in episodes where !anomalousNow.contains(ek) {
@@ -262,7 +283,8 @@ public struct HealthMonitor: Sendable {
             if let i = openIssue[ek] {
                 // A related signature that joined another issue keeps it open but does not redefine it.
                 if EpisodeKey(issue: issues[i]) == ek { refresh(issueAt: i, with: e, at: end) }
-            } else if !absorbed.contains(ek), e.qualifies(policy: policy, direction: ek.direction, isDelay: ek.isDelay)
+            } else if !absorbed.contains(ek),
+                e.qualifies(policy: policy, direction: ek.direction, isDelay: ek.isDelay, isVolume: ek.isVolume)
             {
                 open(ek, e, at: end)
             }
@@ -339,8 +361,13 @@ public struct HealthMonitor: Sendable {
                 return
             }
         }
-        let origin = e.origin(direction: ek.direction, isDelay: ek.isDelay, policy: policy)
-        let classification = e.classification(origin: origin, isDelay: ek.isDelay, policy: policy)
+        let origin = ek.isVolume ? .mailflow : e.origin(direction: ek.direction, isDelay: ek.isDelay, policy: policy)
+        // Mail that stops for a whole forest (or more) is an incident; less is an advisory.
+        let classification =
+            ek.isVolume
+            ? (e.keys.keys.contains { $0.dimension != .region } && e.peakShare >= 1 - policy.volumeDropShare
+                ? IssueClassification.incident : .advisory)
+            : e.classification(origin: origin, isDelay: ek.isDelay, policy: policy)
         let number = nextNumber
         nextNumber += 1
         var evidence = IssueEvidence(firstSeen: e.onset)
@@ -386,7 +413,9 @@ public struct HealthMonitor: Sendable {
             // Telemetry now backs what users reported.
             issues[i].origin = e.origin(direction: ek.direction, isDelay: ek.isDelay, policy: policy)
         }
-        let classification = e.classification(origin: issues[i].origin, isDelay: ek.isDelay, policy: policy)
+        let classification =
+            ek.isVolume
+            ? issues[i].classification : e.classification(origin: issues[i].origin, isDelay: ek.isDelay, policy: policy)
         if classification == .incident && issues[i].classification == .advisory {
             issues[i].classification = .incident
             issues[i].posts.append(
@@ -505,6 +534,12 @@ public struct HealthMonitor: Sendable {
     // MARK: texts
 
     static func title(_ ek: EpisodeKey, scope: IssueScope, origin: IssueOrigin) -> String {
+        if ek.isVolume {
+            let place =
+                scope.forests.isEmpty ? scope.regions.joined(separator: ", ") : scope.forests.joined(separator: ", ")
+            let what = ek.direction == .inbound ? "Incoming mail" : "Outgoing mail"
+            return "\(what)\(place.isEmpty ? "" : " for \(place)") has stopped or dropped sharply"
+        }
         if ek.isDelay {
             return scope.destinations.isEmpty
                 ? "Outbound mail is delayed" : "Mail to \(scope.destinations.joined(separator: ", ")) is delayed"
@@ -523,6 +558,10 @@ public struct HealthMonitor: Sendable {
 
     static func impact(_ ek: EpisodeKey, scope: IssueScope, origin: IssueOrigin, e: Episode) -> String {
         let pct = Int((e.peakShare * 100).rounded())
+        if ek.isVolume {
+            return
+                "About \(pct)% less \(ek.direction == .inbound ? "incoming" : "outgoing") mail than usual for this hour of the week, without errors that explain it: senders may not reach Mailflow at all."
+        }
         if ek.isDelay {
             return
                 "Outbound delivery takes about \(Int(e.latencyMs / 1000)) s instead of the usual \(Int(e.latencyBaselineMs / 1000)) s; mail is delayed, not lost."

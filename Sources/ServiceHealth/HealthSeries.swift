@@ -69,6 +69,10 @@ struct EpisodeKey: Hashable, Sendable {
     static let delay = EpisodeKey(direction: .outbound, signature: delaySignature)
     var isDelay: Bool { signature == Self.delaySignature }
 
+    static let volumeSignature = ErrorSignature(template: "volume: traffic far below its usual level")
+    static func volume(_ d: MailDirection) -> EpisodeKey { EpisodeKey(direction: d, signature: volumeSignature) }
+    var isVolume: Bool { signature == Self.volumeSignature }
+
     init(direction: MailDirection, signature: ErrorSignature) {
         self.direction = direction
         self.signature = signature
@@ -305,12 +309,15 @@ struct Episode: Sendable {
         }
     }
 
-    func qualifies(policy: HealthDetectionPolicy, direction: MailDirection, isDelay: Bool) -> Bool {
-        let duration = isDelay ? policy.latencyMinimumDuration : policy.minimumDuration
+    func qualifies(policy: HealthDetectionPolicy, direction: MailDirection, isDelay: Bool, isVolume: Bool = false)
+        -> Bool
+    {
+        let duration =
+            isVolume ? policy.volumeMinimumDuration : isDelay ? policy.latencyMinimumDuration : policy.minimumDuration
         guard buckets >= policy.minimumBuckets, lastFailure.timeIntervalSince(onset) >= duration else {
             return false
         }
-        if isDelay { return true }
+        if isDelay || isVolume { return true }
         guard failures >= policy.minimumFailures else { return false }
         if direction == .inbound {
             guard clients.distinct >= policy.minimumClients, clients.topShare <= policy.maximumTopClientShare else {
@@ -377,6 +384,8 @@ struct SeriesHistory: Sendable {
     }
 
     var totals: [SeriesKey: Counts] = [:]
+    /// Buckets closed per hour-of-week slot (the denominator of a series' usual volume).
+    var bucketsPerSlot = [Double](repeating: 0, count: 168)
     var failures: [SeriesKey: [ErrorSignature: Counts]] = [:]
     /// Per series: an exponentially weighted mean of log(median latency) per hour of day.
     struct LatencyHistory: Sendable {
@@ -421,6 +430,15 @@ struct SeriesHistory: Sendable {
         return Baseline(share: max(hourOfWeek, overall, policy.baselineFloor), cold: false)
     }
 
+    /// Outcomes a series usually has per bucket in this hour of the week; nil until that hour has
+    /// been seen whole at least once (a week of history), so a quiet weekend is never compared
+    /// with a busy weekday.
+    func expectedVolume(key: SeriesKey, slot: TimeSlot, bucketSeconds: Double) -> Double? {
+        let seen = bucketsPerSlot[slot.hourOfWeek]
+        guard seen * bucketSeconds >= 3600, let t = totals[key] else { return nil }
+        return t.byHourOfWeek[slot.hourOfWeek] / seen
+    }
+
     /// The usual median latency of a series at this hour of day (ms), once enough is known.
     func latencyBaseline(key: SeriesKey, slot: TimeSlot, policy: HealthDetectionPolicy) -> Double? {
         guard let l = latency[key], l.samples >= Double(policy.latencyHistoryMinimum) else { return nil }
@@ -429,9 +447,11 @@ struct SeriesHistory: Sendable {
     }
 
     mutating func learn(
-        bucket: Bucket, slot: TimeSlot, excluding anomalous: Set<EpisodeKey>, delayed: Set<SeriesKey>
+        bucket: Bucket, slot: TimeSlot, excluding anomalous: Set<EpisodeKey>, delayed: Set<SeriesKey>,
+        quiet: Set<SeriesKey> = []
     ) {
-        var anomalousKeys: Set<SeriesKey> = []
+        bucketsPerSlot[slot.hourOfWeek] += 1
+        var anomalousKeys = quiet
         for ek in anomalous { for k in bucket.failures[ek]?.byKey.keys ?? [:].keys { anomalousKeys.insert(k) } }
         for (key, n) in bucket.totals where !anomalousKeys.contains(key) {
             totals[key, default: Counts()].byHourOfWeek[slot.hourOfWeek] += Double(n)

@@ -36,13 +36,15 @@ struct World {
                         ? "550 5.1.1 <x\(i)@\(tenant).test>: no such user"
                         : "250 2.0.0 Ok: queued as 5XQKPVG483DHYM\(i)"
                     let inbound = fault(t, .inbound, forest, region, tenant, client) ?? inboundNormal
-                    changes += monitor.ingest(
-                        HealthSignal(
-                            time: t,
-                            kind: .smtp(
-                                SMTPOutcome(
-                                    direction: .inbound, forest: forest, region: region, tenant: tenant,
-                                    clientIP: client, reply: inbound))))
+                    if inbound != "drop" {
+                        changes += monitor.ingest(
+                            HealthSignal(
+                                time: t,
+                                kind: .smtp(
+                                    SMTPOutcome(
+                                        direction: .inbound, forest: forest, region: region, tenant: tenant,
+                                        clientIP: client, reply: inbound))))
+                    }
                     let outbound = fault(t, .outbound, forest, region, tenant, dest) ?? "250 2.0.0 OK id=\(i)"
                     changes += monitor.ingest(
                         HealthSignal(
@@ -171,6 +173,27 @@ struct HealthMonitorTests {
         #expect(issue.classification == .advisory && issue.origin == .remoteProvider)
         #expect(issue.scope.destinations == ["outlook.com"])
         #expect(issue.signature == "451 4.7.500 Server busy. Please try again later. [<host>]")
+    }
+
+    @Test func mailThatStopsWithoutErrorsIsAVolumeIncidentOnceAWeekIsKnown() throws {
+        var policy = HealthDetectionPolicy()
+        policy.volumeMinimumExpected = 10
+        var w = World()
+        w.monitor = HealthMonitor(policy: policy)
+        // Eight days of history: every hour of the week seen once.
+        w.run(from: day0, minutes: 8 * 1440, perMinute: 4)
+        #expect(w.monitor.issues.isEmpty)
+        let onset = day0.addingTimeInterval(8 * 86400)
+        // NAMPR02's inbound mail stops: no refusals, nothing at all.
+        w.run(from: onset, minutes: 20, perMinute: 4) { _, dir, forest, _, _, _ in
+            dir == .inbound && forest == "NAMPR02" ? "drop" : nil
+        }
+        let issue = try #require(w.monitor.issues.first)
+        #expect(w.monitor.issues.count == 1)
+        #expect(issue.signature == "volume: traffic far below its usual level")
+        #expect(issue.classification == .incident && issue.origin == .mailflow)
+        #expect(issue.scope.forests == ["NAMPR02"] && issue.scope.direction == .inbound)
+        #expect(issue.detectedDateTime.timeIntervalSince(onset) <= 15 * 60)
     }
 
     @Test func aColdStartWithItsUsualErrorsPagesNoOne() {
