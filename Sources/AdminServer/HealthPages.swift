@@ -202,10 +202,14 @@ extension AdminHTTPServer {
                 ["name": "Usual failing share", "value": Self.percent(ev.baselineShare)],
             ]
         }
-        if !ev.relatedSignatures.isEmpty {
+        // A reports-only issue's signature is the error text its reports gave most (or a placeholder
+        // when they gave none); the others are its related signatures.
+        let reported = issue.origin == .customer && !issue.signature.hasPrefix("user reports:") ? [issue.signature] : []
+        let related = (issue.origin == .customer ? reported : []) + ev.relatedSignatures
+        if !related.isEmpty {
             page["related"] = [
                 "label": issue.origin == .customer ? "Error texts in the reports" : "Started together",
-                "list": ev.relatedSignatures,
+                "list": related,
             ]
         }
         // Posts, newest first (the order they were written breaks ties).

@@ -518,7 +518,9 @@ struct HealthPageTests {
         issue.status = .investigating
         issue.classification = .advisory
         issue.evidence = IssueEvidence(firstSeen: issue.startDateTime)
-        issue.evidence.relatedSignatures = ["451 4.7.500 Server busy"]
+        // The monitor makes the reports' most frequent error text the signature, the others related.
+        issue.signature = "451 4.7.500 Server busy"
+        issue.evidence.relatedSignatures = ["421 4.3.2 try later"]
         issue.scope.peakFailureShare = 0
         issue.reportsByRegion = ["nam": 3]
         let f = try AdminRouterFixture(issues: [issue])
@@ -528,10 +530,12 @@ struct HealthPageTests {
             #expect(!html.contains("failing share") && !html.contains("<th>Failures</th>"))
             #expect(
                 html.contains(
-                    "<tr><th>Error texts in the reports</th><td><ul id=\"related\"><li>451 4.7.500 Server busy"))
+                    "<tr><th>Error texts in the reports</th><td><ul id=\"related\"><li>451 4.7.500 Server busy</li><li>421 4.3.2 try later"
+                ))
             #expect(html.contains("<svg id=\"chart-reports\""))
         }
         var bare = issue
+        bare.signature = "user reports: nam"
         bare.evidence.relatedSignatures = []
         let g = try AdminRouterFixture(issues: [bare])
         try await g.test { client in
