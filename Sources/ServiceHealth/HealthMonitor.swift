@@ -243,7 +243,9 @@ public struct HealthMonitor: Sendable {
         }
         // Volume: forests, regions and whole directions far below their usual number of outcomes.
         var quietKeys: [MailDirection: [SeriesKey: KeyStats]] = [:]
-        for key in registry.ids.values where key.dimension != .tenant && key.dimension != .destination {
+        let weekKnown = history.bucketsPerSlot[slot.hourOfWeek] * policy.bucketSeconds >= 3600
+        for key in registry.ids.values
+        where weekKnown && key.dimension != .tenant && key.dimension != .destination {
             guard
                 let perBucket = history.expectedVolume(key: key, slot: slot, bucketSeconds: policy.bucketSeconds)
             else { continue }
