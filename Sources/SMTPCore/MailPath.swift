@@ -121,7 +121,11 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
             let inner = domain.dropFirst().dropLast()
             if inner.lowercased().hasPrefix("ipv6:") {
                 let addr = inner.dropFirst(5)
-                guard addr.contains(":"), (try? SocketAddress(ipAddress: String(addr), port: 0)) != nil else {
+                // Only hex digits, colons and an IPv4 tail: inet_pton stops at a NUL, so anything
+                // after one would otherwise ride along unchecked.
+                guard addr.contains(":"), addr.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }),
+                    (try? SocketAddress(ipAddress: String(addr), port: 0)) != nil
+                else {
                     throw .syntax("bad IPv6 address literal")
                 }
                 return

@@ -309,7 +309,9 @@ public enum XText {
                 return nil
             }
         }
-        return String(decoding: bytes, as: UTF8.self)
+        // Decoded octets that are not UTF-8 are refused rather than replaced: a lossy decode would
+        // change the value on its next hop (RFC 6533's utf-8-addr-xtext carries UTF-8 only).
+        return String(validating: bytes, as: UTF8.self)
     }
 
     public static func decode(_ text: String) -> String? { decode(text[...]) }

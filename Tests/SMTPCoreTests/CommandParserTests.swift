@@ -121,6 +121,10 @@ struct CommandParserTests {
         Bad(line: "RCPT TO:<a@b.test> ORCPT=rfc822;+1B]0;title+07", code: 501, enhanced: "5.5.4"),
         Bad(line: "RCPT TO:<a@b.test> ORCPT=utf-8;+C2+9B2J", code: 501, enhanced: "5.5.4"),
         Bad(line: "RCPT TO:<\"\"@b.test>", code: 553, enhanced: "5.1.3"),
+        // Found by the fuzzer (docs/fuzzing.md, KI-1 and KI-2).
+        Bad(line: "MAIL FROM:<a@[IPv6:::1\u{0}x]>", code: 501, enhanced: "5.1.7"),
+        Bad(line: "EHLO [IPv6:::1\u{1B}[2J]", code: 501, enhanced: "5.5.4"),
+        Bad(line: "RCPT TO:<bob@ex.test> ORCPT=rfc822;bob+A2", code: 501, enhanced: "5.5.4"),
         Bad(line: "MAIL FROM:<a@b.test> RET=ALL", code: 501, enhanced: "5.5.4"),
         Bad(line: "MAIL FROM:<a@b.test> ENVID=a+zz", code: 501, enhanced: "5.5.4"),
         Bad(line: "MAIL FROM:<a@b.test> SMTPUTF8=yes", code: 501, enhanced: "5.5.4"),

@@ -44,11 +44,6 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         checkAccepted(command, line)
         if let text = canonicalLine(command) {
             let again = parse(text[...])
-            if again != .success(command), isKI2(command) {
-                knownIssue(
-                    "KI-2", "ORCPT decoded lossily: \(escaped(line)) relayed as \(escaped(text)) parses to \(again)")
-                return 0
-            }
             check(
                 again == .success(command),
                 "round trip: \(escaped(line)) parsed to \(command), written as \(escaped(text)), parsed back to \(again)"
@@ -73,33 +68,13 @@ func checkErrorReply(_ reply: SMTPReply, _ line: String) {
     }
 }
 
-/// Known issue KI-1 (docs/fuzzing.md): an IPv6 address literal is checked with
-/// `SocketAddress(ipAddress:)`, whose C string ends at the first NUL, so `[IPv6:::1<NUL>anything]`,
-/// CR, LF and ESC included, is accepted. The server never passes a line with NUL, CR or LF to the
-/// parser (SMTPServerHandler refuses it first), so it is not reachable over SMTP.
-func isKI1(_ domain: String) -> Bool {
-    domain.lowercased().hasPrefix("[ipv6:") && domain.utf8.contains(0)
-}
-
-/// Known issue KI-2 (docs/fuzzing.md): ORCPT's xtext may decode to octets that are not UTF-8; they are
-/// replaced by U+FFFD, so the value relayed (`XText.encode`, 9 characters for each replaced octet's 3)
-/// differs from the one received and may pass the 500-character limit, and the next hop refuses it.
-func isKI2(_ command: SMTPCommand) -> Bool {
-    guard case .rcpt(_, let p) = command, let o = p.originalRecipient else { return false }
-    return o.address.unicodeScalars.contains("\u{FFFD}")
-}
-
 /// C0 controls (CR, LF, NUL, ESC, TAB, ...) and DEL.
 func hasC0OrDEL(_ s: String) -> Bool { s.unicodeScalars.contains { $0.value < 32 || $0.value == 127 } }
 
 func checkPath(_ m: Mailbox, utf8Allowed: Bool, _ line: String) {
     let what = "\(escaped(m.description)) from \(escaped(line))"
     check(!m.localPart.isEmpty && !m.domain.isEmpty, "empty local part or domain in \(what)")
-    if !hasC0OrDEL(m.localPart) && hasC0OrDEL(m.domain) && isKI1(m.domain) {
-        knownIssue("KI-1", "control characters after a NUL in the IPv6 literal of accepted path \(what)")
-    } else {
-        check(!hasC0OrDEL(m.localPart) && !hasC0OrDEL(m.domain), "control character in accepted path \(what)")
-    }
+    check(!hasC0OrDEL(m.localPart) && !hasC0OrDEL(m.domain), "control character in accepted path \(what)")
     check(m.localPart.utf8.count <= SMTPLimits.localPartLength, "local part over 64 octets in \(what)")
     check(m.domain.utf8.count <= SMTPLimits.domainLength, "domain over 255 octets in \(what)")
     if !utf8Allowed {
@@ -160,11 +135,7 @@ func checkPathStrict(_ m: Mailbox, _ what: String) {
 func checkAccepted(_ command: SMTPCommand, _ line: String) {
     switch command {
     case .ehlo(let name), .helo(let name):
-        if isKI1(name) {
-            knownIssue("KI-1", "control characters after a NUL in the IPv6 literal of hello name \(escaped(name))")
-        } else {
-            check(!name.isEmpty && name.utf8.allSatisfy { (33...126).contains($0) }, "bad hello name \(escaped(name))")
-        }
+        check(!name.isEmpty && name.utf8.allSatisfy { (33...126).contains($0) }, "bad hello name \(escaped(name))")
     case .mail(let path, let p):
         if case .mailbox(let m) = path { checkPath(m, utf8Allowed: p.smtpUTF8, line) }
         if let size = p.size { check(size >= 0, "negative SIZE from \(escaped(line))") }
