@@ -2,8 +2,10 @@ import DNSClient
 import NIOCore
 import Testing
 
+/// A resolver for the fake servers. The default per-attempt timeout is generous (2 s): a loaded CI
+/// machine once took over 500 ms to answer on loopback; tests about timeouts pass their own.
 private func resolver(
-    _ servers: [FakeDNSServer], timeout: TimeAmount = .milliseconds(500), attempts: Int = 1,
+    _ servers: [FakeDNSServer], timeout: TimeAmount = .seconds(2), attempts: Int = 1,
     clock: ManualClock = ManualClock(), random: DNSRandomSource = .system
 ) -> DNSResolver {
     DNSResolver(
