@@ -75,3 +75,25 @@ def need_tool():
         return path
 
     return check
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through chromedriver (Selenium), one per test module."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.fail("chromium and chromedriver are needed (apt-get install -y chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
+        opts.add_argument(a)
+    # An explicit driver: Selenium never tries to download one.
+    d = webdriver.Chrome(service=Service(driver_path), options=opts)
+    d.set_page_load_timeout(30)
+    yield d
+    d.quit()

@@ -6,13 +6,10 @@ server and its API; a screenshot of the overview is written to the output folder
 from __future__ import annotations
 
 import os
-import shutil
 import urllib.parse
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
@@ -20,24 +17,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 from mfutil import REPO_ROOT, SMTPClient, send_mail, wait_for
 
 OUTPUT = Path(os.environ.get("MAILFLOW_TEST_OUTPUT", REPO_ROOT / "tests" / "e2e" / "output"))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.fail("chromium and chromedriver are needed (apt-get install -y chromium chromium-driver)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
-        opts.add_argument(a)
-    # An explicit driver: Selenium never tries to download one.
-    d = webdriver.Chrome(service=Service(driver_path), options=opts)
-    d.set_page_load_timeout(30)
-    yield d
-    d.quit()
 
 
 @pytest.fixture(scope="module")

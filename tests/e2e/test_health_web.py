@@ -9,13 +9,10 @@ the Service health page and of the issue page are written to the output folder
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -24,23 +21,6 @@ from mfutil import REPO_ROOT, wait_for
 OUTPUT = Path(os.environ.get("MAILFLOW_TEST_OUTPUT", REPO_ROOT / "tests" / "e2e" / "output"))
 HOSTILE_TENANT = "<b>woodgrove</b>"
 HOSTILE_POST = "<script>alert('post')</script> rerouting & retrying"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.fail("chromium and chromedriver are needed (apt-get install -y chromium chromium-driver)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
-        opts.add_argument(a)
-    d = webdriver.Chrome(service=Service(driver_path), options=opts)
-    d.set_page_load_timeout(30)
-    yield d
-    d.quit()
 
 
 @pytest.fixture(scope="module")
