@@ -130,13 +130,8 @@ final class SMTPClientHandler: ChannelInboundHandler {
         switch action {
         case .none:
             if machine.isReady { deliver(.ready) }
-        case .send(let lines):
-            var b = context.channel.allocator.buffer(capacity: 64 * lines.count)
-            for l in lines {
-                b.writeString(l)
-                b.writeString("\r\n")
-            }
-            context.writeAndFlush(wrapOutboundOut(b), promise: nil)
+        case .send(let commands):
+            context.writeAndFlush(wrapOutboundOut(commands), promise: nil)
         case .startTLS:
             guard let tlsContext else {
                 handle(machine.tlsFailed("no TLS client context"))
@@ -151,10 +146,8 @@ final class SMTPClientHandler: ChannelInboundHandler {
             }
         case .sendData:
             deliver(.needBody(chunked: false))
-        case .sendChunk(let size):
-            var b = context.channel.allocator.buffer(capacity: 32)
-            b.writeString("BDAT \(size) LAST\r\n")
-            context.write(wrapOutboundOut(b), promise: nil)
+        case .sendChunk(let bdat):
+            context.write(wrapOutboundOut(bdat), promise: nil)
             deliver(.needBody(chunked: true))
         case .finished(let results):
             deliver(.finished(results))

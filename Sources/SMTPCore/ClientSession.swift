@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Whether the client uses STARTTLS (RFC 3207) on a connection.
 public enum TLSRequirement: String, Sendable, Hashable, Codable {
     /// Never.
@@ -114,16 +116,22 @@ public struct ServerCapabilities: Sendable, Hashable {
 /// One connection may carry several messages (`send(_:)` when `isReady`). Every recipient of a
 /// message ends with a `RecipientResult`: `2xx` delivered, `4xx` deferred, `5xx` failed. A `421`, a
 /// dropped connection or a TLS requirement the server cannot meet defers everything still pending.
+///
+/// Every command goes through `SMTPCommandEncoder`, so what reaches the wire is what the envelope
+/// holds, or nothing: an address or parameter the encoder refuses (a CR or LF that would start a
+/// second command, a malformed path) settles its recipients with the encoder's `5xx` reply instead
+/// of being sent.
 public struct ClientSession: Sendable {
     public enum Action: Equatable, Sendable {
-        /// Write these command lines (several when pipelining), each ending in CRLF.
-        case send([String])
+        /// Write these bytes: one or more encoded command lines (several when pipelining), each
+        /// ending in CRLF.
+        case send(ByteBuffer)
         /// Begin the TLS handshake; answer with `tlsEstablished` or `tlsFailed`.
         case startTLS
         /// Write the body dot-stuffed, then `CRLF.CRLF`.
         case sendData
-        /// Write `BDAT <size> LAST` and then the body as it is.
-        case sendChunk(size: Int)
+        /// Write these bytes (the encoded `BDAT <size> LAST`, RFC 3030 §2) and then the body as it is.
+        case sendChunk(ByteBuffer)
         /// The current message is finished; the session may be `isReady` for another.
         case finished([RecipientResult])
         /// The connection is of no further use: close it. `results` settles a message in flight.
@@ -165,6 +173,8 @@ public struct ClientSession: Sendable {
     var accepted: [Int] = []
     var mailReply: SMTPReply?
     var afterRset: [RecipientResult]?
+    /// The encoded RCPT commands of the message in flight that are not yet written, by recipient.
+    var unsentRecipients: [Int: ByteBuffer] = [:]
 
     public init(heloName: String, tls: TLSRequirement) {
         self.heloName = heloName
@@ -186,7 +196,7 @@ public struct ClientSession: Sendable {
             remoteGreeting = reply
             guard reply.code == 220 else { return closeDeferringPending(reply) }
             phase = .ehlo
-            return .send(["EHLO \(heloName)"])
+            return write(.ehlo(heloName))
         case .ehlo:
             if reply.code / 100 == 2 {
                 capabilities = ServerCapabilities(ehloReply: reply)
@@ -194,7 +204,7 @@ public struct ClientSession: Sendable {
             }
             if reply.code / 100 == 5 && !tlsActive {
                 phase = .helo
-                return .send(["HELO \(heloName)"])
+                return write(.helo(heloName))
             }
             return closeDeferringPending(reply)
         case .helo:
@@ -221,19 +231,18 @@ public struct ClientSession: Sendable {
         case .envelope:
             return envelopeReply(reply)
         case .data:
-            guard let env = envelope else { return .none }
+            guard envelope != nil else { return .none }
             if reply.code == 354 {
                 if accepted.isEmpty {
                     // Pipelined DATA after every RCPT failed: an empty message the server throws away.
                     phase = .body
-                    return .send(["."])
+                    return .send(ByteBuffer(string: DotStuffer().terminator))
                 }
                 phase = .body
                 return .sendData
             }
             for i in accepted { results[i] = RecipientResult.from(reply, index: i) }
             accepted = []
-            _ = env
             return finishWithRset()
         case .body:
             for i in accepted { results[i] = RecipientResult.from(reply, index: i) }
@@ -254,7 +263,7 @@ public struct ClientSession: Sendable {
     mutating func afterHello() -> Action {
         if !tlsActive && tls != .disabled && capabilities.startTLS {
             phase = .startTLS
-            return .send(["STARTTLS"])
+            return write(.startTLS)
         }
         if !tlsActive && tls == .required {
             return closeDeferringPending(
@@ -270,7 +279,7 @@ public struct ClientSession: Sendable {
         // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
         capabilities = ServerCapabilities()
         phase = .ehlo
-        return .send(["EHLO \(heloName)"])
+        return write(.ehlo(heloName))
     }
 
     public mutating func tlsFailed(_ why: String) -> Action {
@@ -319,39 +328,93 @@ public struct ClientSession: Sendable {
                 SMTPReply(552, .init(5, 3, 4), "Message size \(env.size) exceeds the remote's limit of \(limit) octets")
             )
         }
+        var out = ByteBuffer()
+        do {
+            try SMTPCommandEncoder.encode(mailCommand(env), into: &out)
+        } catch {
+            return failAll(error.reply)
+        }
+        // A recipient the encoder refuses is settled now and never written.
+        var refused: [Int: RecipientResult] = [:]
+        var sendable: [Int] = []
+        unsentRecipients = [:]
+        for (i, r) in env.recipients.enumerated() {
+            do {
+                unsentRecipients[i] = try SMTPCommandEncoder.encode(rcptCommand(r))
+                sendable.append(i)
+            } catch {
+                refused[i] = RecipientResult.from(error.reply, index: i)
+            }
+        }
+        guard !sendable.isEmpty else {
+            unsentRecipients = [:]
+            return .finished(refused.values.sorted { $0.index < $1.index })
+        }
         envelope = env
-        results = [:]
+        results = refused
         accepted = []
         mailReply = nil
-        var mail = "MAIL FROM:<\(env.sender)>"
-        if capabilities.size != nil || capabilities.pipelining { mail += " SIZE=\(env.size)" }
-        if env.eightBit { mail += " BODY=8BITMIME" }
-        if env.smtpUTF8 { mail += " SMTPUTF8" }
-        if capabilities.dsn {
-            if let ret = env.ret { mail += " RET=\(ret.rawValue)" }
-            if let id = env.envelopeID { mail += " ENVID=\(XText.encode(id))" }
-        }
-        var lines = [mail]
-        expected = [.mail]
-        for (i, r) in env.recipients.enumerated() {
-            var rcpt = "RCPT TO:<\(r.address)>"
-            if capabilities.dsn {
-                if let n = r.notify { rcpt += " NOTIFY=\(n)" }
-                if let o = r.originalRecipient, let semi = o.firstIndex(of: ";") {
-                    rcpt += " ORCPT=\(o[..<semi]);\(XText.encode(String(o[o.index(after: semi)...])))"
-                }
-            }
-            lines.append(rcpt)
-            expected.append(.rcpt(i))
-        }
+        expected = [.mail] + sendable.map { .rcpt($0) }
         if !capabilities.chunking { expected.append(.data) }
         phase = .envelope
         if capabilities.pipelining {
             // RFC 2920 §3.1: MAIL, the RCPTs and DATA go in one batch.
-            if !capabilities.chunking { lines.append("DATA") }
-            return .send(lines)
+            for i in sendable {
+                if let rcpt = unsentRecipients.removeValue(forKey: i) { out.writeImmutableBuffer(rcpt) }
+            }
+            if !capabilities.chunking {
+                do {
+                    try SMTPCommandEncoder.encode(.data, into: &out)
+                } catch {
+                    return closeDeferringPending(error.reply)
+                }
+            }
         }
-        return .send([lines[0]])
+        return .send(out)
+    }
+
+    /// MAIL with the parameters the server announced: SIZE (RFC 1870; also to a pipelining server,
+    /// which may refuse early), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET and ENVID (RFC 3461 §4.3,
+    /// §4.4, only to a DSN server).
+    func mailCommand(_ env: OutboundEnvelope) -> SMTPCommand {
+        var p = MailParameters()
+        if capabilities.size != nil || capabilities.pipelining { p.size = env.size }
+        if env.eightBit { p.body = .eightBitMIME }
+        p.smtpUTF8 = env.smtpUTF8
+        if capabilities.dsn {
+            p.ret = env.ret
+            p.envelopeID = env.envelopeID
+        }
+        return .mail(env.sender.isEmpty ? .null : .mailbox(Mailbox(splitting: env.sender)), p)
+    }
+
+    /// RCPT with NOTIFY and ORCPT (RFC 3461 §4.1, §4.2) for a DSN server. A stored ORCPT without the
+    /// `type;` prefix is left out, as no server could read it.
+    func rcptCommand(_ r: OutboundRecipient) -> SMTPCommand {
+        var p = RecipientParameters()
+        if capabilities.dsn {
+            p.notify = r.notify
+            if let o = r.originalRecipient, let semi = o.firstIndex(of: ";") {
+                p.originalRecipient = OriginalRecipient(
+                    addressType: String(o[..<semi]), address: String(o[o.index(after: semi)...]))
+            }
+        }
+        // RFC 5321 §4.1.1.3: the bare, domainless Postmaster.
+        if !r.address.contains("@") && r.address.lowercased() == "postmaster" {
+            return .rcpt(.postmaster, p)
+        }
+        return .rcpt(.mailbox(Mailbox(splitting: r.address)), p)
+    }
+
+    /// One command Mailflow composes from its own settings (EHLO/HELO with the configured name) or
+    /// that has no argument. A refusal (a HELO name the encoder cannot send) is a configuration
+    /// error: the connection ends and what is pending is deferred.
+    mutating func write(_ command: SMTPCommand) -> Action {
+        do {
+            return .send(try SMTPCommandEncoder.encode(command))
+        } catch {
+            return closeDeferringPending(SMTPReply(451, .init(4, 3, 5), "\(error)"))
+        }
     }
 
     mutating func envelopeReply(_ reply: SMTPReply) -> Action {
@@ -373,8 +436,9 @@ public struct ClientSession: Sendable {
             return replyReceived(reply)
         }
         if let m = mailReply, m.code / 100 != 2, !capabilities.pipelining {
-            // Not pipelined: nothing more was sent; every recipient shares the MAIL refusal.
-            for i in env.recipients.indices { results[i] = RecipientResult.from(m, index: i) }
+            // Not pipelined: nothing more was sent; every recipient shares the MAIL refusal (but one
+            // the encoder refused keeps that result).
+            for i in env.recipients.indices where results[i] == nil { results[i] = RecipientResult.from(m, index: i) }
             expected = []
             return finishWithRset()
         }
@@ -382,14 +446,11 @@ public struct ClientSession: Sendable {
             // Send the next command of the envelope one at a time.
             switch expected.first {
             case .rcpt(let i)?:
-                var rcpt = "RCPT TO:<\(env.recipients[i].address)>"
-                if capabilities.dsn {
-                    if let n = env.recipients[i].notify { rcpt += " NOTIFY=\(n)" }
-                    if let o = env.recipients[i].originalRecipient, let semi = o.firstIndex(of: ";") {
-                        rcpt += " ORCPT=\(o[..<semi]);\(XText.encode(String(o[o.index(after: semi)...])))"
-                    }
+                guard let rcpt = unsentRecipients.removeValue(forKey: i) else {
+                    return closeDeferringPending(
+                        SMTPReply(451, .init(4, 3, 0), "RCPT for recipient \(i) was not encoded"))
                 }
-                return .send([rcpt])
+                return .send(rcpt)
             case .data?:
                 if accepted.isEmpty {
                     expected = []
@@ -397,7 +458,7 @@ public struct ClientSession: Sendable {
                 }
                 expected = []
                 phase = .data
-                return .send(["DATA"])
+                return write(.data)
             case .mail?, nil:
                 break
             }
@@ -410,8 +471,15 @@ public struct ClientSession: Sendable {
         }
         if capabilities.chunking {
             if accepted.isEmpty { return finishWithRset() }
-            phase = .body
-            return .sendChunk(size: env.size)
+            do {
+                let bdat = try SMTPCommandEncoder.encode(.bdat(size: env.size, last: true))
+                phase = .body
+                return .sendChunk(bdat)
+            } catch {
+                for i in accepted { results[i] = RecipientResult.from(error.reply, index: i) }
+                accepted = []
+                return finishWithRset()
+            }
         }
         return .none
     }
@@ -425,7 +493,7 @@ public struct ClientSession: Sendable {
     mutating func finishWithRset() -> Action {
         afterRset = collect()
         phase = .rset
-        return .send(["RSET"])
+        return write(.rset)
     }
 
     mutating func collect() -> [RecipientResult] {
@@ -435,6 +503,7 @@ public struct ClientSession: Sendable {
         accepted = []
         expected = []
         mailReply = nil
+        unsentRecipients = [:]
         return r
     }
 
@@ -454,6 +523,7 @@ public struct ClientSession: Sendable {
         results = [:]
         accepted = []
         expected = []
+        unsentRecipients = [:]
         phase = .closed
         return .close(results: pending, reason: reply)
     }
@@ -465,6 +535,6 @@ public struct ClientSession: Sendable {
             return closeDeferringPending(SMTPReply(451, .init(4, 3, 0), "session abandoned"))
         }
         phase = .quit
-        return .send(["QUIT"])
+        return write(.quit)
     }
 }

@@ -18,6 +18,17 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
         self.domain = domain
     }
 
+    /// Splits a stored address at its last `@`, as `parse` does, without checking it: the address is
+    /// checked where it leaves (`SMTPCommandEncoder` refuses what it cannot send). An address without
+    /// `@` gets an empty domain.
+    public init(splitting address: String) {
+        if let at = address.lastIndex(of: "@") {
+            self.init(localPart: String(address[..<at]), domain: String(address[address.index(after: at)...]))
+        } else {
+            self.init(localPart: address, domain: "")
+        }
+    }
+
     public var description: String { "\(localPart)@\(domain)" }
 
     /// `true` when the domain is an address literal such as `[192.0.2.1]` or `[IPv6:::1]`.

@@ -20,6 +20,11 @@ struct ClientSessionTests {
             sender: "s@mailflow.test", recipients: rcpts.map { OutboundRecipient(address: $0) }, size: size)
     }
 
+    /// `.send` of these command lines, each with its CRLF: the exact bytes for the wire.
+    func sent(_ lines: String...) -> ClientSession.Action {
+        .send(ByteBuffer(string: lines.map { $0 + "\r\n" }.joined()))
+    }
+
     /// A session past greeting and EHLO (no TLS) with the given EHLO lines.
     func ready(_ ehlo: [String]) -> ClientSession {
         var c = ClientSession(heloName: "mx.mailflow.test", tls: .disabled)
@@ -30,10 +35,10 @@ struct ClientSessionTests {
 
     @Test func startTLSThenPipelinedTransaction() {
         var c = ClientSession(heloName: "mx.mailflow.test", tls: .opportunistic)
-        #expect(c.replyReceived(r(220)) == .send(["EHLO mx.mailflow.test"]))
-        #expect(c.replyReceived(Self.ehloFull) == .send(["STARTTLS"]))
+        #expect(c.replyReceived(r(220)) == sent("EHLO mx.mailflow.test"))
+        #expect(c.replyReceived(Self.ehloFull) == sent("STARTTLS"))
         #expect(c.replyReceived(r(220, "2.0.0", "go")) == .startTLS)
-        #expect(c.tlsEstablished() == .send(["EHLO mx.mailflow.test"]))
+        #expect(c.tlsEstablished() == sent("EHLO mx.mailflow.test"))
         let afterTLS = SMTPReply(250, nil, lines: ["mx.remote.test", "PIPELINING", "SIZE 1000", "DSN"])
         #expect(c.replyReceived(afterTLS) == .none)
         #expect(c.isReady && c.tlsActive)
@@ -44,11 +49,11 @@ struct ClientSessionTests {
         e.recipients[0].originalRecipient = "rfc822;a@remote.test"
         #expect(
             c.send(e)
-                == .send([
+                == sent(
                     "MAIL FROM:<s@mailflow.test> SIZE=100 RET=HDRS ENVID=id+2B1",
                     "RCPT TO:<a@remote.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;a@remote.test",
                     "RCPT TO:<b@remote.test>", "DATA",
-                ]))
+                ))
         #expect(c.replyReceived(r(250, "2.1.0")) == .none)
         #expect(c.replyReceived(r(250, "2.1.5")) == .none)
         #expect(c.replyReceived(r(550, "5.1.1", "no such user")) == .none)
@@ -60,16 +65,16 @@ struct ClientSessionTests {
         #expect(results.map(\.disposition) == [.delivered, .failed])
         #expect(results[1].reply.enhancedCode == .init(5, 1, 1))
         #expect(c.isReady)
-        #expect(c.quit() == .send(["QUIT"]))
+        #expect(c.quit() == sent("QUIT"))
         #expect(c.replyReceived(r(221)) == .close(results: [], reason: nil))
     }
 
     @Test func withoutPipeliningOneCommandAtATime() {
         var c = ready([])
-        #expect(c.send(env()) == .send(["MAIL FROM:<s@mailflow.test>"]))
-        #expect(c.replyReceived(r(250)) == .send(["RCPT TO:<a@remote.test>"]))
-        #expect(c.replyReceived(r(250)) == .send(["RCPT TO:<b@remote.test>"]))
-        #expect(c.replyReceived(r(450, "4.2.1", "slow down")) == .send(["DATA"]))
+        #expect(c.send(env()) == sent("MAIL FROM:<s@mailflow.test>"))
+        #expect(c.replyReceived(r(250)) == sent("RCPT TO:<a@remote.test>"))
+        #expect(c.replyReceived(r(250)) == sent("RCPT TO:<b@remote.test>"))
+        #expect(c.replyReceived(r(450, "4.2.1", "slow down")) == sent("DATA"))
         #expect(c.replyReceived(r(354)) == .sendData)
         guard case .finished(let results) = c.replyReceived(r(250)) else {
             Issue.record("expected results")
@@ -82,7 +87,7 @@ struct ClientSessionTests {
         var c = ready([])
         _ = c.send(env(["a@remote.test"]))
         _ = c.replyReceived(r(250))
-        #expect(c.replyReceived(r(550, "5.1.1")) == .send(["RSET"]))
+        #expect(c.replyReceived(r(550, "5.1.1")) == sent("RSET"))
         guard case .finished(let results) = c.replyReceived(r(250)) else {
             Issue.record("expected results")
             return
@@ -97,7 +102,7 @@ struct ClientSessionTests {
         #expect(c.replyReceived(r(451, "4.7.1", "try later")) == .none)
         #expect(c.replyReceived(r(503, "5.5.1")) == .none)
         #expect(c.replyReceived(r(503, "5.5.1")) == .none)
-        #expect(c.replyReceived(r(503, "5.5.1", "no valid recipients")) == .send(["RSET"]))
+        #expect(c.replyReceived(r(503, "5.5.1", "no valid recipients")) == sent("RSET"))
         guard case .finished(let results) = c.replyReceived(r(250)) else {
             Issue.record("expected results")
             return
@@ -110,9 +115,9 @@ struct ClientSessionTests {
         var c = ready(["PIPELINING", "CHUNKING"])
         #expect(
             c.send(env(["a@remote.test"]))
-                == .send(["MAIL FROM:<s@mailflow.test> SIZE=100", "RCPT TO:<a@remote.test>"]))
+                == sent("MAIL FROM:<s@mailflow.test> SIZE=100", "RCPT TO:<a@remote.test>"))
         _ = c.replyReceived(r(250))
-        #expect(c.replyReceived(r(250)) == .sendChunk(size: 100))
+        #expect(c.replyReceived(r(250)) == .sendChunk(ByteBuffer(string: "BDAT 100 LAST\r\n")))
         guard case .finished(let results) = c.replyReceived(r(250, "2.0.0")) else {
             Issue.record("expected results")
             return
@@ -190,10 +195,110 @@ struct ClientSessionTests {
     @Test func ehloRefusedFallsBackToHelo() {
         var c = ClientSession(heloName: "h", tls: .opportunistic)
         _ = c.replyReceived(r(220))
-        #expect(c.replyReceived(r(502, "5.5.1")) == .send(["HELO h"]))
+        #expect(c.replyReceived(r(502, "5.5.1")) == sent("HELO h"))
         #expect(c.replyReceived(r(250)) == .none)
         #expect(c.isReady)
         #expect(c.capabilities == ServerCapabilities())
+    }
+
+    /// A recipient whose address would smuggle a second command is settled by the encoder's refusal
+    /// and never written; the others go out as usual.
+    @Test func smugglingRecipientIsRefusedNotSent() {
+        for pipelining in [true, false] {
+            var c = ready(pipelining ? ["PIPELINING"] : [])
+            let e = env(["a@remote.test", "b@remote.test>\r\nRCPT TO:<victim@evil.test", "c@remote.test"])
+            if pipelining {
+                #expect(
+                    c.send(e)
+                        == sent(
+                            "MAIL FROM:<s@mailflow.test> SIZE=100", "RCPT TO:<a@remote.test>",
+                            "RCPT TO:<c@remote.test>",
+                            "DATA"))
+                #expect(c.replyReceived(r(250)) == .none)
+                #expect(c.replyReceived(r(250)) == .none)
+                #expect(c.replyReceived(r(250)) == .none)
+            } else {
+                #expect(c.send(e) == sent("MAIL FROM:<s@mailflow.test>"))
+                #expect(c.replyReceived(r(250)) == sent("RCPT TO:<a@remote.test>"))
+                #expect(c.replyReceived(r(250)) == sent("RCPT TO:<c@remote.test>"))
+                #expect(c.replyReceived(r(250)) == sent("DATA"))
+            }
+            #expect(c.replyReceived(r(354)) == .sendData)
+            guard case .finished(let results) = c.replyReceived(r(250)) else {
+                Issue.record("expected results")
+                return
+            }
+            #expect(results.map(\.disposition) == [.delivered, .failed, .delivered])
+            #expect(results[1].reply == SMTPCommandEncodingError(.recipient, .lineBreakOrNUL).reply)
+        }
+    }
+
+    @Test func unsendableSenderFailsEveryRecipientAndSendsNothing() {
+        var c = ready(["PIPELINING", "DSN"])
+        var e = env()
+        e.sender = "s@mailflow.test\r\nRSET"
+        let refused = SMTPCommandEncodingError(.sender, .lineBreakOrNUL).reply
+        #expect(c.send(e) == .finished([.from(refused, index: 0), .from(refused, index: 1)]))
+        e.sender = "s@mailflow.test"
+        e.envelopeID = "id\r\nQUIT"
+        guard case .finished(let results) = c.send(e) else {
+            Issue.record("expected local failure")
+            return
+        }
+        #expect(
+            results.map(\.reply)
+                == Array(repeating: SMTPCommandEncodingError(.envelopeID, .lineBreakOrNUL).reply, count: 2))
+        #expect(c.isReady)
+    }
+
+    @Test func everyRecipientUnsendableMeansNoMail() {
+        var c = ready(["PIPELINING"])
+        guard case .finished(let results) = c.send(env(["a@remote.test\0", "no-domain"])) else {
+            Issue.record("expected local failure")
+            return
+        }
+        #expect(results.map(\.disposition) == [.failed, .failed])
+        #expect(results[1].reply == SMTPCommandEncodingError(.recipient, .invalid("empty domain")).reply)
+        #expect(c.isReady)
+    }
+
+    @Test func refusedRecipientKeepsItsResultWhenMailIsRefused() {
+        var c = ready([])
+        #expect(c.send(env(["a@remote.test", "b\n@remote.test"])) == sent("MAIL FROM:<s@mailflow.test>"))
+        #expect(c.replyReceived(r(451, "4.3.0", "later")) == sent("RSET"))
+        guard case .finished(let results) = c.replyReceived(r(250)) else {
+            Issue.record("expected results")
+            return
+        }
+        #expect(results.map(\.disposition) == [.deferred, .failed])
+    }
+
+    @Test func bareSenderlessAndPostmasterPathsAndEmptyData() {
+        var c = ready(["PIPELINING", "DSN"])
+        var e = OutboundEnvelope(
+            sender: "", recipients: [OutboundRecipient(address: "Postmaster", notify: DSNNotify(never: true))], size: 7)
+        e.recipients[0].originalRecipient = "utf-8;pöstmaster@remote.test"
+        #expect(
+            c.send(e)
+                == sent(
+                    "MAIL FROM:<> SIZE=7", "RCPT TO:<Postmaster> NOTIFY=NEVER ORCPT=utf-8;p+C3+B6stmaster@remote.test",
+                    "DATA"))
+        _ = c.replyReceived(r(250))
+        _ = c.replyReceived(r(550, "5.1.1"))
+        // Pipelined DATA after every RCPT failed: the empty message ends at once.
+        #expect(c.replyReceived(r(354)) == .send(ByteBuffer(string: ".\r\n")))
+    }
+
+    @Test func unsendableHeloNameClosesWithoutWritingIt() {
+        var c = ClientSession(heloName: "mx.test\r\nMAIL FROM:<x@y.test>", tls: .opportunistic)
+        guard case .close(let results, let reason) = c.replyReceived(r(220)) else {
+            Issue.record("expected close")
+            return
+        }
+        #expect(results.isEmpty)
+        #expect(reason?.code == 451)
+        #expect(reason?.enhancedCode == .init(4, 3, 5))
+        #expect(c.isClosed)
     }
 
     @Test func greetingRefusalCloses() {
