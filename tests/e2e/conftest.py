@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# mailflow_testlib (a throw-away Postfix instance, the mailflow process), shared with the bench scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
 
 from mfutil import MailflowServer, default_config, mailflow_bin, merge_config  # noqa: E402
 

@@ -16,15 +16,19 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
+
+from mailflow_testlib.mailflow import MailflowProcess  # noqa: E402
+from mailflow_testlib.processes import proc_status_kb  # noqa: E402
+
 HOSTNAME = "mx.example.test"
 QUEUE_ID_RE = r"[0-9BCDFGHJKLMNPQRSTVWXYZ]{16}"
 QUEUED_RE = re.compile(r"Ok: queued as (" + QUEUE_ID_RE + r")\b")
-LISTEN_RE = re.compile(r"mailflow: listening on 127\.0\.0\.1:(\d+)")
-ADMIN_RE = re.compile(r"mailflow: admin center on (http://\S+/)")
 
 
 def mailflow_bin() -> str:
@@ -166,29 +170,15 @@ class MailflowServer:
     def start(self, timeout: float = 20.0) -> "MailflowServer":
         assert self.proc is None or self.proc.poll() is not None, "server already running"
         self.starts += 1
-        out = self.workdir / f"stdout.{self.starts}.log"
-        err = self.workdir / f"stderr.{self.starts}.log"
-        self.stdout_path, self.stderr_path = out, err
-        with open(out, "wb") as o, open(err, "wb") as e:
-            self.proc = subprocess.Popen(
-                [mailflow_bin(), "serve", "--config", str(self.config_path)],
-                stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=self.workdir,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = out.read_text(errors="replace")
-            m = LISTEN_RE.search(text)
-            if m:
-                self.port = int(m.group(1))
-                a = ADMIN_RE.search(text)
-                self.admin_url = a.group(1) if a else None
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"mailflow exited with {self.proc.returncode} before listening:\n{self.stderr()}")
-            time.sleep(0.01)
-        self.kill()
-        raise RuntimeError(f"mailflow did not print its listening line in {timeout}s:\n{self.stderr()}")
+        self.stdout_path = self.workdir / f"stdout.{self.starts}.log"
+        self.stderr_path = self.workdir / f"stderr.{self.starts}.log"
+        process = MailflowProcess(mailflow_bin(), self.config_path, self.workdir, self.stdout_path, self.stderr_path)
+        try:
+            process.start(timeout, poll=0.01)
+        finally:
+            self.proc = process.proc
+        self.port, self.admin_url = process.port, process.admin_url
+        return self
 
     def stderr(self) -> str:
         try:
@@ -522,11 +512,10 @@ def split_delivered(data: bytes, queue_id: str) -> Delivered:
 
 
 def read_rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    kb = proc_status_kb(pid, "VmRSS")
+    if not kb:
+        raise RuntimeError(f"no VmRSS for pid {pid}")
+    return kb
 
 
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):

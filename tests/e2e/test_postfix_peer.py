@@ -7,12 +7,9 @@ own /etc/postfix is only read. Needs root (Postfix's master binds and drops to u
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import shutil
 import smtplib
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,131 +20,32 @@ from pathlib import Path
 import pytest
 
 from dnsutil import Dnsmasq
+from mailflow_testlib.postfix import PostfixInstance, PostfixUnavailable
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_port(host: str, port: int, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-class PostfixReceiver:
+def receiver(root: Path) -> PostfixInstance:
     """A Postfix that accepts mail for postfix.test on 127.0.0.3:PORT with STARTTLS."""
+    return PostfixInstance(root, host="127.0.0.3", maildir_domain="postfix.test",
+                           comment="tests/e2e/test_postfix_peer.py: a Postfix peer")
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.etc = root / "etc"
-        self.spool = root / "spool"
-        self.lib = root / "lib"
-        self.vmail = root / "vmail"
-        self.log = root / "maillog"
-        self.port = free_port("127.0.0.3")
 
-    def postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(["postfix", "-c", str(self.etc), *args], capture_output=True, text=True, timeout=60)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"postfix {' '.join(args)}: {r.stdout}{r.stderr}")
-        return r
-
-    def start(self) -> "PostfixReceiver":
-        if shutil.which("postfix") is None:
-            pytest.fail("postfix is not installed (apt-get install -y postfix)")
-        if os.geteuid() != 0:
-            pytest.fail("a Postfix instance needs root")
-        for d in (self.etc, self.spool, self.lib, self.vmail):
-            d.mkdir(parents=True, exist_ok=True)
-        for d in (self.root.parent, self.root):
-            os.chmod(d, 0o755)
-        uid, gid = pwd.getpwnam("postfix").pw_uid, grp.getgrnam("postfix").gr_gid
-        shutil.chown(self.lib, user="postfix")
-        shutil.chown(self.vmail, user="postfix", group="postfix")
-        cert, key = self.etc / "cert.pem", self.etc / "key.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx.postfix.test", "-days", "2",
-             "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-        (self.etc / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {self.spool}
-data_directory = {self.lib}
-maillog_file = {self.log}
-maillog_file_prefixes = {self.root}
-myhostname = mx.postfix.test
-mydestination =
-inet_interfaces = 127.0.0.1
-proxy_interfaces = 127.0.0.3
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
-smtpd_tls_security_level = may
-smtpd_tls_cert_file = {cert}
-smtpd_tls_key_file = {key}
-smtpd_tls_received_header = yes
-smtpd_tls_loglevel = 1
-virtual_mailbox_domains = postfix.test
-virtual_mailbox_base = {self.vmail}
-virtual_mailbox_maps = static:inbox/
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-virtual_minimum_uid = 1
-smtpd_forbid_bare_newline = yes
-""")
-        (self.etc / "master.cf").write_text(f"""\
-127.0.0.3:{self.port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-""")
-        self.postfix("check")
-        self.postfix("start")
-        if not wait_port("127.0.0.3", self.port):
-            raise RuntimeError(f"postfix did not listen: {self.log.read_text() if self.log.exists() else ''}")
-        return self
-
-    def stop(self) -> None:
-        self.postfix("stop", check=False)
-        pid_file = self.spool / "pid" / "master.pid"
-        deadline = time.monotonic() + 15
-        while pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_file.exists():
-            self.postfix("abort", check=False)
-
-    def delivered(self) -> list[Path]:
-        new = self.vmail / "inbox" / "new"
-        return sorted(new.iterdir()) if new.exists() else []
+def receiver_settings(etc: Path) -> dict[str, object]:
+    """STARTTLS with a fresh self-signed pair, and 127.0.0.3 (its MX address) counted as its own."""
+    etc.mkdir(parents=True, exist_ok=True)
+    cert, key = etc / "cert.pem", etc / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx.postfix.test", "-days", "2",
+         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return {
+        "myhostname": "mx.postfix.test",
+        "proxy_interfaces": "127.0.0.3",
+        "smtpd_tls_security_level": "may",
+        "smtpd_tls_cert_file": cert,
+        "smtpd_tls_key_file": key,
+        "smtpd_tls_received_header": "yes",
+        "smtpd_tls_loglevel": "1",
+        "smtpd_forbid_bare_newline": "yes",
+    }
 
 
 @pytest.fixture
@@ -155,9 +53,13 @@ def postfix():
     # Postfix's daemons run as user `postfix`, which cannot enter pytest's private (0700) tmp folders.
     root = Path(tempfile.mkdtemp(prefix="mailflow-postfix-"))
     os.chmod(root, 0o755)
-    p = PostfixReceiver(root / "postfix")
+    p = receiver(root / "postfix")
     try:
-        yield p.start()
+        try:
+            p.start(receiver_settings(p.etc))
+        except PostfixUnavailable as e:
+            pytest.fail(str(e))
+        yield p
     finally:
         p.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -190,7 +92,7 @@ def test_mailflow_delivers_to_postfix_over_starttls_via_mx(postfix, mailflow_ser
         while not postfix.delivered() and time.monotonic() < deadline:
             time.sleep(0.2)
         files = postfix.delivered()
-        log = postfix.log.read_text(errors="replace") if postfix.log.exists() else ""
+        log = postfix.logfile.read_text(errors="replace") if postfix.logfile.exists() else ""
         assert len(files) == 1, f"expected one delivery at Postfix; log:\n{log[-3000:]}\n{srv.stderr()[-2000:]}"
         text = files[0].read_text()
         # Envelope and content intact: Postfix's Return-Path is Mailflow's MAIL FROM.
