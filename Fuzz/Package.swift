@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// libFuzzer targets for SMTPCore's parsers (docs/fuzzing.md). A separate package so the sanitizer
+// libFuzzer targets for SMTPCore's parsers and command encoder (docs/fuzzing.md). A separate package so the sanitizer
 // build never touches the main build: `scripts/fuzz` builds it with
 // `swift build -c release --scratch-path Fuzz/.build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library`.
 //
@@ -26,6 +26,10 @@ let package = Package(
         .executableTarget(name: "CommandParserFuzzer", dependencies: ["SMTPCore", "FuzzSupport"]),
         .executableTarget(
             name: "ReplyParserFuzzer",
+            dependencies: ["SMTPCore", "FuzzSupport", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .executableTarget(
+            name: "CommandRoundtripFuzzer",
             dependencies: ["SMTPCore", "FuzzSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .executableTarget(

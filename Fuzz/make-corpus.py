@@ -83,6 +83,32 @@ COMMANDS = {
     "issue10-log-forgery": 'RCPT TO:<"x [Ingress] client=6.6.6.6 queue_id=FORGED"@d.test>',
 }
 
+# CommandRoundtripFuzzer reads each input twice: as a command line (parsed, encoded, parsed again)
+# and as a command built by hand: a selector octet (the command), a flags octet (parameters), then
+# local part, domain, ENVID, ORCPT type, ORCPT address and size octets, cut at 0xFF (never UTF-8).
+ROUNDTRIP = {
+    "line-mail-all-params": b"MAIL FROM:<alice@example.test> SIZE=1000 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=a+2Bb+3Dc+20d",
+    "line-rcpt-dsn": b"rcpt to: <bob@example.test> NOTIFY=DELAY,SUCCESS ORCPT=utf-8;bob+2Bx+C3+BC@example.test",
+    "line-mail-quoted": b'MAIL FROM:<@relay.test:"a>b \\"c\\"@d"@[IPv6:2001:db8::1]>',
+    "line-rcpt-utf8": "RCPT TO:<\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a>".encode("utf-8"),
+    "line-rcpt-postmaster": b"RCPT TO:<postmaster> NOTIFY=NEVER",
+    "line-ehlo": b"ehlo [192.0.2.1]",
+    "line-bdat": b"bdat 0 last",
+    "line-vrfy": b"VRFY  Bob Smith ",
+    "line-noop": b"NOOP with words",
+    "built-mail-smuggle": b"\x07\x01alice\xffexample.test>\r\nRCPT TO:<victim@evil.test\xff\xff\xff\xff\x10",
+    "built-rcpt-orcpt": b"\x06\x45bob\xffexample.test\xff\xffrfc822\xffbob+x=y \xc3\xbc@example.test",
+    "built-rcpt-orcpt-crlf": b"\x06\x40bob\xffexample.test\xff\xffrfc822\xffa\r\nX-Injected: yes",
+    "built-ehlo-crlf": b"\x00\x00mx.test\r\nQUIT",
+    "built-combining-after-at": b"\x07\x08a\xff\xcc\x81b.test",
+    "built-combining-after-lt": b"\x06\x00\xcc\x81a\xffb.test",
+    "built-envid": b"\x08\x5b\xff\xffid+1 =\x1b",
+    "built-size-negative": b"\x05\x83\xff\xff\xff\xff\xff\x01",
+    "built-vrfy-nul": b"\x04\x00bob\x00",
+    "built-quoted": b'\x02\x00"a>b@c"\xffexample.test',
+    "built-notify-never-and": b"\x03\x07bob\xffexample.test",
+}
+
 # What a remote server sends: complete replies with CRLF, several in a row, and odd ones.
 REPLIES = {
     "greeting": "220 mx.example.test ESMTP ready\r\n",
@@ -152,6 +178,7 @@ def write(folder, items, encode):
 
 
 write("CommandParserFuzzer", COMMANDS, lambda s: s.encode("utf-8"))
+write("CommandRoundtripFuzzer", ROUNDTRIP, lambda b: b)
 write("ReplyParserFuzzer", REPLIES, lambda s: s.encode("utf-8"))
 # Bodies are bytes: latin-1 keeps \xff as one octet.
 write("BodyDecoderFuzzer", BODIES, lambda s: s.encode("latin-1"))
