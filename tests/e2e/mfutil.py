@@ -13,12 +13,14 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
+
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
@@ -89,48 +91,18 @@ def merge_config(base: dict, overrides: dict | None) -> dict:
     return out
 
 
-def _scalar(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_scalar(x) for x in v) + "]"
-    return json.dumps(str(v))  # a JSON string is a valid YAML double-quoted scalar
+class _ConfigDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, with paths written as strings (tests hand in `tmp_path / ...`)."""
 
 
-def _yaml_mapping(d: dict, indent: int) -> list[str]:
-    """A block mapping at `indent` levels; nested mappings (limits.per_source) become nested blocks."""
-    pad = "  " * indent
-    out: list[str] = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.append(f"{pad}{k}:")
-            out.extend(_yaml_mapping(v, indent + 1))
-        else:
-            out.append(f"{pad}{k}: {_scalar(v)}")
-    return out
+_ConfigDumper.add_multi_representer(PurePath, lambda d, p: d.represent_str(str(p)))
 
 
 def to_yaml(cfg: dict) -> str:
-    lines: list[str] = []
-    for section, value in cfg.items():
-        if isinstance(value, list):  # tenants
-            lines.append(f"{section}:")
-            for item in value:
-                for i, (k, v) in enumerate(item.items()):
-                    lead = "  - " if i == 0 else "    "
-                    if isinstance(v, dict):  # e.g. a tenant's outbound_connector
-                        lines.append(f"{lead}{k}:")
-                        lines.extend(_yaml_mapping(v, 3))
-                    else:
-                        lines.append(f"{lead}{k}: {_scalar(v)}")
-        elif isinstance(value, dict):
-            lines.append(f"{section}:")
-            lines.extend(_yaml_mapping(value, 1))
-        else:
-            lines.append(f"{section}: {_scalar(value)}")
-    return "\n".join(lines) + "\n"
+    """`cfg` as the YAML file `mailflow serve` and `mailflow config check` read: block style, keys in
+    the order given, long strings never folded."""
+    return yaml.dump(cfg, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                     width=1 << 20)
 
 
 # --------------------------------------------------------------------------------------------

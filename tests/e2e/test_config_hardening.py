@@ -190,7 +190,7 @@ def test_sighup_with_a_5000_deep_file_keeps_the_server_on_its_old_config(mailflo
     logged = reload_with(srv, good + "server:\n  log_level: debug\n", "refused, keeping the running configuration")
     assert "server: appears twice in the same mapping" in logged, logged
 
-    logged = reload_with(srv, good.replace("hostname: \"mx.example.test\"", "hostname: " + "a." * 1000 + "test"),
+    logged = reload_with(srv, good.replace("hostname: mx.example.test", "hostname: " + "a." * 1000 + "test"),
                          "refused, keeping the running configuration")
     assert "server.hostname: is 2004 octets long; a host name has at most 253" in logged, logged
     assert srv.running()
