@@ -195,7 +195,7 @@ def test_queue_actions(admin, doc):
         return json.loads(body)
 
     r = act("hold")
-    assert r == {"id": qid, "action": "hold", "actor": "api:alice", "result": r["result"]}
+    assert r == {"id": qid, "action": "hold", "actor": "api:alice", "result": "done"}
     assert srv.api_json("GET", f"/api/v1/queue/{qid}", token)["state"] == "held"
     assert srv.api_json("GET", "/api/v1/queue?state=held", token)["messages"][0]["id"] == qid
     act("hold", 409)
