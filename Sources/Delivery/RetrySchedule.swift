@@ -2,7 +2,7 @@ import Foundation
 
 /// When to try again after a transient failure, and when to give up.
 ///
-/// Defaults follow Exchange Server (see `shared/reference/mail-flow.md`): four quick retries a minute
+/// Defaults follow Exchange Server's transport defaults: four quick retries a minute
 /// apart, six more five minutes apart, then every fifteen minutes; expiry after 24 hours with status
 /// `4.4.7`, like Exchange Online. A jitter of up to 10% spreads retries so a recovering destination
 /// is not hit by every message at once.

@@ -9,7 +9,7 @@ import Synchronization
 
 /// A resource forest: a pool of tenants with its own capacity, the partition behind Exchange
 /// Online's `421 4.3.2 The maximum number of concurrent connections per resource forest has exceeded
-/// a limit` (see `shared/reference/mail-flow.md`).
+/// a limit` (incident EX1331830; the model and its replies: docs/admission.md).
 public struct ResourceForest: Sendable, Hashable, Codable {
     public var name: String
     public var region: String
