@@ -39,12 +39,9 @@ public final class AttemptRecorder: Sendable {
     /// finished (as `SQLiteQueueStore.recordAttempt`).
     public func record(_ attempt: SQLiteQueueStore.Attempt) async throws -> String? {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<String?, Error>) in
-            let accepted = state.withLock { s -> Bool in
-                // While stopping, attempts still in flight are written: shutdown waits for them.
-                s.pending.append(Pending(attempt: attempt, completion: { c.resume(with: $0) }))
-                return true
-            }
-            if accepted { wake.signal() }
+            // While stopping, attempts still in flight are written: shutdown waits for them.
+            state.withLock { $0.pending.append(Pending(attempt: attempt, completion: { c.resume(with: $0) })) }
+            wake.signal()
         }
     }
 

@@ -20,7 +20,6 @@ public final class GroupCommitter: Sendable {
         var pending: [Pending] = []
         var events: [TraceEvent] = []
         var stopping = false
-        var stopped = false
         var batches = 0
         var messages = 0
     }
@@ -125,7 +124,6 @@ public final class GroupCommitter: Sendable {
                 let rest = state.withLock { s -> [Pending] in
                     let b = s.pending
                     s.pending = []
-                    s.stopped = true
                     return b
                 }
                 for p in rest { p.completion(CommitterStopped()) }
