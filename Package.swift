@@ -44,7 +44,7 @@ let package = Package(
         .target(
             name: "MailQueue",
             dependencies: [
-                "MailMessage",
+                "MailMessage", "SMTPCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,7 +134,9 @@ let package = Package(
         ),
         .testTarget(
             name: "MailQueueTests",
-            dependencies: ["MailQueue", "Delivery", "MailMessage", .product(name: "GRDB", package: "GRDB.swift")]),
+            dependencies: [
+                "MailQueue", "Delivery", "MailMessage", "SMTPCore", .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
         .testTarget(
             name: "IngressTests",
             dependencies: [
@@ -149,7 +151,7 @@ let package = Package(
         .testTarget(
             name: "AdminServerTests",
             dependencies: [
-                "AdminServer", "MailQueue", "Ingress", "ServiceHealth",
+                "AdminServer", "MailQueue", "Ingress", "ServiceHealth", "SMTPCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -232,13 +232,14 @@ extension AdminHTTPServer {
             id: m.id, receivedAt: m.receivedAt, sender: m.sender, size: m.size,
             state: m.state == .held ? "held" : m.state.rawValue, attempts: m.attempts, nextAttempt: m.nextAttempt,
             clientAddress: m.clientAddress, helo: m.helo, protocolName: m.protocolName, tls: m.tls, tenant: m.tenant,
-            messageID: m.messageID, subject: m.subject, envelopeID: m.envelopeID, ret: m.ret, bodyType: m.bodyType,
+            messageID: m.messageID, subject: m.subject, envelopeID: m.envelopeID, ret: m.ret?.rawValue,
+            bodyType: m.bodyType?.rawValue,
             smtpUTF8: m.smtpUTF8,
             recipients: m.recipients.map {
                 .init(
-                    address: $0.recipient.address, route: $0.recipient.route, status: $0.status.rawValue,
-                    attempts: $0.attempts, lastReply: $0.lastReply, notify: $0.recipient.notify,
-                    originalRecipient: $0.recipient.originalRecipient)
+                    address: $0.recipient.address, route: $0.recipient.route.stored, status: $0.status.rawValue,
+                    attempts: $0.attempts, lastReply: $0.lastReply, notify: $0.recipient.notify?.description,
+                    originalRecipient: $0.recipient.originalRecipient?.stored)
             },
             headers: headerFields(m.body), events: events)
     }

@@ -45,7 +45,7 @@ public final class DeliveryScheduler: Sendable {
     let startedAt: Date
     let outbound: OutboundDelivery?
     let connectorFor: @Sendable (String) -> OutboundConnector?
-    let dsnRoute: (@Sendable (String) -> String?)?
+    let dsnRoute: (@Sendable (String) -> Route?)?
     /// Abrupt closes by remotes a message may cause before it fails as possibly harmful.
     let maxAbruptCloses: Int
     /// After this long undelivered, the sender gets one delay notice (nil: never).
@@ -58,7 +58,7 @@ public final class DeliveryScheduler: Sendable {
         concurrency: Int = 4, logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
         outbound: OutboundDelivery? = nil,
         connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
-        dsnRoute: (@Sendable (String) -> String?)? = nil, maxAbruptCloses: Int = 3,
+        dsnRoute: (@Sendable (String) -> Route?)? = nil, maxAbruptCloses: Int = 3,
         delayNotice: TimeInterval? = 4 * 3600, metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.metricsFactory = metricsFactory
@@ -168,7 +168,7 @@ public final class DeliveryScheduler: Sendable {
                     outcomes[r.index] = .failed(reason: "550 5.3.0 Returned to the sender by an administrator")
                 }
             }
-            let local = m.bounceRequested ? [] : pending.filter { LocalRoute($0.recipient.route) != nil }
+            let local = m.bounceRequested ? [] : pending.filter { $0.recipient.route.localDomain != nil }
             if !local.isEmpty {
                 let localOutcomes = await blocking {
                     self.deliverLocally(m, body: body, recipients: local, expired: expired)
@@ -176,8 +176,9 @@ public final class DeliveryScheduler: Sendable {
                 outcomes.merge(localOutcomes) { a, _ in a }
             }
             var byDomain: [String: [StoredRecipient]] = [:]
-            for r in pending where LocalRoute(r.recipient.route) == nil && !m.bounceRequested {
-                if let domain = RelayRoute(r.recipient.route)?.domain, outbound != nil {
+            for r in pending where !m.bounceRequested {
+                guard case .relay(let domain) = r.recipient.route else { continue }
+                if outbound != nil {
                     byDomain[domain, default: []].append(r)
                 } else {
                     outcomes[r.index] = .failed(reason: "550 5.4.4 No route for \(r.recipient.route)")
@@ -196,10 +197,10 @@ public final class DeliveryScheduler: Sendable {
                             recipients: rcpts.map {
                                 OutboundRecipient(
                                     address: $0.recipient.address,
-                                    notify: $0.recipient.notify.flatMap(DSNNotify.init(parsing:)),
-                                    originalRecipient: $0.recipient.originalRecipient)
-                            }, size: size, eightBit: m.bodyType == "8BITMIME", smtpUTF8: m.smtpUTF8,
-                            ret: m.ret.flatMap(DSNReturn.init(rawValue:)), envelopeID: m.envelopeID)
+                                    notify: $0.recipient.notify,
+                                    originalRecipient: $0.recipient.originalRecipient?.stored)
+                            }, size: size, eightBit: m.bodyType == .eightBitMIME, smtpUTF8: m.smtpUTF8,
+                            ret: m.ret, envelopeID: m.envelopeID)
                         g.addTask {
                             let results = await outbound.deliver(
                                 domain: domain, envelope: env, body: outBody, connector: connector)
@@ -212,8 +213,7 @@ public final class DeliveryScheduler: Sendable {
                 }
             }
             let abrupt = remoteInfo.values.contains { $0.result.reply == ClientSession.abruptClose }
-            let abruptSoFar =
-                abrupt ? ((try? await blocking { try self.store.abruptCloseCount(messageID: id) }) ?? 0) + 1 : 0
+            let abruptSoFar = abrupt ? m.abruptCloses + 1 : m.abruptCloses
             for (idx, o) in remoteInfo {
                 let remoteWhere = [o.remoteHost, o.remoteIP.map { "[\($0)]" }, o.tls].compactMap { $0 }.joined(
                     separator: " ")
@@ -244,14 +244,16 @@ public final class DeliveryScheduler: Sendable {
             let next = anyDeferred ? t.addingTimeInterval(delay) : nil
             var sendDelayNotice = false
             if anyDeferred, let notice = delayNotice, t.timeIntervalSince(m.receivedAt) >= notice {
-                sendDelayNotice = !((try? await blocking { try self.store.hasDelayNotice(messageID: id) }) ?? true)
+                sendDelayNotice = m.delayNoticeSentAt == nil
             }
             let notifications = try notificationsFor(
                 m, body: body, outcomes: outcomes, remote: remoteInfo, now: t, delayNotice: sendDelayNotice)
             let settled = outcomes
             // Batched with the other attempts finishing now: one transaction, one sync.
             if let spoolPath = try await recorder.record(
-                .init(messageID: id, outcomes: settled, nextAttempt: next, now: t, notifications: notifications))
+                .init(
+                    messageID: id, outcomes: settled, nextAttempt: next, now: t, notifications: notifications,
+                    abruptClose: abrupt, delayNoticeSent: notifications.contains { $0.subject == Self.delaySubject }))
             {
                 spool.remove(path: spoolPath)
             }
@@ -268,7 +270,7 @@ public final class DeliveryScheduler: Sendable {
             for (idx, o) in outcomes {
                 let stored = m.recipients.first { $0.index == idx }?.recipient
                 let rcpt = stored?.address ?? "?"
-                let destination = stored.flatMap { RelayRoute($0.route)?.domain } ?? "local"
+                let destination = stored?.route.relayDomain ?? "local"
                 let outcome: String
                 switch o {
                 case .delivered: outcome = "delivered"
@@ -332,10 +334,10 @@ public final class DeliveryScheduler: Sendable {
         if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
         let scanCur = m.attempts > 0 || m.receivedAt < startedAt
         for r in recipients {
-            guard let route = LocalRoute(r.recipient.route) else { continue }
+            guard case .local(let domain, let mailbox) = r.recipient.route else { continue }
             do {
                 let path = try maildir.deliver(
-                    message: m, recipientIndex: r.index, domain: route.domain, localPart: route.mailbox,
+                    message: m, recipientIndex: r.index, domain: domain, localPart: mailbox,
                     bodyPrefix: prefix, body: reader, scanCur: scanCur)
                 outcomes[r.index] = .delivered(detail: "250 2.0.0 Delivered to maildir \(path)")
             } catch {
@@ -360,13 +362,13 @@ public final class DeliveryScheduler: Sendable {
         var failures: [DeliveryStatusNotification.Recipient] = []
         var delays: [DeliveryStatusNotification.Recipient] = []
         for r in m.recipients {
-            let notify = r.recipient.notify.flatMap(DSNNotify.init(parsing:))
+            let notify = r.recipient.notify
             switch outcomes[r.index] {
             case .failed(let reason)?:
                 if let notify, notify.never || !notify.failure { continue }
                 failures.append(
                     .init(
-                        finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient,
+                        finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient?.stored,
                         action: .failed, status: Self.statusCode(in: reason) ?? "5.0.0",
                         remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t))
             case .deferred(let reason)? where delayNotice:
@@ -374,7 +376,7 @@ public final class DeliveryScheduler: Sendable {
                 if let notify, notify.never || !notify.delay { continue }
                 delays.append(
                     .init(
-                        finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient,
+                        finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient?.stored,
                         action: .delayed, status: Self.statusCode(in: reason) ?? "4.0.0",
                         remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t,
                         willRetryUntil: m.receivedAt.addingTimeInterval(retry.expiry)))
@@ -386,7 +388,7 @@ public final class DeliveryScheduler: Sendable {
         if !failures.isEmpty {
             out.append(
                 try notification(
-                    m, body: body, rows: failures, route: route, now: t, headersOnly: m.ret == "HDRS",
+                    m, body: body, rows: failures, route: route, now: t, headersOnly: m.ret == .headers,
                     subject: "Undelivered Mail Returned to Sender"))
         }
         if !delays.isEmpty {
@@ -401,7 +403,7 @@ public final class DeliveryScheduler: Sendable {
     static let delaySubject = "Delayed Mail (still being retried)"
 
     func notification(
-        _ m: StoredMessage, body: MessageBody, rows: [DeliveryStatusNotification.Recipient], route: String, now t: Date,
+        _ m: StoredMessage, body: MessageBody, rows: [DeliveryStatusNotification.Recipient], route: Route, now t: Date,
         headersOnly: Bool, subject: String
     ) throws -> NewMessage {
         var original = Data()
@@ -438,41 +440,4 @@ public final class DeliveryScheduler: Sendable {
     public func attempt(_ id: String) async {
         await process(id)
     }
-}
-
-/// A `relay:<domain>` route: delivery to another server, chosen at RCPT for a trusted client.
-public struct RelayRoute: Sendable, Hashable {
-    public var domain: String
-
-    public init(domain: String) { self.domain = domain }
-
-    public init?(_ route: String) {
-        guard route.hasPrefix("relay:") else { return nil }
-        domain = String(route.dropFirst(6))
-        guard !domain.isEmpty else { return nil }
-    }
-
-    public var route: String { "relay:\(domain)" }
-}
-
-/// A `local:<domain>/<mailbox>` route chosen at RCPT time.
-public struct LocalRoute: Sendable, Hashable {
-    public var domain: String
-    public var mailbox: String
-
-    public init(domain: String, mailbox: String) {
-        self.domain = domain
-        self.mailbox = mailbox
-    }
-
-    public init?(_ route: String) {
-        guard route.hasPrefix("local:") else { return nil }
-        let rest = route.dropFirst(6)
-        guard let slash = rest.firstIndex(of: "/") else { return nil }
-        domain = String(rest[..<slash])
-        mailbox = String(rest[rest.index(after: slash)...])
-        guard !domain.isEmpty, !mailbox.isEmpty else { return nil }
-    }
-
-    public var route: String { "local:\(domain)/\(mailbox)" }
 }

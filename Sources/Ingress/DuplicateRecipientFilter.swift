@@ -7,23 +7,29 @@ import SMTPCore
 /// Every `RCPT` still gets its `250` (a client is not told about duplicates); only the stored
 /// envelope loses them. The first occurrence wins, with its ORCPT and NOTIFY parameters.
 ///
-/// Identity: a local recipient is its route (`local:<domain>/<mailbox>`, already lower-cased and
-/// unquoted by the recipient policy); a relayed recipient is its route plus the unquoted local part
-/// (case kept: RFC 5321 §2.4 leaves a remote local part's case to its owner) and the lower-cased
-/// domain.
+/// Identity: a local recipient is its route (domain and mailbox, already lower-cased and unquoted
+/// by the recipient policy); a relayed recipient is its route plus the unquoted local part (case
+/// kept: RFC 5321 §2.4 leaves a remote local part's case to its owner).
 public enum DuplicateRecipientFilter {
     public static func unique(_ recipients: [AcceptedRecipient]) -> [AcceptedRecipient] {
         guard recipients.count > 1 else { return recipients }
-        var seen = Set<String>()
+        var seen = Set<Identity>()
         seen.reserveCapacity(recipients.count)
-        return recipients.filter { seen.insert(key($0)).inserted }
+        return recipients.filter { seen.insert(Identity($0)).inserted }
     }
 
-    static func key(_ r: AcceptedRecipient) -> String {
-        if r.route.hasPrefix("local:") { return r.route }
-        switch r.path {
-        case .postmaster: return r.route + "\u{0}postmaster"
-        case .mailbox(let m): return r.route + "\u{0}" + m.unquotedLocalPart + "@" + m.domain.lowercased()
+    struct Identity: Hashable {
+        var route: Route
+        /// The remote local part, for relayed recipients only.
+        var remoteLocalPart: String?
+
+        init(_ r: AcceptedRecipient) {
+            route = r.route
+            switch (r.route, r.path) {
+            case (.local, _): remoteLocalPart = nil
+            case (.relay, .postmaster): remoteLocalPart = "postmaster"
+            case (.relay, .mailbox(let m)): remoteLocalPart = m.unquotedLocalPart
+            }
         }
     }
 }

@@ -505,9 +505,9 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 context.close(promise: nil)
             }
         case .checkSender(let sender, let params):
-            let decision: ServerSession.RecipientDecision
+            let decision: ServerSession.SenderDecision
             switch ctx.admission.admitMessage(source: clientAddress) {
-            case .admit: decision = .accept(route: "")
+            case .admit: decision = .accept
             case .refuse(let r): decision = .reject(r)
             case .refuseAndClose(let r): decision = .rejectAndClose(r)
             }
@@ -566,7 +566,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
     var transactionSizeLimit: Int {
         var limit = policy.session.maxMessageSize
         for r in session.transaction?.recipients ?? [] {
-            if let d = localRouteDomain(r.route), let t = policy.directory.tenant(forDomain: d),
+            if let d = r.route.localDomain, let t = policy.directory.tenant(forDomain: d),
                 let s = t.maxMessageSize
             {
                 limit = min(limit, s)
@@ -579,7 +579,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
     /// mailbox receive rate.
     func admitRecipient(_ path: ForwardPath) -> ServerSession.RecipientDecision {
         let decision = policy.directory.decide(path, relayAllowed: clientTrusted)
-        guard case .accept(let route) = decision, let domain = localRouteDomain(route),
+        guard case .accept(let route) = decision, let domain = route.localDomain,
             let tenant = policy.directory.tenant(forDomain: domain)
         else { return decision }
         if let declared = session.transaction?.parameters.size, let limit = tenant.maxMessageSize, declared > limit {
@@ -687,16 +687,16 @@ final class SMTPServerHandler: ChannelInboundHandler {
             id: id, receivedAt: Date(), sender: tx.sender.address,
             recipients: DuplicateRecipientFilter.unique(tx.recipients).map { r in
                 EnvelopeRecipient(
-                    address: Self.address(r.path), route: r.route, notify: r.parameters.notify?.description,
-                    originalRecipient: r.parameters.originalRecipient.map { "\($0.addressType);\($0.address)" })
+                    address: Self.address(r.path), route: r.route, notify: r.parameters.notify,
+                    originalRecipient: r.parameters.originalRecipient)
             },
-            size: sink.size, bodyType: tx.parameters.body?.rawValue, smtpUTF8: tx.parameters.smtpUTF8,
-            ret: tx.parameters.ret?.rawValue, envelopeID: tx.parameters.envelopeID, clientAddress: clientAddress,
+            size: sink.size, bodyType: tx.parameters.body, smtpUTF8: tx.parameters.smtpUTF8,
+            ret: tx.parameters.ret, envelopeID: tx.parameters.envelopeID, clientAddress: clientAddress,
             helo: session.helloName ?? "", protocolName: session.receivedProtocol,
             tls: tlsInfo?.version,
             // The receiving tenant for inbound mail; for relayed mail, the tenant that owns the sender's domain.
             tenant: tx.recipients.first.flatMap { r in
-                localRouteDomain(r.route).flatMap { policy.directory.tenant(forDomain: $0)?.name }
+                r.route.localDomain.flatMap { policy.directory.tenant(forDomain: $0)?.name }
             }
                 ?? tx.sender.address.split(separator: "@").last.flatMap {
                     policy.directory.tenant(forDomain: String($0))?.name
@@ -801,12 +801,6 @@ final class SMTPServerHandler: ChannelInboundHandler {
         perform(session.timeoutFired())
         flushIfNeeded()
     }
-}
-
-/// The domain part of a `local:<domain>/<mailbox>` route.
-func localRouteDomain(_ route: String) -> String? {
-    guard route.hasPrefix("local:") else { return nil }
-    return route.dropFirst(6).split(separator: "/").first.map(String.init)
 }
 
 extension Spool {

@@ -47,18 +47,18 @@ public struct TenantDirectory: Sendable {
             guard let d = tenants.first?.domains.first else {
                 return .reject(SMTPReply(550, .init(5, 1, 1), "No postmaster mailbox here"))
             }
-            return .accept(route: "local:\(d)/postmaster")
+            return .accept(route: .local(domain: d, mailbox: "postmaster"))
         case .mailbox(let m):
             let domain = m.domain.lowercased()
             guard let t = byDomain[domain] else {
-                if relayAllowed { return .accept(route: "relay:\(domain)") }
+                if relayAllowed { return .accept(route: .relay(domain: domain)) }
                 return .reject(
                     SMTPReply(550, .init(5, 7, 1), "Relaying denied: \(m.domain) is not a domain of this server"))
             }
             let local = m.unquotedLocalPart.lowercased()
             // RFC 5321 §4.5.1: every domain must accept postmaster.
             if t.mailboxes.contains(local) || t.catchAll || local == "postmaster" {
-                return .accept(route: "local:\(domain)/\(local)")
+                return .accept(route: .local(domain: domain, mailbox: local))
             }
             return .reject(SMTPReply(550, .init(5, 1, 1), "Recipient <\(m)> unknown: no such mailbox"))
         }

@@ -1,16 +1,19 @@
 import Foundation
+import SMTPCore
 
 /// One envelope recipient as the queue keeps it (RFC 5321 envelope plus RFC 3461 DSN parameters).
-public struct EnvelopeRecipient: Sendable, Hashable, Codable {
+public struct EnvelopeRecipient: Sendable, Hashable {
     public var address: String
-    /// How it is delivered, chosen at RCPT time: `local:<domain>/<mailbox>` for now.
-    public var route: String
-    /// RFC 3461 NOTIFY as sent (`SUCCESS,FAILURE`, `NEVER`), nil when absent.
-    public var notify: String?
-    /// RFC 3461 ORCPT as `type;address` (decoded), nil when absent.
-    public var originalRecipient: String?
+    /// How it is delivered, chosen at RCPT time.
+    public var route: Route
+    /// RFC 3461 NOTIFY as sent, nil when absent.
+    public var notify: DSNNotify?
+    /// RFC 3461 ORCPT (decoded from xtext), nil when absent.
+    public var originalRecipient: OriginalRecipient?
 
-    public init(address: String, route: String, notify: String? = nil, originalRecipient: String? = nil) {
+    public init(
+        address: String, route: Route, notify: DSNNotify? = nil, originalRecipient: OriginalRecipient? = nil
+    ) {
         self.address = address
         self.route = route
         self.notify = notify
@@ -32,9 +35,11 @@ public struct NewMessage: Sendable, Hashable {
     public var sender: String
     public var recipients: [EnvelopeRecipient]
     public var size: Int
-    public var bodyType: String?
+    /// RFC 6152 `BODY=`, nil when the client did not say.
+    public var bodyType: BodyType?
     public var smtpUTF8: Bool
-    public var ret: String?
+    /// RFC 3461 `RET=`, nil when absent.
+    public var ret: DSNReturn?
     public var envelopeID: String?
     public var clientAddress: String
     public var helo: String
@@ -51,7 +56,7 @@ public struct NewMessage: Sendable, Hashable {
 
     public init(
         id: String, receivedAt: Date, sender: String, recipients: [EnvelopeRecipient], size: Int,
-        bodyType: String? = nil, smtpUTF8: Bool = false, ret: String? = nil, envelopeID: String? = nil,
+        bodyType: BodyType? = nil, smtpUTF8: Bool = false, ret: DSNReturn? = nil, envelopeID: String? = nil,
         clientAddress: String, helo: String, protocolName: String, tls: String? = nil, tenant: String? = nil,
         messageID: String? = nil, addMessageID: Bool = false, subject: String? = nil, stampLength: Int = 0,
         body: MessageBody
@@ -94,7 +99,7 @@ public enum MessageState: String, Sendable, Codable {
 }
 
 /// A recipient as stored, with its progress.
-public struct StoredRecipient: Sendable, Hashable, Codable {
+public struct StoredRecipient: Sendable, Hashable {
     public var index: Int
     public var recipient: EnvelopeRecipient
     public var status: RecipientStatus
@@ -108,9 +113,9 @@ public struct StoredMessage: Sendable, Hashable {
     public var receivedAt: Date
     public var sender: String
     public var size: Int
-    public var bodyType: String?
+    public var bodyType: BodyType?
     public var smtpUTF8: Bool
-    public var ret: String?
+    public var ret: DSNReturn?
     public var envelopeID: String?
     public var clientAddress: String
     public var helo: String
@@ -129,6 +134,11 @@ public struct StoredMessage: Sendable, Hashable {
     public var body: MessageBody?
     /// An administrator asked for it to be returned to the sender.
     public var bounceRequested = false
+    /// Delivery attempts a remote cut off by closing the connection abruptly (Exchange's
+    /// SuspiciousRemoteServerError); enough of them and the message fails as possibly harmful.
+    public var abruptCloses = 0
+    /// When the sender was sent a delay notice (RFC 3464 `delayed`), nil if never: one is enough.
+    public var delayNoticeSentAt: Date?
 }
 
 /// The kind of a trace event: one per state change of a message (Exchange message trace's Receive,

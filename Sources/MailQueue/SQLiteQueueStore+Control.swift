@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SMTPCore
 
 /// Queue control (hold, release, retry now, bounce, delete) and the message trace query: what an
 /// administrator does and asks when mail is stuck. Every action is a trace event naming who did it,
@@ -197,7 +198,7 @@ extension SQLiteQueueStore {
                     queueID: id, received: Date(timeIntervalSince1970: r["received_at"]), sender: r["sender"],
                     recipient: address,
                     status: state == "held" && status == "pending" ? "Held" : status.capitalized,
-                    direction: route.hasPrefix("relay:") ? "Outbound" : "Inbound", subject: r["subject"],
+                    direction: Route(stored: route)?.relayDomain != nil ? "Outbound" : "Inbound", subject: r["subject"],
                     messageID: r["message_id"], size: r["size"], clientAddress: r["client_address"],
                     tenant: r["tenant"],
                     lastReply: r["last_reply"], events: events)

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SMTPCore
 
 /// Errors from the queue store, each with a message fit for a CLI line.
 public enum QueueStoreError: Error, CustomStringConvertible, Equatable {
@@ -131,6 +132,23 @@ public final class SQLiteQueueStore: Sendable {
             // NULL: an operator token (every token made before); a name: a tenant admin's token.
             try db.execute(sql: "ALTER TABLE admin_token ADD COLUMN tenant TEXT")
         }
+        m.registerMigration("v7-delivery-state") { db in
+            // Delivery state that was read back out of trace text (LIKE over `detail`) gets columns;
+            // the waiting messages' values come from their trace once, here.
+            try db.execute(
+                sql: """
+                    ALTER TABLE message ADD COLUMN abrupt_closes INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE message ADD COLUMN delay_notice_at REAL;
+                    UPDATE message SET abrupt_closes = (
+                      SELECT COUNT(*) FROM trace_event t WHERE t.queue_id = message.id AND t.kind = 'deferred'
+                        AND t.detail LIKE '%SuspiciousRemoteServerError%')
+                    WHERE state != 'done';
+                    UPDATE message SET delay_notice_at = (
+                      SELECT MIN(t.time) FROM trace_event t WHERE t.queue_id = message.id AND t.kind = 'dsn'
+                        AND t.detail LIKE '%(Delayed Mail%')
+                    WHERE state != 'done';
+                    """)
+        }
         return m
     }
 
@@ -163,7 +181,8 @@ public final class SQLiteQueueStore: Sendable {
                         """
                 ).execute(
                     arguments: [
-                        m.id, m.receivedAt.timeIntervalSince1970, m.sender, m.size, m.bodyType, m.smtpUTF8, m.ret,
+                        m.id, m.receivedAt.timeIntervalSince1970, m.sender, m.size, m.bodyType?.rawValue, m.smtpUTF8,
+                        m.ret?.rawValue,
                         m.envelopeID, m.clientAddress, m.helo, m.protocolName, m.tls, m.tenant, m.messageID,
                         m.addMessageID, m.subject, m.stampLength, blob, path, m.receivedAt.timeIntervalSince1970,
                     ])
@@ -173,7 +192,10 @@ public final class SQLiteQueueStore: Sendable {
                             INSERT INTO recipient (message, idx, address, route, notify, orcpt, status, attempts)
                             VALUES (?, ?, ?, ?, ?, ?, 'pending', 0)
                             """
-                    ).execute(arguments: [m.id, i, r.address, r.route, r.notify, r.originalRecipient])
+                    ).execute(
+                        arguments: [
+                            m.id, i, r.address, r.route.stored, r.notify?.description, r.originalRecipient?.stored,
+                        ])
                 }
                 let detail =
                     "from=<\(m.sender)> size=\(m.size) client=\(m.clientAddress) helo=\(m.helo) proto=\(m.protocolName)"
@@ -181,29 +203,6 @@ public final class SQLiteQueueStore: Sendable {
                 try Self.appendTrace(
                     db, TraceEvent(time: m.receivedAt, queueID: m.id, recipient: nil, kind: .received, detail: detail))
             }
-        }
-    }
-
-    /// Whether a delay notice has already gone to the sender of this message (one is enough).
-    public func hasDelayNotice(messageID: String) throws -> Bool {
-        try pool.read { db in
-            (try Int.fetchOne(
-                db,
-                sql:
-                    "SELECT COUNT(*) FROM trace_event WHERE queue_id = ? AND kind = 'dsn' AND detail LIKE '%(Delayed Mail%'",
-                arguments: [messageID]) ?? 0) > 0
-        }
-    }
-
-    /// How many times a message's delivery was cut off by an abrupt close (Exchange's
-    /// SuspiciousRemoteServerError), from its trace.
-    public func abruptCloseCount(messageID: String) throws -> Int {
-        try pool.read { db in
-            try Int.fetchOne(
-                db,
-                sql:
-                    "SELECT COUNT(*) FROM trace_event WHERE queue_id = ? AND kind = 'deferred' AND detail LIKE '%SuspiciousRemoteServerError%'",
-                arguments: [messageID]) ?? 0
         }
     }
 
@@ -248,16 +247,22 @@ public final class SQLiteQueueStore: Sendable {
         public var nextAttempt: Date?
         public var now: Date
         public var notifications: [NewMessage]
+        /// A remote closed the connection abruptly during this attempt (adds one to `abruptCloses`).
+        public var abruptClose: Bool
+        /// One of `notifications` is the sender's delay notice (sets `delayNoticeSentAt`).
+        public var delayNoticeSent: Bool
 
         public init(
             messageID: String, outcomes: [Int: RecipientOutcome], nextAttempt: Date?, now: Date,
-            notifications: [NewMessage] = []
+            notifications: [NewMessage] = [], abruptClose: Bool = false, delayNoticeSent: Bool = false
         ) {
             self.messageID = messageID
             self.outcomes = outcomes
             self.nextAttempt = nextAttempt
             self.now = now
             self.notifications = notifications
+            self.abruptClose = abruptClose
+            self.delayNoticeSent = delayNoticeSent
         }
     }
 
@@ -294,6 +299,15 @@ public final class SQLiteQueueStore: Sendable {
                         time: now, queueID: messageID, recipient: nil, kind: .dsn,
                         detail: "DSN \(n.id) (\(n.subject ?? "report")) to <\(n.recipients.first?.address ?? "")>"))
             }
+        }
+        if a.abruptClose || a.delayNoticeSent {
+            try db.cachedStatement(
+                sql: """
+                    UPDATE message SET abrupt_closes = abrupt_closes + ?,
+                      delay_notice_at = CASE WHEN ? THEN ? ELSE delay_notice_at END
+                    WHERE id = ?
+                    """
+            ).execute(arguments: [a.abruptClose ? 1 : 0, a.delayNoticeSent, now.timeIntervalSince1970, messageID])
         }
         for (idx, outcome) in a.outcomes.sorted(by: { $0.key < $1.key }) {
             let address =
@@ -349,10 +363,16 @@ public final class SQLiteQueueStore: Sendable {
         let recipients = try Row.fetchAll(
             db.cachedStatement(sql: "SELECT * FROM recipient WHERE message = ? ORDER BY idx"), arguments: [id]
         ).map { r in
-            StoredRecipient(
+            let stored: String = r["route"]
+            guard let route = Route(stored: stored) else {
+                throw UnreadableValue(messageID: id, column: "recipient.route", value: stored)
+            }
+            return StoredRecipient(
                 index: r["idx"],
                 recipient: EnvelopeRecipient(
-                    address: r["address"], route: r["route"], notify: r["notify"], originalRecipient: r["orcpt"]),
+                    address: r["address"], route: route,
+                    notify: (r["notify"] as String?).flatMap(DSNNotify.init(parsing:)),
+                    originalRecipient: (r["orcpt"] as String?).flatMap(OriginalRecipient.init(stored:))),
                 status: RecipientStatus(rawValue: r["status"]) ?? .pending, attempts: r["attempts"],
                 lastReply: r["last_reply"])
         }
@@ -364,14 +384,16 @@ public final class SQLiteQueueStore: Sendable {
         }
         return StoredMessage(
             id: row["id"], receivedAt: Date(timeIntervalSince1970: row["received_at"]), sender: row["sender"],
-            size: row["size"], bodyType: row["body_type"], smtpUTF8: row["smtputf8"], ret: row["ret"],
+            size: row["size"], bodyType: (row["body_type"] as String?).flatMap(BodyType.init(rawValue:)),
+            smtpUTF8: row["smtputf8"], ret: (row["ret"] as String?).flatMap(DSNReturn.init(rawValue:)),
             envelopeID: row["envid"], clientAddress: row["client_address"], helo: row["helo"],
             protocolName: row["protocol"], tls: row["tls"], tenant: row["tenant"], messageID: row["message_id"],
             addMessageID: row["add_message_id"], subject: row["subject"], stampLength: row["stamp_length"],
             state: MessageState(rawValue: row["state"]) ?? .queued,
             nextAttempt: (row["next_attempt"] as Double?).map { Date(timeIntervalSince1970: $0) },
             attempts: row["attempts"], recipients: recipients, body: body,
-            bounceRequested: (row["bounce_requested"] as Int?) == 1)
+            bounceRequested: (row["bounce_requested"] as Int?) == 1, abruptCloses: row["abrupt_closes"],
+            delayNoticeSentAt: (row["delay_notice_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
     }
 
     /// A row of `mailflow queue list`.

@@ -101,7 +101,7 @@ public final class MailflowService: Sendable {
                 guard let at = address.lastIndex(of: "@") else { return nil }
                 let domain = String(address[address.index(after: at)...]).lowercased()
                 let local = String(address[..<at])
-                guard directory.tenant(forDomain: domain) != nil else { return "relay:\(domain)" }
+                guard directory.tenant(forDomain: domain) != nil else { return .relay(domain: domain) }
                 // A bounce to a local sender that has no mailbox would only bounce again: drop it.
                 if case .accept(let route) = directory.decide(.mailbox(Mailbox(localPart: local, domain: domain))) {
                     return route
@@ -407,7 +407,7 @@ extension MailflowService {
             let domain = String(address[address.index(after: at)...]).lowercased()
             let local = String(address[..<at])
             if directory.tenant(forDomain: domain) == nil {
-                return EnvelopeRecipient(address: address, route: "relay:\(domain)")
+                return EnvelopeRecipient(address: address, route: .relay(domain: domain))
             }
             guard case .accept(let route) = directory.decide(.mailbox(Mailbox(localPart: local, domain: domain)))
             else { return nil }
@@ -425,7 +425,7 @@ extension MailflowService {
         let data = Data(text.utf8)
         committer.commit(
             NewMessage(
-                id: id, receivedAt: now, sender: "", recipients: recipients, size: data.count, bodyType: "8BITMIME",
+                id: id, receivedAt: now, sender: "", recipients: recipients, size: data.count, bodyType: .eightBitMIME,
                 clientAddress: "127.0.0.1", helo: hostname, protocolName: "local", messageID: "<\(id)@\(hostname)>",
                 subject: cleanSubject, body: .inline(data))
         ) { _ in }

@@ -27,13 +27,13 @@ public struct ServerSessionConfiguration: Sendable, Equatable {
     }
 }
 
-/// A recipient the policy accepted, with the route it chose (opaque to the session).
+/// A recipient the policy accepted, with the route it chose (carried, never read, by the session).
 public struct AcceptedRecipient: Hashable, Sendable {
     public var path: ForwardPath
     public var parameters: RecipientParameters
-    public var route: String
+    public var route: Route
 
-    public init(path: ForwardPath, parameters: RecipientParameters, route: String) {
+    public init(path: ForwardPath, parameters: RecipientParameters, route: Route) {
         self.path = path
         self.parameters = parameters
         self.route = route
@@ -286,15 +286,23 @@ public struct ServerSession: Sendable {
 
     /// What the recipient policy decided: a route to store with the recipient, or a refusal.
     public enum RecipientDecision: Equatable, Sendable {
-        case accept(route: String)
+        case accept(route: Route)
         case reject(SMTPReply)
         /// Refuse and end the session (a full resource forest: `421 4.3.2`).
         case rejectAndClose(SMTPReply)
     }
 
+    /// What admission control decided about a new message (`MAIL`) from this source.
+    public enum SenderDecision: Equatable, Sendable {
+        case accept
+        case reject(SMTPReply)
+        /// Refuse and end the session (a rate limit that closes: `421 4.7.0`).
+        case rejectAndClose(SMTPReply)
+    }
+
     /// What admission control said about a new message from this source.
     public mutating func senderChecked(
-        _ sender: ReversePath, _ params: MailParameters, _ decision: RecipientDecision
+        _ sender: ReversePath, _ params: MailParameters, _ decision: SenderDecision
     ) -> Action {
         guard phase == .checkingSender else { return .none }
         phase = .ready

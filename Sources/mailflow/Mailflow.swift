@@ -490,7 +490,7 @@ struct Queue: ParsableCommand {
             print("Message-ID:   \(shown(m.messageID))")
             print("Subject:      \(shown(m.subject))")
             print("Size:         \(m.size) octets")
-            print("DSN:          RET=\(m.ret ?? "-") ENVID=\(shown(m.envelopeID))")
+            print("DSN:          RET=\(m.ret?.rawValue ?? "-") ENVID=\(shown(m.envelopeID))")
             print(
                 "State:        \(m.state.rawValue), \(m.attempts) attempt(s), next \(m.nextAttempt.map(isoDate) ?? "-")"
             )
@@ -498,8 +498,8 @@ struct Queue: ParsableCommand {
             for r in m.recipients {
                 print(
                     "  <\(shown(r.recipient.address))> \(r.status.rawValue) attempts=\(r.attempts)"
-                        + (r.recipient.notify.map { " NOTIFY=\(shown($0))" } ?? "")
-                        + (r.recipient.originalRecipient.map { " ORCPT=\(shown($0))" } ?? "")
+                        + (r.recipient.notify.map { " NOTIFY=\($0)" } ?? "")
+                        + (r.recipient.originalRecipient.map { " ORCPT=\(shown($0.stored))" } ?? "")
                         + (r.lastReply.map { " last: \(shown($0))" } ?? ""))
             }
             print("Trace:")

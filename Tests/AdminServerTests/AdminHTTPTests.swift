@@ -8,6 +8,7 @@ import MailQueue
 import Mustache
 import NIOCore
 import NIOPosix
+import SMTPCore
 import ServiceHealth
 import Testing
 
@@ -35,7 +36,7 @@ struct AdminRouterFixture {
         try store.insert([
             NewMessage(
                 id: Self.messageID, receivedAt: Date(), sender: "anne@x.test",
-                recipients: [EnvelopeRecipient(address: "alice@contoso.test", route: "local:contoso.test/alice")],
+                recipients: [EnvelopeRecipient(address: "alice@contoso.test", route: .local(domain: "contoso.test", mailbox: "alice"))],
                 size: body.utf8.count, clientAddress: "127.0.0.1", helo: "client.test", protocolName: "ESMTP",
                 messageID: "<m@x.test>", subject: "hello", body: .inline(Data(body.utf8)))
         ])

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import MailQueue
 import NIOCore
+import SMTPCore
 import Testing
 
 @testable import AdminServer
@@ -30,7 +31,7 @@ struct TenantFixture {
                 NewMessage(
                     id: id, receivedAt: Date(), sender: "anne@\(tenant).test",
                     recipients: [
-                        EnvelopeRecipient(address: "bob@remote.test", route: "smtp:remote.test")
+                        EnvelopeRecipient(address: "bob@remote.test", route: .relay(domain: "remote.test"))
                     ], size: body.utf8.count, clientAddress: "127.0.0.1", helo: "client.test", protocolName: "ESMTP",
                     tenant: tenant, subject: "for \(tenant)", body: .inline(Data(body.utf8)))
             ])

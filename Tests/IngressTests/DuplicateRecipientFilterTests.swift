@@ -12,7 +12,7 @@ struct DuplicateRecipientFilterTests {
         ])
         guard case .accept(let route) = directory.decide(.mailbox(m)) else {
             Issue.record("not accepted: \(m)")
-            return AcceptedRecipient(path: .mailbox(m), parameters: RecipientParameters(), route: "")
+            return AcceptedRecipient(path: .mailbox(m), parameters: RecipientParameters(), route: .relay(domain: ""))
         }
         var p = RecipientParameters()
         p.notify = notify
@@ -22,7 +22,7 @@ struct DuplicateRecipientFilterTests {
     func relayed(_ localPart: String, _ domain: String) -> AcceptedRecipient {
         AcceptedRecipient(
             path: .mailbox(Mailbox(localPart: localPart, domain: domain)), parameters: RecipientParameters(),
-            route: "relay:\(domain.lowercased())")
+            route: .relay(domain: domain.lowercased()))
     }
 
     @Test func oneRecipientPerLocalMailboxWhateverTheCaseOrQuoting() {
@@ -32,7 +32,10 @@ struct DuplicateRecipientFilterTests {
             [local("alice", notify: first)] + Array(repeating: local("alice"), count: 199)
             + [local("ALICE"), local("Alice", "CONTOSO.TEST"), local("\"alice\""), local("bob")]
         let unique = DuplicateRecipientFilter.unique(list)
-        #expect(unique.map(\.route) == ["local:contoso.test/alice", "local:contoso.test/bob"])
+        #expect(
+            unique.map(\.route) == [
+                .local(domain: "contoso.test", mailbox: "alice"), .local(domain: "contoso.test", mailbox: "bob"),
+            ])
         // The first occurrence wins, with its DSN parameters.
         #expect(unique[0].parameters.notify == first)
     }

@@ -54,7 +54,7 @@ struct TrustedNetworksTests {
             return
         }
         #expect(r.code == 550 && r.enhancedCode?.description == "5.7.1")
-        #expect(d.decide(remote, relayAllowed: true) == .accept(route: "relay:remote.test"))
+        #expect(d.decide(remote, relayAllowed: true) == .accept(route: .relay(domain: "remote.test")))
     }
 }
 

@@ -2,6 +2,7 @@ import Delivery
 import Foundation
 import Logging
 import MailQueue
+import SMTPCore
 import Testing
 
 struct QueueControlTests {
@@ -52,7 +53,7 @@ struct QueueControlTests {
         try store.insert([newMessage("A")])
         let sched = DeliveryScheduler(
             store: store, spool: spool, maildir: maildir, logger: Logger(label: "t"),
-            dsnRoute: { _ in "local:x.test/s" })
+            dsnRoute: { _ in .local(domain: "x.test", mailbox: "s") })
         await sched.attempt("A")  // deferred: the mailbox is broken
         try store.control(.bounce, id: "A", actor: "ops")
         await sched.attempt("A")
@@ -79,7 +80,7 @@ struct QueueControlTests {
         a.tenant = "contoso"
         var b = newMessage("B")
         b.sender = "other@y.test"
-        b.recipients = [EnvelopeRecipient(address: "far@remote.test", route: "relay:remote.test")]
+        b.recipients = [EnvelopeRecipient(address: "far@remote.test", route: .relay(domain: "remote.test"))]
         try store.insert([a, b])
         try store.recordAttempt(
             messageID: "A", outcomes: [0: .delivered(detail: "250 ok")], nextAttempt: Date().addingTimeInterval(60),
@@ -107,7 +108,7 @@ struct QueueControlTests {
         let (_, store, _, _) = try setup()
         var old = newMessage("OLD")
         old.receivedAt = Date().addingTimeInterval(-3 * 3600)
-        old.recipients = [EnvelopeRecipient(address: "x@remote.test", route: "relay:remote.test")]
+        old.recipients = [EnvelopeRecipient(address: "x@remote.test", route: .relay(domain: "remote.test"))]
         try store.insert([newMessage("NEW"), old])
         let shape = try store.shape()
         let remote = try #require(shape.first { $0.domain == "remote.test" })

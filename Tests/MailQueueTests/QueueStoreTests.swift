@@ -2,6 +2,7 @@ import Delivery
 import Foundation
 import Logging
 import MailQueue
+import SMTPCore
 import Testing
 
 func temporaryDirectory() throws -> String {
@@ -16,7 +17,7 @@ func newMessage(_ id: String, rcpts: [String] = ["local:contoso.test/alice"], bo
     NewMessage(
         id: id, receivedAt: Date(), sender: "s@x.test",
         recipients: rcpts.map {
-            EnvelopeRecipient(address: "\($0.split(separator: "/").last!)@contoso.test", route: $0)
+            EnvelopeRecipient(address: "\($0.split(separator: "/").last!)@contoso.test", route: Route(stored: $0)!)
         },
         size: body.utf8.count, clientAddress: "127.0.0.1", helo: "c", protocolName: "ESMTP",
         messageID: "<\(id)@mx.test>", addMessageID: true, body: .inline(Data(body.utf8)))
@@ -233,7 +234,8 @@ struct NotificationTests {
         let clock = Date()
         let sched = DeliveryScheduler(
             store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [1], expiry: 3600, jitter: 0),
-            logger: Logger(label: "t"), now: { clock.addingTimeInterval(60) }, dsnRoute: { _ in "local:x.test/s" },
+            logger: Logger(label: "t"), now: { clock.addingTimeInterval(60) },
+            dsnRoute: { _ in .local(domain: "x.test", mailbox: "s") },
             delayNotice: 30)
         await sched.attempt("A")
         await sched.attempt("A")
@@ -258,11 +260,12 @@ struct NotificationTests {
         var bounce = newMessage("B")
         bounce.sender = ""
         var never = newMessage("N")
-        never.recipients[0].notify = "NEVER"
+        never.recipients[0].notify = DSNNotify(never: true)
         try store.insert([bounce, never])
         let sched = DeliveryScheduler(
             store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [1], expiry: 10, jitter: 0),
-            logger: Logger(label: "t"), now: { Date().addingTimeInterval(100) }, dsnRoute: { _ in "local:x.test/s" })
+            logger: Logger(label: "t"), now: { Date().addingTimeInterval(100) },
+            dsnRoute: { _ in .local(domain: "x.test", mailbox: "s") })
         await sched.attempt("B")
         await sched.attempt("N")
         #expect(try store.message("B")?.recipients[0].status == .failed)
@@ -278,7 +281,8 @@ struct NotificationTests {
         try store.insert([m])
         let sched = DeliveryScheduler(
             store: store, spool: spool, maildir: maildir, retry: RetrySchedule(intervals: [1], expiry: 10, jitter: 0),
-            logger: Logger(label: "t"), now: { Date().addingTimeInterval(100) }, dsnRoute: { _ in "local:x.test/s" },
+            logger: Logger(label: "t"), now: { Date().addingTimeInterval(100) },
+            dsnRoute: { _ in .local(domain: "x.test", mailbox: "s") },
             delayNotice: nil)
         await sched.attempt("E")
         let dsn = try #require(try store.list().first { $0.sender.isEmpty })
@@ -291,5 +295,47 @@ struct NotificationTests {
         #expect(text.contains("Original-Envelope-Id: env-9"))
         #expect(text.contains("Action: failed"))
         #expect(dsn.recipients == ["s@x.test"])
+    }
+}
+
+/// Delivery state that decides behaviour (abrupt closes, the one delay notice) lives in typed
+/// columns, not in trace text.
+struct DeliveryStateColumnTests {
+    @Test func abruptClosesAndDelayNoticeAreCountedInColumns() throws {
+        let dir = try temporaryDirectory()
+        let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
+        try store.insert([newMessage("A")])
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let deferred: [Int: RecipientOutcome] = [0: .deferred(reason: "451 4.4.0 whatever the text says")]
+        try store.recordAttempt(messageID: "A", outcomes: deferred, nextAttempt: t0, now: t0)
+        var m = try #require(try store.message("A"))
+        #expect(m.abruptCloses == 0 && m.delayNoticeSentAt == nil)
+        try store.recordAttempts([
+            .init(messageID: "A", outcomes: deferred, nextAttempt: t0, now: t0, abruptClose: true),
+            .init(
+                messageID: "A", outcomes: deferred, nextAttempt: t0, now: t0.addingTimeInterval(60), abruptClose: true,
+                delayNoticeSent: true),
+        ])
+        m = try #require(try store.message("A"))
+        #expect(m.abruptCloses == 2)
+        #expect(m.delayNoticeSentAt == t0.addingTimeInterval(60))
+    }
+
+    @Test func typedEnvelopeValuesComeBackAsStored() throws {
+        let dir = try temporaryDirectory()
+        let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
+        var n = newMessage("A")
+        n.bodyType = .eightBitMIME
+        n.ret = .headers
+        n.recipients = [
+            EnvelopeRecipient(
+                address: "Bob@remote.test", route: .relay(domain: "remote.test"),
+                notify: DSNNotify(failure: true, delay: true),
+                originalRecipient: OriginalRecipient(addressType: "rfc822", address: "Bob;x@remote.test"))
+        ]
+        try store.insert([n])
+        let m = try #require(try store.message("A"))
+        #expect(m.bodyType == .eightBitMIME && m.ret == .headers)
+        #expect(m.recipients.map(\.recipient) == n.recipients)
     }
 }

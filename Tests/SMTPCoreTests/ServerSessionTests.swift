@@ -30,13 +30,13 @@ struct ServerSessionTests {
             let cmd = try SMTPCommandParser.parse(line[...])
             var a = s.commandReceived(cmd)
             if case .checkSender(let sender, let params) = a {
-                a = s.senderChecked(sender, params, .accept(route: ""))
+                a = s.senderChecked(sender, params, .accept)
             }
             if case .checkRecipient(let p, let params) = a {
                 // A stand-in policy: contoso.test mailboxes exist, anything else is not ours.
                 let decision: ServerSession.RecipientDecision
                 if case .mailbox(let m) = p, m.domain.lowercased() == "contoso.test" {
-                    decision = .accept(route: "local:contoso.test/\(m.localPart)")
+                    decision = .accept(route: .local(domain: "contoso.test", mailbox: m.localPart))
                 } else {
                     decision = .reject(SMTPReply(550, .init(5, 7, 1), "Relaying denied"))
                 }
@@ -204,7 +204,7 @@ struct ServerSessionTests {
             Issue.record("expected commit")
             return
         }
-        #expect(tx.recipients.map(\.route) == ["local:contoso.test/x"])
+        #expect(tx.recipients.map(\.route) == [.local(domain: "contoso.test", mailbox: "x")])
         let committed = s.messageCommitted(queueID: "ABC")
         #expect(committed == .send(SMTPReply(250, .init(2, 0, 0), "Ok: queued as ABC")))
         #expect(s.transaction == nil)
