@@ -272,109 +272,29 @@ extension AdminHTTPServer {
         return fields
     }
 
-    /// A trace query from request parameters; a bad value is a `400` naming it. With `tenant` (a
-    /// tenant admin's token), the query is that tenant's: a `tenant` parameter naming another is `403`.
+    /// A trace query from request parameters (`SQLiteQueueStore.TraceQuery(parameters:)`, the CLI's
+    /// rules); a bad value is a `400` naming it. With `tenant` (a tenant admin's token), the query is
+    /// that tenant's: a `tenant` parameter naming another is `403`.
     static func traceQuery(_ p: [String: String], tenant: String? = nil) throws -> SQLiteQueueStore.TraceQuery {
-        var q = SQLiteQueueStore.TraceQuery()
-        for key in ["status", "direction", "since", "until", "limit"] where p[key]?.isEmpty == true {
-            throw HTTPError(.badRequest, message: "\(key) must not be empty")
+        var q: SQLiteQueueStore.TraceQuery
+        do {
+            q = try SQLiteQueueStore.TraceQuery(parameters: p)
+        } catch {
+            throw HTTPError(.badRequest, message: error.description)
         }
-        func text(_ key: String) -> String? {
-            guard let v = p[key]?.trimmingCharacters(in: .whitespaces), !v.isEmpty else { return nil }
-            return v
-        }
-        q.sender = text("sender")
-        q.recipient = text("recipient")
-        q.messageID = text("message_id")
-        q.queueID = text("queue_id")
-        q.clientAddress = text("client_ip")
-        q.tenant = text("tenant")
         if let tenant {
             guard q.tenant == nil || q.tenant == tenant else {
                 throw HTTPError(.forbidden, message: "this admin token can trace its own tenant's mail only")
             }
             q.tenant = tenant
         }
-        if let s = text("status") {
-            guard ["pending", "held", "delivered", "failed"].contains(s.lowercased()) else {
-                throw HTTPError(.badRequest, message: "status must be one of pending, held, delivered, failed")
-            }
-            q.status = s
-        }
-        if let d = text("direction") {
-            guard ["inbound", "outbound"].contains(d.lowercased()) else {
-                throw HTTPError(.badRequest, message: "direction must be inbound or outbound")
-            }
-            q.direction = d
-        }
-        if let s = text("since") {
-            guard let t = parseTime(s) else {
-                throw HTTPError(.badRequest, message: "since: '\(s)' is not an ISO 8601 time or a duration like 24h")
-            }
-            q.since = t
-        }
-        if let s = text("until") {
-            guard let t = parseTime(s) else {
-                throw HTTPError(.badRequest, message: "until: '\(s)' is not an ISO 8601 time or a duration like 24h")
-            }
-            q.until = t
-        }
-        q.limit = try limit(text("limit"), default: 100, max: 5000)
         return q
     }
 
-    /// ISO 8601 (`2026-11-29T10:00:00Z`, or a date) or a duration back from now (`30m`, `24h`, `7d`).
+    /// ISO 8601 (`2026-11-29T10:00:00Z`, or a date) or a duration back from now (`30m`, `24h`, `7d`):
+    /// the message trace's times (`SQLiteQueueStore.TraceQuery.time`), also for the health API.
     static func parseTime(_ s: String, now: Date = Date()) -> Date? {
-        if let unit = s.last, let n = Double(s.dropLast()), n >= 0 {
-            switch unit {
-            case "m": return now - n * 60
-            case "h": return now - n * 3600
-            case "d": return now - n * 86400
-            default: break
-            }
-        }
-        return parseISO8601(s)
-    }
-
-    /// `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SS` with `Z` or `±HH:MM`; nil for anything
-    /// else, including dates that do not exist (February 30).
-    static func parseISO8601(_ s: String) -> Date? {
-        func number(_ t: Substring, _ digits: Int) -> Int? {
-            t.count == digits && t.allSatisfy(\.isASCII) && t.allSatisfy(\.isNumber) ? Int(t) : nil
-        }
-        let halves = s.split(separator: "T", maxSplits: 1, omittingEmptySubsequences: false)
-        let ymd = halves[0].split(separator: "-", omittingEmptySubsequences: false)
-        guard ymd.count == 3, let y = number(ymd[0], 4), let mo = number(ymd[1], 2), let d = number(ymd[2], 2) else {
-            return nil
-        }
-        var c = DateComponents(year: y, month: mo, day: d, hour: 0, minute: 0, second: 0)
-        var offset = 0
-        if halves.count == 2 {
-            var time = halves[1]
-            if time.hasSuffix("Z") {
-                time = time.dropLast()
-            } else if time.count == 14, let sign = time.dropFirst(8).first, sign == "+" || sign == "-" {
-                let hm = time.dropFirst(9).split(separator: ":", omittingEmptySubsequences: false)
-                guard hm.count == 2, let oh = number(hm[0], 2), let om = number(hm[1], 2), oh < 24, om < 60 else {
-                    return nil
-                }
-                offset = (oh * 3600 + om * 60) * (sign == "+" ? 1 : -1)
-                time = time.prefix(8)
-            } else {
-                return nil
-            }
-            let hms = time.split(separator: ":", omittingEmptySubsequences: false)
-            guard hms.count == 3, let h = number(hms[0], 2), let mi = number(hms[1], 2), let se = number(hms[2], 2),
-                h < 24, mi < 60, se < 60
-            else { return nil }
-            (c.hour, c.minute, c.second) = (h, mi, se)
-        }
-        var cal = Calendar(identifier: .gregorian)
-        cal.timeZone = TimeZone(identifier: "UTC")!
-        guard let date = cal.date(from: c), cal.component(.day, from: date) == d,
-            cal.component(.month, from: date) == mo
-        else { return nil }
-        return date - TimeInterval(offset)
+        SQLiteQueueStore.TraceQuery.time(s, now: now)
     }
 
     static func tenantUsage(_ backend: AdminBackend, now: Date = Date()) throws -> [TenantUsage] {
