@@ -4,6 +4,8 @@ import Testing
 
 @testable import MailQueue
 
+private typealias Submission = BatchWriter<SQLiteQueueStore.Attempt, String?>.Submission
+
 struct AttemptRecorderTests {
     @Test func concurrentAttemptsAreAllRecordedInBatches() async throws {
         let store = try SQLiteQueueStore(path: "\(try temporaryDirectory())/q.sqlite")
@@ -31,9 +33,9 @@ struct AttemptRecorderTests {
         try store.insert([newMessage("A"), newMessage("B"), newMessage("C")])
         let recorder = AttemptRecorder(store: store)
         let results = Mutex<[String: Bool]>([:])
-        func pending(_ id: String, notifications: [NewMessage] = []) -> AttemptRecorder.Pending {
-            AttemptRecorder.Pending(
-                attempt: .init(
+        func pending(_ id: String, notifications: [NewMessage] = []) -> Submission {
+            Submission(
+                item: .init(
                     messageID: id, outcomes: [0: .failed(reason: "550 5.1.1 no")], nextAttempt: nil, now: Date(),
                     notifications: notifications),
                 completion: { r in
@@ -45,7 +47,7 @@ struct AttemptRecorderTests {
                 })
         }
         // B's DSN reuses an existing queue ID: its insert violates the primary key, failing the batch.
-        recorder.write([pending("A"), pending("B", notifications: [newMessage("C")]), pending("C")])
+        recorder.writer.write([pending("A"), pending("B", notifications: [newMessage("C")]), pending("C")])
         #expect(results.withLock { $0 } == ["A": true, "B": false, "C": true])
         #expect(try store.message("A")?.state == .done && store.message("C")?.state == .done)
         #expect(try store.message("B")?.state == .queued)  // nothing of B's attempt was written
