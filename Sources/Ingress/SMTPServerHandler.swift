@@ -129,11 +129,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
     let ctx: IngressContext
     let policy: IngressPolicy
     var session: ServerSession
-    /// Admission grants this session holds, released when it closes.
+    /// Admission grants this session holds, released when it closes: its connection, and the
+    /// forest slots its recipients took.
     var admitted = false
-    var heldForests: Set<String> = []
-    /// Forests whose message rate this transaction has already been charged.
-    var transactionForests: Set<String> = []
+    var recipients = RecipientAdmission()
     /// The client is in `trustedNetworks` and may relay.
     var clientTrusted = false
     var mode: Mode = .commands
@@ -227,8 +226,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             admitted = false
             ctx.admission.releaseConnection(source: clientAddress)
         }
-        for f in heldForests { ctx.admission.releaseForestSession(f) }
-        heldForests = []
+        recipients.releaseAll(to: ctx.admission)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -462,8 +460,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
         switch action {
         case .none:
             break
-        case .send(let reply):
-            noteRefusal(reply)
+        case .send(let reply, let refusal):
+            noteRefusal(refusal, reply)
             if reply.code >= 400, policy.tarpit > .zero, case .commands = mode {
                 // Tarpit: hold the error reply (and the rest of the pipeline) for a while.
                 mode = .waiting
@@ -472,8 +470,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
             } else {
                 write(reply, context)
             }
-        case .sendAndClose(let reply):
-            noteRefusal(reply)
+        case .sendAndClose(let reply, let refusal):
+            noteRefusal(refusal, reply)
             mode = .closed
             sink?.discard()
             sink = nil
@@ -513,7 +511,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             }
             perform(session.senderChecked(sender, params, decision))
         case .checkRecipient(let path, let params):
-            perform(session.recipientChecked(path, params, admitRecipient(path)))
+            checkRecipient(path, params)
         case .receiveData(let reply):
             write(reply, context)
             startBody(context)
@@ -537,7 +535,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 sink = nil
                 chunkChecker = nil
             }
-            transactionForests = []
+            recipients.transactionEnded()
         }
     }
 
@@ -551,77 +549,24 @@ final class SMTPServerHandler: ChannelInboundHandler {
     }
 
     /// Session-level refusals that admission control did not make itself become throttle events too.
-    func noteRefusal(_ reply: SMTPReply) {
-        guard let e = reply.enhancedCode else { return }
-        if reply.code == 552 && e == .init(5, 3, 4) {
-            ctx.admission.recordRefusal(kind: "message_size", reply: reply, source: clientAddress)
-        } else if reply.code == 452 && e == .init(4, 5, 3) {
-            ctx.admission.recordRefusal(kind: "recipients_per_transaction", reply: reply, source: clientAddress)
-        } else if reply.code == 421 && e == .init(4, 7, 0) && reply.lines[0].hasPrefix("Too many errors") {
-            ctx.admission.recordRefusal(kind: "errors", reply: reply, source: clientAddress)
-        }
+    func noteRefusal(_ kind: ServerSession.RefusalKind?, _ reply: SMTPReply) {
+        guard let kind else { return }
+        ctx.admission.recordRefusal(kind: kind.throttleKind, reply: reply, source: clientAddress)
     }
 
     /// The message size limit of the current transaction: the smallest of its tenants' limits.
     var transactionSizeLimit: Int {
-        var limit = policy.session.maxMessageSize
-        for r in session.transaction?.recipients ?? [] {
-            if let d = r.route.localDomain, let t = policy.directory.tenant(forDomain: d),
-                let s = t.maxMessageSize
-            {
-                limit = min(limit, s)
-            }
-        }
-        return limit
+        policy.directory.sizeLimit(
+            for: session.transaction?.recipients ?? [], serverLimit: policy.session.maxMessageSize)
     }
 
-    /// The recipient policy, then admission: tenant size, forest session cap, forest message rate,
-    /// mailbox receive rate.
-    func admitRecipient(_ path: ForwardPath) -> ServerSession.RecipientDecision {
-        let decision = policy.directory.decide(path, relayAllowed: clientTrusted)
-        guard case .accept(let route) = decision, let domain = route.localDomain,
-            let tenant = policy.directory.tenant(forDomain: domain)
-        else { return decision }
-        if let declared = session.transaction?.parameters.size, let limit = tenant.maxMessageSize, declared > limit {
-            return .reject(
-                SMTPReply(552, .init(5, 3, 4), "Message size exceeds the limit of \(limit) octets for \(domain)"))
-        }
-        let forest = ctx.admission.forest(forTenant: tenant.name)
-        // The forest slot is taken first (the scarce resource) and given back at once if a later
-        // check refuses this recipient: a session counts only from its first *accepted* RCPT.
-        var tookSlot = false
-        func refuse(_ r: SMTPReply) -> ServerSession.RecipientDecision {
-            if tookSlot {
-                heldForests.remove(forest.name)
-                ctx.admission.releaseForestSession(forest.name)
-            }
-            return .reject(r)
-        }
-        if !heldForests.contains(forest.name) {
-            let (d, _) = ctx.admission.admitForestSession(
-                tenant: tenant.name, source: clientAddress, holdsOtherForest: !heldForests.isEmpty)
-            switch d {
-            case .admit:
-                heldForests.insert(forest.name)
-                tookSlot = true
-            case .refuse(let r): return .reject(r)
-            case .refuseAndClose(let r): return .rejectAndClose(r)
-            }
-        }
-        if !transactionForests.contains(forest.name) {
-            if case .refuse(let r) = ctx.admission.admitForestMessage(tenant: tenant.name, source: clientAddress) {
-                return refuse(r)
-            }
-            transactionForests.insert(forest.name)
-        }
-        if case .mailbox(let m) = path,
-            case .refuse(let r) = ctx.admission.admitRecipient(
-                mailbox: m.description, sender: session.transaction?.sender.address ?? "", tenant: tenant.name,
-                source: clientAddress)
-        {
-            return refuse(r)
-        }
-        return decision
+    func checkRecipient(_ path: ForwardPath, _ params: RecipientParameters) {
+        let request = RecipientAdmission.Request(
+            path: path, sender: session.transaction?.sender.address ?? "",
+            declaredSize: session.transaction?.parameters.size, relayAllowed: clientTrusted, source: clientAddress)
+        let verdict = recipients.decide(request, directory: policy.directory, admission: ctx.admission)
+        recipients.apply(verdict)
+        perform(session.recipientChecked(path, params, verdict.decision))
     }
 
     /// A message is on its way to the queue: its sink belongs to the commit now.
@@ -800,6 +745,17 @@ final class SMTPServerHandler: ChannelInboundHandler {
         logger.info("session timed out")
         perform(session.timeoutFired())
         flushIfNeeded()
+    }
+}
+
+extension ServerSession.RefusalKind {
+    /// The kind a throttle event is counted under (`mailflow limits`, docs/admission.md).
+    var throttleKind: String {
+        switch self {
+        case .messageSize: return "message_size"
+        case .recipientsPerTransaction, .recipientsPerDomain: return "recipients_per_transaction"
+        case .tooManyErrors: return "errors"
+        }
     }
 }
 

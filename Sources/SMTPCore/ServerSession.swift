@@ -66,9 +66,24 @@ public struct MailTransaction: Hashable, Sendable {
 /// s.commandReceived(.helo("client.test"))  // .send(250 mx.test ...)
 /// ```
 public struct ServerSession: Sendable {
+    /// Why the session refused something, when it is a limit the server's throttle log counts
+    /// (the shell records these; other refusals are the client's own mistakes).
+    public enum RefusalKind: Sendable, Equatable {
+        /// Over the message size limit: declared (RFC 1870 `SIZE=`), counted in the body, or a
+        /// tenant's own limit (`552 5.3.4`).
+        case messageSize
+        /// Over the recipients per transaction (RFC 5321 §4.5.3.1.8, `452 4.5.3`).
+        case recipientsPerTransaction
+        /// Over the recipients of one domain per transaction (`452 4.5.3`).
+        case recipientsPerDomain
+        /// Too many error replies on one connection (`421 4.7.0`, then close).
+        case tooManyErrors
+    }
+
     public enum Action: Equatable, Sendable {
-        case send(SMTPReply)
-        case sendAndClose(SMTPReply)
+        /// Send a reply; `refusal` says which limit it enforces, if it is one.
+        case send(SMTPReply, refusal: RefusalKind? = nil)
+        case sendAndClose(SMTPReply, refusal: RefusalKind? = nil)
         /// Send the reply, discard every byte already received after the STARTTLS line
         /// (CVE-2011-0411), then start the TLS handshake.
         case startTLS(SMTPReply)
@@ -203,7 +218,8 @@ public struct ServerSession: Sendable {
                 return reply(
                     SMTPReply(
                         552, .init(5, 3, 4),
-                        "Message size exceeds fixed maximum message size of \(configuration.maxMessageSize) octets"))
+                        "Message size exceeds fixed maximum message size of \(configuration.maxMessageSize) octets"),
+                    refusal: .messageSize)
             }
             phase = .checkingSender
             return .checkSender(sender, params)
@@ -226,12 +242,14 @@ public struct ServerSession: Sendable {
                     return reply(
                         SMTPReply(
                             452, .init(4, 5, 3),
-                            "Too many recipients for \(m.domain) in one transaction, send the rest in another"))
+                            "Too many recipients for \(m.domain) in one transaction, send the rest in another"),
+                        refusal: .recipientsPerDomain)
                 }
             }
             guard tx.recipients.count < configuration.maxRecipients else {
                 return reply(
-                    SMTPReply(452, .init(4, 5, 3), "Too many recipients, send the rest in another transaction"))
+                    SMTPReply(452, .init(4, 5, 3), "Too many recipients, send the rest in another transaction"),
+                    refusal: .recipientsPerTransaction)
             }
             phase = .checkingRecipient
             return .checkRecipient(path, params)
@@ -287,7 +305,8 @@ public struct ServerSession: Sendable {
     /// What the recipient policy decided: a route to store with the recipient, or a refusal.
     public enum RecipientDecision: Equatable, Sendable {
         case accept(route: Route)
-        case reject(SMTPReply)
+        /// Refuse this recipient; `refusal` says which limit refused it, if one did.
+        case reject(SMTPReply, refusal: RefusalKind? = nil)
         /// Refuse and end the session (a full resource forest: `421 4.3.2`).
         case rejectAndClose(SMTPReply)
     }
@@ -327,8 +346,8 @@ public struct ServerSession: Sendable {
         case .accept(let route):
             transaction?.recipients.append(AcceptedRecipient(path: path, parameters: params, route: route))
             return .send(SMTPReply(250, .init(2, 1, 5), "Recipient \(path) OK"))
-        case .reject(let r):
-            return reply(r)
+        case .reject(let r, let refusal):
+            return reply(r, refusal: refusal)
         case .rejectAndClose(let r):
             phase = .closed
             transaction = nil
@@ -342,7 +361,7 @@ public struct ServerSession: Sendable {
         if let violation {
             transaction = nil
             phase = .ready
-            return reply(Self.reply(for: violation, maxSize: configuration.maxMessageSize))
+            return refuse(violation)
         }
         phase = .committing
         return .commit(tx)
@@ -359,7 +378,7 @@ public struct ServerSession: Sendable {
         }
         if let violation {
             transaction = nil
-            return reply(Self.reply(for: violation, maxSize: configuration.maxMessageSize))
+            return refuse(violation)
         }
         guard last, let tx = transaction else {
             return .send(SMTPReply(250, .init(2, 0, 0), "Chunk received"))
@@ -416,16 +435,24 @@ public struct ServerSession: Sendable {
 
     // MARK: helpers
 
-    mutating func reply(_ r: SMTPReply) -> Action {
+    /// Sends `r`, counting it if it is an error; past `maxErrors` the session closes instead.
+    mutating func reply(_ r: SMTPReply, refusal: RefusalKind? = nil) -> Action {
         if r.code >= 400 {
             errorCount += 1
             if errorCount > configuration.maxErrors {
                 phase = .closed
                 return .sendAndClose(
-                    SMTPReply(421, .init(4, 7, 0), "Too many errors on this connection, closing transmission channel"))
+                    SMTPReply(421, .init(4, 7, 0), "Too many errors on this connection, closing transmission channel"),
+                    refusal: .tooManyErrors)
             }
         }
-        return .send(r)
+        return .send(r, refusal: refusal)
+    }
+
+    /// Refuses a body for what the decoder found; only an oversized one is a limit the server counts.
+    mutating func refuse(_ violation: BodyViolation) -> Action {
+        let r = Self.reply(for: violation, maxSize: configuration.maxMessageSize)
+        return reply(r, refusal: violation == .tooLarge ? .messageSize : nil)
     }
 
     static func reply(for violation: BodyViolation, maxSize: Int) -> SMTPReply {

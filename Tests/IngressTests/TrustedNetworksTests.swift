@@ -49,7 +49,7 @@ struct TrustedNetworksTests {
     @Test func relayOnlyForTrustedClients() {
         let d = TenantDirectory(tenants: [Tenant(name: "c", domains: ["contoso.test"], mailboxes: ["alice"])])
         let remote = ForwardPathFixture.remote
-        guard case .reject(let r) = d.decide(remote, relayAllowed: false) else {
+        guard case .reject(let r, _) = d.decide(remote, relayAllowed: false) else {
             Issue.record("open relay")
             return
         }

@@ -16,7 +16,7 @@ struct ServerSessionTests {
 
     func code(_ a: ServerSession.Action) -> String {
         switch a {
-        case .send(let r), .sendAndClose(let r), .startTLS(let r), .receiveData(let r):
+        case .send(let r, _), .sendAndClose(let r, _), .startTLS(let r), .receiveData(let r):
             return [String(r.code), r.enhancedCode?.description].compactMap { $0 }.joined(separator: " ")
         case .checkRecipient, .checkSender: return "check"
         case .receiveChunk(let size, let last, let store): return "chunk \(size) \(last) \(store)"
@@ -156,7 +156,7 @@ struct ServerSessionTests {
 
     @Test func ehloAdvertisesExtensionsAndDropsSTARTTLSAfterTLS() {
         var s = session()
-        guard case .send(let r) = s.commandReceived(.ehlo("c")) else {
+        guard case .send(let r, _) = s.commandReceived(.ehlo("c")) else {
             Issue.record("no reply")
             return
         }
@@ -171,7 +171,7 @@ struct ServerSessionTests {
         #expect(s.tlsActive)
         // RFC 3207 §4.2: the client must EHLO again.
         #expect(run(&s, "MAIL FROM:<a@b.test>") == "503 5.5.1")
-        guard case .send(let r2) = s.commandReceived(.ehlo("c")) else {
+        guard case .send(let r2, _) = s.commandReceived(.ehlo("c")) else {
             Issue.record("no reply")
             return
         }
@@ -182,7 +182,7 @@ struct ServerSessionTests {
 
     @Test func noSTARTTLSWithoutCertificate() {
         var s = session(tls: false)
-        guard case .send(let r) = s.commandReceived(.ehlo("c")) else {
+        guard case .send(let r, _) = s.commandReceived(.ehlo("c")) else {
             Issue.record("no reply")
             return
         }
@@ -322,5 +322,82 @@ struct ServerSessionTests {
         #expect(s.receivedProtocol == "ESMTP")
         _ = run(&s, "MAIL FROM:<a@b.test> SMTPUTF8")
         #expect(s.receivedProtocol == "UTF8SMTP")
+    }
+
+    /// How a test reaches one refusal, and the kind the session must give it.
+    enum RefusalCase: String, CaseIterable, CustomTestStringConvertible {
+        case declaredSize, bodyTooLarge, chunkTooLarge, recipientsPerTransaction, recipientsPerDomain
+        case policyLimit, policyRefusal, bareLineEnding, unknownCommand, tooManyErrors
+        var testDescription: String { rawValue }
+    }
+
+    /// The last action of each script, and the `RefusalKind` it must carry: the shell counts
+    /// refusals by this kind, never by their text.
+    @Test(
+        arguments: [
+            (RefusalCase.declaredSize, "552 5.3.4", ServerSession.RefusalKind.messageSize),
+            (.bodyTooLarge, "552 5.3.4", .messageSize),
+            (.chunkTooLarge, "552 5.3.4", .messageSize),
+            (.recipientsPerTransaction, "452 4.5.3", .recipientsPerTransaction),
+            (.recipientsPerDomain, "452 4.5.3", .recipientsPerDomain),
+            (.policyLimit, "552 5.3.4", .messageSize),
+            (.policyRefusal, "550 5.7.1", nil),
+            (.bareLineEnding, "550 5.6.11", nil),
+            (.unknownCommand, "500 5.5.2", nil),
+            (.tooManyErrors, "421 4.7.0", .tooManyErrors),
+        ] as [(RefusalCase, String, ServerSession.RefusalKind?)])
+    func refusalsCarryTheirKind(_ path: RefusalCase, _ expected: String, _ kind: ServerSession.RefusalKind?) throws {
+        var c = Self.config
+        if path == .recipientsPerDomain { c.maxRecipientsPerDomain = 1 }
+        var s = ServerSession(configuration: c)
+        _ = s.greeting()
+        _ = run(&s, "EHLO c")
+        let last: ServerSession.Action
+        switch path {
+        case .declaredSize:
+            last = s.commandReceived(.mail(.null, MailParameters(size: 5000)))
+        case .bodyTooLarge:
+            _ = run(&s, "MAIL FROM:<a@b.test>")
+            _ = run(&s, "RCPT TO:<x@contoso.test>")
+            _ = s.commandReceived(.data)
+            last = s.dataReceived(violation: .tooLarge)
+        case .chunkTooLarge:
+            _ = run(&s, "MAIL FROM:<a@b.test>")
+            _ = run(&s, "RCPT TO:<x@contoso.test>")
+            _ = s.commandReceived(.bdat(size: 10, last: false))
+            last = s.chunkReceived(violation: .tooLarge)
+        case .recipientsPerTransaction:
+            _ = run(&s, "MAIL FROM:<a@b.test>")
+            _ = run(&s, "RCPT TO:<x@contoso.test>")
+            _ = run(&s, "RCPT TO:<y@contoso.test>")
+            last = s.commandReceived(try SMTPCommandParser.parse("RCPT TO:<z@contoso.test>"))
+        case .recipientsPerDomain:
+            _ = run(&s, "MAIL FROM:<a@b.test>")
+            _ = run(&s, "RCPT TO:<x@contoso.test>")
+            last = s.commandReceived(try SMTPCommandParser.parse("RCPT TO:<y@contoso.test>"))
+        case .policyLimit, .policyRefusal:
+            _ = run(&s, "MAIL FROM:<a@b.test>")
+            _ = s.commandReceived(.rcpt(.postmaster, RecipientParameters()))
+            let decision: ServerSession.RecipientDecision =
+                path == .policyLimit
+                ? .reject(SMTPReply(552, .init(5, 3, 4), "too big for this tenant"), refusal: .messageSize)
+                : .reject(SMTPReply(550, .init(5, 7, 1), "Relaying denied"))
+            last = s.recipientChecked(.postmaster, RecipientParameters(), decision)
+        case .bareLineEnding:
+            _ = run(&s, "MAIL FROM:<a@b.test>")
+            _ = run(&s, "RCPT TO:<x@contoso.test>")
+            _ = s.commandReceived(.data)
+            last = s.dataReceived(violation: .bareLineEnding)
+        case .unknownCommand:
+            last = s.commandRejected(SMTPCommandError(SMTPReply(500, .init(5, 5, 2), "Unknown command")))
+        case .tooManyErrors:
+            for _ in 0..<Self.config.maxErrors { _ = run(&s, "RCPT TO:<x@contoso.test>") }
+            last = s.commandReceived(.rcpt(.postmaster, RecipientParameters()))
+        }
+        #expect(code(last) == expected)
+        switch last {
+        case .send(_, let refusal), .sendAndClose(_, let refusal): #expect(refusal == kind)
+        default: Issue.record("expected a reply, got \(last)")
+        }
     }
 }
