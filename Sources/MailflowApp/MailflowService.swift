@@ -51,6 +51,9 @@ public final class MailflowService: Sendable {
     /// `metrics`: the registry `/metrics` exports; the caller bootstraps swift-metrics with its
     /// factory (once per process) so library code that counts through swift-metrics lands there too.
     public init(config: MailflowConfig, logger: Logger, metrics: MetricsExporter? = nil) throws {
+        // Values that a config built in code could get wrong are refused before anything is opened.
+        let initialPolicy = try Self.policy(config)
+        let dnsServers = try config.dnsServerAddresses()
         self.config = config
         self.metrics = metrics
         self.currentConfig = Shared(config)
@@ -71,11 +74,7 @@ public final class MailflowService: Sendable {
         if config.dnsServers.isEmpty {
             dnsConfig = DNSResolverConfiguration(resolvConf: ResolvConf.load())
         } else {
-            let servers = config.dnsServers.compactMap { a -> DNSServer? in
-                let (host, port) = ListenAddress.parse(a) ?? (a, 53)
-                return try? DNSServer(ip: host, port: port)
-            }
-            dnsConfig = DNSResolverConfiguration(servers: servers)
+            dnsConfig = DNSResolverConfiguration(servers: dnsServers)
         }
         dnsConfig.timeout = .seconds(config.dnsTimeout)
         dnsConfig.attempts = config.dnsAttempts
@@ -85,19 +84,18 @@ public final class MailflowService: Sendable {
                 heloName: config.heloName ?? config.hostname, mxPort: config.mxPort,
                 initialWindow: config.destinationInitialConcurrency, maxWindow: config.destinationMaxConcurrency),
             resolver: DNSMailExchangerResolver(resolver: dns), group: group, logger: logger)
-        let directory = Self.policy(config).directory
-        let tenants = config.tenants
+        // Every reader of tenants below asks `policy` or `current` at the time it reads, so a reload
+        // (SIGHUP) reaches outbound connectors, DSN routes and notices as it reaches new sessions.
+        let policy = SharedPolicy(initialPolicy)
+        self.policy = policy
+        let current = self.currentConfig
         let scheduler = DeliveryScheduler(
             store: store, spool: spool, maildir: MaildirDelivery(root: p.mailboxes, hostname: config.hostname),
             retry: RetrySchedule(intervals: config.retryIntervals, expiry: config.expiry),
             concurrency: config.deliveryConcurrency, logger: logger, outbound: outbound,
-            connectorFor: { sender in
-                // A tenant's outbound connector carries mail from its own domains.
-                guard let at = sender.lastIndex(of: "@") else { return nil }
-                let domain = sender[sender.index(after: at)...].lowercased()
-                return tenants.first { $0.domains.contains { $0.lowercased() == domain } }?.connector
-            },
+            connectorFor: { sender in current.mutex.withLock { $0.connector(forSender: sender) } },
             dsnRoute: { address in
+                let directory = policy.current.directory
                 guard let at = address.lastIndex(of: "@") else { return nil }
                 let domain = String(address[address.index(after: at)...]).lowercased()
                 let local = String(address[..<at])
@@ -126,7 +124,6 @@ public final class MailflowService: Sendable {
                         time: e.time, queueID: "", recipient: nil, kind: .throttled, detail: nil, forest: e.forest,
                         region: e.region, tenant: e.tenant, clientAddress: e.source, reply: e.reply))
             })
-        policy = SharedPolicy(Self.policy(config))
         let ctx = IngressContext(
             policy: policy, admission: admission, committer: committer, spool: spool, threadPool: threadPool,
             tls: tls, logger: logger, metrics: IngressMetrics(factory: metrics?.factory ?? MetricsSystem.factory))
@@ -137,10 +134,11 @@ public final class MailflowService: Sendable {
                 webhook: config.healthWebhook.map {
                     HealthNotifier.Webhook(url: $0, secret: config.healthWebhookSecret ?? "")
                 }, emailTo: config.healthNotify, logger: logger,
-                sendEmail: { [committer, hostname = config.hostname, directory] subject, body, to in
+                sendEmail: { [committer] subject, body, to in
+                    let now = policy.current
                     Self.queueNotice(
-                        subject: subject, body: body, to: to, hostname: hostname, directory: directory,
-                        committer: committer)
+                        subject: subject, body: body, to: to, hostname: now.session.hostname,
+                        directory: now.directory, committer: committer)
                 })
             health = HealthService(
                 store: store,
@@ -155,16 +153,16 @@ public final class MailflowService: Sendable {
             let store = self.store
             let admission = self.admission
             let outbound = self.outbound
-            let current = self.currentConfig
             let backend = AdminBackend(
                 store: store, hostname: config.hostname, version: Self.version,
                 usage: { admission.usage(topSources: 20) },
                 destinations: { await outbound.destinations() },
                 tenants: {
-                    current.mutex.withLock { $0 }.tenants.map { t in
+                    let now = current.mutex.withLock { $0 }
+                    return now.tenants.map { t in
                         TenantInfo(
                             name: t.name, domains: t.domains, forest: admission.forest(forTenant: t.name).name,
-                            maxMessageSize: t.maxMessageSize ?? config.maxMessageSize)
+                            maxMessageSize: t.maxMessageSize ?? now.maxMessageSize)
                     }
                 },
                 wakeDelivery: { scheduler.wakeUp() },
@@ -184,7 +182,9 @@ public final class MailflowService: Sendable {
         }
     }
 
-    static func policy(_ config: MailflowConfig) -> IngressPolicy {
+    /// What new sessions use; throws when the config holds a value ingress cannot take (a config
+    /// built in code skips the file's checks).
+    static func policy(_ config: MailflowConfig) throws -> IngressPolicy {
         let tenants = TenantDirectory(
             tenants: config.tenants.map {
                 Tenant(
@@ -201,25 +201,56 @@ public final class MailflowService: Sendable {
                 session: .seconds(config.sessionTimeout), requestDeadline: config.requestDeadline,
                 minDataRate: config.minDataRate),
             directory: tenants, tarpit: .seconds(config.tarpit), greetPause: .seconds(config.greetPause),
-            trustedNetworks: (try? TrustedNetworks(config.trustedNetworks)) ?? TrustedNetworks())
+            trustedNetworks: try config.trustedNetworkBlocks())
     }
 
-    /// Applies a reloaded config (SIGHUP) to new sessions: limits, forests, tenants, timeouts. Live
-    /// sessions keep what they started with; listen addresses, data directory and TLS need a restart.
-    public func reload(_ new: MailflowConfig) {
+    /// Applies a reloaded config (SIGHUP): limits, forests, tenants (with their outbound connectors
+    /// and the routes of DSNs and notices), relay networks and timeouts. Live sessions keep what they
+    /// started with. A config ingress cannot take throws and changes nothing; settings read only at
+    /// start (`restartOnlyChanges`) are logged as waiting for the next restart.
+    public func reload(_ new: MailflowConfig) throws {
+        let newPolicy = try Self.policy(new)
         let old = currentConfig.mutex.withLock { c -> MailflowConfig in
             defer { c = new }
             return c
         }
-        if new.smtpListen != old.smtpListen || new.dataDirectory != old.dataDirectory
-            || new.tlsCertificate != old.tlsCertificate || new.tlsKey != old.tlsKey
-        {
-            logger.warning("listen addresses, data directory and TLS changes take effect at the next restart")
+        let waiting = Self.restartOnlyChanges(from: old, to: new)
+        if !waiting.isEmpty {
+            logger.warning("changes to \(waiting.joined(separator: ", ")) take effect at the next restart")
         }
         admission.update(new.admissionLimits)
-        policy.replace(Self.policy(new))
-        logger.notice("configuration reloaded: \(new.forests.count) forest(s), \(new.tenants.count) tenant(s)")
+        policy.replace(newPolicy)
+        logger.notice(
+            "configuration reloaded: \(new.admissionLimits.forests.count) forest(s), \(new.tenants.count) tenant(s)")
         Self.warnIfOpenRelay(new, logger)
+    }
+
+    /// The settings read once, at start, that differ between `old` and `new`, by their config key:
+    /// listeners, data directory, TLS and logging, and the DNS resolver, delivery, admin listener,
+    /// trace housekeeping and health monitor, which are built once.
+    static func restartOnlyChanges(from old: MailflowConfig, to new: MailflowConfig) -> [String] {
+        func differ<T: Equatable>(_ key: KeyPath<MailflowConfig, T>) -> Bool { old[keyPath: key] != new[keyPath: key] }
+        let checks: [(String, Bool)] = [
+            ("server.smtp", differ(\.smtpListen)), ("server.data", differ(\.dataDirectory)),
+            ("server.log_level", differ(\.logLevel)), ("server.log_format", differ(\.logFormat)),
+            ("tls", differ(\.tlsCertificate) || differ(\.tlsKey)),
+            ("dns", differ(\.dnsServers) || differ(\.dnsTimeout) || differ(\.dnsAttempts)),
+            (
+                "delivery",
+                differ(\.mxPort) || (old.heloName ?? old.hostname) != (new.heloName ?? new.hostname)
+                    || differ(\.maxAbruptCloses) || differ(\.delayNotice) || differ(\.destinationInitialConcurrency)
+                    || differ(\.destinationMaxConcurrency) || differ(\.deliveryConcurrency)
+                    || differ(\.retryIntervals) || differ(\.expiry)
+            ),
+            ("admin", differ(\.adminListen) || differ(\.adminSessionLifetime)),
+            ("trace", differ(\.traceRetention) || differ(\.tracePruneInterval) || differ(\.queueSampleInterval)),
+            (
+                "health",
+                differ(\.healthEnabled) || differ(\.healthWebhook) || differ(\.healthWebhookSecret)
+                    || differ(\.healthNotify) || differ(\.healthWarmUp) || differ(\.healthPolicy)
+            ),
+        ]
+        return checks.filter(\.1).map(\.0)
     }
 
     /// An open relay is only ever configured on purpose (`relay.allow_open_relay`), and still said
@@ -374,7 +405,7 @@ public final class MailflowService: Sendable {
     /// `shutdownGrace` to finish, then commits drained, deliveries finished, threads stopped.
     public func shutdown() async {
         logger.notice("shutting down")
-        await server.shutdown(grace: .seconds(config.shutdownGrace))
+        await server.shutdown(grace: .seconds(currentConfig.mutex.withLock { $0.shutdownGrace }))
         await admin?.shutdown()
         health?.stop()
         snapshotTask.withLock { $0?.cancel() }

@@ -103,7 +103,7 @@ struct Serve: AsyncParsableCommand {
         let src = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         src.setEventHandler {
             do {
-                service.reload(try MailflowConfig.load(file: file))
+                try service.reload(MailflowConfig.load(file: file))
             } catch {
                 logger.error("reload of \(file) refused, keeping the running configuration: \(error)")
             }
@@ -162,34 +162,37 @@ struct Trace: ParsableCommand {
     @Flag(help: "Show each row's event timeline.") var events = false
 
     func validate() throws {
-        _ = try query()
-    }
-
-    /// The options as a trace query, checked by the admin API's rules (`TraceQuery(parameters:)`).
-    func query() throws -> SQLiteQueueStore.TraceQuery {
-        let given: [String: String?] = [
-            "sender": sender, "recipient": recipient, "message_id": messageID, "queue_id": queueID,
-            "status": status, "client_ip": clientIP, "tenant": tenant, "direction": direction, "since": since,
-            "until": until, "limit": String(limit),
-        ]
-        do {
-            return try SQLiteQueueStore.TraceQuery(parameters: given.compactMapValues { $0 })
-        } catch {
-            throw ValidationError("--\(error.description)")
+        if let s = status, !["pending", "held", "delivered", "failed"].contains(s.lowercased()) {
+            throw ValidationError("--status must be pending, held, delivered or failed")
         }
+        if let d = direction, !["inbound", "outbound"].contains(d.lowercased()) {
+            throw ValidationError("--direction must be inbound or outbound")
+        }
+        guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+        _ = try since.map(Self.time)
+        _ = try until.map(Self.time)
     }
 
     static func time(_ text: String) throws -> Date {
         if let d = ISO8601DateFormatter().date(from: text) { return d }
-        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        if let u = text.last.flatMap({ units[$0] }), let n = Double(text.dropLast()), n >= 0 {
-            return Date().addingTimeInterval(-n * u)
-        }
+        if let ago = DurationText.seconds(text) { return Date().addingTimeInterval(-ago) }
         throw ValidationError("'\(text)' is neither an ISO 8601 time nor a duration such as 30m, 24h, 7d")
     }
 
     func run() throws {
-        let rows = try Queue.open(options).trace(try query())
+        var q = SQLiteQueueStore.TraceQuery()
+        q.sender = sender
+        q.recipient = recipient
+        q.messageID = messageID
+        q.queueID = queueID
+        q.status = status
+        q.clientAddress = clientIP
+        q.tenant = tenant
+        q.direction = direction
+        q.since = try since.map(Self.time)
+        q.until = try until.map(Self.time)
+        q.limit = limit
+        let rows = try Queue.open(options).trace(q)
         if json {
             let enc = JSONEncoder()
             enc.dateEncodingStrategy = .iso8601

@@ -275,7 +275,7 @@ struct ConfigHardeningTests {
                 relay:
                   trusted_networks: [127.0.0.0/8, "::1"]
                 """)
-        #expect(c.tenants.first?.mailboxes == ["alice", "bob"] && c.perSourceMaxConnections == 10)
+        #expect(c.tenants.first?.mailboxes == ["alice", "bob"] && c.admissionLimits.perSourceMaxConnections == 10)
         #expect(c.trustedNetworks == ["127.0.0.0/8", "::1"] && !c.allowOpenRelay && c.openRelayNetworks.isEmpty)
     }
 
