@@ -162,15 +162,21 @@ struct Trace: ParsableCommand {
     @Flag(help: "Show each row's event timeline.") var events = false
 
     func validate() throws {
-        if let s = status, !["pending", "held", "delivered", "failed"].contains(s.lowercased()) {
-            throw ValidationError("--status must be pending, held, delivered or failed")
+        _ = try query()
+    }
+
+    /// The options as a trace query, checked by the admin API's rules (`TraceQuery(parameters:)`).
+    func query() throws -> SQLiteQueueStore.TraceQuery {
+        let given: [String: String?] = [
+            "sender": sender, "recipient": recipient, "message_id": messageID, "queue_id": queueID,
+            "status": status, "client_ip": clientIP, "tenant": tenant, "direction": direction, "since": since,
+            "until": until, "limit": String(limit),
+        ]
+        do {
+            return try SQLiteQueueStore.TraceQuery(parameters: given.compactMapValues { $0 })
+        } catch {
+            throw ValidationError("--\(error.description)")
         }
-        if let d = direction, !["inbound", "outbound"].contains(d.lowercased()) {
-            throw ValidationError("--direction must be inbound or outbound")
-        }
-        guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
-        _ = try since.map(Self.time)
-        _ = try until.map(Self.time)
     }
 
     static func time(_ text: String) throws -> Date {
@@ -180,19 +186,7 @@ struct Trace: ParsableCommand {
     }
 
     func run() throws {
-        var q = SQLiteQueueStore.TraceQuery()
-        q.sender = sender
-        q.recipient = recipient
-        q.messageID = messageID
-        q.queueID = queueID
-        q.status = status
-        q.clientAddress = clientIP
-        q.tenant = tenant
-        q.direction = direction
-        q.since = try since.map(Self.time)
-        q.until = try until.map(Self.time)
-        q.limit = limit
-        let rows = try Queue.open(options).trace(q)
+        let rows = try Queue.open(options).trace(try query())
         if json {
             let enc = JSONEncoder()
             enc.dateEncodingStrategy = .iso8601
