@@ -62,11 +62,20 @@ struct MessageDetail: ResponseCodable {
     var events: [TraceEvent]
 }
 
+/// A queue action's answer. `result` is the outcome's code (`SQLiteQueueStore.ControlResult.Outcome`:
+/// `held`, `released`, `due_now`, `bounce_requested`, `deleted`), never free text or a file path.
 struct ActionResponse: ResponseCodable {
     var id: String
     var action: String
     var actor: String
     var result: String
+
+    init(_ r: SQLiteQueueStore.ControlResult, actor: String) {
+        id = r.queueID
+        action = r.action.rawValue
+        self.actor = actor
+        result = r.outcome.rawValue
+    }
 }
 
 struct ShapeResponse: ResponseCodable {
@@ -132,12 +141,16 @@ extension AdminHTTPServer {
                 throw HTTPError(
                     .notFound, message: "no action \(name): use hold, release, retry or bounce (DELETE to delete)")
             }
-            return try Self.control(backend, action, id: id, actor: context.actor ?? "api", tenant: context.tenant)
+            let actor = context.actor ?? "api"
+            return ActionResponse(
+                try Self.control(backend, action, id: id, actor: actor, tenant: context.tenant), actor: actor)
         }
         api.delete("queue/:id") { _, context in
-            try Self.control(
-                backend, .delete, id: try context.parameters.require("id"), actor: context.actor ?? "api",
-                tenant: context.tenant)
+            let actor = context.actor ?? "api"
+            return ActionResponse(
+                try Self.control(
+                    backend, .delete, id: try context.parameters.require("id"), actor: actor, tenant: context.tenant),
+                actor: actor)
         }
         api.get("destinations") { _, _ in DestinationsResponse(destinations: await backend.destinations()) }
         api.get("trace") { request, context in
@@ -202,20 +215,21 @@ extension AdminHTTPServer {
     }
 
     /// A queue action; with `tenant`, on that tenant's messages only (another's is `404`, as if it
-    /// did not exist).
+    /// did not exist). The queue store's `control` does the action and removes a released spool
+    /// file; a message made due wakes the delivery scheduler.
     static func control(
         _ backend: AdminBackend, _ action: SQLiteQueueStore.ControlAction, id: String, actor: String,
         tenant: String? = nil
     )
-        throws -> ActionResponse
+        throws -> SQLiteQueueStore.ControlResult
     {
         do {
             if let tenant, try backend.store.messageTenant(id) != tenant {
                 throw SQLiteQueueStore.ControlError.notFound(id)
             }
             let result = try backend.store.control(action, id: id, actor: actor)
-            if action != .hold && action != .delete { backend.wakeDelivery() }
-            return ActionResponse(id: id, action: action.rawValue, actor: actor, result: result ?? "done")
+            if result.makesDue { backend.wakeDelivery() }
+            return result
         } catch let e as SQLiteQueueStore.ControlError {
             switch e {
             case .notFound: throw HTTPError(.notFound, message: e.description)
@@ -250,8 +264,13 @@ extension AdminHTTPServer {
         switch body {
         case .inline(let d): data = d.prefix(65536)
         case .spooled(let path):
+            // The header view is best effort and not an error: a spool file can go between the
+            // queue read and this one (the message was delivered or deleted meanwhile), and a body
+            // that cannot be read is the delivery attempt's to report, in the trace. Either way the
+            // page shows the envelope and the events without headers.
             if let h = FileHandle(forReadingAtPath: path) {
                 data = (try? h.read(upToCount: 65536)) ?? Data()
+                // Closing a file opened for reading cannot lose anything.
                 try? h.close()
             }
         case nil: return []

@@ -1,5 +1,7 @@
 import Crypto
 import Foundation
+import Hummingbird
+import Logging
 import MailQueue
 import Synchronization
 
@@ -24,14 +26,41 @@ public enum AdminTokens {
 
     /// The token `presented` is (its name and scope), or nil. Looks the hash up (an index lookup on a
     /// hash of a high-entropy secret leaks nothing useful through timing) and notes its last use at
-    /// most once a minute.
-    static func verify(_ presented: String, store: SQLiteQueueStore, lastUse: LastUse)
+    /// most once a minute. Throws `StoreUnavailable` when the store cannot be read: that is not an
+    /// invalid token, and a caller must not answer as if it were.
+    static func verify(_ presented: String, store: SQLiteQueueStore, lastUse: LastUse) throws
         -> SQLiteQueueStore.AdminToken?
     {
         guard presented.hasPrefix("mf_"), presented.utf8.count < 200 else { return nil }
-        guard let token = try? store.adminToken(hash: hash(presented)) else { return nil }
-        if lastUse.shouldRecord(token.name) { try? store.markAdminTokenUsed(name: token.name) }
+        let found: SQLiteQueueStore.AdminToken?
+        do {
+            found = try store.adminToken(hash: hash(presented))
+        } catch {
+            throw StoreUnavailable(underlying: error)
+        }
+        guard let token = found else { return nil }
+        if lastUse.shouldRecord(token.name) {
+            // Bookkeeping for `mailflow admin token list`, not access control: a failed write must
+            // not refuse a valid token, and a later use writes it again.
+            try? store.markAdminTokenUsed(name: token.name)
+        }
         return token
+    }
+
+    /// The admin tokens could not be read (the queue database is locked past its busy timeout, or
+    /// failed). Answered `503` with `Retry-After`, never `401`: the caller's token may be valid.
+    struct StoreUnavailable: Error, CustomStringConvertible {
+        var underlying: any Error
+        var description: String { "admin tokens could not be read: \(underlying)" }
+
+        /// What the caller is told; the cause goes to the log only (the caller may not be signed in).
+        static let message = "admin tokens cannot be read right now; try again shortly"
+
+        /// The `503` for `error`, logged with its cause.
+        static func response(_ error: any Error, logger: Logger) -> HTTPError {
+            logger.error("admin request refused: \(error)")
+            return HTTPError(.serviceUnavailable, headers: [.retryAfter: "5"], message: message)
+        }
     }
 
     final class LastUse: Sendable {

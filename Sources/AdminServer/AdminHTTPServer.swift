@@ -115,6 +115,7 @@ public final class AdminHTTPServer: Sendable {
         guard let (t, services) = running.withLock({ $0 }) else { return }
         await services.triggerGracefulShutdown()
         let deadline = Task {
+            // Cancelled when the listener stops in time: the normal way out, nothing to report.
             try? await Task.sleep(for: .seconds(3))
             t.cancel()
         }
@@ -138,7 +139,16 @@ public final class AdminHTTPServer: Sendable {
             let body = try await request.body.collect(upTo: 4096)
             let form = Self.form(String(buffer: body))
             let token = (form["token"] ?? "").trimmingCharacters(in: .whitespaces)
-            guard let found = AdminTokens.verify(token, store: backend.store, lastUse: lastUse) else {
+            let verified: SQLiteQueueStore.AdminToken?
+            do {
+                verified = try AdminTokens.verify(token, store: backend.store, lastUse: lastUse)
+            } catch {
+                logger.error("admin sign-in failed: \(error)")
+                return html(
+                    render("login", ["title": "Sign in", "error": AdminTokens.StoreUnavailable.message]),
+                    status: .serviceUnavailable)
+            }
+            guard let found = verified else {
                 logger.notice("admin sign-in refused: not a valid token")
                 return html(
                     render("login", ["title": "Sign in", "error": Self.loginErrors["invalid_token"]!]),
@@ -304,7 +314,13 @@ struct AdminAuth: RouterMiddleware {
                     message: "an admin token is required: Authorization: Bearer <token>")
             }
             let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
-            guard let found = AdminTokens.verify(token, store: store, lastUse: lastUse) else {
+            let verified: SQLiteQueueStore.AdminToken?
+            do {
+                verified = try AdminTokens.verify(token, store: store, lastUse: lastUse)
+            } catch {
+                throw AdminTokens.StoreUnavailable.response(error, logger: context.logger)
+            }
+            guard let found = verified else {
                 throw HTTPError(
                     .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\", error=\"invalid_token\""],
                     message: "the admin token is not valid")
@@ -314,9 +330,17 @@ struct AdminAuth: RouterMiddleware {
         case .session:
             // The token's scope is read at every request: a token removed and added again under
             // the same name with another scope does not keep the old one in its sessions.
-            guard let id = request.cookies[Self.cookie]?.value, let s = sessions.lookup(id),
-                let token = try? store.adminToken(name: s.tokenName)
-            else {
+            let session = request.cookies[Self.cookie].flatMap { sessions.lookup($0.value) }
+            var token: SQLiteQueueStore.AdminToken?
+            if let session {
+                do {
+                    token = try store.adminToken(name: session.tokenName)
+                } catch {
+                    throw AdminTokens.StoreUnavailable.response(
+                        AdminTokens.StoreUnavailable(underlying: error), logger: context.logger)
+                }
+            }
+            guard let s = session, let token else {
                 if request.method == .get || request.method == .head {
                     return Response(status: .seeOther, headers: [.location: "/login"])
                 }

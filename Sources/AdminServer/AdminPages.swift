@@ -11,7 +11,7 @@ extension AdminHTTPServer {
         }
         pages.get("queue/:id") { [self] request, context in
             let id = try context.parameters.require("id")
-            guard let page = try messagePage(id: id, notice: Self.form(request.uri.query ?? "")["done"], context)
+            guard let page = try messagePage(id: id, done: Self.form(request.uri.query ?? "")["done"], context)
             else {
                 return html(
                     render(
@@ -28,8 +28,10 @@ extension AdminHTTPServer {
             guard let action = SQLiteQueueStore.ControlAction(rawValue: name) else {
                 throw HTTPError(.notFound, message: "no action \(name)")
             }
+            let result: SQLiteQueueStore.ControlResult
             do {
-                _ = try Self.control(backend, action, id: id, actor: context.actor ?? "web", tenant: context.tenant)
+                result = try Self.control(
+                    backend, action, id: id, actor: context.actor ?? "web", tenant: context.tenant)
             } catch let e as HTTPError {
                 return html(
                     render(
@@ -37,10 +39,10 @@ extension AdminHTTPServer {
                         base(context, title: "Not done", tab: "queue").merging(["message": e.body ?? "\(e)"]) { $1 }),
                     status: e.status)
             }
+            // A code from `queueNotices`, never text: the page a link opens cannot be made to say anything else.
             let target =
-                action == .delete
-                ? "/queue?done=" + "deleted \(id)".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
-                : "/queue/\(id)?done=\(action.rawValue)"
+                result.outcome == .deleted
+                ? "/queue?done=\(result.action.rawValue)" : "/queue/\(id)?done=\(result.action.rawValue)"
             return Response(status: .seeOther, headers: [.location: target])
         }
         pages.get("trace") { [self] request, context in
@@ -55,6 +57,14 @@ extension AdminHTTPServer {
             return r
         }
     }
+
+    /// What `?done=CODE` may say on the queue and message pages: a fixed message per queue action;
+    /// an unknown code says nothing. Like `/login?error`, the text of the URL is never shown: anyone
+    /// can link an administrator to `/queue?done=...`.
+    static let queueNotices: [String: String] = Dictionary(
+        uniqueKeysWithValues: SQLiteQueueStore.ControlAction.allCases.map { action in
+            (action.rawValue, action == .delete ? "Done: the message was deleted." : "Done: \(action.rawValue).")
+        })
 
     func checkCSRF(_ request: Request, _ context: AdminRequestContext) async throws {
         _ = try await csrfForm(request, context, limit: 4096)
@@ -162,7 +172,7 @@ extension AdminHTTPServer {
         let messages = try Self.listQueue(
             backend.store, state: state, contains: q["q"], limit: 500, tenant: context.tenant)
         var page = base(context, title: "Queue", tab: "queue")
-        if let done = q["done"], !done.isEmpty { page["notice"] = "Done: \(done)." }
+        if let code = q["done"], let notice = Self.queueNotices[code] { page["notice"] = notice }
         page["states"] = [
             ("active", "Queued and held"), ("queued", "Queued"), ("held", "Held"), ("done", "Finished"), ("all", "All"),
         ].map { ["value": $0.0, "label": $0.1, "selected": $0.0 == state] }
@@ -192,11 +202,11 @@ extension AdminHTTPServer {
         return page
     }
 
-    func messagePage(id: String, notice: String?, _ context: AdminRequestContext) throws -> [String: Any]? {
+    func messagePage(id: String, done: String?, _ context: AdminRequestContext) throws -> [String: Any]? {
         guard let d = try Self.detail(backend.store, id: id, tenant: context.tenant) else { return nil }
         var page = base(context, title: "Message \(id)", tab: "queue")
         page["id"] = d.id
-        if let notice, !notice.isEmpty { page["notice"] = "Done: \(notice)." }
+        if let done, let notice = Self.queueNotices[done] { page["notice"] = notice }
         var actions: [[String: Any]] = []
         func add(_ a: String, _ label: String, danger: Bool = false) {
             actions.append(["id": d.id, "action": a, "label": label, "danger": danger, "csrf": context.csrf ?? ""])

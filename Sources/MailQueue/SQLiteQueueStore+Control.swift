@@ -28,70 +28,143 @@ extension SQLiteQueueStore {
         }
     }
 
-    /// Applies `action` to message `id` on behalf of `actor`. Returns the spool path to remove, if any.
+    /// What a control action did: the typed answer the API, the web pages and the CLI render (none of
+    /// them parses text).
+    ///
+    /// ```swift
+    /// let r = try store.control(.delete, id: id, actor: "api:ops")
+    /// r.outcome            // .deleted
+    /// r.releasedSpoolPath  // "/var/lib/mailflow/spool/<id>" for a large body, already removed
+    /// ```
+    public struct ControlResult: Sendable, Equatable {
+        /// The state the action left the message in, as a stable code (`rawValue`) for the API.
+        public enum Outcome: String, Sendable, Equatable, CaseIterable {
+            /// No delivery attempts until released.
+            case held
+            /// Queued again and due at once.
+            case released
+            /// Due at once (a retry).
+            case dueNow = "due_now"
+            /// The delivery scheduler fails the pending recipients with `5.3.0` and sends the DSN.
+            case bounceRequested = "bounce_requested"
+            /// Done, without a report to the sender; its body is gone.
+            case deleted
+
+            /// One line for a person: what happened and what happens next.
+            public var summary: String {
+                switch self {
+                case .held: return "held: no delivery attempts until released"
+                case .released: return "released: due now"
+                case .dueNow: return "due now"
+                case .bounceRequested: return "bounce requested: the sender gets a DSN shortly"
+                case .deleted: return "deleted: no report to the sender"
+                }
+            }
+        }
+
+        public var queueID: String
+        public var action: ControlAction
+        public var outcome: Outcome
+        /// The spool file the message no longer refers to (a deleted message's large body, see
+        /// `Spool.inlineLimit`). `control` removes it once the transaction has committed, so a crash
+        /// in between leaves at worst an orphan that the start-up sweep (`Spool.removeOrphans`) takes.
+        public var releasedSpoolPath: String?
+
+        /// Whether the message became due, so the delivery scheduler should look at it now.
+        public var makesDue: Bool {
+            switch outcome {
+            case .released, .dueNow, .bounceRequested: return true
+            case .held, .deleted: return false
+            }
+        }
+
+        public init(queueID: String, action: ControlAction, outcome: Outcome, releasedSpoolPath: String? = nil) {
+            self.queueID = queueID
+            self.action = action
+            self.outcome = outcome
+            self.releasedSpoolPath = releasedSpoolPath
+        }
+    }
+
+    /// Applies `action` to message `id` on behalf of `actor`, the one entry point for every caller
+    /// (admin API, web pages, CLI): the change and its trace event in one transaction, then, once that
+    /// has committed, the removal of any spool file the message let go of. Throws `ControlError`.
     @discardableResult
-    public func control(_ action: ControlAction, id: String, actor: String, now: Date = Date()) throws -> String? {
-        try pool.write { db -> String? in
-            guard let state = try String.fetchOne(db, sql: "SELECT state FROM message WHERE id = ?", arguments: [id])
-            else { throw ControlError.notFound(id) }
-            let bodyPath = try String.fetchOne(db, sql: "SELECT body_path FROM message WHERE id = ?", arguments: [id])
-            func event(_ detail: String) throws {
-                try Self.appendTrace(
-                    db,
-                    TraceEvent(
-                        time: now, queueID: id, recipient: nil, kind: .admin,
-                        detail: "\(action.rawValue) by \(actor)\(detail)"))
+    public func control(_ action: ControlAction, id: String, actor: String, now: Date = Date()) throws
+        -> ControlResult
+    {
+        let result = try pool.write { db in try Self.applyControl(db, action, id: id, actor: actor, now: now) }
+        // After the commit, never before: a rollback must not find its body gone.
+        if let path = result.releasedSpoolPath { Spool.removeBody(at: path) }
+        return result
+    }
+
+    /// The transaction of `control`: the state change and its admin trace event. The spool file it
+    /// releases is left for the caller to remove after commit.
+    static func applyControl(
+        _ db: Database, _ action: ControlAction, id: String, actor: String, now: Date
+    ) throws -> ControlResult {
+        guard let row = try Row.fetchOne(db, sql: "SELECT state, body_path FROM message WHERE id = ?", arguments: [id])
+        else { throw ControlError.notFound(id) }
+        let state: String = row["state"]
+        let bodyPath: String? = row["body_path"]
+        func event(_ detail: String) throws {
+            try Self.appendTrace(
+                db,
+                TraceEvent(
+                    time: now, queueID: id, recipient: nil, kind: .admin,
+                    detail: "\(action.rawValue) by \(actor)\(detail)"))
+        }
+        func result(_ outcome: ControlResult.Outcome, released: String? = nil) -> ControlResult {
+            ControlResult(queueID: id, action: action, outcome: outcome, releasedSpoolPath: released)
+        }
+        switch action {
+        case .hold:
+            guard state == "queued" else {
+                throw ControlError.notApplicable(id, "only a queued message can be held (it is \(state))")
             }
-            switch action {
-            case .hold:
-                guard state == "queued" else {
-                    throw ControlError.notApplicable(id, "only a queued message can be held (it is \(state))")
-                }
-                try db.execute(
-                    sql: "UPDATE message SET state = 'held', next_attempt = NULL WHERE id = ?", arguments: [id])
-                try event("")
-                return nil
-            case .release:
-                guard state == "held" else {
-                    throw ControlError.notApplicable(id, "only a held message can be released (it is \(state))")
-                }
-                try db.execute(
-                    sql: "UPDATE message SET state = 'queued', next_attempt = ? WHERE id = ?",
-                    arguments: [now.timeIntervalSince1970, id])
-                try event("")
-                return nil
-            case .retry:
-                guard state == "queued" else {
-                    throw ControlError.notApplicable(id, "only a queued message can be retried (it is \(state))")
-                }
-                try db.execute(
-                    sql: "UPDATE message SET next_attempt = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, id])
-                try event("")
-                return nil
-            case .bounce:
-                guard state == "queued" || state == "held" else {
-                    throw ControlError.notApplicable(id, "the message is already \(state)")
-                }
-                // The delivery scheduler fails the pending recipients at once and sends the DSN, so
-                // the sender hears exactly as for any other failure.
-                try db.execute(
-                    sql: "UPDATE message SET state = 'queued', bounce_requested = 1, next_attempt = ? WHERE id = ?",
-                    arguments: [now.timeIntervalSince1970, id])
-                try event("")
-                return nil
-            case .delete:
-                guard state != "done" else { throw ControlError.notApplicable(id, "the message is already done") }
-                try db.execute(
-                    sql:
-                        "UPDATE recipient SET status = 'failed', last_reply = ? WHERE message = ? AND status = 'pending'",
-                    arguments: ["deleted by an administrator (\(actor)), no report sent", id])
-                try db.execute(
-                    sql:
-                        "UPDATE message SET state = 'done', next_attempt = NULL, body = NULL, body_path = NULL WHERE id = ?",
-                    arguments: [id])
-                try event(" (no report to the sender)")
-                return bodyPath
+            try db.execute(sql: "UPDATE message SET state = 'held', next_attempt = NULL WHERE id = ?", arguments: [id])
+            try event("")
+            return result(.held)
+        case .release:
+            guard state == "held" else {
+                throw ControlError.notApplicable(id, "only a held message can be released (it is \(state))")
             }
+            try db.execute(
+                sql: "UPDATE message SET state = 'queued', next_attempt = ? WHERE id = ?",
+                arguments: [now.timeIntervalSince1970, id])
+            try event("")
+            return result(.released)
+        case .retry:
+            guard state == "queued" else {
+                throw ControlError.notApplicable(id, "only a queued message can be retried (it is \(state))")
+            }
+            try db.execute(
+                sql: "UPDATE message SET next_attempt = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, id])
+            try event("")
+            return result(.dueNow)
+        case .bounce:
+            guard state == "queued" || state == "held" else {
+                throw ControlError.notApplicable(id, "the message is already \(state)")
+            }
+            // The delivery scheduler fails the pending recipients at once and sends the DSN, so
+            // the sender hears exactly as for any other failure; it also drops the body then.
+            try db.execute(
+                sql: "UPDATE message SET state = 'queued', bounce_requested = 1, next_attempt = ? WHERE id = ?",
+                arguments: [now.timeIntervalSince1970, id])
+            try event("")
+            return result(.bounceRequested)
+        case .delete:
+            guard state != "done" else { throw ControlError.notApplicable(id, "the message is already done") }
+            try db.execute(
+                sql: "UPDATE recipient SET status = 'failed', last_reply = ? WHERE message = ? AND status = 'pending'",
+                arguments: ["deleted by an administrator (\(actor)), no report sent", id])
+            try db.execute(
+                sql:
+                    "UPDATE message SET state = 'done', next_attempt = NULL, body = NULL, body_path = NULL WHERE id = ?",
+                arguments: [id])
+            try event(" (no report to the sender)")
+            return result(.deleted, released: bodyPath)
         }
     }
 

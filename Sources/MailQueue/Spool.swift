@@ -41,8 +41,17 @@ public struct Spool: Sendable {
         return removed
     }
 
+    /// Removes a body the queue no longer refers to.
     public func remove(path: String) {
-        _ = unlink(path)
+        Self.removeBody(at: path)
+    }
+
+    /// Removes a spooled body by the path the queue stored (`path(for:)`), for callers that hold no
+    /// `Spool` (queue control). A file already gone is fine; any other failure leaves an orphan that
+    /// the start-up sweep (`removeOrphans`) removes, which is why it is not an error here.
+    @discardableResult
+    public static func removeBody(at path: String) -> Bool {
+        unlink(path) == 0 || errno == ENOENT
     }
 }
 

@@ -301,16 +301,17 @@ struct Queue: ParsableCommand {
             }
         }
 
+        /// Applies `action` to each ID through the queue store's `control`, which also removes a
+        /// released spool file; prints one line per message (`ID: held: no delivery attempts until
+        /// released`), errors to stderr.
         func apply(_ action: SQLiteQueueStore.ControlAction) throws {
             let store = try Queue.open(options)
-            let config = try options.load()
-            let spool = try Spool(directory: MailflowService.paths(dataDirectory: config.dataDirectory).spool)
             let who = actor ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
             var failed = false
             for id in ids {
                 do {
-                    if let path = try store.control(action, id: id, actor: who) { spool.remove(path: path) }
-                    print("\(id): \(action.rawValue)")
+                    let result = try store.control(action, id: id, actor: who)
+                    print("\(result.queueID): \(result.outcome.summary)")
                 } catch {
                     FileHandle.standardError.write(Data("mailflow: \(error)\n".utf8))
                     failed = true

@@ -29,13 +29,28 @@ struct AdminTokenTests {
         let token = AdminTokens.generate()
         try store.addAdminToken(name: "ops", hash: AdminTokens.hash(token))
         let lastUse = AdminTokens.LastUse()
-        #expect(AdminTokens.verify(token, store: store, lastUse: lastUse)?.name == "ops")
+        #expect(try AdminTokens.verify(token, store: store, lastUse: lastUse)?.name == "ops")
         for bad in [
             "", "mf_", token + "x", String(token.dropLast()), "MF_" + token.dropFirst(3), String(token.dropFirst(3)),
         ] {
-            #expect(AdminTokens.verify(bad, store: store, lastUse: lastUse) == nil, "\(bad)")
+            #expect(try AdminTokens.verify(bad, store: store, lastUse: lastUse) == nil, "\(bad)")
         }
-        #expect(AdminTokens.verify("mf_" + String(repeating: "a", count: 500), store: store, lastUse: lastUse) == nil)
+        #expect(
+            try AdminTokens.verify("mf_" + String(repeating: "a", count: 500), store: store, lastUse: lastUse) == nil)
+    }
+
+    @Test func aStoreThatCannotBeReadIsNotAnInvalidToken() throws {
+        let dir = NSTemporaryDirectory() + "mf-admin-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
+        let token = AdminTokens.generate()
+        try store.addAdminToken(name: "ops", hash: AdminTokens.hash(token))
+        try store.pool.write { try $0.execute(sql: "DROP TABLE admin_token") }
+        #expect(throws: AdminTokens.StoreUnavailable.self) {
+            try AdminTokens.verify(token, store: store, lastUse: AdminTokens.LastUse())
+        }
+        // A token that cannot be one is refused without reading the store.
+        #expect(try AdminTokens.verify("not-a-token", store: store, lastUse: AdminTokens.LastUse()) == nil)
     }
 
     @Test func lastUseIsRecordedAtMostOncePerMinute() {

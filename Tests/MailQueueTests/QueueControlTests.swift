@@ -117,3 +117,112 @@ struct QueueControlTests {
         #expect(shape.first { $0.domain == "contoso.test" }?.buckets[0] == 1)
     }
 }
+
+/// Queue control's typed results and its spool clean-up: whoever calls `control` (the admin API,
+/// the web pages, the CLI), a released spool file is gone when it returns.
+struct QueueControlResultTests {
+    /// A store and spool with one message whose body is in a spool file.
+    func spooledMessage(_ id: String) throws -> (SQLiteQueueStore, Spool, String) {
+        let dir = try temporaryDirectory()
+        let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
+        let spool = try Spool(directory: "\(dir)/spool")
+        let path = spool.path(for: id)
+        let body = "Subject: big\r\n\r\n" + String(repeating: "x", count: Spool.inlineLimit + 1) + "\r\n"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(body.utf8)))
+        var m = newMessage(id)
+        m.size = body.utf8.count
+        m.body = .spooled(path: path)
+        try store.insert([m])
+        return (store, spool, path)
+    }
+
+    @Test func deleteRemovesTheSpoolFileBeforeItReturns() throws {
+        let (store, _, path) = try spooledMessage("A")
+        #expect(try store.referencedSpoolPaths() == [path])
+        let result = try store.control(.delete, id: "A", actor: "ops")
+        #expect(
+            result
+                == SQLiteQueueStore.ControlResult(
+                    queueID: "A", action: .delete, outcome: .deleted, releasedSpoolPath: path)
+        )
+        #expect(!FileManager.default.fileExists(atPath: path))
+        #expect(try store.referencedSpoolPaths().isEmpty)
+        #expect(try store.message("A")?.body == nil)
+    }
+
+    @Test func anInlineBodyReleasesNoSpoolFile() throws {
+        let dir = try temporaryDirectory()
+        let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
+        try store.insert([newMessage("A")])
+        #expect(try store.control(.delete, id: "A", actor: "ops").releasedSpoolPath == nil)
+    }
+
+    @Test func aRefusedDeleteKeepsTheSpoolFile() throws {
+        let (store, _, path) = try spooledMessage("A")
+        try store.pool.write { try $0.execute(sql: "UPDATE message SET state = 'done' WHERE id = 'A'") }
+        #expect(throws: SQLiteQueueStore.ControlError.notApplicable("A", "the message is already done")) {
+            try store.control(.delete, id: "A", actor: "ops")
+        }
+        #expect(FileManager.default.fileExists(atPath: path))
+    }
+
+    /// Each action from the state it applies to: its outcome, whether the scheduler should look at
+    /// the message now, and the spool file, which only `delete` lets go of.
+    @Test(arguments: [
+        (SQLiteQueueStore.ControlAction.hold, "queued", SQLiteQueueStore.ControlResult.Outcome.held, false),
+        (.release, "held", .released, true),
+        (.retry, "queued", .dueNow, true),
+        (.bounce, "queued", .bounceRequested, true),
+        (.bounce, "held", .bounceRequested, true),
+        (.delete, "held", .deleted, false),
+    ])
+    func everyActionHasATypedOutcome(
+        action: SQLiteQueueStore.ControlAction, from state: String, outcome: SQLiteQueueStore.ControlResult.Outcome,
+        makesDue: Bool
+    ) throws {
+        let (store, _, path) = try spooledMessage("A")
+        if state == "held" { try store.control(.hold, id: "A", actor: "ops") }
+        let result = try store.control(action, id: "A", actor: "ops")
+        #expect(result.queueID == "A" && result.action == action)
+        #expect(result.outcome == outcome)
+        #expect(result.makesDue == makesDue)
+        #expect(result.releasedSpoolPath == (action == .delete ? path : nil))
+        #expect(FileManager.default.fileExists(atPath: path) == (action != .delete))
+    }
+
+    @Test func outcomesHaveStableCodesAndAOneLineSummary() {
+        #expect(
+            SQLiteQueueStore.ControlResult.Outcome.allCases.map(\.rawValue) == [
+                "held", "released", "due_now", "bounce_requested", "deleted",
+            ])
+        for o in SQLiteQueueStore.ControlResult.Outcome.allCases {
+            #expect(!o.summary.isEmpty && !o.summary.contains("\n"), "\(o)")
+        }
+    }
+
+    /// The other ways a message ends (delivered, bounced) drop the body in the delivery scheduler's
+    /// transaction, which removes the file too.
+    @Test func aBouncedMessagesSpoolFileIsRemovedWhenItIsDone() async throws {
+        let (store, spool, path) = try spooledMessage("A")
+        let dir = (spool.directory as NSString).deletingLastPathComponent
+        let sched = DeliveryScheduler(
+            store: store, spool: spool, maildir: MaildirDelivery(root: "\(dir)/mailboxes", hostname: "mx.test"),
+            logger: Logger(label: "t"), dsnRoute: { _ in .local(domain: "x.test", mailbox: "s") })
+        try store.control(.bounce, id: "A", actor: "ops")
+        #expect(FileManager.default.fileExists(atPath: path))
+        await sched.attempt("A")
+        #expect(try store.message("A")?.state == .done)
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    @Test func aDeliveredMessagesSpoolFileIsRemoved() async throws {
+        let (store, spool, path) = try spooledMessage("A")
+        let dir = (spool.directory as NSString).deletingLastPathComponent
+        let sched = DeliveryScheduler(
+            store: store, spool: spool, maildir: MaildirDelivery(root: "\(dir)/mailboxes", hostname: "mx.test"),
+            logger: Logger(label: "t"))
+        await sched.attempt("A")
+        #expect(try store.message("A")?.recipients.first?.status == .delivered)
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+}
