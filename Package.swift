@@ -2,14 +2,17 @@
 import PackageDescription
 
 // Dependencies, and why each is here:
-// - swift-nio: the event-driven network core for the SMTP server (and later the client).
-// - swift-nio-ssl: STARTTLS (TLS 1.2/1.3) on the SMTP listener.
-// - swift-certificates + swift-crypto: generate the self-signed pair on first start.
+// - swift-nio: the event-driven network core for the SMTP server, the SMTP client and the DNS resolver.
+// - swift-nio-ssl: STARTTLS (TLS 1.2/1.3) on the SMTP listener and on outbound delivery.
+// - swift-certificates + swift-crypto: generate the self-signed pair on first start; swift-crypto also
+//   hashes admin tokens (SHA-256) and signs health webhooks (HMAC-SHA256).
 // - GRDB: SQLite (WAL) for the durable queue index, inline bodies and the trace stream.
 // - Yams: the YAML config file.
 // - swift-argument-parser: the `mailflow` CLI.
 // - swift-log: structured logs.
 // - Hummingbird: the admin HTTP listener (JSON API and web admin center); its swift-configuration trait is off.
+//   swift-http-types (its request and header types) and swift-service-lifecycle (the listener runs as a
+//   ServiceGroup) are named for the admin server's own imports.
 // - swift-mustache: server-rendered admin pages, templates compiled into the binary.
 // - swift-metrics + swift-prometheus: `/metrics` in Prometheus text format.
 let package = Package(
@@ -44,10 +47,8 @@ let package = Package(
         .target(
             name: "MailQueue",
             dependencies: [
-                "MailMessage", "SMTPCore",
+                "SMTPCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -103,7 +104,6 @@ let package = Package(
                 "ServiceHealth",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -148,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "MailQueueTests",
             dependencies: [
-                "MailQueue", "Delivery", "MailMessage", "SMTPCore", .product(name: "GRDB", package: "GRDB.swift"),
+                "MailQueue", "Delivery", "SMTPCore", .product(name: "GRDB", package: "GRDB.swift"),
             ]),
         .testTarget(
             name: "IngressTests",
@@ -160,7 +160,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MailflowAppTests",
-            dependencies: ["MailflowApp", "Ingress", "MailQueue", "SMTPCore", .product(name: "Yams", package: "Yams")]),
+            dependencies: ["MailflowApp", "Ingress", "SMTPCore", .product(name: "Yams", package: "Yams")]),
         .testTarget(
             name: "AdminServerTests",
             dependencies: [

@@ -2,19 +2,6 @@ import Foundation
 import GRDB
 import SMTPCore
 
-/// Errors from the queue store, each with a message fit for a CLI line.
-public enum QueueStoreError: Error, CustomStringConvertible, Equatable {
-    case notFound(String)
-    case corrupt(String)
-
-    public var description: String {
-        switch self {
-        case .notFound(let id): return "no message with queue ID \(id)"
-        case .corrupt(let why): return "queue database is inconsistent: \(why)"
-        }
-    }
-}
-
 /// The durable queue on SQLite in WAL mode with `synchronous=FULL`: a commit returns only once it is
 /// on disk. Holds the envelope, small bodies, delivery progress and the trace stream in one file, so
 /// every state change and its trace event share a transaction.
