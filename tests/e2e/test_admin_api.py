@@ -14,7 +14,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate as validate_spec
 
-from mfutil import REPO_ROOT, SMTPClient, send_mail, wait_for
+from mfutil import REPO_ROOT, SMTPClient, make_message, send_mail, wait_for
 
 DOC_PATH = REPO_ROOT / "docs" / "openapi.yaml"
 METHODS = ("get", "post", "put", "delete", "patch")
@@ -182,6 +182,34 @@ def test_trace_refuses_bad_parameters(admin, doc, query, word):
     assert word in json.loads(body)["error"]["message"]
 
 
+# Spool.inlineLimit (Sources/MailQueue/Spool.swift, used by Sources/Ingress/BodySink.swift): a body
+# larger than this streams to a file under the data directory's spool/ instead of the database.
+INLINE_LIMIT = 256 * 1024
+
+
+def test_delete_removes_the_spool_file_at_once(admin, doc):
+    srv, token = admin
+    filler = ["x" * 76] * (INLINE_LIMIT // 78 + 200)
+    with SMTPClient(srv.port) as c:
+        c.ehlo()
+        qid = c.send_message("sender@src.test", ["far@remote.test"],
+                             make_message("spooled-delete", body_lines=filler))
+    spooled = srv.data_dir / "spool" / qid
+    assert spooled.stat().st_size > INLINE_LIMIT
+    wait_for(lambda: any(e["kind"] == "deferred"
+                         for e in srv.api_json("GET", f"/api/v1/queue/{qid}", token)["events"]),
+             what="a deferred attempt")
+    assert spooled.exists(), "still queued: the body stays in the spool"
+    status, _, body = srv.api("DELETE", f"/api/v1/queue/{qid}", token)
+    assert status == 200, body
+    check(doc, "/api/v1/queue/{id}", "delete", status, body)
+    # The result is the outcome's code, not the spool file's path.
+    assert json.loads(body)["result"] == "deleted"
+    # Gone when the answer arrives, not at the next start.
+    assert not spooled.exists()
+    assert srv.running()
+
+
 def test_queue_actions(admin, doc):
     srv, token = admin
     qid = stuck_message(srv, token, "actions")
@@ -195,17 +223,17 @@ def test_queue_actions(admin, doc):
         return json.loads(body)
 
     r = act("hold")
-    assert r == {"id": qid, "action": "hold", "actor": "api:alice", "result": "done"}
+    assert r == {"id": qid, "action": "hold", "actor": "api:alice", "result": "held"}
     assert srv.api_json("GET", f"/api/v1/queue/{qid}", token)["state"] == "held"
     assert srv.api_json("GET", "/api/v1/queue?state=held", token)["messages"][0]["id"] == qid
     act("hold", 409)
     act("retry", 409)  # a held message is released, not retried
-    act("release")
+    assert act("release")["result"] == "released"
     act("release", 409)
     before = srv.api_json("GET", f"/api/v1/queue/{qid}", token)["attempts"]
-    act("retry")
+    assert act("retry")["result"] == "due_now"
     wait_for(lambda: srv.api_json("GET", f"/api/v1/queue/{qid}", token)["attempts"] > before, what="a new attempt")
-    act("bounce")
+    assert act("bounce")["result"] == "bounce_requested"
     detail = wait_for(lambda: (d := srv.api_json("GET", f"/api/v1/queue/{qid}", token))["state"] == "done" and d,
                       what="the bounce")
     assert detail["recipients"][0]["status"] == "failed"
@@ -222,6 +250,7 @@ def test_queue_actions(admin, doc):
     status, _, body = srv.api("DELETE", f"/api/v1/queue/{other}", token)
     assert status == 200, body
     check(doc, "/api/v1/queue/{id}", "delete", status, body)
+    assert json.loads(body) == {"id": other, "action": "delete", "actor": "api:alice", "result": "deleted"}
     gone = srv.api_json("GET", f"/api/v1/queue/{other}", token)
     assert gone["state"] == "done" and "deleted by an administrator (api:alice)" in gone["recipients"][0]["lastReply"]
     assert not any(e["kind"] == "dsn" for e in gone["events"])
