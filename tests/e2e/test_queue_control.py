@@ -108,3 +108,22 @@ def test_queue_show_prints_the_stored_headers(mailflow_server):
     assert "  Subject: Show headers" in head
     # Without the flag, no header section.
     assert "Headers:" not in srv.cli("queue", "show", qid).stdout
+
+
+def test_cli_delete_prints_the_outcome_and_removes_the_spool_file(mailflow_server):
+    srv = stuck_server(mailflow_server)
+    port, data_dir, _ = srv
+    # Larger than Spool.inlineLimit (256 KiB): the body is in a spool file, not the database.
+    filler = ["y" * 76] * 3600
+    with SMTPClient(port) as c:
+        c.ehlo()
+        qid = c.send_message("sender@src.test", ["far@remote.test"], make_message("cli-spooled", body_lines=filler))
+    spooled = data_dir / "spool" / qid
+    assert spooled.stat().st_size > 256 * 1024
+    held = srv.cli("queue", "hold", qid, "--actor", "ops")
+    assert held.returncode == 0 and held.stdout.strip() == f"{qid}: held: no delivery attempts until released"
+    assert spooled.exists()
+    r = srv.cli("queue", "delete", qid, "--actor", "ops")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{qid}: deleted: no report to the sender"
+    assert not spooled.exists()
