@@ -141,10 +141,12 @@ public struct ProbeOptions: Sendable {
     public var dnsServers: [DNSServer]
     /// How many host probes run at once.
     public var maxParallelProbes: Int
+    /// The HTTPS port of the MTA-STS policy host: 443 (RFC 8461 §3.3) except in tests.
+    public var mtaSTSPort: Int
 
     public init(
         port: Int = 25, probeTimeout: Duration = .seconds(10), caFile: String? = nil, heloName: String = "localhost",
-        dnsServers: [DNSServer] = [], maxParallelProbes: Int = 8
+        dnsServers: [DNSServer] = [], maxParallelProbes: Int = 8, mtaSTSPort: Int = 443
     ) {
         self.port = port
         self.probeTimeout = probeTimeout
@@ -152,6 +154,7 @@ public struct ProbeOptions: Sendable {
         self.heloName = heloName
         self.dnsServers = dnsServers
         self.maxParallelProbes = maxParallelProbes
+        self.mtaSTSPort = mtaSTSPort
     }
 }
 
