@@ -12,7 +12,18 @@ import NIOPosix
 /// 35 MB message never sits whole in memory.
 ///
 /// Lives on one event loop (it is part of the session's handler).
+///
+/// Backpressure: while more than `highWater` octets wait for the disk, `isBehind` is true and the
+/// session stops reading from its socket; `whenDrained` calls it back, on the event loop, once the
+/// writes in flight are down to `lowWater`. Memory per connection stays near `highWater` plus one
+/// read, however fast the client sends.
 final class BodySink {
+    /// Octets handed to the thread pool and not yet written above which reading pauses.
+    static let highWater = 4 * 1024 * 1024
+    /// Octets still in flight at which reading resumes: low enough that the socket is not paused
+    /// again at once, high enough that the disk has work while the next reads arrive.
+    static let lowWater = 1024 * 1024
+
     let spool: Spool
     let path: String
     let threadPool: NIOThreadPool
@@ -23,6 +34,8 @@ final class BodySink {
     private(set) var size = 0
     /// Bytes handed to the thread pool and not yet written.
     private(set) var outstanding = 0
+    /// Called once when `outstanding` falls to `lowWater`; nil when nobody waits.
+    private var drained: (() -> Void)?
 
     init(spool: Spool, queueID: String, threadPool: NIOThreadPool, eventLoop: EventLoop, allocator: ByteBufferAllocator)
     {
@@ -34,6 +47,24 @@ final class BodySink {
     }
 
     var isSpooled: Bool { fileChain != nil }
+
+    /// More is waiting for the disk than a session may buffer: stop reading.
+    var isBehind: Bool { outstanding > Self.highWater }
+
+    /// Calls `callback` once, on the event loop, when the writes in flight are down to `lowWater`
+    /// (at once if they already are). Discarding the sink calls back at once: its writes no longer
+    /// hold up the session.
+    func whenDrained(_ callback: @escaping () -> Void) {
+        guard outstanding > Self.lowWater else { return callback() }
+        drained = callback
+    }
+
+    private func wrote(_ count: Int) {
+        outstanding -= count
+        guard outstanding <= Self.lowWater, let callback = drained else { return }
+        drained = nil
+        callback()
+    }
 
     func append(_ bytes: ByteBuffer) {
         size += bytes.readableBytes
@@ -82,7 +113,7 @@ final class BodySink {
                 return fd
             }
         }.always { _ in
-            bound.value.outstanding -= count
+            bound.value.wrote(count)
         }
     }
 
@@ -107,6 +138,10 @@ final class BodySink {
 
     /// Throws the body away (refused message or dropped connection).
     func discard() {
+        if let callback = drained {
+            drained = nil
+            callback()
+        }
         guard let chain = fileChain else {
             inline.clear()
             return

@@ -76,11 +76,16 @@ public struct IngressContext: Sendable {
     public var tls: NIOSSLContext?
     public var logger: Logger
     public var metrics: IngressMetrics
+    /// The wall clock, read only for what is stored with a message (queue ID, `Received:` date,
+    /// received time); every timeout runs on the event loop's clock.
+    public var now: @Sendable () -> Date
 
     public init(
         policy: SharedPolicy, admission: AdmissionControl, committer: GroupCommitter, spool: Spool,
-        threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger, metrics: IngressMetrics = IngressMetrics()
+        threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger, metrics: IngressMetrics = IngressMetrics(),
+        now: @escaping @Sendable () -> Date = { Date() }
     ) {
+        self.now = now
         self.metrics = metrics
         self.policy = policy
         self.admission = admission
@@ -141,8 +146,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
     var clientAddress = "unknown"
     var tlsInfo: HeaderStamps.TLSInfo?
     var sink: BodySink?
-    var queueID: String?
-    var stamp = ""
+    /// The message whose body is streaming in (from its first body byte to its commit's answer).
+    var assembly: MessageAssembly?
     var headerScanner = HeaderScanner()
     var chunkChecker: ChunkBodyChecker?
     var timeoutTask: Scheduled<Void>?
@@ -276,7 +281,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let tlsEvent = event as? TLSUserEvent, case .handshakeCompleted = tlsEvent {
             if let h = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) {
-                tlsInfo = HeaderStamps.TLSInfo(version: Self.name(of: h.tlsVersion), cipher: "")
+                tlsInfo = HeaderStamps.TLSInfo(version: Self.name(of: h.tlsVersion))
             }
             logger.debug("TLS established", metadata: ["tls": "\(tlsInfo?.version ?? "?")"])
             perform(session.tlsEstablished())
@@ -435,22 +440,19 @@ final class SMTPServerHandler: ChannelInboundHandler {
     }
 
     /// Stops reading from the socket while the spool writer is behind, so a fast sender cannot fill
-    /// memory with a large body.
+    /// memory with a large body; the sink calls back when it has drained.
     func applyBackpressure() {
-        guard let context else { return }
-        let behind = (sink?.outstanding ?? 0) > 4 * 1024 * 1024
-        if behind && !readPaused {
-            readPaused = true
-            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: .milliseconds(5)) { bound.value.applyBackpressure() }
-        } else if behind {
-            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: .milliseconds(5)) { bound.value.applyBackpressure() }
-        } else if readPaused {
-            readPaused = false
-            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
-        }
+        guard !readPaused, let context, let sink, sink.isBehind else { return }
+        readPaused = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        sink.whenDrained { bound.value.resumeReading() }
+    }
+
+    func resumeReading() {
+        guard readPaused, let context else { return }
+        readPaused = false
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
     }
 
     // MARK: actions
@@ -571,7 +573,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
 
     /// A message is on its way to the queue: its sink belongs to the commit now.
     var committing = false
-    var commitStarted = NIODeadline.now()
+    var commitStarted = NIODeadline.uptimeNanoseconds(0)
     var isCommitting: Bool { committing }
 
     func write(_ reply: SMTPReply, _ context: ChannelHandlerContext) {
@@ -592,66 +594,48 @@ final class SMTPServerHandler: ChannelInboundHandler {
     }
 
     func startBody(_ context: ChannelHandlerContext) {
+        guard let tx = session.transaction else { return }
         var rng = SystemRandomNumberGenerator()
-        let now = Date()
+        let now = ctx.now()
         let id = QueueID.generate(now: now, using: &rng)
-        queueID = id
         logger[metadataKey: "queue_id"] = "\(id)"
         headerScanner = HeaderScanner()
         chunkChecker = nil
+        let assembly = MessageAssembly(
+            queueID: id, transaction: tx, hostname: policy.session.hostname, clientAddress: clientAddress,
+            helo: session.helloName, protocolName: session.receivedProtocol, tls: tlsInfo, startedAt: now)
         let sink = BodySink(
             spool: ctx.spool, queueID: id, threadPool: ctx.threadPool, eventLoop: context.eventLoop,
             allocator: context.channel.allocator)
-        let single: String? = session.transaction.flatMap { tx in
-            let recipients = DuplicateRecipientFilter.unique(tx.recipients)
-            return recipients.count == 1 ? recipients[0].path.description.trimmingCharacters(in: ["<", ">"]) : nil
-        }
-        stamp = HeaderStamps.received(
-            helo: session.helloName ?? "unknown", clientAddress: clientAddress, by: policy.session.hostname,
-            protocolName: session.receivedProtocol, tls: tlsInfo, queueID: id, singleRecipient: single, date: now)
+        let stamp = assembly.stamp
         var buf = context.channel.allocator.buffer(capacity: stamp.utf8.count)
         buf.writeString(stamp)
         sink.append(buf)
         self.sink = sink
+        self.assembly = assembly
     }
 
+    /// Makes the body durable, then hands the assembled message to the queue; the answer comes
+    /// back to `commitFinished` on the event loop.
     func commit(_ tx: MailTransaction, _ context: ChannelHandlerContext) {
-        guard let sink, let id = queueID else {
+        guard let sink, let assembly else {
             perform(session.commitFailed())
             return
         }
         mode = .waiting
         committing = true
-        commitStarted = .now()
+        commitStarted = context.eventLoop.now
         flushIfNeeded()
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let committer = ctx.committer
-        let hostname = policy.session.hostname
-        let messageID = headerScanner.messageID
-        let message = NewMessage(
-            id: id, receivedAt: Date(), sender: tx.sender.address,
-            recipients: DuplicateRecipientFilter.unique(tx.recipients).map { r in
-                EnvelopeRecipient(
-                    address: Self.address(r.path), route: r.route, notify: r.parameters.notify,
-                    originalRecipient: r.parameters.originalRecipient)
-            },
-            size: sink.size, bodyType: tx.parameters.body, smtpUTF8: tx.parameters.smtpUTF8,
-            ret: tx.parameters.ret, envelopeID: tx.parameters.envelopeID, clientAddress: clientAddress,
-            helo: session.helloName ?? "", protocolName: session.receivedProtocol,
-            tls: tlsInfo?.version,
-            // The receiving tenant for inbound mail; for relayed mail, the tenant that owns the sender's domain.
-            tenant: tx.recipients.first.flatMap { r in
-                r.route.localDomain.flatMap { policy.directory.tenant(forDomain: $0)?.name }
-            }
-                ?? tx.sender.address.split(separator: "@").last.flatMap {
-                    policy.directory.tenant(forDomain: String($0))?.name
-                },
-            messageID: messageID ?? HeaderStamps.messageID(queueID: id, host: hostname),
-            addMessageID: messageID == nil, subject: headerScanner.subject.map { String($0.prefix(998)) },
-            stampLength: stamp.utf8.count, body: .inline(Data()))
         self.sink = nil
-        let logger = self.logger
+        let id = assembly.queueID
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let boundSink = NIOLoopBound(sink, eventLoop: context.eventLoop)
+        let committer = ctx.committer
+        let logger = self.logger
+        let headers = headerScanner
+        let size = sink.size
+        let tenant = policy.directory.owningTenant(of: tx)
+        let receivedAt = ctx.now()
         sink.finish().whenComplete { result in
             switch result {
             case .failure(let error):
@@ -659,8 +643,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 boundSink.value.discard()
                 bound.value.commitFinished(id: id, error: error)
             case .success(let body):
-                var message = message
-                message.body = body
+                let message = assembly.message(
+                    transaction: tx, headers: headers, body: body, size: size, tenant: tenant, receivedAt: receivedAt)
                 committer.commit(message) { error in
                     bound.eventLoop.execute {
                         if error != nil, case .spooled(let path) = body { Spool.unlinkQuietly(path) }
@@ -679,24 +663,18 @@ final class SMTPServerHandler: ChannelInboundHandler {
             perform(session.commitFailed())
         } else {
             logger.info("queued")
+            let now = context?.eventLoop.now ?? commitStarted
             ctx.metrics.acceptance.recordNanoseconds(
-                Int64(NIODeadline.now().uptimeNanoseconds - commitStarted.uptimeNanoseconds))
+                Int64(now.uptimeNanoseconds - commitStarted.uptimeNanoseconds))
             perform(session.messageCommitted(queueID: id))
         }
-        queueID = nil
+        assembly = nil
         logger[metadataKey: "queue_id"] = nil
         // Stopping: the transaction that was allowed to finish has finished.
         if session.shuttingDown { perform(session.shutdownRequested()) }
         armTimeout()
         process()
         flushIfNeeded()
-    }
-
-    static func address(_ path: ForwardPath) -> String {
-        switch path {
-        case .postmaster: return "postmaster"
-        case .mailbox(let m): return m.description
-        }
     }
 
     // MARK: timeouts

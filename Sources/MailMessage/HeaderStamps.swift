@@ -5,27 +5,39 @@ import Foundation
 /// sender left it out.
 public enum HeaderStamps {
     /// The TLS facts recorded in `Received:` (RFC 8314 §4.3 style: version and cipher).
+    ///
+    /// `cipher` is nil when it is not known: swift-nio-ssl (2.37) makes the negotiated version
+    /// public (`NIOSSLHandler.tlsVersion`) but not the negotiated cipher suite, so the inbound
+    /// stamp says only the version rather than an empty or guessed cipher.
     public struct TLSInfo: Sendable, Hashable, Codable {
         public var version: String
-        public var cipher: String
-        public init(version: String, cipher: String) {
+        public var cipher: String?
+        public init(version: String, cipher: String? = nil) {
             self.version = version
             self.cipher = cipher
         }
     }
 
+    /// The `Received:` field (RFC 5321 §4.4) written in front of a body:
+    ///
     /// ```
-    /// Received: from client.test (client.test [127.0.0.1])
+    /// Received: from client.test ([127.0.0.1])
     ///     by mx.example.test (Mailflow) with ESMTPS (TLSv1.3 TLS_AES_128_GCM_SHA256)
     ///     id 0B1C2D3E4F5G for <alice@example.test>; Sun, 29 Nov 2026 10:00:00 +0000
     /// ```
+    ///
+    /// Without a known cipher the parenthesis holds the version alone (`with ESMTPS (TLSv1.3)`);
+    /// without TLS there is none.
     public static func received(
         helo: String, clientAddress: String, by host: String, protocolName: String, tls: TLSInfo?,
         queueID: String, singleRecipient: String?, date: Date
     ) -> String {
         var s = "Received: from \(sanitize(helo)) ([\(clientAddress)])\r\n"
         s += "\tby \(host) (Mailflow) with \(protocolName)"
-        if let tls { s += tls.cipher.isEmpty ? " (\(tls.version))" : " (\(tls.version) \(tls.cipher))" }
+        if let tls {
+            let cipher = tls.cipher.map(sanitize).flatMap { $0.isEmpty ? nil : $0 }
+            s += cipher.map { " (\(sanitize(tls.version)) \($0))" } ?? " (\(sanitize(tls.version)))"
+        }
         s += "\r\n\tid \(queueID)"
         if let r = singleRecipient { s += " for <\(sanitize(r))>" }
         s += "; \(rfc5322Date(date))\r\n"

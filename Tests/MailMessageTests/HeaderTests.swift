@@ -19,13 +19,24 @@ struct HeaderTests {
         #expect(s.messageID == nil)
     }
 
-    @Test func receivedStampHasProtocolTLSAndID() {
+    /// The TLS part of the stamp says what is known and nothing else: never an empty cipher.
+    @Test(arguments: [
+        (HeaderStamps.TLSInfo?.none, "ESMTP"),
+        (HeaderStamps.TLSInfo(version: "TLSv1.3"), "ESMTPS (TLSv1.3)"),
+        (HeaderStamps.TLSInfo(version: "TLSv1.3", cipher: ""), "ESMTPS (TLSv1.3)"),
+        (
+            HeaderStamps.TLSInfo(version: "TLSv1.2", cipher: "ECDHE-RSA-AES128-GCM-SHA256"),
+            "ESMTPS (TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256)"
+        ),
+        (HeaderStamps.TLSInfo(version: "TLSv1.3", cipher: "X\r\nBcc: y"), "ESMTPS (TLSv1.3 XBcc: y)"),
+    ])
+    func receivedStampHasProtocolTLSAndID(_ tls: HeaderStamps.TLSInfo?, _ with: String) {
         let r = HeaderStamps.received(
-            helo: "client.test", clientAddress: "127.0.0.1", by: "mx.test", protocolName: "ESMTPS",
-            tls: .init(version: "TLSv1.3", cipher: ""), queueID: "ABC", singleRecipient: "a@b.test",
+            helo: "client.test", clientAddress: "127.0.0.1", by: "mx.test",
+            protocolName: tls == nil ? "ESMTP" : "ESMTPS", tls: tls, queueID: "ABC", singleRecipient: "a@b.test",
             date: Date(timeIntervalSince1970: 0))
         #expect(
-            r == "Received: from client.test ([127.0.0.1])\r\n\tby mx.test (Mailflow) with ESMTPS (TLSv1.3)\r\n"
+            r == "Received: from client.test ([127.0.0.1])\r\n\tby mx.test (Mailflow) with \(with)\r\n"
                 + "\tid ABC for <a@b.test>; Thu, 1 Jan 1970 00:00:00 +0000\r\n")
     }
 
