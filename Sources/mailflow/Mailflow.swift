@@ -179,10 +179,13 @@ struct Trace: ParsableCommand {
         }
     }
 
+    /// A `--since` / `--until` time (`mailflow health export`), read as `mailflow trace` and the admin
+    /// API read theirs: ISO 8601 or a duration back from now (`TraceQuery.time`).
     static func time(_ text: String) throws -> Date {
-        if let d = ISO8601DateFormatter().date(from: text) { return d }
-        if let ago = DurationText.seconds(text) { return Date().addingTimeInterval(-ago) }
-        throw ValidationError("'\(text)' is neither an ISO 8601 time nor a duration such as 30m, 24h, 7d")
+        guard let t = SQLiteQueueStore.TraceQuery.time(text) else {
+            throw ValidationError("'\(text)' is neither an ISO 8601 time nor a duration such as 30m, 24h, 7d")
+        }
+        return t
     }
 
     func run() throws {
