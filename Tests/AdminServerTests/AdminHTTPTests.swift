@@ -26,7 +26,7 @@ struct AdminRouterFixture {
     let csrf: String
     let health: FakeHealth
 
-    init(issues: [HealthIssue] = FakeHealth.sample()) throws {
+    init(issues: [HealthIssue] = FakeHealth.sample(), wakeDelivery: @escaping @Sendable () -> Void = {}) throws {
         let dir = NSTemporaryDirectory() + "mf-admin-http-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
@@ -58,7 +58,8 @@ struct AdminRouterFixture {
                 tenants: {
                     [TenantInfo(name: "contoso", domains: ["contoso.test"], forest: "NAMPR01", maxMessageSize: 1)]
                 },
-                metrics: { "m_total 1\n" }, healthIssues: { health.issues }, healthAct: health.act,
+                wakeDelivery: wakeDelivery, metrics: { "m_total 1\n" }, healthIssues: { health.issues },
+                healthAct: health.act,
                 healthReport: health.report),
             group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "admin-test"))
         let (id, session) = server.sessions.create(tokenName: "ops")
