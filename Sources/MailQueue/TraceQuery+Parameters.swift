@@ -81,17 +81,13 @@ extension SQLiteQueueStore.TraceQuery {
     }
 
     /// ISO 8601 (`2026-11-29T10:00:00Z`, `2026-11-29T11:00:00+01:00`, or a date, at midnight UTC) or
-    /// a duration back from `now`: seconds (`90`) or a number with a unit, `90s`, `30m`, `1.5h`, `7d`.
-    /// Nil for anything else, including dates that do not exist (February 30).
+    /// a duration back from `now` in minutes, hours or days (`30m`, `1.5h`, `7d`): the `TimeBound` of
+    /// docs/openapi.yaml. Nil for anything else, including dates that do not exist (February 30).
     public static func time(_ s: String, now: Date = Date()) -> Date? {
-        let units: [Character: TimeInterval] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        var number = Substring(s)
-        var unit: TimeInterval = 1
-        if let last = number.last, let u = units[last] {
-            unit = u
-            number = number.dropLast()
+        let units: [Character: TimeInterval] = ["m": 60, "h": 3600, "d": 86400]
+        if let last = s.last, let unit = units[last], let n = Double(s.dropLast()), n.isFinite, n >= 0 {
+            return now - n * unit
         }
-        if !number.isEmpty, let n = Double(number), n.isFinite, n >= 0 { return now - n * unit }
         return iso8601(s)
     }
 

@@ -43,16 +43,15 @@ import Testing
     }
 
     @Test func timesAreISO8601OrADurationBackFromNow() {
-        #expect(TraceQuery.time("90", now: now) == now - 90)
-        #expect(TraceQuery.time("90s", now: now) == now - 90)
         #expect(TraceQuery.time("30m", now: now) == now - 1800)
         #expect(TraceQuery.time("1.5h", now: now) == now - 5400)
         #expect(TraceQuery.time("7d", now: now) == now - 7 * 86400)
         #expect(TraceQuery.time("2026-11-29T10:00:00Z")?.timeIntervalSince1970 == 1_795_946_400)
         #expect(TraceQuery.time("2026-11-29")?.timeIntervalSince1970 == 1_795_910_400)
         #expect(TraceQuery.time("2026-11-29T11:00:00+01:00")?.timeIntervalSince1970 == 1_795_946_400)
-        for bad in ["", "-5m", "5w", "soon", "2026-13-01", "2026-11-29T25:00:00Z", "2026-11-29T10:00:00"] {
-            #expect(TraceQuery.time(bad, now: now) == nil, "\(bad)")
+        let bad = ["", "0.5", "90s", "-5m", "5w", "soon", "2026-13-01", "2026-11-29T25:00:00Z", "2026-11-29T10:00:00"]
+        for text in bad {
+            #expect(TraceQuery.time(text, now: now) == nil, "\(text)")
         }
     }
 }
