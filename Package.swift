@@ -151,6 +151,12 @@ let package = Package(
                 "MailQueue", "Delivery", "SMTPCore", .product(name: "GRDB", package: "GRDB.swift"),
             ]),
         .testTarget(
+            name: "DeliveryTests",
+            dependencies: [
+                "Delivery", "MailQueue", "SMTPCore", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]),
+        .testTarget(
             name: "IngressTests",
             dependencies: [
                 "Ingress", "SMTPCore", "MailQueue", .product(name: "NIOCore", package: "swift-nio"),

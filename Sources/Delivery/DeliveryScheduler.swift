@@ -26,7 +26,10 @@ public final class DeliveryScheduler: Sendable {
     public let recorder: AttemptRecorder
     let spool: Spool
     let maildir: MaildirDelivery
-    let retry: RetrySchedule
+    /// Retry, expiry, poison-message and DSN policy, as a pure function of each attempt.
+    let planner: DeliveryPlanner
+    /// Jitter and DSN queue IDs; injected so tests are deterministic.
+    let random: Mutex<any RandomNumberGenerator & Sendable>
     let concurrency: Int
     let now: @Sendable () -> Date
     let logger: Logger
@@ -46,10 +49,6 @@ public final class DeliveryScheduler: Sendable {
     let outbound: OutboundDelivery?
     let connectorFor: @Sendable (String) -> OutboundConnector?
     let dsnRoute: (@Sendable (String) -> Route?)?
-    /// Abrupt closes by remotes a message may cause before it fails as possibly harmful.
-    let maxAbruptCloses: Int
-    /// After this long undelivered, the sender gets one delay notice (nil: never).
-    let delayNotice: TimeInterval?
     let metricsFactory: any MetricsFactory
     let attemptCounters = Mutex<[String: Counter]>([:])
 
@@ -59,19 +58,20 @@ public final class DeliveryScheduler: Sendable {
         outbound: OutboundDelivery? = nil,
         connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
         dsnRoute: (@Sendable (String) -> Route?)? = nil, maxAbruptCloses: Int = 3,
-        delayNotice: TimeInterval? = 4 * 3600, metricsFactory: any MetricsFactory = MetricsSystem.factory
+        delayNotice: TimeInterval? = 4 * 3600, metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()
     ) {
         self.metricsFactory = metricsFactory
-        self.delayNotice = delayNotice
         self.outbound = outbound
         self.connectorFor = connectorFor
         self.dsnRoute = dsnRoute
-        self.maxAbruptCloses = maxAbruptCloses
         self.store = store
         self.recorder = AttemptRecorder(store: store)
         self.spool = spool
         self.maildir = maildir
-        self.retry = retry
+        self.planner = DeliveryPlanner(
+            policy: DeliveryPolicy(retry: retry, maxAbruptCloses: maxAbruptCloses, delayNotice: delayNotice))
+        self.random = Mutex(random)
         self.concurrency = max(1, concurrency)
         self.logger = logger
         self.now = now
@@ -149,146 +149,127 @@ public final class DeliveryScheduler: Sendable {
     }
 
     /// One delivery attempt for every pending recipient of a message: local mailboxes on the
-    /// blocking-I/O queue, remote domains through `outbound` (one transaction per domain, in
-    /// parallel), then one queue transaction for all outcomes, trace events and any DSN.
+    /// blocking-I/O pool, remote domains through `outbound` (one transaction per domain, in
+    /// parallel); then the planner decides and one queue transaction records its decisions, trace
+    /// events and any DSN.
     public func process(_ id: String) async {
         do {
             guard let m = try await blocking({ try self.store.message(id) }), m.state == .queued, let body = m.body
             else {
                 return
             }
+            let work = planner.work(for: m, relayAvailable: outbound != nil)
+            var results = AttemptResults(unroutable: work.unroutable)
+            if !work.local.isEmpty {
+                results.local = try await blocking { self.deliverLocally(m, body: body, recipients: work.local) }
+            }
+            if let outbound, !work.remote.isEmpty {
+                results.remote = await deliverRemotely(m, body: body, work.remote, through: outbound)
+            }
             let t = now()
-            let expired = retry.isExpired(receivedAt: m.receivedAt, now: t)
-            let pending = m.recipients.filter { $0.status == .pending }
-            var outcomes: [Int: RecipientOutcome] = [:]
-            var remoteInfo: [Int: RemoteOutcome] = [:]
-
-            if m.bounceRequested {
-                for r in pending {
-                    outcomes[r.index] = .failed(reason: "550 5.3.0 Returned to the sender by an administrator")
-                }
-            }
-            let local = m.bounceRequested ? [] : pending.filter { $0.recipient.route.localDomain != nil }
-            if !local.isEmpty {
-                let localOutcomes = await blocking {
-                    self.deliverLocally(m, body: body, recipients: local, expired: expired)
-                }
-                outcomes.merge(localOutcomes) { a, _ in a }
-            }
-            var byDomain: [String: [StoredRecipient]] = [:]
-            for r in pending where !m.bounceRequested {
-                guard case .relay(let domain) = r.recipient.route else { continue }
-                if outbound != nil {
-                    byDomain[domain, default: []].append(r)
-                } else {
-                    outcomes[r.index] = .failed(reason: "550 5.4.4 No route for \(r.recipient.route)")
-                }
-            }
-            if let outbound, !byDomain.isEmpty {
-                var prefix = try MessageBodyReader(body: body).prefix(m.stampLength)
-                if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
-                let outBody = OutboundBody(prefix: prefix, reader: MessageBodyReader(body: body, skip: m.stampLength))
-                let size = outBody.size
-                let connector = connectorFor(m.sender)
-                await withTaskGroup(of: [(Int, RemoteOutcome)].self) { g in
-                    for (domain, rcpts) in byDomain {
-                        let env = OutboundEnvelope(
-                            sender: m.sender,
-                            recipients: rcpts.map {
-                                OutboundRecipient(
-                                    address: $0.recipient.address,
-                                    notify: $0.recipient.notify,
-                                    originalRecipient: $0.recipient.originalRecipient?.stored)
-                            }, size: size, eightBit: m.bodyType == .eightBitMIME, smtpUTF8: m.smtpUTF8,
-                            ret: m.ret, envelopeID: m.envelopeID)
-                        g.addTask {
-                            let results = await outbound.deliver(
-                                domain: domain, envelope: env, body: outBody, connector: connector)
-                            return results.map { (rcpts[$0.result.index].index, $0) }
-                        }
-                    }
-                    for await batch in g {
-                        for (idx, o) in batch { remoteInfo[idx] = o }
-                    }
-                }
-            }
-            let abrupt = remoteInfo.values.contains { $0.result.reply == ClientSession.abruptClose }
-            let abruptSoFar = abrupt ? m.abruptCloses + 1 : m.abruptCloses
-            for (idx, o) in remoteInfo {
-                let remoteWhere = [o.remoteHost, o.remoteIP.map { "[\($0)]" }, o.tls].compactMap { $0 }.joined(
-                    separator: " ")
-                let detail = "\(o.result.reply)" + (remoteWhere.isEmpty ? "" : " (remote \(remoteWhere))")
-                switch o.result.disposition {
-                case .delivered: outcomes[idx] = .delivered(detail: detail)
-                case .failed: outcomes[idx] = .failed(reason: detail)
-                case .deferred:
-                    if o.result.reply == ClientSession.abruptClose && abruptSoFar >= maxAbruptCloses {
-                        // Exchange's "poison for remote": the message keeps breaking the remote's sessions.
-                        outcomes[idx] = .failed(
-                            reason:
-                                "554 5.4.300 Message failed after \(abruptSoFar) abrupt disconnects by the remote; it may be harmful to it (SuspiciousRemoteServerError)"
-                        )
-                    } else if expired {
-                        outcomes[idx] = .failed(
-                            reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s, last: \(detail)")
-                    } else {
-                        outcomes[idx] = .deferred(reason: detail)
-                    }
-                }
-            }
-            var rng = SystemRandomNumberGenerator()
-            let anyDeferred = outcomes.values.contains { if case .deferred = $0 { return true } else { return false } }
-            var delay = retry.delay(afterAttempt: m.attempts + 1, random: &rng)
-            // Exchange waits longer after an abrupt close before trying that remote again.
-            if abrupt { delay *= 3 }
-            let next = anyDeferred ? t.addingTimeInterval(delay) : nil
-            var sendDelayNotice = false
-            if anyDeferred, let notice = delayNotice, t.timeIntervalSince(m.receivedAt) >= notice {
-                sendDelayNotice = m.delayNoticeSentAt == nil
-            }
-            let notifications = try notificationsFor(
-                m, body: body, outcomes: outcomes, remote: remoteInfo, now: t, delayNotice: sendDelayNotice)
-            let settled = outcomes
-            // Batched with the other attempts finishing now: one transaction, one sync.
-            if let spoolPath = try await recorder.record(
-                .init(
-                    messageID: id, outcomes: settled, nextAttempt: next, now: t, notifications: notifications,
-                    abruptClose: abrupt, delayNoticeSent: notifications.contains { $0.subject == Self.delaySubject }))
-            {
-                spool.remove(path: spoolPath)
-            }
-            if !notifications.isEmpty { wake.signal() }
-            state.withLock { s in
-                for o in outcomes.values {
-                    switch o {
-                    case .delivered: s.delivered += 1
-                    case .deferred: s.deferred += 1
-                    case .failed: s.failed += 1
-                    }
-                }
-            }
-            for (idx, o) in outcomes {
-                let stored = m.recipients.first { $0.index == idx }?.recipient
-                let rcpt = stored?.address ?? "?"
-                let destination = stored?.route.relayDomain ?? "local"
-                let outcome: String
-                switch o {
-                case .delivered: outcome = "delivered"
-                case .deferred: outcome = "deferred"
-                case .failed: outcome = "failed"
-                }
-                attemptCounter(outcome: outcome, destination: destination).increment()
-                switch o {
-                case .delivered:
-                    logger.info("delivered", metadata: ["queue_id": "\(id)", "to": "\(rcpt)"])
-                case .deferred(let why):
-                    logger.warning("deferred", metadata: ["queue_id": "\(id)", "to": "\(rcpt)", "reason": "\(why)"])
-                case .failed(let why):
-                    logger.error("failed", metadata: ["queue_id": "\(id)", "to": "\(rcpt)", "reason": "\(why)"])
-                }
-            }
+            let planner = self.planner
+            let decision = random.withLock { rng in planner.decide(m, results: results, now: t, using: &rng) }
+            try await carryOut(decision, for: m, body: body, now: t)
         } catch {
             logger.error("delivery of \(id) could not be recorded: \(error)", metadata: ["queue_id": "\(id)"])
+        }
+    }
+
+    /// The remote recipients of `m`, one SMTP transaction per destination domain, in parallel.
+    func deliverRemotely(
+        _ m: StoredMessage, body: MessageBody, _ byDomain: [String: [StoredRecipient]],
+        through outbound: OutboundDelivery
+    ) async -> [Int: RemoteOutcome] {
+        let outBody: OutboundBody
+        do {
+            var prefix = try MessageBodyReader(body: body).prefix(m.stampLength)
+            if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
+            outBody = OutboundBody(prefix: prefix, reader: MessageBodyReader(body: body, skip: m.stampLength))
+        } catch {
+            let reply = SMTPReply(451, .init(4, 3, 0), "Cannot read the stored message: \(error)")
+            var out: [Int: RemoteOutcome] = [:]
+            for r in byDomain.values.joined() {
+                out[r.index] = RemoteOutcome(
+                    result: RecipientResult(index: r.index, disposition: .deferred, reply: reply))
+            }
+            return out
+        }
+        let size = outBody.size
+        let connector = connectorFor(m.sender)
+        var remote: [Int: RemoteOutcome] = [:]
+        await withTaskGroup(of: [(Int, RemoteOutcome)].self) { g in
+            for (domain, rcpts) in byDomain {
+                let env = OutboundEnvelope(
+                    sender: m.sender,
+                    recipients: rcpts.map {
+                        OutboundRecipient(
+                            address: $0.recipient.address, notify: $0.recipient.notify,
+                            originalRecipient: $0.recipient.originalRecipient?.stored)
+                    }, size: size, eightBit: m.bodyType == .eightBitMIME, smtpUTF8: m.smtpUTF8,
+                    ret: m.ret, envelopeID: m.envelopeID)
+                g.addTask {
+                    let results = await outbound.deliver(
+                        domain: domain, envelope: env, body: outBody, connector: connector)
+                    return results.map { (rcpts[$0.result.index].index, $0) }
+                }
+            }
+            for await batch in g {
+                for (idx, o) in batch { remote[idx] = o }
+            }
+        }
+        return remote
+    }
+
+    /// Records the planner's decisions in one batched transaction (with the DSNs rendered), then
+    /// counts and logs them.
+    func carryOut(_ decision: DeliveryDecision, for m: StoredMessage, body: MessageBody, now t: Date) async throws {
+        let id = m.id
+        var notifications: [NewMessage] = []
+        var delayNoticeSent = false
+        if let dsnRoute, let route = dsnRoute(m.sender) {
+            for report in decision.reports {
+                notifications.append(try render(report, of: m, body: body, route: route, now: t))
+                if report.kind == .delay { delayNoticeSent = true }
+            }
+        }
+        // Batched with the other attempts finishing now: one transaction, one sync.
+        if let spoolPath = try await recorder.record(
+            .init(
+                messageID: id, outcomes: decision.outcomes, nextAttempt: decision.nextAttempt, now: t,
+                notifications: notifications, abruptClose: decision.abruptClose, delayNoticeSent: delayNoticeSent))
+        {
+            spool.remove(path: spoolPath)
+        }
+        if !notifications.isEmpty { wakeUp() }
+        let outcomes = decision.outcomes
+        state.withLock { s in
+            for o in outcomes.values {
+                switch o {
+                case .delivered: s.delivered += 1
+                case .deferred: s.deferred += 1
+                case .failed: s.failed += 1
+                }
+            }
+        }
+        for (idx, o) in outcomes {
+            let stored = m.recipients.first { $0.index == idx }?.recipient
+            let rcpt = stored?.address ?? "?"
+            let destination = stored?.route.relayDomain ?? "local"
+            let outcome: String
+            switch o {
+            case .delivered: outcome = "delivered"
+            case .deferred: outcome = "deferred"
+            case .failed: outcome = "failed"
+            }
+            attemptCounter(outcome: outcome, destination: destination).increment()
+            switch o {
+            case .delivered:
+                logger.info("delivered", metadata: ["queue_id": "\(id)", "to": "\(rcpt)"])
+            case .deferred(let why):
+                logger.warning("deferred", metadata: ["queue_id": "\(id)", "to": "\(rcpt)", "reason": "\(why)"])
+            case .failed(let why):
+                logger.error("failed", metadata: ["queue_id": "\(id)", "to": "\(rcpt)", "reason": "\(why)"])
+            }
         }
     }
 
@@ -317,8 +298,9 @@ public final class DeliveryScheduler: Sendable {
         await withCheckedContinuation { c in workers.addOperation { c.resume(returning: work()) } }
     }
 
-    func deliverLocally(_ m: StoredMessage, body: MessageBody, recipients: [StoredRecipient], expired: Bool)
-        -> [Int: RecipientOutcome]
+    /// Mailbox deliveries: `.delivered`, or `.deferred` with the error (the planner decides about
+    /// expiry).
+    func deliverLocally(_ m: StoredMessage, body: MessageBody, recipients: [StoredRecipient]) -> [Int: RecipientOutcome]
     {
         var outcomes: [Int: RecipientOutcome] = [:]
         let reader = MessageBodyReader(body: body, skip: m.stampLength)
@@ -341,71 +323,21 @@ public final class DeliveryScheduler: Sendable {
                     bodyPrefix: prefix, body: reader, scanCur: scanCur)
                 outcomes[r.index] = .delivered(detail: "250 2.0.0 Delivered to maildir \(path)")
             } catch {
-                if expired {
-                    outcomes[r.index] = .failed(
-                        reason: "450 4.4.7 Message expired after \(Int(retry.expiry)) s: \(error)")
-                } else {
-                    outcomes[r.index] = .deferred(reason: "451 4.3.0 Mailbox delivery failed: \(error)")
-                }
+                outcomes[r.index] = .deferred(reason: "451 4.3.0 Mailbox delivery failed: \(error)")
             }
         }
         return outcomes
     }
 
-    /// RFC 3461/3464: a failure report to the sender for recipients that failed (unless NOTIFY says
-    /// otherwise), never to the null sender, so a bounce is never bounced.
-    func notificationsFor(
-        _ m: StoredMessage, body: MessageBody, outcomes: [Int: RecipientOutcome], remote: [Int: RemoteOutcome],
-        now t: Date, delayNotice: Bool = false
-    ) throws -> [NewMessage] {
-        guard !m.sender.isEmpty, let dsnRoute, let route = dsnRoute(m.sender) else { return [] }
-        var failures: [DeliveryStatusNotification.Recipient] = []
-        var delays: [DeliveryStatusNotification.Recipient] = []
-        for r in m.recipients {
-            let notify = r.recipient.notify
-            switch outcomes[r.index] {
-            case .failed(let reason)?:
-                if let notify, notify.never || !notify.failure { continue }
-                failures.append(
-                    .init(
-                        finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient?.stored,
-                        action: .failed, status: Self.statusCode(in: reason) ?? "5.0.0",
-                        remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t))
-            case .deferred(let reason)? where delayNotice:
-                // RFC 3461 §4.1: without NOTIFY the MTA may send delay notices; with it, only for DELAY.
-                if let notify, notify.never || !notify.delay { continue }
-                delays.append(
-                    .init(
-                        finalRecipient: r.recipient.address, originalRecipient: r.recipient.originalRecipient?.stored,
-                        action: .delayed, status: Self.statusCode(in: reason) ?? "4.0.0",
-                        remoteMTA: remote[r.index]?.remoteHost, diagnostic: reason, lastAttempt: t,
-                        willRetryUntil: m.receivedAt.addingTimeInterval(retry.expiry)))
-            default:
-                continue
-            }
-        }
-        var out: [NewMessage] = []
-        if !failures.isEmpty {
-            out.append(
-                try notification(
-                    m, body: body, rows: failures, route: route, now: t, headersOnly: m.ret == .headers,
-                    subject: "Undelivered Mail Returned to Sender"))
-        }
-        if !delays.isEmpty {
-            out.append(
-                try notification(
-                    m, body: body, rows: delays, route: route, now: t.addingTimeInterval(0.000_001), headersOnly: true,
-                    subject: Self.delaySubject))
-        }
-        return out
-    }
-
     static let delaySubject = "Delayed Mail (still being retried)"
+    static let failureSubject = "Undelivered Mail Returned to Sender"
 
-    func notification(
-        _ m: StoredMessage, body: MessageBody, rows: [DeliveryStatusNotification.Recipient], route: Route, now t: Date,
-        headersOnly: Bool, subject: String
-    ) throws -> NewMessage {
+    /// A planner's report as the DSN message queued to the sender (RFC 3464): the original message
+    /// or, for a delay notice and for RET=HDRS, its header section.
+    func render(_ report: DeliveryReport, of m: StoredMessage, body: MessageBody, route: Route, now t: Date) throws
+        -> NewMessage
+    {
+        let headersOnly = report.kind == .delay || m.ret == .headers
         var original = Data()
         var chunks = try MessageBodyReader(body: body, skip: m.stampLength).makeIterator()
         while let c = try chunks.next() {
@@ -414,26 +346,26 @@ public final class DeliveryScheduler: Sendable {
             // Full returns are capped: a bounce need not carry a 35 MB attachment back.
             if original.count > 1_048_576 { break }
         }
-        var rng = SystemRandomNumberGenerator()
-        let dsnID = QueueID.generate(now: t, using: &rng)
-        let report = DeliveryStatusNotification(
-            reportingMTA: maildir.hostname, sender: m.sender, originalEnvelopeID: m.envelopeID,
-            arrivalDate: m.receivedAt,
-            recipients: rows, original: original, headersOnly: headersOnly)
-        let text = report.render(
-            date: t, messageID: "<\(dsnID)@\(maildir.hostname)>", boundary: "\(dsnID)/\(maildir.hostname)")
-        return NewMessage(
-            id: dsnID, receivedAt: t, sender: "", recipients: [EnvelopeRecipient(address: m.sender, route: route)],
-            size: text.count, clientAddress: "127.0.0.1", helo: maildir.hostname, protocolName: "DSN",
-            messageID: "<\(dsnID)@\(maildir.hostname)>", addMessageID: false, subject: subject, body: .inline(text))
-    }
-
-    /// The enhanced status code in a reply text (`550 5.1.1 ...` → `5.1.1`).
-    static func statusCode(in text: String) -> String? {
-        for word in text.split(separator: " ").prefix(3) where EnhancedStatusCode(parsing: word) != nil {
-            return String(word)
+        // A delay notice generated with a failure report sorts after it.
+        let at = report.kind == .delay ? t.addingTimeInterval(0.000_001) : t
+        let dsnID = random.withLock { QueueID.generate(now: at, using: &$0) }
+        let rows = report.rows.map { row in
+            let rcpt = m.recipients.first { $0.index == row.recipientIndex }?.recipient
+            return DeliveryStatusNotification.Recipient(
+                finalRecipient: rcpt?.address ?? "", originalRecipient: rcpt?.originalRecipient?.stored,
+                action: report.kind == .delay ? .delayed : .failed, status: row.status, remoteMTA: row.remoteMTA,
+                diagnostic: row.diagnostic, lastAttempt: report.lastAttempt, willRetryUntil: report.willRetryUntil)
         }
-        return nil
+        let dsn = DeliveryStatusNotification(
+            reportingMTA: maildir.hostname, sender: m.sender, originalEnvelopeID: m.envelopeID,
+            arrivalDate: m.receivedAt, recipients: rows, original: original, headersOnly: headersOnly)
+        let text = dsn.render(
+            date: at, messageID: "<\(dsnID)@\(maildir.hostname)>", boundary: "\(dsnID)/\(maildir.hostname)")
+        return NewMessage(
+            id: dsnID, receivedAt: at, sender: "", recipients: [EnvelopeRecipient(address: m.sender, route: route)],
+            size: text.count, clientAddress: "127.0.0.1", helo: maildir.hostname, protocolName: "DSN",
+            messageID: "<\(dsnID)@\(maildir.hostname)>", addMessageID: false,
+            subject: report.kind == .delay ? Self.delaySubject : Self.failureSubject, body: .inline(text))
     }
 
     /// Blocking wrapper for tests and tools: one attempt, waited for.

@@ -67,6 +67,13 @@ public struct RemoteOutcome: Sendable, Hashable {
     public var remoteHost: String?
     public var remoteIP: String?
     public var tls: String?
+
+    public init(result: RecipientResult, remoteHost: String? = nil, remoteIP: String? = nil, tls: String? = nil) {
+        self.result = result
+        self.remoteHost = remoteHost
+        self.remoteIP = remoteIP
+        self.tls = tls
+    }
 }
 
 /// A destination's state, for `mailflow queue destinations`.

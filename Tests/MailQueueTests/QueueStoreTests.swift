@@ -200,16 +200,6 @@ struct MaildirDeliveryTests {
         #expect(text == "Return-Path: <s@x.test>\r\n" + body)
         #expect(!FileManager.default.fileExists(atPath: path))
     }
-
-    @Test func retryScheduleBacksOffAndRepeatsTheLastInterval() {
-        var rng = SystemRandomNumberGenerator()
-        let r = RetrySchedule(intervals: [60, 300], expiry: 3600, jitter: 0)
-        #expect(r.delay(afterAttempt: 1, random: &rng) == 60)
-        #expect(r.delay(afterAttempt: 2, random: &rng) == 300)
-        #expect(r.delay(afterAttempt: 9, random: &rng) == 300)
-        let j = RetrySchedule(intervals: [100], expiry: 3600, jitter: 0.1)
-        for _ in 0..<50 { #expect((90...110).contains(j.delay(afterAttempt: 1, random: &rng))) }
-    }
 }
 
 struct NotificationTests {
