@@ -115,7 +115,7 @@ let package = Package(
         .target(
             name: "Diagnostics",
             dependencies: [
-                "SMTPCore", "DNSClient", "MailQueue",
+                "SMTPCore", "DNSClient", "MailQueue", "ServiceHealth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -22,7 +22,8 @@ struct Mailflow: AsyncParsableCommand {
         commandName: "mailflow",
         abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
         subcommands: [
-            Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Health.self, Admin.self, Version.self,
+            Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Health.self, Admin.self, CheckCommand.self,
+            Version.self,
         ])
 }
 
