@@ -184,3 +184,22 @@ def test_forms_need_the_session_csrf_token(browser, web):
     assert srv.cli("admin", "token", "remove", "alice").returncode == 0
     browser.get(srv.admin_url + "queue")
     assert browser.current_url == srv.admin_url + "login"
+
+
+def test_delete_from_the_message_page_and_notices_from_fixed_codes_only(browser, web):
+    srv, _ = web
+    token = srv.add_token("bea")  # its own token: another test removes alice's
+    browser.delete_all_cookies()
+    sign_in(browser, srv, token)
+    qid = send_mail(srv, "sender@src.test", ["far@remote.test"], "delete from the web")
+    browser.get(srv.admin_url + f"queue/{qid}")
+    click(browser, browser.find_element(By.ID, "action-delete"))
+    assert browser.current_url == srv.admin_url + "queue?done=delete"
+    assert text(browser, "#notice") == "Done: the message was deleted."
+    assert srv.api_json("GET", f"/api/v1/queue/{qid}", token)["state"] == "done"
+    # A link cannot make the queue pages say something of its own: unknown codes show no notice.
+    lure = "Your session is locked: call +1 555 0100"
+    for page in ("queue", f"queue/{qid}"):
+        browser.get(srv.admin_url + page + "?" + urllib.parse.urlencode({"done": lure}))
+        assert browser.find_elements(By.ID, "notice") == [], page
+        assert lure not in browser.page_source, page
