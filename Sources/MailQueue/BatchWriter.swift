@@ -19,12 +19,16 @@ import Synchronization
 /// - `shutdown` writes everything handed in until the writer finds nothing left, including items
 ///   that arrive while it drains; after that, every item fails at once with `BatchWriterStopped`.
 ///
-/// Thread model: one dedicated thread per writer, parked on a semaphore while there is nothing
-/// to write and woken by the first item of the next batch. SQLite is synchronous and a commit
+/// Thread model: one dedicated thread per writer. A `Mutex` guards the pending batch; with nothing
+/// to write the thread parks on a semaphore, which only the first item after it parked signals,
+/// so there is no polling and no wake-up per item. SQLite is synchronous and a commit
 /// blocks in `fsync`; that must never happen on an event loop or on Swift's cooperative pool,
 /// whose few threads every task shares. A thread of our own may block, and a single writer per
-/// database is what SQLite's WAL allows anyway. Completions run on that thread, so they must be
-/// quick (resume a continuation, hop to an event loop).
+/// database is what SQLite's WAL allows anyway. A `NIOThreadPool` would block one of its threads
+/// the same way, while adding a hop per batch and a dependency on NIOPosix that MailQueue does not
+/// otherwise need; batches must also be written one at a time, so more threads would buy nothing.
+/// Completions run on the writer thread, so they must be quick (resume a continuation, hop to an
+/// event loop) and must never call `shutdown()`, which would wait for that very thread.
 ///
 /// ```swift
 /// let writer = BatchWriter<SQLiteQueueStore.Attempt, String?>(name: "mailflow-record") {
