@@ -103,6 +103,8 @@ let package = Package(
                 "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage", "DNSClient", "AdminServer",
                 "ServiceHealth",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -131,6 +133,7 @@ let package = Package(
                 "MailflowApp", "MailQueue", "Ingress", "Delivery", "AdminServer", "ServiceHealth", "Diagnostics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

@@ -1,14 +1,13 @@
 import AdminServer
 import ArgumentParser
 import Delivery
-import Dispatch
 import Foundation
 import Ingress
 import Logging
 import MailQueue
 import MailflowApp
 import Metrics
-import Synchronization
+import ServiceLifecycle
 
 #if canImport(Glibc)
     import Glibc
@@ -91,54 +90,16 @@ struct Serve: AsyncParsableCommand {
             }
         }
         fflush(nil)
-        let reloadSource = options.config.map { watchReload(file: $0, service: service, logger: logger) }
-        let signal = await waitForTerminationSignal()
-        reloadSource?.cancel()
-        logger.notice("received \(signal)")
-        await service.shutdown()
-    }
-
-    /// SIGHUP re-reads the config file; a bad file is logged and the running config kept.
-    func watchReload(file: String, service: MailflowService, logger: Logger) -> DispatchSourceSignal {
-        signal(SIGHUP, SIG_IGN)
-        let src = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        src.setEventHandler {
-            do {
-                try service.reload(MailflowConfig.load(file: file))
-            } catch {
-                logger.error("reload of \(file) refused, keeping the running configuration: \(error)")
-            }
+        // SIGTERM/SIGINT: a graceful shutdown of the group (MailflowService.run stops in order);
+        // SIGHUP: the config file read again.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
+        if let file = options.config {
+            services.append(.init(service: ConfigReloadOnHangup(file: file, service: service, logger: logger)))
         }
-        src.resume()
-        return src
-    }
-
-    func waitForTerminationSignal() async -> String {
-        var sources: [DispatchSourceSignal] = []
-        let name = await withCheckedContinuation { (c: CheckedContinuation<String, Never>) in
-            let once = SignalOnce(c)
-            for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
-                signal(sig, SIG_IGN)
-                let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                src.setEventHandler { once.fire(name) }
-                src.resume()
-                sources.append(src)
-            }
-        }
-        withExtendedLifetime(sources) {}
-        return name
-    }
-}
-
-/// Resumes a continuation once, whichever signal comes first.
-final class SignalOnce: Sendable {
-    let c: Mutex<CheckedContinuation<String, Never>?>
-    init(_ c: CheckedContinuation<String, Never>) { self.c = Mutex(c) }
-    func fire(_ name: String) {
-        c.withLock { cont in
-            cont?.resume(returning: name)
-            cont = nil
-        }
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 }
 
