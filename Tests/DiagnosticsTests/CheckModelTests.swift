@@ -8,14 +8,15 @@ import Testing
         CheckFinding(category: .spf, subject: "example.org", check: "spf.test", severity: severity, summary: "x")
     }
 
-    @Test(arguments: [
-        ([], CheckSeverity.ok, Int32(0)),
-        ([.ok], .ok, 0),
-        ([.ok, .info], .info, 0),
-        ([.info, .warning, .ok], .warning, 1),
-        ([.warning, .failure, .info], .failure, 2),
-        ([.failure], .failure, 2),
-    ] as [([CheckSeverity], CheckSeverity, Int32)])
+    @Test(
+        arguments: [
+            ([], CheckSeverity.ok, Int32(0)),
+            ([.ok], .ok, 0),
+            ([.ok, .info], .info, 0),
+            ([.info, .warning, .ok], .warning, 1),
+            ([.warning, .failure, .info], .failure, 2),
+            ([.failure], .failure, 2),
+        ] as [([CheckSeverity], CheckSeverity, Int32)])
     func verdictIsTheWorstFinding(severities: [CheckSeverity], verdict: CheckSeverity, exitCode: Int32) {
         let report = CheckReport(
             kind: .domain, target: "example.org", startedAt: Date(), durationSeconds: 0,
