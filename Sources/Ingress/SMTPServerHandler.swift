@@ -70,7 +70,7 @@ public struct IngressPolicy: Sendable {
 public struct IngressContext: Sendable {
     public var policy: SharedPolicy
     public var admission: AdmissionControl
-    public var committer: GroupCommitter
+    public var committer: any MessageCommitter
     public var spool: Spool
     public var threadPool: NIOThreadPool
     public var tls: NIOSSLContext?
@@ -81,7 +81,7 @@ public struct IngressContext: Sendable {
     public var now: @Sendable () -> Date
 
     public init(
-        policy: SharedPolicy, admission: AdmissionControl, committer: GroupCommitter, spool: Spool,
+        policy: SharedPolicy, admission: AdmissionControl, committer: any MessageCommitter, spool: Spool,
         threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger, metrics: IngressMetrics = IngressMetrics(),
         now: @escaping @Sendable () -> Date = { Date() }
     ) {

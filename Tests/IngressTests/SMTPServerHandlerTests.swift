@@ -5,27 +5,52 @@ import NIOCore
 import NIOEmbedded
 import NIOPosix
 import SMTPCore
+import Synchronization
 import Testing
 
 @testable import Ingress
 
-/// A server's shared parts for handler tests: a real queue in a temporary folder, one tenant
-/// (`example.test`, mailboxes alice and bob), admission control with the given limits.
+/// The queue as a script: every message handed over is kept, and the answer is the one the test set.
+final class ScriptedCommitter: MessageCommitter {
+    struct Refused: Error {}
+    let failing = Mutex(false)
+    let messages = Mutex<[NewMessage]>([])
+
+    var committed: [NewMessage] { messages.withLock { $0 } }
+
+    func commit(_ message: NewMessage, completion: @escaping @Sendable (Error?) -> Void) {
+        messages.withLock { $0.append(message) }
+        completion(failing.withLock { $0 } ? Refused() : nil)
+    }
+}
+
+/// A server's shared parts for handler tests: a scripted queue, a spool in a temporary folder, one
+/// tenant (`example.test`, mailboxes alice and bob) on its own resource forest `EXAMPLE01`,
+/// admission control with the given limits, and a fixed wall clock.
 final class HandlerFixture {
+    static let forest = "EXAMPLE01"
+    static let now = Date(timeIntervalSince1970: 1_800_000_000)
+
     let directory: URL
-    let store: SQLiteQueueStore
-    let committer: GroupCommitter
+    let committer = ScriptedCommitter()
     let pool: NIOThreadPool
     let admission: AdmissionControl
     let context: IngressContext
 
-    init(limits: AdmissionLimits = AdmissionLimits(), timeouts: SessionTimeouts = SessionTimeouts()) throws {
+    init(
+        limits: AdmissionLimits = AdmissionLimits(), timeouts: SessionTimeouts = SessionTimeouts(),
+        forestConnections: Int = 10, forestMessagesPerMinute: Int = 0
+    ) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("mf-handler-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        store = try SQLiteQueueStore(path: directory.appendingPathComponent("queue.sqlite").path)
-        committer = GroupCommitter(store: store)
         pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
+        var limits = limits
+        limits.forests = [
+            ResourceForest(
+                name: Self.forest, region: "test", tenants: ["example"], maxConnections: forestConnections,
+                maxMessagesPerMinute: forestMessagesPerMinute)
+        ]
         admission = AdmissionControl(limits: limits)
         let directoryOfTenants = TenantDirectory(tenants: [
             Tenant(name: "example", domains: ["example.test"], mailboxes: ["alice", "bob"])
@@ -36,11 +61,10 @@ final class HandlerFixture {
         context = IngressContext(
             policy: SharedPolicy(policy), admission: admission, committer: committer,
             spool: try Spool(directory: directory.appendingPathComponent("spool").path), threadPool: pool, tls: nil,
-            logger: Logger(label: "test"))
+            logger: Logger(label: "test"), now: { HandlerFixture.now })
     }
 
     deinit {
-        committer.shutdown()
         try? pool.syncShutdownGracefully()
         try? FileManager.default.removeItem(at: directory)
     }
@@ -50,10 +74,16 @@ final class HandlerFixture {
         let channel = EmbeddedChannel()
         let handler = SMTPServerHandler(context: context)
         try channel.pipeline.syncOperations.addHandler(handler)
-        channel.remoteAddress = try SocketAddress(ipAddress: address, port: 40000)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 25)).wait()
+        channel.localAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 25)
+        // EmbeddedChannel takes the address it connects to as the peer's: the client's.
+        try channel.connect(to: SocketAddress(ipAddress: address, port: 40000)).wait()
         return (channel, handler)
     }
+
+    /// Forest sessions admission control counts on the tenant's forest.
+    var forestSessions: Int { admission.usage().forests.first { $0.name == Self.forest }?.sessions ?? -1 }
+    var connections: Int { admission.usage().connections }
+    var sources: Int { admission.usage().busiestSources.count }
 }
 
 extension EmbeddedChannel {
