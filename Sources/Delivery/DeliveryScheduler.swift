@@ -1,17 +1,38 @@
-import Dispatch
 import Foundation
 import Logging
 import MailMessage
 import MailQueue
 import Metrics
+import NIOCore
+import NIOPosix
 import SMTPCore
 import Synchronization
 
-/// Finds due messages through the queue's `next_attempt` index and delivers them, at most
-/// `concurrency` at a time, off the network event loops (delivery does blocking file I/O and fsync).
+/// Finds due messages through the queue's `next_attempt` index, delivers them (at most
+/// `concurrency` at a time) and carries out the `DeliveryPlanner`'s decisions. For delivery it is the
+/// only writer of `next_attempt`; queue control (CLI, admin API) only makes messages due and wakes it.
 ///
-/// Wakes when the group committer reports a batch, when a delivery finishes, or when the earliest
-/// deferred message falls due; with nothing due it sleeps, so a large deferred queue costs nothing.
+/// One owner of scheduling state, woken by triggers, like Postfix's qmgr: `run()` is one loop in a
+/// task group (the deliveries in flight are its child tasks) that sleeps on the injected `Clock`
+/// until the earliest deferred message falls due, unless a wake-up comes first: a commit batch
+/// (`wakeUp()` from the group committer), a delivery finishing, the admin API (`wakeUp()`), or
+/// another process poking the `DeliveryTrigger` FIFO in the data directory (`mailflow queue release`,
+/// `retry`, `bounce`). With nothing due it sleeps, so a large deferred queue costs nothing. A safety
+/// poll (`safetyPoll`, 60 s) is only a fallback should a wake-up be lost (the trigger could not be
+/// created, say); nothing relies on it.
+///
+/// Blocking work (SQLite reads, Maildir writes and their fsync) runs on a dedicated `NIOThreadPool`
+/// through its async `runIfActive`: never on the cooperative pool or an event loop, a few threads
+/// however many deliveries wait on remote servers, and `shutdown()` can wait for what is running.
+/// NIO's pool rather than an `OperationQueue` because the rest of the I/O is NIO already and it
+/// needs no hand-written continuation bridge.
+///
+/// ```swift
+/// let scheduler = DeliveryScheduler(store: store, spool: spool, maildir: maildir, logger: logger)
+/// scheduler.start()            // or `await scheduler.run()` in a task of your own
+/// scheduler.wakeUp()           // new work may be due
+/// await scheduler.shutdown()   // waits for deliveries in flight
+/// ```
 public final class DeliveryScheduler: Sendable {
     struct State: Sendable {
         var inFlight: Set<String> = []
@@ -19,7 +40,21 @@ public final class DeliveryScheduler: Sendable {
         var delivered = 0
         var deferred = 0
         var failed = 0
+        /// The loop started by `start()`.
+        var loop: Task<Void, Never>?
     }
+
+    /// Where the scheduler listens for wake-ups from other processes.
+    public enum TriggerLocation: Sendable, Equatable {
+        /// `DeliveryTrigger.path(dataDirectory:)` of the folder that holds the queue database.
+        case besideQueue
+        case path(String)
+        /// None (tests that drive the scheduler themselves).
+        case disabled
+    }
+
+    /// The fallback wait when nothing is due sooner: wake-ups are what the scheduler relies on.
+    public static let safetyPoll: Duration = .seconds(60)
 
     let store: SQLiteQueueStore
     /// Writes attempt outcomes in batches (group commit for delivery).
@@ -31,24 +66,22 @@ public final class DeliveryScheduler: Sendable {
     /// Jitter and DSN queue IDs; injected so tests are deterministic.
     let random: Mutex<any RandomNumberGenerator & Sendable>
     let concurrency: Int
+    /// Wall-clock time, as the queue stores it.
     let now: @Sendable () -> Date
+    /// What the loop sleeps on until the next due time; tests inject a manual clock.
+    let clock: any Clock<Duration>
     let logger: Logger
     let state = Mutex(State())
-    let wake = DispatchSemaphore(value: 0)
-    let stopped = DispatchSemaphore(value: 0)
-    /// Blocking work (SQLite, Maildir writes and fsync) runs here, a few at a time, however many
-    /// messages are in flight waiting on remote servers.
-    let workers: OperationQueue = {
-        let q = OperationQueue()
-        q.name = "mailflow.delivery-io"
-        q.maxConcurrentOperationCount = 8
-        return q
-    }()
-    let group = DispatchGroup()
+    let wakeUps: AsyncStream<Void>
+    let wakeUpSource: AsyncStream<Void>.Continuation
+    /// Blocking work (SQLite, Maildir writes and fsync); see the type's comment.
+    let workers: NIOThreadPool
     let startedAt: Date
     let outbound: OutboundDelivery?
     let connectorFor: @Sendable (String) -> OutboundConnector?
     let dsnRoute: (@Sendable (String) -> Route?)?
+    let triggerPath: String?
+    let eventLoopGroup: any EventLoopGroup
     let metricsFactory: any MetricsFactory
     let attemptCounters = Mutex<[String: Counter]>([:])
 
@@ -59,7 +92,9 @@ public final class DeliveryScheduler: Sendable {
         connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
         dsnRoute: (@Sendable (String) -> Route?)? = nil, maxAbruptCloses: Int = 3,
         delayNotice: TimeInterval? = 4 * 3600, metricsFactory: any MetricsFactory = MetricsSystem.factory,
-        random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()
+        random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
+        clock: any Clock<Duration> = ContinuousClock(), trigger: TriggerLocation = .besideQueue,
+        eventLoopGroup: (any EventLoopGroup)? = nil
     ) {
         self.metricsFactory = metricsFactory
         self.outbound = outbound
@@ -75,77 +110,133 @@ public final class DeliveryScheduler: Sendable {
         self.concurrency = max(1, concurrency)
         self.logger = logger
         self.now = now
+        self.clock = clock
         self.startedAt = now()
+        // Newest only: a burst of wake-ups (one commit batch, many completions) is one pass of the loop.
+        (wakeUps, wakeUpSource) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        workers = NIOThreadPool(numberOfThreads: min(8, max(2, concurrency)))
+        workers.start()
+        switch trigger {
+        case .besideQueue:
+            triggerPath = DeliveryTrigger.path(
+                dataDirectory: URL(fileURLWithPath: store.path).deletingLastPathComponent().path)
+        case .path(let p): triggerPath = p
+        case .disabled: triggerPath = nil
+        }
+        self.eventLoopGroup = eventLoopGroup ?? outbound?.group ?? MultiThreadedEventLoopGroup.singleton
     }
 
+    /// Runs the scheduling loop in a task of its own (pending work resumes by itself).
     public func start() {
-        let t = Thread { [self] in self.loop() }
-        t.name = "mailflow-scheduler"
-        t.start()
+        state.withLock { s in
+            guard s.loop == nil, !s.stopping else { return }
+            s.loop = Task { await self.run() }
+        }
     }
 
-    /// New work may be due (a commit batch landed).
-    public func wakeUp() { wake.signal() }
+    /// New work may be due (a commit batch landed, an administrator released a message).
+    public func wakeUp() { wakeUpSource.yield() }
 
-    /// Stops taking new work and waits for deliveries in flight.
-    public func shutdown() {
-        let first = state.withLock { s -> Bool in
+    /// Stops taking new work, waits for deliveries in flight and the last outcomes to be written.
+    public func shutdown() async {
+        let (first, loop) = state.withLock { s -> (Bool, Task<Void, Never>?) in
             defer { s.stopping = true }
-            return !s.stopping
+            return (!s.stopping, s.loop)
         }
         guard first else { return }
-        wake.signal()
-        stopped.wait()
-        group.wait()
+        wakeUpSource.finish()
+        await loop?.value
         recorder.shutdown()
+        try? await workers.shutdownGracefully()
     }
 
     public var statistics: (delivered: Int, deferred: Int, failed: Int) {
         state.withLock { ($0.delivered, $0.deferred, $0.failed) }
     }
 
-    func loop() {
-        while true {
-            if state.withLock({ $0.stopping }) { break }
-            let t = now()
-            // Also picks up `mailflow queue release/retry/bounce` made from another process.
-            var waitSeconds = 5.0
-            do {
-                let capacity = concurrency - state.withLock { $0.inFlight.count }
-                if capacity > 0 {
-                    let due = try store.dueMessageIDs(now: t, limit: capacity + concurrency)
-                    let taken = state.withLock { s -> [String] in
-                        var out: [String] = []
-                        for id in due where !s.inFlight.contains(id) && out.count < capacity {
-                            s.inFlight.insert(id)
-                            out.append(id)
-                        }
-                        return out
-                    }
-                    for id in taken {
-                        group.enter()
-                        Task { [self] in
-                            await self.process(id)
-                            _ = self.state.withLock { $0.inFlight.remove(id) }
-                            self.group.leave()
-                            self.wake.signal()
-                        }
+    /// The scheduling loop: returns once `shutdown()` has been called and the deliveries in flight
+    /// have finished.
+    public func run() async {
+        let trigger = await listenForTrigger()
+        var wakeUps = self.wakeUps.makeAsyncIterator()
+        await withDiscardingTaskGroup { deliveries in
+            while !state.withLock({ $0.stopping }) {
+                let (taken, wait) = await dueWork()
+                for id in taken {
+                    deliveries.addTask {
+                        await self.process(id)
+                        _ = self.state.withLock { $0.inFlight.remove(id) }
+                        self.wakeUp()
                     }
                 }
-                if let next = try store.nextDueTime() {
-                    let dt = next.timeIntervalSince(now())
-                    // Due work still in flight or over capacity: a finishing delivery wakes us.
-                    if dt > 0 { waitSeconds = min(waitSeconds, dt) }
-                }
-            } catch {
-                logger.error("delivery scheduler: \(error)")
-                waitSeconds = 1
+                guard await Self.wait(for: &wakeUps, atMost: wait, on: clock, source: wakeUpSource) else { break }
             }
-            _ = wake.wait(timeout: .now() + waitSeconds)
-            // Completions arrive in bursts (one batch of outcomes): one pass of the loop for all.
-            while wake.wait(timeout: .now()) == .success {}
         }
-        stopped.signal()
+        try? await trigger?.close()
+    }
+
+    /// Takes due messages up to the free capacity (marking them in flight) and says how long to
+    /// sleep if no wake-up comes: until the earliest deferred message falls due, at most
+    /// `safetyPoll`.
+    func dueWork() async -> (taken: [String], wait: Duration) {
+        let capacity = concurrency - state.withLock { $0.inFlight.count }
+        let limit = capacity + concurrency
+        let t = now()
+        do {
+            let store = self.store
+            let (due, next) = try await blocking {
+                (capacity > 0 ? try store.dueMessageIDs(now: t, limit: limit) : [], try store.nextDueTime())
+            }
+            let taken = state.withLock { s -> [String] in
+                var out: [String] = []
+                for id in due where !s.inFlight.contains(id) && out.count < capacity {
+                    s.inFlight.insert(id)
+                    out.append(id)
+                }
+                return out
+            }
+            var wait = Self.safetyPoll
+            if let next {
+                // Due work still in flight or over capacity (dt <= 0): a finishing delivery wakes us.
+                let dt = next.timeIntervalSince(now())
+                if dt > 0 { wait = min(wait, .milliseconds(Int64((dt * 1000).rounded(.up)))) }
+            }
+            return (taken, wait)
+        } catch {
+            logger.error("delivery scheduler: \(error)")
+            return ([], .seconds(1))
+        }
+    }
+
+    /// Waits for a wake-up, or `duration` on `clock`, whichever comes first. False once the wake-ups
+    /// have ended (shutdown).
+    static func wait(
+        for wakeUps: inout AsyncStream<Void>.Iterator, atMost duration: Duration, on clock: any Clock<Duration>,
+        source: AsyncStream<Void>.Continuation
+    ) async -> Bool {
+        // The timer is a child task, cancelled (and awaited) as this scope ends when the wake-up
+        // comes first; its firing is one more wake-up (a late one only costs one extra pass).
+        async let _: Void = {
+            do {
+                try await clock.sleep(for: duration)
+                source.yield()
+            } catch {}
+        }()
+        return await wakeUps.next() != nil
+    }
+
+    /// Listens on the trigger FIFO; without it the scheduler still runs, on wake-ups from this
+    /// process and the safety poll.
+    func listenForTrigger() async -> (any Channel)? {
+        guard let triggerPath else { return nil }
+        do {
+            let source = wakeUpSource
+            return try await DeliveryTrigger.listen(path: triggerPath, group: eventLoopGroup) { source.yield() }
+        } catch {
+            logger.warning(
+                "delivery trigger unavailable, queue control from other processes waits for the safety poll: \(error)")
+            return nil
+        }
     }
 
     /// One delivery attempt for every pending recipient of a message: local mailboxes on the
@@ -287,15 +378,9 @@ public final class DeliveryScheduler: Sendable {
         }
     }
 
-    /// Runs blocking work (SQLite, fsync) on the delivery queue, not on the concurrency pool.
+    /// Runs blocking work (SQLite, fsync) on the scheduler's thread pool, not on the concurrency pool.
     func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { c in
-            workers.addOperation { c.resume(with: Result { try work() }) }
-        }
-    }
-
-    func blocking<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { c in workers.addOperation { c.resume(returning: work()) } }
+        try await workers.runIfActive(work)
     }
 
     /// Mailbox deliveries: `.delivered`, or `.deferred` with the error (the planner decides about

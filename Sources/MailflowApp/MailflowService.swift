@@ -414,7 +414,7 @@ public final class MailflowService: Sendable {
         committer.shutdown()
         let stats = committer.statistics
         logger.notice("group commit: \(stats.messages) messages in \(stats.batches) transactions")
-        scheduler.shutdown()
+        await scheduler.shutdown()
         let recorded = scheduler.recorder.statistics
         logger.notice("delivery outcomes: \(recorded.attempts) attempts in \(recorded.batches) transactions")
         try? await threadPool.shutdownGracefully()

@@ -282,6 +282,11 @@ struct Queue: ParsableCommand {
                     failed = true
                 }
             }
+            // Wakes the running server's scheduler, as postqueue and postsuper wake Postfix's qmgr:
+            // released, retried and bounced messages are due now.
+            if action != .hold && action != .delete, let config = try? options.load() {
+                DeliveryTrigger.poke(dataDirectory: config.dataDirectory)
+            }
             if failed { throw ExitCode(1) }
         }
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 from mfutil import SMTPClient, make_message, wait_for
 
@@ -127,3 +128,30 @@ def test_cli_delete_prints_the_outcome_and_removes_the_spool_file(mailflow_serve
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{qid}: deleted: no report to the sender"
     assert not spooled.exists()
+
+
+def test_release_and_retry_from_the_cli_are_acted_on_within_a_second(mailflow_server):
+    # The CLI pokes the running server's delivery trigger (like postqueue waking Postfix's qmgr):
+    # the next attempt follows at once, not at the scheduler's next poll (retry interval 1 h here).
+    srv = stuck_server(mailflow_server)
+    with SMTPClient(srv.port) as c:
+        c.ehlo()
+        qid = c.send_message("sender@src.test", ["far@remote.test"], make_message("poke-1"))
+
+    def deferrals():
+        rows = trace_rows(srv, "--queue-id", qid)
+        return [e for e in rows[0]["events"] if e["kind"] == "deferred"] if rows else []
+
+    wait_for(deferrals, what="the first deferral")
+    assert (srv.data_dir / "delivery.trigger").is_fifo()
+    for action in ("retry", "release"):
+        if action == "release":
+            assert srv.cli("queue", "hold", qid, "--actor", "ops").returncode == 0
+        before = len(deferrals())
+        r = srv.cli("queue", action, qid, "--actor", "ops")
+        acted = time.time()
+        assert r.returncode == 0, r.stderr
+        after = wait_for(lambda: (d := deferrals()) and len(d) > before and d, timeout=5,
+                         what=f"the attempt after {action}")
+        attempted = datetime.fromisoformat(after[-1]["time"].replace("Z", "+00:00")).timestamp()
+        assert attempted - acted < 1.0, f"{action} was acted on {attempted - acted:.2f} s after the command"
