@@ -59,13 +59,17 @@ public struct CertificateCheck: Sendable {
         if let caFile {
             do {
                 let roots = try certificates(inPEMFile: caFile)
-                guard !roots.isEmpty else { return .failure(TrustRootsError(description: "\(caFile) holds no PEM certificate")) }
+                guard !roots.isEmpty else {
+                    return .failure(TrustRootsError(description: "\(caFile) holds no PEM certificate"))
+                }
                 return .success(CertificateCheck(trustRoots: roots, now: now, trustSource: caFile))
             } catch {
                 return .failure(TrustRootsError(description: "cannot read \(caFile): \(error.localizedDescription)"))
             }
         }
-        guard !systemRoots.isEmpty else { return .failure(TrustRootsError(description: "no system roots in \(systemRootsFile)")) }
+        guard !systemRoots.isEmpty else {
+            return .failure(TrustRootsError(description: "no system roots in \(systemRootsFile)"))
+        }
         return .success(CertificateCheck(trustRoots: systemRoots, now: now, trustSource: "the system roots"))
     }
 
@@ -140,7 +144,9 @@ public struct CertificateCheck: Sendable {
                 return Path(certificates: path, end: .anchored(anchor: anchor))
             }
             if Self.isSelfSigned(current) { return Path(certificates: path, end: .selfSigned) }
-            guard let next = chain.first(where: { c in Self.issued(current, by: c) && !path.contains(c) }) else { break }
+            guard let next = chain.first(where: { c in Self.issued(current, by: c) && !path.contains(c) }) else {
+                break
+            }
             path.append(next)
             current = next
         }
@@ -182,7 +188,8 @@ public struct CertificateCheck: Sendable {
                 out.append(
                     finding(
                         "certificate.self-signed", .failure,
-                        "self-signed certificate (\(path.certificates[0].subject)), not trusted by \(trustSource)", nil))
+                        "self-signed certificate (\(path.certificates[0].subject)), not trusted by \(trustSource)", nil)
+                )
             } else {
                 out.append(
                     finding(
@@ -212,6 +219,11 @@ public struct CertificateCheck: Sendable {
     private func trustFinding(
         _ path: Path, chain: [Certificate], _ finding: (String, CheckSeverity, String, String?) -> CheckFinding
     ) async -> CheckFinding {
+        // A certificate listed as an anchor itself is trusted as it stands (pinned, as OpenSSL's
+        // verifier does), whatever its basicConstraints say.
+        if trustRoots.contains(chain[0]) {
+            return finding("certificate.trust", .ok, "trusted: the certificate itself is in \(trustSource)", nil)
+        }
         // RFC 5280 path validation without the time checks, which `expiryFindings` reports on their own.
         var verifier = Verifier(rootCertificates: CertificateStore(trustRoots)) {
             RFC5280Policy.withValidityCheckDisabled()
@@ -339,7 +351,9 @@ public struct CertificateCheck: Sendable {
     private func keyFinding(
         _ facts: DERCertificateFacts?, _ finding: (String, CheckSeverity, String, String?) -> CheckFinding
     ) -> CheckFinding {
-        guard let facts else { return finding("certificate.key", .failure, "the certificate's key cannot be read", nil) }
+        guard let facts else {
+            return finding("certificate.key", .failure, "the certificate's key cannot be read", nil)
+        }
         switch facts.key {
         case .rsa(let bits) where bits < 1024:
             return finding("certificate.key", .failure, "RSA \(bits)-bit key: far too short (at least 2048)", nil)
@@ -461,7 +475,8 @@ struct DERCertificateFacts: Sendable, Equatable {
     ]
 
     var signatureName: String {
-        Self.signatureNames[signatureOID]?.0 ?? "OID " + signatureOID.map { String($0, radix: 16) }.joined(separator: " ")
+        Self.signatureNames[signatureOID]?.0 ?? "OID "
+            + signatureOID.map { String($0, radix: 16) }.joined(separator: " ")
     }
 
     var signatureIsWeak: Bool { Self.signatureNames[signatureOID]?.1 ?? false }

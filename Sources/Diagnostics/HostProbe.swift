@@ -19,7 +19,7 @@ import SMTPCore
 /// ```
 public struct HostProbe: HostProbing {
     /// The versions probed one by one. SSLv3 is reported as not probed (BoringSSL has no SSLv3).
-    public var versions: [TLSProtocolVersion] = [.tls1_0, .tls1_1, .tls1_2, .tls1_3]
+    public var versions: [TLSProtocolVersion] = [.tls10, .tls11, .tls12, .tls13]
     public var maxConcurrentConnections = 4
     /// The time the certificates are judged at; nil for the current time.
     public var now: Date?
@@ -44,7 +44,7 @@ public struct HostProbe: HostProbing {
             return HostProbeResult(findings: findings, starttlsOffered: false)
         }
 
-        let mainSetup = TLSProbe.setup(minimum: .tls1_0, maximum: nil, ciphers: nil, host: host)
+        let mainSetup = TLSProbe.setup(minimum: .tls10, maximum: nil, ciphers: nil, host: host)
         guard case .success(let setup) = mainSetup else {
             await connection.close()
             findings.append(
@@ -88,7 +88,9 @@ public struct HostProbe: HostProbing {
             findings.append(
                 TLSProbe.weakClassFinding(weak, outcome: side.weak[weak.id] ?? .timedOut, subject: subject))
         }
-        if let fs = TLSProbe.forwardSecrecyFinding(main: mainCipher, rsaKeyExchange: side.weak["rsa-kx"], subject: subject) {
+        if let fs = TLSProbe.forwardSecrecyFinding(
+            main: mainCipher, rsaKeyExchange: side.weak["rsa-kx"], subject: subject)
+        {
             findings.append(fs)
         }
 
@@ -134,7 +136,8 @@ public struct HostProbe: HostProbing {
                 out.append(
                     finding(
                         "starttls.ehlo", stillOffers ? .warning : .ok,
-                        stillOffers ? "EHLO inside TLS answered, but it still offers STARTTLS" : "EHLO inside TLS answered",
+                        stillOffers
+                            ? "EHLO inside TLS answered, but it still offers STARTTLS" : "EHLO inside TLS answered",
                         exts.isEmpty ? nil : "extensions: " + exts.joined(separator: ", ")))
             case .failure(let stop):
                 out.append(SMTPProbe.stopFinding(stop, subject: subject))
@@ -204,9 +207,10 @@ public struct HostProbe: HostProbing {
                         }
                         // TLS 1.3 has no weak suites; from TLS 1.0 so an old-only server is probed too.
                         let setup = TLSProbe.setup(
-                            minimum: .tls1_0, maximum: .tls1_2, ciphers: ciphers, host: host)
+                            minimum: .tls10, maximum: .tls12, ciphers: ciphers, host: host)
                         return .weak(
-                            w.id, await TLSProbe.handshake(setup: setup, address: address, port: port, options: options))
+                            w.id, await TLSProbe.handshake(setup: setup, address: address, port: port, options: options)
+                        )
                     }
                 }
             }

@@ -9,19 +9,19 @@
 /// A TLS protocol version as the probe names it, SSL 3.0 included for completeness of the table.
 public enum TLSProtocolVersion: String, Codable, Sendable, CaseIterable, Comparable {
     case ssl3 = "SSLv3"
-    case tls1_0 = "TLSv1.0"
-    case tls1_1 = "TLSv1.1"
-    case tls1_2 = "TLSv1.2"
-    case tls1_3 = "TLSv1.3"
+    case tls10 = "TLSv1.0"
+    case tls11 = "TLSv1.1"
+    case tls12 = "TLSv1.2"
+    case tls13 = "TLSv1.3"
 
     /// The version's code on the wire (`ProtocolVersion`, RFC 8446 §4.1.2 and appendix E).
     public var wireValue: UInt16 {
         switch self {
         case .ssl3: 0x0300
-        case .tls1_0: 0x0301
-        case .tls1_1: 0x0302
-        case .tls1_2: 0x0303
-        case .tls1_3: 0x0304
+        case .tls10: 0x0301
+        case .tls11: 0x0302
+        case .tls12: 0x0303
+        case .tls13: 0x0304
         }
     }
 
@@ -34,10 +34,10 @@ public enum TLSProtocolVersion: String, Codable, Sendable, CaseIterable, Compara
     public var checkSuffix: String {
         switch self {
         case .ssl3: "ssl3"
-        case .tls1_0: "tls1_0"
-        case .tls1_1: "tls1_1"
-        case .tls1_2: "tls1_2"
-        case .tls1_3: "tls1_3"
+        case .tls10: "tls1_0"
+        case .tls11: "tls1_1"
+        case .tls12: "tls1_2"
+        case .tls13: "tls1_3"
         }
     }
 
@@ -271,9 +271,9 @@ extension TLSProtocolVersion {
     /// The level guideline B1-1 (v2.1) gives the version.
     public var ncscLevel: NCSCLevel {
         switch self {
-        case .tls1_3: .good
-        case .tls1_2: .sufficient
-        case .tls1_1, .tls1_0: .phaseOut
+        case .tls13: .good
+        case .tls12: .sufficient
+        case .tls11, .tls10: .phaseOut
         case .ssl3: .insufficient
         }
     }

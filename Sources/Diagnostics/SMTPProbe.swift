@@ -385,7 +385,8 @@ enum SMTPProbe {
         switch await connection.next() {
         case .reply(let r) where r.code == code: .success(r)
         case .reply(let r): .failure(SMTPProbeStop(step: step, reason: .refused(r)))
-        case .protocolError(let why), .tlsFailed(let why): .failure(SMTPProbeStop(step: step, reason: .protocolError(why)))
+        case .protocolError(let why), .tlsFailed(let why):
+            .failure(SMTPProbeStop(step: step, reason: .protocolError(why)))
         case .tlsEstablished: .failure(SMTPProbeStop(step: step, reason: .protocolError("unexpected TLS event")))
         case .closed: .failure(SMTPProbeStop(step: step, reason: .closed))
         case .timedOut: .failure(SMTPProbeStop(step: step, reason: .timedOut))
@@ -409,7 +410,8 @@ enum SMTPProbe {
             CheckFinding(
                 category: .smtp, subject: subject, check: "smtp.ehlo", severity: .ok,
                 summary: "EHLO accepted; \(greeting.extensions.count) extensions",
-                detail: greeting.extensions.isEmpty ? nil : "extensions: " + greeting.extensions.joined(separator: ", ")))
+                detail: greeting.extensions.isEmpty ? nil : "extensions: " + greeting.extensions.joined(separator: ", ")
+            ))
         if greeting.startTLSOffered {
             out.append(
                 CheckFinding(
@@ -505,10 +507,12 @@ enum SMTPProbe {
             return finding(.info, "not tested: unexpected event before the handshake")
         }
         // A vulnerable server answers the buffered NOOP as soon as TLS is up, unasked.
-        let window = min(TimeAmount.milliseconds(700), TimeAmount.nanoseconds(TimeAmount(options.probeTimeout).nanoseconds / 4))
+        let window = min(
+            TimeAmount.milliseconds(700), TimeAmount.nanoseconds(TimeAmount(options.probeTimeout).nanoseconds / 4))
         if case .reply(let r) = await connection.event(within: window) {
             return finding(
-                .failure, "accepts commands pipelined after STARTTLS (CVE-2011-0411): the NOOP sent before TLS "
+                .failure,
+                "accepts commands pipelined after STARTTLS (CVE-2011-0411): the NOOP sent before TLS "
                     + "was answered inside TLS",
                 "unsolicited reply after the handshake: \(r.description)")
         }

@@ -104,8 +104,11 @@ final class ServerHelloSniffer: ChannelInboundHandler {
             let cipher = body.readInteger(as: UInt16.self), body.readInteger(as: UInt8.self) != nil
         else { return nil }
         var version = TLSProtocolVersion(wireValue: legacyVersion)
-        if let extensionsLength = body.readInteger(as: UInt16.self), var extensions = body.readSlice(length: Int(extensionsLength)) {
-            while let extType = extensions.readInteger(as: UInt16.self), let extLength = extensions.readInteger(as: UInt16.self),
+        if let extensionsLength = body.readInteger(as: UInt16.self),
+            var extensions = body.readSlice(length: Int(extensionsLength))
+        {
+            while let extType = extensions.readInteger(as: UInt16.self),
+                let extLength = extensions.readInteger(as: UInt16.self),
                 var ext = extensions.readSlice(length: Int(extLength))
             {
                 if extType == 0x002B, let selected = ext.readInteger(as: UInt16.self) {
@@ -214,10 +217,10 @@ enum TLSProbe {
     static func nioVersion(_ v: TLSProtocolVersion) -> TLSVersion? {
         switch v {
         case .ssl3: nil
-        case .tls1_0: .tlsv1
-        case .tls1_1: .tlsv11
-        case .tls1_2: .tlsv12
-        case .tls1_3: .tlsv13
+        case .tls10: .tlsv1
+        case .tls11: .tlsv11
+        case .tls12: .tlsv12
+        case .tls13: .tlsv13
         }
     }
 
@@ -266,11 +269,15 @@ enum TLSProbe {
             return .timedOut
         case .tlsFailed(let why), .protocolError(let why):
             if seen.received == 0 { return .dropped }
-            if let alert = seen.alert { return .refused("the server sent the TLS alert \(ServerHelloSniffer.alertName(alert))") }
+            if let alert = seen.alert {
+                return .refused("the server sent the TLS alert \(ServerHelloSniffer.alertName(alert))")
+            }
             return .refused(why)
         case .closed:
             if seen.received == 0 { return .dropped }
-            if let alert = seen.alert { return .refused("the server sent the TLS alert \(ServerHelloSniffer.alertName(alert))") }
+            if let alert = seen.alert {
+                return .refused("the server sent the TLS alert \(ServerHelloSniffer.alertName(alert))")
+            }
             return .refused("the server closed the connection during the handshake")
         case .reply:
             return .refused("a plaintext reply where the handshake was expected")
@@ -279,10 +286,10 @@ enum TLSProbe {
 
     static func protocolVersion(_ v: TLSVersion) -> TLSProtocolVersion {
         switch v {
-        case .tlsv1: .tls1_0
-        case .tlsv11: .tls1_1
-        case .tlsv12: .tls1_2
-        case .tlsv13: .tls1_3
+        case .tlsv1: .tls10
+        case .tlsv11: .tls11
+        case .tlsv12: .tls12
+        case .tlsv13: .tls13
         }
     }
 
@@ -338,7 +345,7 @@ enum TLSProbe {
             }
             return out
         case .refused(let why):
-            let severity: CheckSeverity = version >= .tls1_2 ? .info : .ok
+            let severity: CheckSeverity = version >= .tls12 ? .info : .ok
             return [
                 CheckFinding(
                     category: .tls, subject: subject, check: check, severity: severity,

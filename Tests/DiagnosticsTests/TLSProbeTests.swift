@@ -1,0 +1,246 @@
+import Crypto
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Testing
+import X509
+
+@testable import Diagnostics
+
+/// A scriptable SMTP server on 127.0.0.1 with STARTTLS (NIOSSL), for probing without a real MTA.
+final class FakeSMTPServer: Sendable {
+    struct Behaviour: Sendable {
+        var offerSTARTTLS = true
+        var sendBanner = true
+        /// Answer STARTTLS with 220, then close without TLS.
+        var closeAfterSTARTTLS = false
+        /// Keep bytes pipelined after STARTTLS and answer them inside TLS (CVE-2011-0411).
+        var answerPipelined = false
+        var tls: NIOSSLContext?
+    }
+
+    let channel: Channel
+    var port: Int { channel.localAddress?.port ?? 0 }
+
+    private init(channel: Channel) { self.channel = channel }
+
+    static func start(_ behaviour: Behaviour) async throws -> FakeSMTPServer {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(FakeSMTPHandler(behaviour))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return FakeSMTPServer(channel: channel)
+    }
+
+    func stop() async { try? await channel.close() }
+}
+
+final class FakeSMTPHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let behaviour: FakeSMTPServer.Behaviour
+    var buffer = ByteBuffer()
+    var waitingForTLS = false
+    var inTLS = false
+
+    init(_ behaviour: FakeSMTPServer.Behaviour) { self.behaviour = behaviour }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if behaviour.sendBanner { write(context, "220 fake.test ESMTP\r\n") }
+        context.fireChannelActive()
+    }
+
+    func write(_ context: ChannelHandlerContext, _ s: String) {
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: s)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        buffer.writeBuffer(&b)
+        process(context)
+    }
+
+    func process(_ context: ChannelHandlerContext) {
+        while !waitingForTLS, let crlf = buffer.readableBytesView.firstRange(of: [0x0D, 0x0A]) {
+            let length = crlf.lowerBound - buffer.readerIndex
+            let line = buffer.readString(length: length)!.uppercased()
+            buffer.moveReaderIndex(forwardBy: 2)
+            if line.hasPrefix("EHLO") {
+                write(
+                    context,
+                    "250-fake.test\r\n250-PIPELINING\r\n"
+                        + (behaviour.offerSTARTTLS && !inTLS ? "250 STARTTLS\r\n" : "250 8BITMIME\r\n"))
+            } else if line == "STARTTLS", behaviour.offerSTARTTLS, let tls = behaviour.tls {
+                write(context, "220 2.0.0 Ready to start TLS\r\n")
+                if behaviour.closeAfterSTARTTLS {
+                    context.close(promise: nil)
+                    return
+                }
+                if !behaviour.answerPipelined { buffer.clear() }
+                waitingForTLS = true
+                try? context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
+                return
+            } else if line == "NOOP" {
+                write(context, "250 2.0.0 Ok\r\n")
+            } else if line == "QUIT" {
+                write(context, "221 2.0.0 Bye\r\n")
+                context.close(promise: nil)
+                return
+            } else {
+                write(context, "502 5.5.2 Error: command not recognized\r\n")
+            }
+        }
+        buffer.discardReadBytes()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? TLSUserEvent, case .handshakeCompleted = e {
+            waitingForTLS = false
+            inTLS = true
+            process(context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+}
+
+@Suite struct TLSProbeTests {
+    let pki = TestPKI()
+
+    /// A CA file and a server context whose leaf names 127.0.0.1 and mx.good.test.
+    func serverTLS(
+        minimum: TLSVersion = .tlsv12, maximum: TLSVersion? = nil, ciphers: String? = nil
+    ) throws -> (NIOSSLContext, caFile: String, root: TestPKI.Issued) {
+        let root = try pki.ca()
+        let leaf = try pki.leaf(["mx.good.test"], issuer: root, ips: [[127, 0, 0, 1]])
+        var config = TLSConfiguration.makeServerConfiguration(
+            certificateChain: [.certificate(try NIOSSLCertificate(bytes: leaf.der, format: .der))],
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(leaf.key.pemRepresentation.utf8), format: .pem)))
+        config.minimumTLSVersion = minimum
+        config.maximumTLSVersion = maximum
+        if let ciphers { config.cipherSuites = ciphers }
+        let caFile = FileManager.default.temporaryDirectory.appendingPathComponent("mf-ca-\(UUID().uuidString).pem")
+        try root.certificate.serializeAsPEM().pemString.write(to: caFile, atomically: true, encoding: .utf8)
+        return (try NIOSSLContext(configuration: config), caFile.path, root)
+    }
+
+    func probe(_ behaviour: FakeSMTPServer.Behaviour, caFile: String? = nil, timeout: Duration = .seconds(5))
+        async throws
+        -> (HostProbeResult, [String: CheckFinding])
+    {
+        let server = try await FakeSMTPServer.start(behaviour)
+        let options = ProbeOptions(port: server.port, probeTimeout: timeout, caFile: caFile, heloName: "probe.test")
+        let result = await HostProbe().probe(
+            host: "127.0.0.1", address: "127.0.0.1", port: server.port, options: options)
+        await server.stop()
+        var byCheck: [String: CheckFinding] = [:]
+        for f in result.findings { byCheck[f.check] = f }
+        return (result, byCheck)
+    }
+
+    @Test func goodServer() async throws {
+        let (tls, caFile, _) = try serverTLS()
+        defer { try? FileManager.default.removeItem(atPath: caFile) }
+        let (result, f) = try await probe(.init(tls: tls), caFile: caFile)
+        #expect(result.starttlsOffered)
+        #expect(result.presentedChainDER.count == 1)
+        #expect(f["smtp.banner"]?.summary == "banner: 220 fake.test ESMTP")
+        #expect(f["smtp.ehlo"]?.detail?.contains("STARTTLS") == true)
+        #expect(f["starttls.offered"]?.severity == .ok)
+        #expect(f["starttls.handshake"]?.summary.contains("TLSv1.3") == true)
+        #expect(f["starttls.ehlo"]?.severity == .ok)
+        #expect(f["starttls.pipelining"]?.severity == .ok)
+        #expect(f["tls.version.tls1_3"]?.ncsc == .good)
+        #expect(f["tls.version.tls1_3"]?.summary.contains("accepted") == true)
+        #expect(f["tls.version.tls1_2"]?.ncsc == .sufficient)
+        #expect(f["tls.version.tls1_0"]?.summary == "TLSv1.0 not accepted")
+        #expect(f["tls.version.tls1_1"]?.summary == "TLSv1.1 not accepted")
+        #expect(f["tls.cipher.tls1_3"]?.summary.contains("TLS_AES_") == true)
+        #expect(f["tls.cipher.tls1_2"]?.summary.contains("TLS_ECDHE_ECDSA_WITH_") == true)
+        #expect(f["tls.forward-secrecy"]?.severity == .ok)
+        #expect(f["tls.cipher.weak.3des"]?.severity == .ok)
+        #expect(f["tls.cipher.weak.rc4"]?.summary == "RC4 not probed")
+        #expect(f["certificate.trust"]?.severity == .ok)
+        #expect(f["certificate.name"]?.severity == .ok)
+        #expect(
+            result.findings.allSatisfy { $0.severity <= .info }, "\(result.findings.filter { $0.severity > .info })")
+    }
+
+    @Test func oldVersionsAndCBCAreSeen() async throws {
+        let (tls, caFile, _) = try serverTLS(minimum: .tlsv1, maximum: .tlsv12)
+        defer { try? FileManager.default.removeItem(atPath: caFile) }
+        let (_, f) = try await probe(.init(tls: tls), caFile: caFile)
+        // BoringSSL as a client still speaks TLS 1.0 and 1.1 when asked to.
+        #expect(f["tls.version.tls1_0"]?.severity == .warning)
+        #expect(f["tls.version.tls1_0"]?.ncsc == .phaseOut)
+        #expect(f["tls.version.tls1_1"]?.ncsc == .phaseOut)
+        #expect(f["tls.version.tls1_3"]?.summary == "TLSv1.3 not accepted")
+        #expect(f["tls.cipher.tls1_0"]?.summary.contains("CBC") == true)
+        #expect(f["tls.cipher.weak.cbc-sha1"]?.ncsc == .sufficient)
+        #expect(f["tls.versions"]?.severity == .warning)
+    }
+
+    @Test func noSTARTTLS() async throws {
+        let (result, f) = try await probe(.init(offerSTARTTLS: false))
+        #expect(!result.starttlsOffered)
+        #expect(f["starttls.offered"]?.severity == .failure)
+        #expect(f.keys.allSatisfy { !$0.hasPrefix("tls.") && !$0.hasPrefix("certificate.") })
+    }
+
+    @Test func dropsAfterSTARTTLS() async throws {
+        let (tls, caFile, _) = try serverTLS()
+        defer { try? FileManager.default.removeItem(atPath: caFile) }
+        let (_, f) = try await probe(.init(closeAfterSTARTTLS: true, tls: tls), caFile: caFile)
+        #expect(f["starttls.dropped"]?.severity == .failure)
+        #expect(f["starttls.dropped"]?.summary == "drops the session after STARTTLS")
+    }
+
+    @Test func answersPipelinedCommandsAfterSTARTTLS() async throws {
+        let (tls, caFile, _) = try serverTLS()
+        defer { try? FileManager.default.removeItem(atPath: caFile) }
+        let (_, f) = try await probe(.init(answerPipelined: true, tls: tls), caFile: caFile)
+        #expect(f["starttls.pipelining"]?.severity == .failure)
+        #expect(f["starttls.pipelining"]?.summary.contains("CVE-2011-0411") == true)
+    }
+
+    @Test func silentServerIsBoundedByTheTimeout() async throws {
+        let started = ContinuousClock.now
+        let (_, f) = try await probe(.init(sendBanner: false), timeout: .milliseconds(500))
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(f["smtp.banner"]?.severity == .failure)
+        #expect(f["smtp.banner"]?.summary.contains("within the probe timeout") == true)
+    }
+
+    @Test func closedPortIsAConnectFailure() async throws {
+        let server = try await FakeSMTPServer.start(.init())
+        let port = server.port
+        await server.stop()
+        let result = await HostProbe().probe(
+            host: "127.0.0.1", address: "127.0.0.1", port: port,
+            options: ProbeOptions(port: port, probeTimeout: .seconds(2)))
+        #expect(result.findings.map(\.check) == ["smtp.connect"])
+        #expect(result.findings.first?.severity == .failure)
+    }
+
+    @Test func serverHelloIsParsed() {
+        // A TLS 1.3 ServerHello: legacy_version 1.2, 32-byte random, empty session id,
+        // TLS_AES_256_GCM_SHA384, no compression, supported_versions = 1.3.
+        var b = ByteBuffer()
+        var body: [UInt8] = [0x03, 0x03] + [UInt8](repeating: 7, count: 32) + [0x00, 0x13, 0x02, 0x00]
+        body += [0x00, 0x06, 0x00, 0x2B, 0x00, 0x02, 0x03, 0x04]
+        b.writeBytes([0x02, 0x00, 0x00, UInt8(body.count)] + body)
+        let hello = ServerHelloSniffer.parseServerHello(b)
+        #expect(hello?.version == .tls13)
+        #expect(hello?.cipher.name == "TLS_AES_256_GCM_SHA384")
+        // Truncated: nothing yet.
+        #expect(ServerHelloSniffer.parseServerHello(b.getSlice(at: 0, length: 20)!) == nil)
+    }
+}
