@@ -8,6 +8,7 @@ struct FakeDNS: DiagnosticsDNS {
     var a: [String: [String]] = [:]
     var mx: [String: [(UInt16, String)]] = [:]
     var tlsa: [String: [TLSARecord]] = [:]
+    var ptr: [String: [String]] = [:]
     var authenticated = false
     /// Names that exist (NODATA rather than NXDOMAIN for other types).
     var existing: Set<String> = []
@@ -21,10 +22,13 @@ struct FakeDNS: DiagnosticsDNS {
         case .a: data = (a[key] ?? []).compactMap { DNSIPAddress($0).map(DNSRecordData.a) }
         case .mx: data = (mx[key] ?? []).map { .mx(MXRecord(preference: $0.0, exchange: try! DNSName($0.1))) }
         case .tlsa: data = (tlsa[key] ?? []).map(DNSRecordData.tlsa)
+        case .ptr: data = (ptr[key] ?? []).map { .ptr(try! DNSName($0)) }
         default: break
         }
         if data.isEmpty {
-            let known = txt[key] != nil || a[key] != nil || mx[key] != nil || tlsa[key] != nil || existing.contains(key)
+            let known =
+                txt[key] != nil || a[key] != nil || mx[key] != nil || tlsa[key] != nil || ptr[key] != nil
+                || existing.contains(key)
             throw known ? .noData(owner, type) : .nxdomain(owner)
         }
         return DNSAnswer(

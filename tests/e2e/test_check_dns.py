@@ -253,3 +253,36 @@ def test_human_output(env):
     assert "\nSPF\n" in p.stdout and "FAIL  +all" in p.stdout
     assert p.stdout.rstrip().splitlines()[-1].startswith("Verdict: FAIL")
     assert p.stderr == ""  # no progress when stderr is not a terminal
+
+
+def test_check_ip_reads_the_trace(env, mailflow_server):
+    """What 127.0.0.1 did at a Mailflow with a connection rate of 2 a minute: one message, refusals."""
+    from mfutil import SMTPClient
+    srv = mailflow_server({"limits": {"per_source": {"connections_per_minute": 2}}})
+    with SMTPClient(srv.port) as c:
+        c.cmd("EHLO client.test")
+        c.send_message("sender@client.test", ["alice@contoso.test"], b"Subject: t\r\n\r\nhello\r\n")
+        c.cmd("QUIT")
+    refused = 0
+    for _ in range(3):
+        c = SMTPClient(srv.port)
+        refused += c.greeting.code == 421
+        c.close()
+    assert refused >= 1
+    cmd = [mailflow_bin(), "check", "ip", "127.0.0.1", "--json", "--dns-server", env["dns"].server,
+           "--config", str(srv.config_path)]
+    deadline = time.monotonic() + 10
+    while True:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=srv.workdir)
+        report = json.loads(p.stdout)
+        jsonschema.validate(report, SCHEMA)
+        throttled = [f for f in report["findings"] if f["check"] == "trace.throttled"]
+        if throttled and throttled[0]["severity"] == "warning" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    received = next(f for f in report["findings"] if f["check"] == "trace.received")
+    assert received["summary"].startswith("1 message"), received
+    assert throttled[0]["severity"] == "warning", throttled
+    assert "421 4.7.0 Connection rate limit exceeded" in throttled[0]["detail"]
+    assert sev(report, "trace.last-replies") == ["info"]
+    assert p.returncode == 1
