@@ -1,0 +1,39 @@
+import Foundation
+import Logging
+import MailQueue
+import NIOPosix
+import NIOSSL
+
+/// Everything a session handler shares with its server.
+public struct IngressContext: Sendable {
+    public var policy: SharedPolicy
+    public var admission: AdmissionControl
+    public var committer: any MessageCommitter
+    public var spool: Spool
+    public var threadPool: NIOThreadPool
+    public var tls: NIOSSLContext?
+    public var logger: Logger
+    public var metrics: IngressMetrics
+    /// The wall clock, read only for what is stored with a message (queue ID, `Received:` date,
+    /// received time); every timeout runs on the event loop's clock.
+    public var now: @Sendable () -> Date
+
+    public init(
+        policy: SharedPolicy, admission: AdmissionControl, committer: any MessageCommitter, spool: Spool,
+        threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger, metrics: IngressMetrics = IngressMetrics(),
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.now = now
+        self.metrics = metrics
+        self.policy = policy
+        self.admission = admission
+        self.committer = committer
+        self.spool = spool
+        self.threadPool = threadPool
+        self.tls = tls
+        self.logger = logger
+    }
+}
+
+/// Sent down a session's pipeline when the server begins to stop.
+public struct ShutdownRequestedEvent: Sendable {}
