@@ -42,7 +42,7 @@ public struct DomainCheck: Sendable {
             group.addTask { await TLSRPTCheck(dns: dns).run(domain: domain) }
             let explicit = targets.filter { $0.preference != nil }.map(\.host)
             group.addTask {
-                progress("fetching the MTA-STS policy of \(domain)")
+                progress("checking MTA-STS of \(domain)")
                 return await MTASTSCheck(dns: dns, fetcher: fetcher, options: options).run(
                     domain: domain, mxHosts: explicit)
             }

@@ -286,3 +286,29 @@ def test_check_ip_reads_the_trace(env, mailflow_server):
     assert "421 4.7.0 Connection rate limit exceeded" in throttled[0]["detail"]
     assert sev(report, "trace.last-replies") == ["info"]
     assert p.returncode == 1
+
+
+def test_mta_sts_policy_untrusted_and_silent(env):
+    """Without the test CA the policy certificate is refused; a server that never answers is cut off."""
+    base = [mailflow_bin(), "check", "domain", "good.test", "--json", "--dns-server", env["dns"].server,
+            "--port", "1", "--config", str(env["mf"].config_path)]
+    p = subprocess.run([*base, "--mta-sts-port", str(env["https_port"])], capture_output=True, text=True,
+                       timeout=60, cwd=env["mf"].workdir)
+    report = json.loads(p.stdout)
+    fetch = [f for f in report["findings"] if f["check"] == "mta-sts.policy-fetch"]
+    assert [f["severity"] for f in fetch] == ["failure"], fetch
+    assert "certificate" in fetch[0]["detail"].lower() or "verify" in fetch[0]["detail"].lower(), fetch
+    import socket
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        p = subprocess.run([*base, "--mta-sts-port", str(silent.getsockname()[1]), "--timeout", "1",
+                            "--ca-file", str(env["ca"])], capture_output=True, text=True, timeout=60,
+                           cwd=env["mf"].workdir)
+        elapsed = time.monotonic() - started
+    report = json.loads(p.stdout)
+    fetch = [f for f in report["findings"] if f["check"] == "mta-sts.policy-fetch"]
+    assert [f["severity"] for f in fetch] == ["failure"], fetch
+    assert "no complete response in time" in fetch[0]["detail"]
+    assert elapsed < 8, elapsed
