@@ -312,3 +312,38 @@ def test_mta_sts_policy_untrusted_and_silent(env):
     assert [f["severity"] for f in fetch] == ["failure"], fetch
     assert "no complete response in time" in fetch[0]["detail"]
     assert elapsed < 8, elapsed
+
+
+def test_check_domain_reads_deferrals_from_the_trace(env, mailflow_server):
+    """The "them" side: a Mailflow relaying to good.test, whose MX port is closed, sees deferrals."""
+    import socket
+    from mfutil import SMTPClient
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    srv = mailflow_server({
+        "relay": {"trusted_networks": ["127.0.0.0/8"]},
+        "dns": {"servers": [env["dns"].server], "timeout": "1s", "attempts": 1},
+        "delivery": {"retry_intervals": ["1s"], "mx_port": closed},
+        "tenants": [{"name": "src", "domains": ["src.test"], "mailboxes": ["sender"]}],
+    })
+    with SMTPClient(srv.port) as c:
+        c.cmd("EHLO client.test")
+        c.send_message("sender@src.test", ["someone@good.test"], b"Subject: t\r\n\r\nhello\r\n")
+        c.cmd("QUIT")
+    cmd = [mailflow_bin(), "check", "domain", "good.test", "--json", "--port", "1", "--timeout", "2",
+           "--dns-server", env["dns"].server, "--config", str(srv.config_path)]
+    deadline = time.monotonic() + 15
+    while True:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=srv.workdir)
+        report = json.loads(p.stdout)
+        deferrals = [f for f in report["findings"] if f["check"] == "trace.deferrals"]
+        if deferrals or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    jsonschema.validate(report, SCHEMA)
+    assert deferrals, [f for f in report["findings"] if f["category"] == "trace"]
+    assert deferrals[0]["severity"] == "warning"  # nothing was delivered
+    delivery = next(f for f in report["findings"] if f["check"] == "trace.delivery")
+    assert "0 delivered" in delivery["summary"]
+    print("deferral signatures:", deferrals[0]["detail"])
