@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MailQueue
+import NIOPosix
 import ServiceHealth
 import Synchronization
 
@@ -142,11 +143,13 @@ public final class HealthService: Sendable {
             metadata: ["issues": "\(existing.count)", "warm_up_events": "\(rows)"])
     }
 
-    public func start() {
+    /// Runs a pass every `interval` until `stop()`. A pass reads SQLite, which blocks, so it runs on
+    /// `threadPool`, never on the cooperative pool the async code shares.
+    public func start(threadPool: NIOThreadPool) {
         let t = Task.detached { [self] in
             while !Task.isCancelled {
                 do {
-                    try self.pass(now: Date())
+                    try await threadPool.runIfActive { try self.pass(now: Date()) }
                 } catch {
                     self.logger.error("service health pass failed: \(error)")
                 }

@@ -308,16 +308,17 @@ public final class MailflowService: Sendable {
         snapshotTask.withLock { $0 = task }
         startHousekeeping()
         if let health {
-            // Baselines come back from the stored trace off the start path; then the monitor runs.
+            // Baselines come back from the stored trace off the start path (on the blocking pool:
+            // a week of trace is read); then the monitor runs.
             let warmUp = config.healthWarmUp
             let logger = self.logger
             Task.detached {
                 do {
-                    try health.prepare(warmUp: warmUp)
+                    try await pool.runIfActive { try health.prepare(warmUp: warmUp) }
                 } catch {
                     logger.error("service health could not load its state: \(error)")
                 }
-                health.start()
+                health.start(threadPool: pool)
             }
         }
         var addresses: [SocketAddress] = []
