@@ -158,6 +158,7 @@ let package = Package(
             dependencies: [
                 "Delivery", "MailQueue", "SMTPCore", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
             name: "IngressTests",

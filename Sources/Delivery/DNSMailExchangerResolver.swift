@@ -35,8 +35,8 @@ public struct DNSMailExchangerResolver: MailExchangerResolving {
         do {
             return try await resolver.addresses(host).map(\.description)
         } catch {
-            throw SMTPClientConnection.ConnectFailure(
-                reply: SMTPReply(
+            throw SMTPClientFailure.addressLookup(
+                SMTPReply(
                     error.isPermanent ? 550 : 451, error.isPermanent ? .init(5, 4, 4) : .init(4, 4, 3),
                     "No address for \(host): \(error)"))
         }

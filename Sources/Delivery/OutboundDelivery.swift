@@ -100,10 +100,14 @@ public final class OutboundDelivery: Sendable {
     let tlsOpportunistic: NIOSSLContext?
     let pool: DestinationPool
     let logger: Logger
+    /// The time that adaptive concurrency decides by (parking, quiet periods); injected for tests.
+    let now: @Sendable () -> Date
 
     public init(
-        settings: OutboundSettings, resolver: MailExchangerResolving, group: EventLoopGroup, logger: Logger
+        settings: OutboundSettings, resolver: MailExchangerResolving, group: EventLoopGroup, logger: Logger,
+        now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
+        self.now = now
         self.settings = settings
         self.resolver = resolver
         self.group = group
@@ -114,7 +118,7 @@ public final class OutboundDelivery: Sendable {
         tls.certificateVerification = .none
         tls.minimumTLSVersion = .tlsv12
         self.tlsOpportunistic = try NIOSSLContext(configuration: tls)
-        self.pool = DestinationPool(settings: settings)
+        self.pool = DestinationPool(settings: settings, now: now)
     }
 
     /// The provider key of an MX host: its name without the first label when it has three or more,
@@ -182,10 +186,10 @@ public final class OutboundDelivery: Sendable {
                 connection = c
                 host = h
             case .open:
-                let openedAt = Date()
+                let openedAt = now()
                 do {
                     (connection, host) = try await connect(hosts: hosts, port: port, tls: tls, verifyName: verifyName)
-                } catch let f as SMTPClientConnection.ConnectFailure {
+                } catch let f as SMTPClientFailure {
                     lastReply = f.reply
                     let throttled = DestinationConcurrency.isThrottle(f.reply)
                     await pool.release(
@@ -228,8 +232,7 @@ public final class OutboundDelivery: Sendable {
     func connect(hosts: [String], port: Int, tls: TLSRequirement, verifyName: String?) async throws -> (
         SMTPClientConnection, String?
     ) {
-        var last: Error = SMTPClientConnection.ConnectFailure(
-            reply: SMTPReply(451, .init(4, 4, 4), "No address for \(hosts.joined(separator: ", "))"))
+        var last: Error = SMTPClientFailure.noAddress(hosts.joined(separator: ", "))
         var context = tlsOpportunistic
         if let name = verifyName {
             var c = TLSConfiguration.makeClientConfiguration()
@@ -258,7 +261,7 @@ public final class OutboundDelivery: Sendable {
                         verify: verifyName != nil, connectTimeout: settings.connectTimeout,
                         replyTimeout: settings.replyTimeout)
                     return (c, host)
-                } catch let f as SMTPClientConnection.ConnectFailure {
+                } catch let f as SMTPClientFailure {
                     last = f
                     // A throttling refusal is the destination's answer, not this host's: stop here.
                     if DestinationConcurrency.isThrottle(f.reply) { throw f }
@@ -293,10 +296,12 @@ actor DestinationPool {
     }
 
     let settings: OutboundSettings
+    let now: @Sendable () -> Date
     var destinations: [String: Destination] = [:]
 
-    init(settings: OutboundSettings) {
+    init(settings: OutboundSettings, now: @escaping @Sendable () -> Date = { Date() }) {
         self.settings = settings
+        self.now = now
     }
 
     func acquire(_ key: String) async -> Slot {
@@ -304,7 +309,7 @@ actor DestinationPool {
             destinations[key]
             ?? Destination(
                 concurrency: DestinationConcurrency(initial: settings.initialWindow, maximum: settings.maxWindow))
-        if let until = d.concurrency.parkedUntilIfParked(Date()) {
+        if let until = d.concurrency.parkedUntilIfParked(now()) {
             destinations[key] = d
             return .parked(until, d.lastError)
         }
@@ -325,7 +330,7 @@ actor DestinationPool {
             if let connection { await connection.close() }
             return
         }
-        let now = Date()
+        let now = self.now()
         switch signal {
         case .success:
             d.concurrency.recordSuccess(now: now)
@@ -362,7 +367,7 @@ actor DestinationPool {
 
     func sessionClosed(_ key: String) {
         destinations[key]?.sessions -= 1
-        wakeWaiters(key, now: Date())
+        wakeWaiters(key, now: now())
     }
 
     /// The window may have grown or a session ended: let waiters open new sessions (or learn that

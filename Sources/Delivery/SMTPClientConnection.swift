@@ -87,7 +87,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
             }
             input.discardReadBytes()
         } catch {
-            handle(machine.tlsFailed("protocol error: \(error)"))
+            fail(.replyParse("\(error)"))
         }
     }
 
@@ -117,12 +117,38 @@ final class SMTPClientHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if inHandshake || error is NIOSSLError || error is BoringSSLError {
-            handle(machine.tlsFailed("\(error)"))
-        } else {
-            handle(machine.connectionClosed())
-        }
+        fail(Self.failure(for: error, inHandshake: inHandshake))
         context.close(promise: nil)
+    }
+
+    /// What a pipeline error means: inside the TLS handshake (or a handshake error from NIOSSL) the
+    /// handshake failed; anywhere else the connection broke (a reset, or a TLS session cut without
+    /// close_notify), which is an abrupt close.
+    static func failure(for error: any Error, inHandshake: Bool) -> SMTPClientFailure {
+        if inHandshake { return .tlsHandshake("\(error)") }
+        if let e = error as? NIOSSLError, case .handshakeFailed = e { return .tlsHandshake("\(error)") }
+        return .closed
+    }
+
+    /// Ends the session for `failure`: pending recipients are deferred with its reply, and the
+    /// connection's `closeReason` keeps the typed failure.
+    func fail(_ failure: SMTPClientFailure) {
+        guard !machine.isClosed else { return }
+        closeReason.fail(failure)
+        switch failure {
+        case .tlsHandshake(let why):
+            handle(machine.tlsFailed(why))
+        default:
+            // The session state machine settles the transaction as for a dropped connection; the
+            // reply says what actually happened.
+            let reply = failure.reply
+            guard case .close(let results, _) = machine.connectionClosed() else { return }
+            handle(
+                .close(
+                    results: results.map {
+                        $0.reply == ClientSession.abruptClose ? RecipientResult.from(reply, index: $0.index) : $0
+                    }, reason: reply))
+        }
     }
 
     func handle(_ action: ClientSession.Action) {
@@ -134,7 +160,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(commands), promise: nil)
         case .startTLS:
             guard let tlsContext else {
-                handle(machine.tlsFailed("no TLS client context"))
+                fail(.tlsHandshake("no TLS client context"))
                 return
             }
             do {
@@ -142,7 +168,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
                 let h = try NIOSSLClientHandler(context: tlsContext, serverHostname: serverName)
                 try context.pipeline.syncOperations.addHandler(h, position: .first)
             } catch {
-                handle(machine.tlsFailed("\(error)"))
+                fail(.tlsHandshake("\(error)"))
             }
         case .sendData:
             deliver(.needBody(chunked: false))
@@ -178,11 +204,63 @@ final class SMTPClientHandler: ChannelInboundHandler {
 }
 
 /// The reply that ended a session, kept outside the channel so a remote that answers `421` and
-/// closes at once still tells us why.
+/// closes at once still tells us why; and the typed failure when Mailflow ended it.
 final class CloseReason: Sendable {
     let reply = Mutex<SMTPReply?>(nil)
+    let failure = Mutex<SMTPClientFailure?>(nil)
     func set(_ r: SMTPReply) { reply.withLock { if $0 == nil { $0 = r } } }
+    func fail(_ f: SMTPClientFailure) { failure.withLock { if $0 == nil { $0 = f } } }
     var value: SMTPReply? { reply.withLock { $0 } }
+
+    /// Why the session ended, as a typed failure: Mailflow's own, or the remote's reply.
+    var asFailure: SMTPClientFailure {
+        if let f = failure.withLock({ $0 }) { return f }
+        guard let r = value, r != ClientSession.abruptClose else { return .closed }
+        return .refused(r)
+    }
+}
+
+/// Why an outbound SMTP session ended without delivering, one case per kind of failure, each with
+/// the reply its recipients are deferred with. Recorded as what happened: a reply that cannot be
+/// parsed is a protocol error, not a TLS failure, and a silent remote is a timeout, not an abrupt
+/// close (only that counts toward a poison message).
+public enum SMTPClientFailure: Error, Hashable, CustomStringConvertible {
+    /// The TCP connection could not be made (refused, unreachable, connect timeout).
+    case connect(address: String, detail: String)
+    /// No address to connect to.
+    case noAddress(String)
+    /// The address lookup of a host failed; the reply says whether for good.
+    case addressLookup(SMTPReply)
+    /// The STARTTLS handshake failed (RFC 3207).
+    case tlsHandshake(String)
+    /// The remote sent something that is not an SMTP reply (RFC 5321 §4.2).
+    case replyParse(String)
+    /// No reply within the reply timeout (RFC 5321 §4.5.3.2).
+    case timeout(after: TimeAmount)
+    /// The remote closed the connection or it broke (Exchange's SuspiciousRemoteServerError).
+    case closed
+    /// The remote answered and ended the session: a `421` greeting, a refused EHLO, no STARTTLS
+    /// where TLS is required.
+    case refused(SMTPReply)
+
+    public var reply: SMTPReply {
+        switch self {
+        case .connect(let address, let detail):
+            return SMTPReply(451, .init(4, 4, 1), "Connection to \(address) failed: \(detail)")
+        case .noAddress(let hosts): return SMTPReply(451, .init(4, 4, 4), "No address for \(hosts)")
+        case .tlsHandshake(let why):
+            return SMTPReply(451, .init(4, 7, 5), "TLS handshake with the remote failed: \(why)")
+        case .replyParse(let why):
+            return SMTPReply(451, .init(4, 5, 0), "Protocol error: the remote's reply could not be parsed: \(why)")
+        case .timeout(let after):
+            return SMTPReply(
+                451, .init(4, 4, 2), "No reply from the remote within \(after.nanoseconds / 1_000_000_000) s")
+        case .closed: return ClientSession.abruptClose
+        case .refused(let reply), .addressLookup(let reply): return reply
+        }
+    }
+
+    public var description: String { reply.description }
 }
 
 /// One outbound SMTP connection: connect, greet, STARTTLS per policy, then any number of messages.
@@ -202,14 +280,8 @@ public final class SMTPClientConnection: Sendable {
         self.remoteAddress = remote
     }
 
-    /// How a connection attempt ended when it did not become ready.
-    public struct ConnectFailure: Error, CustomStringConvertible {
-        public var reply: SMTPReply
-        public var description: String { reply.description }
-    }
-
-    /// Connects and runs the greeting, EHLO and STARTTLS. Throws `ConnectFailure` with the reply to
-    /// record (the remote's own, or Mailflow's for a refused connection or a timeout).
+    /// Connects and runs the greeting, EHLO and STARTTLS. Throws an `SMTPClientFailure` whose reply
+    /// is recorded (the remote's own, or Mailflow's for what went wrong).
     public static func connect(
         to address: SocketAddress, group: EventLoopGroup, heloName: String, tls: TLSRequirement,
         tlsContext: NIOSSLContext?, serverName: String?, verify: Bool = false,
@@ -231,8 +303,7 @@ public final class SMTPClientConnection: Sendable {
         do {
             channel = try await bootstrap.connect(to: address).get()
         } catch {
-            throw ConnectFailure(
-                reply: SMTPReply(451, .init(4, 4, 1), "Connection to \(address.ipAddress ?? "?") failed: \(error)"))
+            throw SMTPClientFailure.connect(address: address.ipAddress ?? "?", detail: "\(error)")
         }
         let handler: NIOLoopBound<SMTPClientHandler>
         do {
@@ -244,17 +315,17 @@ public final class SMTPClientConnection: Sendable {
         } catch {
             // The remote answered and hung up before we looked (a 421 greeting): give its reply.
             try? await channel.closeFuture.get()
-            throw ConnectFailure(reply: closeReason.value ?? ClientSession.abruptClose)
+            throw closeReason.asFailure
         }
         let conn = SMTPClientConnection(channel: channel, handler: handler, replyTimeout: replyTimeout, remote: address)
         switch await conn.nextStep() {
         case .ready:
             return conn
-        case .closed(_, let reason):
-            throw ConnectFailure(reply: reason ?? ClientSession.abruptClose)
+        case .closed:
+            throw closeReason.asFailure
         case .needBody, .finished:
             channel.close(promise: nil)
-            throw ConnectFailure(reply: SMTPReply(451, .init(4, 5, 0), "unexpected session state"))
+            throw SMTPClientFailure.refused(SMTPReply(451, .init(4, 5, 0), "unexpected session state"))
         }
     }
 
@@ -266,7 +337,10 @@ public final class SMTPClientConnection: Sendable {
         let timeout = replyTimeout
         let future = loop.flatSubmit { () -> EventLoopFuture<ClientStep> in
             let f = handler.value.next(loop)
-            let t = loop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+            let t = loop.scheduleTask(in: timeout) {
+                handler.value.fail(.timeout(after: timeout))
+                channel.close(promise: nil)
+            }
             f.whenComplete { _ in t.cancel() }
             return f
         }
