@@ -99,6 +99,11 @@ final class ProbeChannelHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let e = error as? NIOSSLError, e == .uncleanShutdown {
+            // A peer that closes without close_notify: the close itself is the event.
+            context.close(promise: nil)
+            return
+        }
         if sniffer != nil {
             push(.tlsFailed(String(describing: error)))
         } else {
@@ -157,8 +162,13 @@ final class ProbeChannelHandler: ChannelInboundHandler {
         return p.futureResult
     }
 
-    /// Whether a complete event is waiting (used to see unsolicited replies).
-    var hasQueuedEvent: Bool { !events.isEmpty }
+    /// Stops waiting without closing (the waiter hears `.timedOut`).
+    func cancelWait() {
+        if let w = waiter {
+            waiter = nil
+            w.succeed(.timedOut)
+        }
+    }
 
     func timeOut() {
         if let w = waiter {
@@ -250,10 +260,15 @@ final class SMTPProbeConnection: Sendable {
         let handler = self.handler
         let until = min(deadline, .now() + window)
         let future = loop.flatSubmit { () -> EventLoopFuture<ProbeEvent?> in
-            if handler.value.hasQueuedEvent { return handler.value.next(loop).map { $0 } }
             let p = loop.makePromise(of: ProbeEvent?.self)
-            handler.value.next(loop).whenSuccess { p.succeed($0) }
-            loop.scheduleTask(deadline: until) { p.succeed(nil) }
+            let timer = loop.scheduleTask(deadline: until) {
+                p.succeed(nil)
+                handler.value.cancelWait()
+            }
+            handler.value.next(loop).whenSuccess { event in
+                timer.cancel()
+                p.succeed(event)
+            }
             return p.futureResult
         }
         return (try? await future.get()) ?? nil
