@@ -74,15 +74,22 @@ public final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
     let name: String
     let postLimit: Int
     let writeBatch: Write
+    let written: @Sendable ([Item]) -> Void
     let state = Mutex(State())
     /// Signalled at most once per park (see `State.parked`), so its count never exceeds one.
     let wake = DispatchSemaphore(value: 0)
 
     /// Starts the writer thread, named `name` (it shows in `top -H` and in crash reports).
-    /// Call `shutdown` to stop it.
-    public init(name: String, postLimit: Int = 100_000, write: @escaping Write) {
+    /// `written` is told the items of each successful write after their completions have run:
+    /// waking other work (the delivery scheduler) before the waiting callers would make them
+    /// compete for the CPU with the replies they are waiting to send. Call `shutdown` to stop it.
+    public init(
+        name: String, postLimit: Int = 100_000, written: @escaping @Sendable ([Item]) -> Void = { _ in },
+        write: @escaping Write
+    ) {
         self.name = name
         self.postLimit = postLimit
+        self.written = written
         self.writeBatch = write
         let thread = Thread { [self] in self.run() }
         thread.name = name
@@ -217,6 +224,7 @@ public final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
             $0.statistics.posted += batch.count - waited
         }
         for (s, output) in zip(batch, outputs) { s.completion?(.success(output)) }
+        written(batch.map(\.item))
     }
 }
 

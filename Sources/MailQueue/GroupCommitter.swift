@@ -21,7 +21,11 @@ public final class GroupCommitter: Sendable {
 
     /// `onCommitted` is told the IDs of each durable batch (the delivery scheduler's wake-up).
     public init(store: SQLiteQueueStore, onCommitted: @escaping @Sendable ([String]) -> Void = { _ in }) {
-        writer = BatchWriter(name: "mailflow-commit") { entries in
+        let written: @Sendable ([Entry]) -> Void = { entries in
+            let ids = entries.compactMap { if case .message(let m) = $0 { m.id } else { nil } }
+            if !ids.isEmpty { onCommitted(ids) }
+        }
+        writer = BatchWriter(name: "mailflow-commit", written: written) { entries in
             var messages: [NewMessage] = []
             var events: [TraceEvent] = []
             for entry in entries {
@@ -31,7 +35,6 @@ public final class GroupCommitter: Sendable {
                 }
             }
             try store.insert(messages, events: events)
-            if !messages.isEmpty { onCommitted(messages.map(\.id)) }
             return Array(repeating: (), count: entries.count)
         }
     }
