@@ -38,6 +38,9 @@ public struct AdminBackend: Sendable {
     public var healthAct: @Sendable (String, HealthAdminAction, String) throws -> HealthIssue
     /// A tenant admin's problem report (report, reporter name); the monitor reads it within seconds.
     public var healthReport: @Sendable (ProblemReport, String) throws -> Void
+    /// Runs one `mailflow check` (docs/check.md) with the server's DNS servers and probe defaults;
+    /// nil when the server offers no checks (`503`). See ``AdminCheckRequest``.
+    public var runCheck: (@Sendable (AdminCheckRequest) async throws -> AdminCheckResult)?
 
     public init(
         store: SQLiteQueueStore, hostname: String, version: String,
@@ -50,7 +53,8 @@ public struct AdminBackend: Sendable {
         healthAct: @escaping @Sendable (String, HealthAdminAction, String) throws -> HealthIssue = { id, _, _ in
             throw HealthActionError.unknownIssue(id)
         },
-        healthReport: @escaping @Sendable (ProblemReport, String) throws -> Void = { _, _ in }
+        healthReport: @escaping @Sendable (ProblemReport, String) throws -> Void = { _, _ in },
+        runCheck: (@Sendable (AdminCheckRequest) async throws -> AdminCheckResult)? = nil
     ) {
         self.store = store
         self.hostname = hostname
@@ -63,5 +67,43 @@ public struct AdminBackend: Sendable {
         self.healthIssues = healthIssues
         self.healthAct = healthAct
         self.healthReport = healthReport
+        self.runCheck = runCheck
+    }
+}
+
+/// One check the admin API or the Diagnostics page asks for, its target already validated.
+///
+/// The admin listener does not link Diagnostics: the check runs behind an opaque closure that the
+/// server (MailflowApp) provides, and comes back as the report's JSON. That keeps the probing code
+/// (SMTP, TLS, DNS clients that contact other hosts) out of the listener's module and its tests, and
+/// makes the API answer byte for byte what `mailflow check --json` prints (docs/check.schema.json),
+/// with no second encoder to drift; the page reads the same JSON through the documented schema.
+public struct AdminCheckRequest: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case domain, host, ip
+    }
+
+    public var kind: Kind
+    /// A hostname (LDH labels, no trailing dot) or an IP literal, as validated by the listener.
+    public var target: String
+    /// The SMTP port probed (domain and host; 25 unless given); nil for `ip`.
+    public var port: Int?
+
+    public init(kind: Kind, target: String, port: Int? = nil) {
+        self.kind = kind
+        self.target = target
+        self.port = port
+    }
+}
+
+/// A finished check: the `CheckReport` encoded as `mailflow check --json` prints it, and its verdict
+/// (`ok`, `info`, `warning`, `failure`) for the log.
+public struct AdminCheckResult: Sendable {
+    public var report: Data
+    public var verdict: String
+
+    public init(report: Data, verdict: String) {
+        self.report = report
+        self.verdict = verdict
     }
 }

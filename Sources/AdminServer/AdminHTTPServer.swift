@@ -44,11 +44,17 @@ public final class AdminHTTPServer: Sendable {
     let lastUse = AdminTokens.LastUse()
     let templates: MustacheLibrary
     let running = Mutex<(Task<Void, Never>, ServiceGroup)?>(nil)
+    /// The checks (`/api/v1/check/...`, `/diagnostics`) running at once, and each one's bound.
+    let checkGate: CheckGate
+    let checkTimeout: Duration
 
     public init(
-        backend: AdminBackend, sessionLifetime: TimeInterval = 12 * 3600, group: any EventLoopGroup, logger: Logger
+        backend: AdminBackend, sessionLifetime: TimeInterval = 12 * 3600, maxConcurrentChecks: Int = 2,
+        checkTimeout: Duration = .seconds(60), group: any EventLoopGroup, logger: Logger
     ) throws {
         self.backend = backend
+        self.checkGate = CheckGate(limit: maxConcurrentChecks)
+        self.checkTimeout = checkTimeout
         self.logger = logger
         self.group = group
         self.sessions = AdminSessions(lifetime: sessionLifetime)
@@ -97,6 +103,7 @@ public final class AdminHTTPServer: Sendable {
         let api = router.group("api/v1")
         addAPIRoutes(api)
         addHealthAPIRoutes(api)
+        addCheckAPIRoutes(api)
         router.get("metrics") { [backend] _, _ -> Response in
             let text = backend.metrics()
             return Response(
@@ -106,6 +113,7 @@ public final class AdminHTTPServer: Sendable {
         let pages = router.group()
         addPageRoutes(pages)
         addHealthPageRoutes(pages)
+        addCheckPageRoutes(pages)
         return router
     }
 
@@ -373,6 +381,8 @@ struct MethodNotAllowed: RouterMiddleware {
         ("/api/v1/health/overview", [.get]), ("/api/v1/health/issues", [.get]), ("/api/v1/health/issues/:id", [.get]),
         ("/api/v1/health/issues/:id/posts", [.post]), ("/api/v1/health/issues/:id/status", [.post]),
         ("/api/v1/health/issues/:id/review", [.post]), ("/api/v1/health/reports", [.post]),
+        ("/diagnostics", [.get]), ("/api/v1/check/domain/:target", [.get]), ("/api/v1/check/host/:target", [.get]),
+        ("/api/v1/check/ip/:target", [.get]),
     ].map { ($0.0.split(separator: "/"), $0.1) }
 
     static func allowedMethods(path: String) -> [HTTPRequest.Method] {

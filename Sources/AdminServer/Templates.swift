@@ -26,7 +26,7 @@ enum Templates {
     static let all: [(String, String)] = [
         ("head", head), ("foot", foot), ("login", login), ("overview", overview), ("queue", queue),
         ("message", message), ("trace", trace), ("forests", forests), ("error", errorPage), ("health", health),
-        ("healthIssue", healthIssue), ("healthReport", healthReport),
+        ("healthIssue", healthIssue), ("healthReport", healthReport), ("diagnostics", diagnostics),
     ]
 
     static let head = """
@@ -68,6 +68,10 @@ enum Templates {
         form.stack{display:flex;flex-direction:column;gap:.4rem;background:#fff;border:1px solid #dde1e6;padding:.6rem;border-radius:6px;max-width:48rem}
         form.stack label{display:flex;flex-direction:column;font-size:.8rem;color:#444}form.stack button{align-self:flex-start}
         textarea{font:inherit;font-size:.85rem;padding:.3rem}
+        .badge{display:inline-block;min-width:4.2rem;text-align:center;border-radius:3px;padding:.05rem .4rem;font-size:.75rem;font-weight:600;color:#fff;text-transform:uppercase}
+        .badge-ok{background:#2e9d4e}.badge-info{background:#3b7dd8}.badge-warning{background:#c77c00}.badge-failure{background:#b52b27}
+        .verdict{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:.5rem .7rem}.check-group h2 .badge{margin-left:.4rem;vertical-align:middle}
+        .check-group pre{margin:.3rem 0 0;white-space:pre-wrap}
         </style></head><body>
         {{#nav}}<header><strong>Mailflow</strong>
         {{#operator}}<a href="/" class="{{#overview}}active{{/overview}}">Overview</a>{{/operator}}
@@ -75,6 +79,7 @@ enum Templates {
         <a href="/trace" class="{{#trace}}active{{/trace}}">Message trace</a>
         {{#operator}}<a href="/forests" class="{{#forests}}active{{/forests}}">Forests &amp; tenants</a>{{/operator}}
         <a href="/health" class="{{#health}}active{{/health}}">Service health</a>
+        {{#operator}}<a href="/diagnostics" class="{{#diagnostics}}active{{/diagnostics}}">Diagnostics</a>{{/operator}}
         <span class="host">{{hostname}} · {{actor}}{{#scopeTenant}} · <span id="scope-tenant">tenant {{scopeTenant}}</span>{{/scopeTenant}}</span>
         <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>
         </header>{{/nav}}
@@ -304,6 +309,27 @@ enum Templates {
         {{> head}}
         <h1>{{title}}</h1>
         <p class="error">{{message}}</p>
+        {{> foot}}
+        """
+
+    static let diagnostics = """
+        {{> head}}
+        <h1>Diagnostics</h1>
+        <form method="get" action="/diagnostics" class="filters" id="check-form">
+        <label>Check<select name="kind" id="kind">{{#kinds}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/kinds}}</select></label>
+        <label>Domain, host or IP address<input name="target" id="target" value="{{target}}" placeholder="example.org, mx1.example.org or 192.0.2.1" size="40" maxlength="253" required></label>
+        <label>SMTP port (domain, host)<input name="port" id="port" value="{{port}}" placeholder="25" size="6" inputmode="numeric"></label>
+        <button type="submit" id="run-check">Run check</button>
+        </form>
+        <p>The same checks as <code>mailflow check</code>: only the named hosts and Mailflow's configured DNS servers are contacted; a check may take up to a minute.</p>
+        {{#error}}<p class="error" id="check-error">{{error}}</p>{{/error}}
+        {{#report}}
+        <p class="verdict" id="verdict" data-verdict="{{verdict}}"><span class="badge badge-{{verdict}}">{{verdict}}</span> <strong>{{kind}} {{target}}</strong>: {{counts}} · took <span id="duration">{{duration}}</span> · started {{started}}</p>
+        {{#groups}}<section class="check-group" data-category="{{category}}"><h2>{{label}}<span class="badge badge-{{worst}}">{{worst}}</span></h2>
+        <table><thead><tr><th class="nw">Severity</th><th>Subject</th><th>Finding</th><th class="nw">Check</th><th class="nw">NCSC-NL</th></tr></thead><tbody>
+        {{#findings}}<tr class="finding" data-check="{{check}}" data-severity="{{severity}}"><td class="nw"><span class="badge badge-{{severity}}">{{severity}}</span></td><td>{{subject}}</td><td>{{summary}}{{#detail}}<pre>{{detail}}</pre>{{/detail}}</td><td class="nw">{{check}}</td><td class="nw">{{ncsc}}</td></tr>{{/findings}}
+        </tbody></table></section>{{/groups}}
+        {{/report}}
         {{> foot}}
         """
 }

@@ -172,7 +172,9 @@ public final class MailflowService: Sendable {
                     guard let health else { throw HealthActionError.unknownIssue(id) }
                     return try health.apply(action, to: id, by: actor)
                 },
-                healthReport: { [health] report, reporter in try health?.report(report, by: reporter) })
+                healthReport: { [health] report, reporter in try health?.report(report, by: reporter) },
+                runCheck: AdminCheckRunner.make(
+                    hostname: config.hostname, dataDirectory: config.dataDirectory, dnsServers: dnsServers))
             var adminLogger = logger
             adminLogger[metadataKey: "listener"] = "admin"
             admin = try AdminHTTPServer(

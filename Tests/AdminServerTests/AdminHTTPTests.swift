@@ -26,7 +26,11 @@ struct AdminRouterFixture {
     let csrf: String
     let health: FakeHealth
 
-    init(issues: [HealthIssue] = FakeHealth.sample(), wakeDelivery: @escaping @Sendable () -> Void = {}) throws {
+    init(
+        issues: [HealthIssue] = FakeHealth.sample(), wakeDelivery: @escaping @Sendable () -> Void = {},
+        runCheck: (@Sendable (AdminCheckRequest) async throws -> AdminCheckResult)? = FakeCheck.run,
+        maxConcurrentChecks: Int = 2, checkTimeout: Duration = .seconds(60)
+    ) throws {
         let dir = NSTemporaryDirectory() + "mf-admin-http-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let store = try SQLiteQueueStore(path: "\(dir)/q.sqlite")
@@ -60,7 +64,8 @@ struct AdminRouterFixture {
                 },
                 wakeDelivery: wakeDelivery, metrics: { "m_total 1\n" }, healthIssues: { health.issues },
                 healthAct: health.act,
-                healthReport: health.report),
+                healthReport: health.report, runCheck: runCheck),
+            maxConcurrentChecks: maxConcurrentChecks, checkTimeout: checkTimeout,
             group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "admin-test"))
         let (id, session) = server.sessions.create(tokenName: "ops")
         cookie = "\(AdminAuth.cookie)=\(id)"
@@ -133,9 +138,12 @@ struct AdminHTTPTests {
         // Every GET route of the table the 405s are built from, with the credential it needs.
         let paths = MethodNotAllowed.routes.filter { $0.methods.contains(.get) }.map { r in
             let id = r.pattern.contains("health") ? "MF1" : AdminRouterFixture.messageID
-            return "/" + r.pattern.map { $0 == ":id" ? id : String($0) }.joined(separator: "/")
+            let target = r.pattern.contains("domain") ? "example.org" : "192.0.2.1"
+            return "/"
+                + r.pattern.map { $0 == ":id" ? id : $0 == ":target" ? target : String($0) }.joined(
+                    separator: "/")
         }
-        #expect(paths.count == 22)
+        #expect(paths.count == 26)
         try await f.test { client in
             for path in paths {
                 let headers: HTTPFields =

@@ -167,6 +167,19 @@ struct RouteCase: Sendable, CustomTestStringConvertible {
             method: .post, route: "/api/v1/health/reports", uri: "/api/v1/health/reports", credential: .bearer,
             body: .json(#"{"tenant": "contoso", "region": "nam", "text": "late"}"#), status: .accepted,
             contentType: json, tenant: .answers(.accepted)),
+        // Checks (`FakeCheck`): operators only, they contact other hosts.
+        .init(
+            method: .get, route: "/diagnostics", uri: "/diagnostics?kind=host&target=127.0.0.1&port=2525",
+            credential: .session, contentType: html, tenant: .forbidden),
+        .init(
+            method: .get, route: "/api/v1/check/domain/:target", uri: "/api/v1/check/domain/example.org",
+            credential: .bearer, contentType: json, tenant: .forbidden),
+        .init(
+            method: .get, route: "/api/v1/check/host/:target", uri: "/api/v1/check/host/127.0.0.1?port=2525",
+            credential: .bearer, contentType: json, tenant: .forbidden),
+        .init(
+            method: .get, route: "/api/v1/check/ip/:target", uri: "/api/v1/check/ip/192.0.2.1",
+            credential: .bearer, contentType: json, tenant: .forbidden),
     ]
 }
 
