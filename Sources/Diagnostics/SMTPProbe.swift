@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import SMTPCore
+import Synchronization
 
 // The SMTP side of a host probe: connect, banner, EHLO, STARTTLS (RFC 3207), and the two ways a
 // server can get STARTTLS wrong that an admin should hear about: dropping the session when it is
@@ -210,12 +211,17 @@ final class SMTPProbeConnection: Sendable {
         }
         let remaining = deadline - .now()
         guard remaining > .zero else { return .failure(.timedOut) }
+        // The handler is kept from the initializer on: a server that sends garbage and is closed
+        // at once still leaves its events (the protocol error) to read.
+        let slot = HandlerSlot()
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(remaining)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ProbeChannelHandler())
+                    let handler = ProbeChannelHandler()
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    slot.set(NIOLoopBound(handler, eventLoop: channel.eventLoop))
                 }
             }
         let started = ContinuousClock.now
@@ -227,17 +233,11 @@ final class SMTPProbeConnection: Sendable {
             return .failure(.refused(String(describing: error)))
         }
         let connectTime = ContinuousClock.now - started
-        do {
-            let handler = try await channel.eventLoop.submit {
-                NIOLoopBound(
-                    try channel.pipeline.syncOperations.handler(type: ProbeChannelHandler.self),
-                    eventLoop: channel.eventLoop)
-            }.get()
-            return .success((SMTPProbeConnection(channel: channel, handler: handler, deadline: deadline), connectTime))
-        } catch {
+        guard let handler = slot.value else {
             channel.close(promise: nil)
             return .failure(.refused("the connection closed at once"))
         }
+        return .success((SMTPProbeConnection(channel: channel, handler: handler, deadline: deadline), connectTime))
     }
 
     /// The next event, or `.timedOut` (and the connection closed) when the deadline passes first.
@@ -299,6 +299,13 @@ final class SMTPProbeConnection: Sendable {
         if quit { try? await send([.quit]) }
         try? await channel.close()
     }
+}
+
+/// Hands the channel handler from the channel initializer (on the event loop) to the connecting task.
+final class HandlerSlot: Sendable {
+    private let handler = Mutex<NIOLoopBound<ProbeChannelHandler>?>(nil)
+    func set(_ h: NIOLoopBound<ProbeChannelHandler>) { handler.withLock { $0 = h } }
+    var value: NIOLoopBound<ProbeChannelHandler>? { handler.withLock { $0 } }
 }
 
 /// What the server said before TLS.

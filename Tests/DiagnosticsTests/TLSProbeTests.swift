@@ -14,6 +14,7 @@ final class FakeSMTPServer: Sendable {
     struct Behaviour: Sendable {
         var offerSTARTTLS = true
         var sendBanner = true
+        var banner = "220 fake.test ESMTP\r\n"
         /// Answer STARTTLS with 220, then close without TLS.
         var closeAfterSTARTTLS = false
         /// Keep bytes pipelined after STARTTLS and answer them inside TLS (CVE-2011-0411).
@@ -53,7 +54,7 @@ final class FakeSMTPHandler: ChannelInboundHandler {
     init(_ behaviour: FakeSMTPServer.Behaviour) { self.behaviour = behaviour }
 
     func channelActive(context: ChannelHandlerContext) {
-        if behaviour.sendBanner { write(context, "220 fake.test ESMTP\r\n") }
+        if behaviour.sendBanner { write(context, behaviour.banner) }
         context.fireChannelActive()
     }
 
@@ -224,6 +225,24 @@ final class FakeSMTPHandler: ChannelInboundHandler {
         let f = Dictionary(result.findings.map { ($0.check, $0) }, uniquingKeysWith: { a, _ in a })
         #expect(f["smtp.banner"]?.severity == .failure)
         #expect(f["smtp.banner"]?.summary.contains("within the probe timeout") == true)
+    }
+
+    @Test(arguments: [
+        (String(repeating: "x", count: 5000), "reply line too long"),
+        (String(repeating: "220-fake.test\r\n", count: 500) + "220 fake.test\r\n", "too many lines"),
+        ("HTTP/1.1 400 Bad Request\r\n", "malformed reply line"),
+    ])
+    func oversizedOrMalformedBannerIsBounded(banner: String, words: String) async throws {
+        let (result, f) = try await probe(.init(banner: banner), timeout: .seconds(5))
+        #expect(result.findings.map(\.check) == ["smtp.banner"])
+        #expect(f["smtp.banner"]?.severity == .failure)
+        #expect(f["smtp.banner"]?.summary.contains(words) == true, "\(f["smtp.banner"]?.summary ?? "")")
+    }
+
+    @Test func refusedBannerIsNamed() async throws {
+        let (_, f) = try await probe(.init(banner: "554 5.7.1 no service for you\r\n"))
+        #expect(f["smtp.banner"]?.severity == .failure)
+        #expect(f["smtp.banner"]?.summary.contains("554") == true)
     }
 
     @Test func closedPortIsAConnectFailure() async throws {
