@@ -244,7 +244,7 @@ extension AdminHTTPServer {
         let severities = ["failure", "warning", "info", "ok"]
         let counts = severities.compactMap { s -> String? in
             let n = report.findings.filter { $0.severity == s }.count
-            return n == 0 ? nil : "\(n) \(s)"
+            return n == 0 ? nil : "\(n) \(s)\(n > 1 && (s == "failure" || s == "warning") ? "s" : "")"
         }
         return [
             "kind": report.kind, "target": report.target, "verdict": report.verdict,

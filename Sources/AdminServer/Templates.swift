@@ -327,7 +327,7 @@ enum Templates {
         <p class="verdict" id="verdict" data-verdict="{{verdict}}"><span class="badge badge-{{verdict}}">{{verdict}}</span> <strong>{{kind}} {{target}}</strong>: {{counts}} · took <span id="duration">{{duration}}</span> · started {{started}}</p>
         {{#groups}}<section class="check-group" data-category="{{category}}"><h2>{{label}}<span class="badge badge-{{worst}}">{{worst}}</span></h2>
         <table><thead><tr><th class="nw">Severity</th><th>Subject</th><th>Finding</th><th class="nw">Check</th><th class="nw">NCSC-NL</th></tr></thead><tbody>
-        {{#findings}}<tr class="finding" data-check="{{check}}" data-severity="{{severity}}"><td class="nw"><span class="badge badge-{{severity}}">{{severity}}</span></td><td>{{subject}}</td><td>{{summary}}{{#detail}}<pre>{{detail}}</pre>{{/detail}}</td><td class="nw">{{check}}</td><td class="nw">{{ncsc}}</td></tr>{{/findings}}
+        {{#findings}}<tr class="finding" data-check="{{check}}" data-severity="{{severity}}"><td class="nw"><span class="badge badge-{{severity}}">{{severity}}</span></td><td class="nw">{{subject}}</td><td>{{summary}}{{#detail}}<pre>{{detail}}</pre>{{/detail}}</td><td class="nw">{{check}}</td><td class="nw">{{ncsc}}</td></tr>{{/findings}}
         </tbody></table></section>{{/groups}}
         {{/report}}
         {{> foot}}

@@ -77,7 +77,9 @@ def check(doc, path, method, status, body: bytes):
 
 
 def concrete(path, qid):
-    return path.replace("{id}", qid).replace("{action}", "hold")
+    # The checks probe Mailflow's own SMTP listener; `.invalid` and the loopback address fail fast.
+    return (path.replace("{id}", qid).replace("{action}", "hold").replace("{domain}", "mailflow.invalid")
+            .replace("{host}", "127.0.0.1").replace("{ip}", "127.0.0.1"))
 
 
 def operations(doc):
