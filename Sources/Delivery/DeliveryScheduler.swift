@@ -146,7 +146,7 @@ public final class DeliveryScheduler: Sendable {
         guard first else { return }
         wakeUpSource.finish()
         await loop?.value
-        recorder.shutdown()
+        await recorder.shutdownGracefully()
         try? await workers.shutdownGracefully()
     }
 

@@ -414,7 +414,7 @@ public final class MailflowService: Sendable {
         snapshotTask.withLock { $0?.cancel() }
         housekeeping.withLock { tasks in for t in tasks { t.cancel() } }
         writeLimitsSnapshot()
-        committer.shutdown()
+        await committer.shutdownGracefully()
         let stats = committer.statistics
         logger.notice("group commit: \(stats.messages) messages in \(stats.batches) transactions")
         await scheduler.shutdown()
