@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from mailflow_testlib.processes import free_port
 from mfutil import REPO_ROOT, send_mail, wait_for
 
 
@@ -22,6 +23,8 @@ def test_schemathesis_finds_nothing(mailflow_server):
     if st is None:
         pytest.fail("schemathesis is not installed (pip install -r tests/e2e/requirements.txt)")
     srv = mailflow_server({
+        # Nothing here looks a name up off loopback (see the exclusion of the check routes below).
+        "dns": {"servers": [f"127.0.0.1:{free_port()}"], "timeout": "1s", "attempts": 1},
         "relay": {"trusted_networks": ["127.0.0.0/8"]},
         "delivery": {"retry_intervals": ["1h"]},
         "tenants": [
@@ -44,7 +47,10 @@ def test_schemathesis_finds_nothing(mailflow_server):
     r = subprocess.run(
         [st, "run", str(REPO_ROOT / "docs" / "openapi.yaml"), "--url", srv.admin_url.rstrip("/"),
          "--header", f"Authorization: Bearer {token}", "--max-examples", "25", "--seed", "1",
-         "--checks", "all", "--request-timeout", "10", "--workers", "1", "--no-color"],
+         "--checks", "all", "--request-timeout", "10", "--workers", "1", "--no-color",
+         # The diagnostics routes probe whatever host or address they are given: generated targets
+         # would reach off loopback. tests/e2e/test_admin_diagnostics.py and test_admin_api.py cover them.
+         "--exclude-path-regex", "^/api/v1/check/"],
         capture_output=True, text=True, timeout=600, cwd=srv.workdir)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     assert "passed" in r.stdout
