@@ -77,6 +77,10 @@ final class SMTPClientHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// NIO's context holds its handler strongly and is never told to let go: keeping it after the
+    /// handler is removed would keep both (and the session's buffers) alive for good (issue 10).
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         input.writeBuffer(&bytes)

@@ -63,6 +63,10 @@ final class ProbeChannelHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// Drops the context when the channel goes: NIO's context holds its handler strongly, so keeping
+    /// it would keep both alive for good.
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         input.writeBuffer(&bytes)

@@ -113,4 +113,15 @@ struct SMTPClientFailureTests {
         try channel.writeInbound(ByteBuffer(string: "421 4.3.2 too many connections\r\n"))
         #expect(reason.asFailure == .refused(SMTPReply(421, .init(4, 3, 2), "too many connections")))
     }
+
+    @Test func aClosedSessionsHandlerIsFreed() throws {
+        weak var freed: SMTPClientHandler?
+        try {
+            let (channel, handler, _) = try session()
+            freed = handler
+            handler.handle(handler.machine.send(Self.envelope))
+            _ = try channel.finish()
+        }()
+        #expect(freed == nil, "the handler outlived its channel")
+    }
 }
