@@ -300,7 +300,7 @@ struct DeliveryStateColumnTests {
         try store.recordAttempt(messageID: "A", outcomes: deferred, nextAttempt: t0, now: t0)
         var m = try #require(try store.message("A"))
         #expect(m.abruptCloses == 0 && m.delayNoticeSentAt == nil)
-        try store.recordAttempts([
+        _ = try store.recordAttempts([
             .init(messageID: "A", outcomes: deferred, nextAttempt: t0, now: t0, abruptClose: true),
             .init(
                 messageID: "A", outcomes: deferred, nextAttempt: t0, now: t0.addingTimeInterval(60), abruptClose: true,
