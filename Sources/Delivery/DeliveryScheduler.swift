@@ -76,6 +76,11 @@ public final class DeliveryScheduler: Sendable {
     let wakeUpSource: AsyncStream<Void>.Continuation
     /// Blocking work (SQLite, Maildir writes and fsync); see the type's comment.
     let workers: NIOThreadPool
+    /// The loop's own reads (what is due, when next): a thread of their own, so finding work never
+    /// waits behind the Maildir writes and fsyncs that fill `workers` (measured: with the queries
+    /// queued there, fewer deliveries ran at once, their outcomes went in 2.5x more transactions,
+    /// and the extra syncs slowed acceptance by a quarter).
+    let planningPool: NIOThreadPool
     let startedAt: Date
     let outbound: OutboundDelivery?
     let connectorFor: @Sendable (String) -> OutboundConnector?
@@ -116,6 +121,8 @@ public final class DeliveryScheduler: Sendable {
         (wakeUps, wakeUpSource) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         workers = NIOThreadPool(numberOfThreads: min(8, max(2, concurrency)))
         workers.start()
+        planningPool = NIOThreadPool(numberOfThreads: 1)
+        planningPool.start()
         switch trigger {
         case .besideQueue:
             triggerPath = DeliveryTrigger.path(
@@ -148,6 +155,7 @@ public final class DeliveryScheduler: Sendable {
         await loop?.value
         await recorder.shutdownGracefully()
         try? await workers.shutdownGracefully()
+        try? await planningPool.shutdownGracefully()
     }
 
     public var statistics: (delivered: Int, deferred: Int, failed: Int) {
@@ -184,7 +192,7 @@ public final class DeliveryScheduler: Sendable {
         let t = now()
         do {
             let store = self.store
-            let (due, next) = try await blocking {
+            let (due, next) = try await planningPool.runIfActive {
                 (capacity > 0 ? try store.dueMessageIDs(now: t, limit: limit) : [], try store.nextDueTime())
             }
             let taken = state.withLock { s -> [String] in
