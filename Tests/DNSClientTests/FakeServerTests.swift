@@ -2,10 +2,11 @@ import DNSClient
 import NIOCore
 import Testing
 
-/// A resolver for the fake servers. The default per-attempt timeout is generous (2 s): a loaded CI
-/// machine once took over 500 ms to answer on loopback; tests about timeouts pass their own.
+/// A resolver for the fake servers. The default per-attempt timeout is generous (5 s): a loaded CI
+/// machine once took over 500 ms to answer on loopback, and once more than 2 s while 400 other tests
+/// ran beside it; tests about timeouts pass their own.
 private func resolver(
-    _ servers: [FakeDNSServer], timeout: TimeAmount = .seconds(2), attempts: Int = 1,
+    _ servers: [FakeDNSServer], timeout: TimeAmount = .seconds(5), attempts: Int = 1,
     clock: ManualClock = ManualClock(), random: DNSRandomSource = .system
 ) -> DNSResolver {
     DNSResolver(
