@@ -117,11 +117,11 @@ struct CheckAPITests {
     }
 
     @Test func aCheckPastItsDeadlineIsAGatewayTimeoutAndKeepsItsSlotUntilItStops() async throws {
+        let stuck = StuckCheck()
         let f = try AdminRouterFixture(
             runCheck: { _ in
-                // Ignores cancellation for a while, as a probe stuck in a connect might.
-                let until = ContinuousClock.now + .milliseconds(600)
-                while ContinuousClock.now < until { try? await Task.sleep(for: .milliseconds(20)) }
+                // Ignores cancellation until the test lets it go, as a probe stuck in a connect might.
+                while !stuck.released.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(20)) }
                 throw CancellationError()
             }, maxConcurrentChecks: 1, checkTimeout: .milliseconds(100))
         try await f.test { client in
@@ -130,7 +130,12 @@ struct CheckAPITests {
             let busy = try await client.execute(uri: "/api/v1/check/ip/192.0.2.1", method: .get, headers: f.bearer)
             #expect(busy.status == .tooManyRequests)
         }
-        try await Task.sleep(for: .milliseconds(900))
+        #expect(f.server.checkGate.running.withLock { $0 } == 1, "the stuck check still holds its slot")
+        stuck.released.withLock { $0 = true }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while f.server.checkGate.running.withLock({ $0 }) != 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(f.server.checkGate.running.withLock { $0 } == 0)
     }
 
@@ -169,4 +174,9 @@ struct CheckAPITests {
             #expect(text(hostile).contains("&quot;&gt;&lt;script&gt;"))
         }
     }
+}
+
+/// A check that stays stuck until the test releases it.
+final class StuckCheck: Sendable {
+    let released = Mutex(false)
 }
