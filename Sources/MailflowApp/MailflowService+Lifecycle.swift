@@ -21,17 +21,23 @@ extension MailflowService: Service {
 /// that `reload` refuses, is logged and the running configuration kept.
 public struct ConfigReloadOnHangup: Service {
     let file: String
+    let signals: UnixSignalsSequence?
     let service: MailflowService
     let logger: Logger
 
-    public init(file: String, service: MailflowService, logger: Logger) {
+    /// `signals`: a SIGHUP sequence made early (before the server says it listens), so a reload sent
+    /// at once is not lost; nil makes one when the service runs.
+    public init(file: String, signals: UnixSignalsSequence? = nil, service: MailflowService, logger: Logger) {
         self.file = file
+        self.signals = signals
         self.service = service
         self.logger = logger
     }
 
     public func run() async throws {
-        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+        let hangups: UnixSignalsSequence
+        if let signals { hangups = signals } else { hangups = await UnixSignalsSequence(trapping: .sighup) }
+        for await _ in hangups.cancelOnGracefulShutdown() {
             do {
                 try service.reload(MailflowConfig.load(file: file))
             } catch {

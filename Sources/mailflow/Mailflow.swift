@@ -8,6 +8,7 @@ import MailQueue
 import MailflowApp
 import Metrics
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
     import Glibc
@@ -74,6 +75,9 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw CleanExit.message("mailflow: \(error)").asFailure()
         }
+        // SIGHUP is trapped before the ports are printed: a reload sent as soon as the server says it
+        // listens must reach it, not kill it (the default action) or be lost.
+        let hangups = options.config == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         let addresses = try await service.start()
         for a in addresses { logger.notice("listening for SMTP on \(a)") }
         let admin = try await service.startAdmin()
@@ -94,7 +98,8 @@ struct Serve: AsyncParsableCommand {
         // SIGHUP: the config file read again.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
         if let file = options.config {
-            services.append(.init(service: ConfigReloadOnHangup(file: file, service: service, logger: logger)))
+            services.append(
+                .init(service: ConfigReloadOnHangup(file: file, signals: hangups, service: service, logger: logger)))
         }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
