@@ -114,6 +114,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Sender authentication (issue 14): DKIM signing and verification, SPF and DMARC evaluation.
+        // Pure where it can be; DNS comes through DNSClient. _CryptoExtras for RSA (DKIM's rsa-sha256).
+        .target(
+            name: "MailAuth",
+            dependencies: [
+                "DNSClient",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
         .target(
             name: "Diagnostics",
             dependencies: [
@@ -131,6 +141,7 @@ let package = Package(
             name: "mailflow",
             dependencies: [
                 "MailflowApp", "MailQueue", "Ingress", "Delivery", "AdminServer", "ServiceHealth", "Diagnostics",
+                "MailAuth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -180,6 +191,17 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]),
+        .testTarget(
+            name: "MailAuthTests",
+            dependencies: [
+                "MailAuth", "DNSClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .testTarget(
             name: "DiagnosticsTests",
             dependencies: [

@@ -21,9 +21,11 @@ import Synchronization
 /// poll (`safetyPoll`, 60 s) is only a fallback should a wake-up be lost (the trigger could not be
 /// created, say); nothing relies on it.
 ///
-/// Blocking work (SQLite reads, Maildir writes and their fsync) runs on a dedicated `NIOThreadPool`
-/// through its async `runIfActive`: never on the cooperative pool or an event loop, a few threads
-/// however many deliveries wait on remote servers, and `shutdown()` can wait for what is running.
+/// Blocking work runs on dedicated `NIOThreadPool`s through their async `runIfActive`: never on the
+/// cooperative pool or an event loop, a few threads however many deliveries wait on remote servers,
+/// and `shutdown()` can wait for what is running. SQLite reads go to `workers`; Maildir writes and
+/// their fsyncs to `mailboxWriters`, two threads, because every fsync shares the disk with the WAL
+/// sync that acknowledges incoming mail (see `mailboxWriters`).
 /// NIO's pool rather than an `OperationQueue` because the rest of the I/O is NIO already and it
 /// needs no hand-written continuation bridge.
 ///
@@ -74,8 +76,15 @@ public final class DeliveryScheduler: Sendable {
     let state = Mutex(State())
     let wakeUps: AsyncStream<Void>
     let wakeUpSource: AsyncStream<Void>.Continuation
-    /// Blocking work (SQLite, Maildir writes and fsync); see the type's comment.
+    /// Blocking reads (the message and its body); see the type's comment.
     let workers: NIOThreadPool
+    /// Maildir writes and their fsyncs, two at a time. Measured with `scripts/bench` (a10r, a50r): with
+    /// up to eight of them at once beside the ingress group commit, each WAL sync waited behind them
+    /// and durable acceptance fell by a fifth to a quarter; the pre-NIO `OperationQueue` had run about
+    /// two. Kept apart from `workers` so that reading the next message never queues behind a sync
+    /// (which had spread delivery outcomes over 6-9x more transactions).
+    let mailboxWriters: NIOThreadPool
+    static let mailboxWriterThreads = 2
     /// The loop's own reads (what is due, when next): a thread of their own, so finding work never
     /// waits behind the Maildir writes and fsyncs that fill `workers` (measured: with the queries
     /// queued there, fewer deliveries ran at once, their outcomes went in 2.5x more transactions,
@@ -121,6 +130,8 @@ public final class DeliveryScheduler: Sendable {
         (wakeUps, wakeUpSource) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         workers = NIOThreadPool(numberOfThreads: min(8, max(2, concurrency)))
         workers.start()
+        mailboxWriters = NIOThreadPool(numberOfThreads: Self.mailboxWriterThreads)
+        mailboxWriters.start()
         planningPool = NIOThreadPool(numberOfThreads: 1)
         planningPool.start()
         switch trigger {
@@ -155,6 +166,7 @@ public final class DeliveryScheduler: Sendable {
         await loop?.value
         await recorder.shutdownGracefully()
         try? await workers.shutdownGracefully()
+        try? await mailboxWriters.shutdownGracefully()
         try? await planningPool.shutdownGracefully()
     }
 
@@ -248,7 +260,7 @@ public final class DeliveryScheduler: Sendable {
     }
 
     /// One delivery attempt for every pending recipient of a message: local mailboxes on the
-    /// blocking-I/O pool, remote domains through `outbound` (one transaction per domain, in
+    /// mailbox writers, remote domains through `outbound` (one transaction per domain, in
     /// parallel); then the planner decides and one queue transaction records its decisions, trace
     /// events and any DSN.
     public func process(_ id: String) async {
@@ -260,7 +272,9 @@ public final class DeliveryScheduler: Sendable {
             let work = planner.work(for: m, relayAvailable: outbound != nil)
             var results = AttemptResults(unroutable: work.unroutable)
             if !work.local.isEmpty {
-                results.local = try await blocking { self.deliverLocally(m, body: body, recipients: work.local) }
+                results.local = try await mailboxWriters.runIfActive {
+                    self.deliverLocally(m, body: body, recipients: work.local)
+                }
             }
             if let outbound, !work.remote.isEmpty {
                 results.remote = await deliverRemotely(m, body: body, work.remote, through: outbound)
@@ -386,7 +400,8 @@ public final class DeliveryScheduler: Sendable {
         }
     }
 
-    /// Runs blocking work (SQLite, fsync) on the scheduler's thread pool, not on the concurrency pool.
+    /// Runs a blocking read (SQLite, the spool) on the scheduler's thread pool, not on the concurrency
+    /// pool.
     func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await workers.runIfActive(work)
     }

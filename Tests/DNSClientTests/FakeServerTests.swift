@@ -101,7 +101,7 @@ struct FakeServerTests {
             let elapsed = NIODeadline.now() - started
             #expect(error == .timeout)
             #expect(elapsed >= .milliseconds(380))
-            #expect(elapsed < .milliseconds(1500))
+            #expect(elapsed < .seconds(4))  // bounded; slack for a loaded machine
             #expect(server.received.udp.count == 2)
 
             let planError = await #expect(throws: MXPlanError.self) {
