@@ -127,7 +127,7 @@ let package = Package(
         .target(
             name: "Diagnostics",
             dependencies: [
-                "SMTPCore", "DNSClient", "MailQueue", "ServiceHealth",
+                "SMTPCore", "DNSClient", "MailQueue", "ServiceHealth", "MailAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

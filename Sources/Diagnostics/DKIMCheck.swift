@@ -1,6 +1,8 @@
+import MailAuth
+
 /// The DKIM key a domain publishes for one selector (RFC 6376 §3.6.2.1: `<selector>._domainkey.<domain>`):
 /// present, parseable, not revoked, strong enough (RFC 8301 §3.2: RSA keys of at least 1024 bits, 2048
-/// recommended).
+/// recommended). The record is read by `MailAuth.DKIMKeyRecord`, the parser the DKIM verifier uses.
 public struct DKIMCheck: Sendable {
     /// Below this an RSA key is a failure (RFC 8301 §3.2: verifiers MUST NOT accept shorter keys).
     public static let minimumRSABits = 1024

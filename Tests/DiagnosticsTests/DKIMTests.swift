@@ -1,4 +1,5 @@
 import Foundation
+import MailAuth
 import Testing
 
 @testable import Diagnostics
