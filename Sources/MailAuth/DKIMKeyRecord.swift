@@ -115,11 +115,40 @@ enum DKIMDER {
         return (tag, i..<(i + length))
     }
 
+    /// The modulus size of an RSA private key, PKCS#8 (RFC 5208 §5) or PKCS#1 (RFC 8017 §A.1.2).
+    static func rsaPrivateModulusBits(_ der: [UInt8]) -> Int? {
+        guard let top = element(der, at: 0, in: der.count), top.tag == 0x30,
+            let version = element(der, at: top.contents.lowerBound, in: top.contents.upperBound), version.tag == 0x02,
+            let second = element(der, at: version.contents.upperBound, in: top.contents.upperBound)
+        else { return nil }
+        let modulus: Range<Int>
+        if second.tag == 0x02 {
+            modulus = second.contents
+        } else if second.tag == 0x30,
+            let octets = element(der, at: second.contents.upperBound, in: top.contents.upperBound), octets.tag == 0x04,
+            let inner = element(der, at: octets.contents.lowerBound, in: octets.contents.upperBound), inner.tag == 0x30,
+            let v = element(der, at: inner.contents.lowerBound, in: inner.contents.upperBound), v.tag == 0x02,
+            let n = element(der, at: v.contents.upperBound, in: inner.contents.upperBound), n.tag == 0x02
+        {
+            modulus = n.contents
+        } else {
+            return nil
+        }
+        return bits(der, modulus)
+    }
+
+    static func bits(_ der: [UInt8], _ range: Range<Int>) -> Int {
+        var modulus = range
+        while !modulus.isEmpty, der[modulus.lowerBound] == 0 { modulus = (modulus.lowerBound + 1)..<modulus.upperBound }
+        guard let lead = modulus.first.map({ der[$0] }) else { return 0 }
+        return (modulus.count - 1) * 8 + (8 - lead.leadingZeroBitCount)
+    }
+
     static func rsaModulusBits(_ der: [UInt8]) -> Int? {
         guard let top = element(der, at: 0, in: der.count), top.tag == 0x30,
             let first = element(der, at: top.contents.lowerBound, in: top.contents.upperBound)
         else { return nil }
-        var modulus: Range<Int>
+        let modulus: Range<Int>
         if first.tag == 0x30 {
             // SubjectPublicKeyInfo: AlgorithmIdentifier, then a BIT STRING holding RSAPublicKey.
             guard let bits = element(der, at: first.contents.upperBound, in: top.contents.upperBound),
@@ -133,8 +162,6 @@ enum DKIMDER {
         } else {
             return nil
         }
-        while !modulus.isEmpty, der[modulus.lowerBound] == 0 { modulus = (modulus.lowerBound + 1)..<modulus.upperBound }
-        guard let lead = modulus.first.map({ der[$0] }) else { return 0 }
-        return (modulus.count - 1) * 8 + (8 - lead.leadingZeroBitCount)
+        return bits(der, modulus)
     }
 }

@@ -314,6 +314,12 @@ import _CryptoExtras
         #expect(throws: DKIMPrivateKey.KeyError.rsaSize(1024)) { try DKIMPrivateKey.generate(.rsaSHA256, bits: 1024) }
     }
 
+    @Test func aSmallPKCS8KeyIsNamedAsSuch() throws {
+        // The RFC 8463 key is PKCS#1; as PKCS#8 it is still 1024 bits.
+        let pkcs8 = try _RSA.Signing.PrivateKey(unsafePEMRepresentation: RFC8463.rsaPrivatePEM).pkcs8PEMRepresentation
+        #expect(throws: DKIMPrivateKey.KeyError.rsaTooSmall(1024)) { try DKIMPrivateKey(pem: pkcs8) }
+    }
+
     @Test func signingNeedsAFrom() {
         let message = Array("To: b@example.net\r\n\r\nhi\r\n".utf8)
         #expect(throws: DKIMSigner.SignError.noFrom) { try Self.sign(message, Self.ed, selector: "ed") }
