@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "Ingress",
             dependencies: [
-                "SMTPCore", "MailQueue", "MailMessage",
+                "SMTPCore", "MailQueue", "MailMessage", "Accounts",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -101,7 +101,7 @@ let package = Package(
             name: "MailflowApp",
             dependencies: [
                 "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage", "DNSClient", "AdminServer",
-                "ServiceHealth", "Diagnostics",
+                "ServiceHealth", "Diagnostics", "Accounts",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -112,6 +112,15 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Users and SASL (issue 14): SCRAM-SHA-256 credentials (PBKDF2 from _CryptoExtras) and the
+        // PLAIN, LOGIN and SCRAM-SHA-256 exchanges, pure; the store and the session drive them.
+        .target(
+            name: "Accounts",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
         // Sender authentication (issue 14): DKIM signing and verification, SPF and DMARC evaluation.
@@ -141,7 +150,7 @@ let package = Package(
             name: "mailflow",
             dependencies: [
                 "MailflowApp", "MailQueue", "Ingress", "Delivery", "AdminServer", "ServiceHealth", "Diagnostics",
-                "MailAuth",
+                "MailAuth", "Accounts",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -191,6 +200,7 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]),
+        .testTarget(name: "AccountsTests", dependencies: ["Accounts"]),
         .testTarget(
             name: "MailAuthTests",
             dependencies: [

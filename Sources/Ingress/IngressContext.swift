@@ -17,12 +17,23 @@ public struct IngressContext: Sendable {
     /// The wall clock, read only for what is stored with a message (queue ID, `Received:` date,
     /// received time); every timeout runs on the event loop's clock.
     public var now: @Sendable () -> Date
+    /// The users submission sessions authenticate against; nil: AUTH answers `454 4.7.0`.
+    public var accounts: (any AccountDirectory)?
+    /// Failed authentications per source, across sessions and listeners.
+    public var authGuard: AuthenticationGuard
+    /// The secret an unknown user's SCRAM salt is derived from (random per process is enough).
+    public var standInSecret: [UInt8]
 
     public init(
         policy: SharedPolicy, admission: AdmissionControl, committer: any MessageCommitter, spool: Spool,
         threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger, metrics: IngressMetrics = IngressMetrics(),
-        now: @escaping @Sendable () -> Date = { Date() }
+        now: @escaping @Sendable () -> Date = { Date() }, accounts: (any AccountDirectory)? = nil,
+        authGuard: AuthenticationGuard = AuthenticationGuard()
     ) {
+        self.accounts = accounts
+        self.authGuard = authGuard
+        var rng = SystemRandomNumberGenerator()
+        self.standInSecret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
         self.now = now
         self.metrics = metrics
         self.policy = policy

@@ -45,6 +45,8 @@ public struct IngressPolicy: Sendable {
     public var greetPause: TimeAmount
     /// Clients allowed to relay to other domains.
     public var trustedNetworks = TrustedNetworks()
+    /// AUTH on the submission listeners: mechanisms, failure delays and lockout.
+    public var submission = SubmissionPolicy()
 
     public init(
         session: ServerSessionConfiguration, timeouts: SessionTimeouts, directory: TenantDirectory,

@@ -1,7 +1,18 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
+
+/// What a listening socket serves.
+public enum SMTPListener: Sendable, Equatable {
+    /// Mail exchange (port 25): no AUTH.
+    case mx
+    /// Submission with STARTTLS (RFC 6409, port 587): AUTH inside TLS, then mail.
+    case submission
+    /// Submission inside TLS from the first byte (RFC 8314 §3, port 465).
+    case submissionImplicitTLS
+}
 
 /// The SMTP listener: binds each configured address, runs one `SMTPServerHandler` per connection,
 /// and stops in order (stop accepting, tell sessions, let transactions finish, close the rest).
@@ -16,8 +27,16 @@ public final class SMTPServer: Sendable {
         self.context = context
     }
 
-    /// Binds every address; returns the bound addresses (port 0 becomes the real port).
-    public func start(addresses: [SocketAddress]) async throws -> [SocketAddress] {
+    public struct ListenerError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Binds every address; returns the bound addresses (port 0 becomes the real port). Implicit TLS
+    /// needs the context's certificate.
+    public func start(addresses: [SocketAddress], listener: SMTPListener = .mx) async throws -> [SocketAddress] {
+        if listener == .submissionImplicitTLS, context.tls == nil {
+            throw ListenerError(description: "implicit TLS needs a certificate")
+        }
         var bound: [SocketAddress] = []
         for address in addresses {
             let ctx = self.context
@@ -27,7 +46,11 @@ public final class SMTPServer: Sendable {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(context: ctx))
+                        if listener == .submissionImplicitTLS, let tls = ctx.tls {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(
+                            SMTPServerHandler(context: ctx, listener: listener))
                         self.track(channel)
                     }
                 }

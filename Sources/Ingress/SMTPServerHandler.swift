@@ -1,3 +1,4 @@
+import Accounts
 import Foundation
 import Logging
 import MailMessage
@@ -34,7 +35,13 @@ final class SMTPServerHandler: ChannelInboundHandler {
 
     let ctx: IngressContext
     let policy: IngressPolicy
+    let listener: SMTPListener
     var session: ServerSession
+    /// The SASL exchange in progress (between AUTH and its final reply).
+    var sasl: SASLExchange?
+    /// The user this session authenticated as: mail may come from its tenant's addresses only, and
+    /// may go to any domain.
+    var authenticatedAccount: UserAccount?
     /// Admission grants this session holds, released when it closes: its connection, and the
     /// forest slots its recipients took.
     var admitted = false
@@ -60,11 +67,17 @@ final class SMTPServerHandler: ChannelInboundHandler {
     var readPaused = false
     var chunkIsLast = false
 
-    init(context: IngressContext) {
+    init(context: IngressContext, listener: SMTPListener = .mx) {
         self.ctx = context
-        self.policy = context.policy.current
-        self.session = ServerSession(configuration: policy.session)
+        self.listener = listener
+        let policy = context.policy.current
+        self.policy = policy
+        var configuration = policy.session
+        if listener != .mx { configuration.authentication = policy.submission.offer }
+        configuration.implicitTLS = listener == .submissionImplicitTLS
+        self.session = ServerSession(configuration: configuration)
         self.logger = context.logger
+        if listener != .mx { logger[metadataKey: "listener"] = "submission" }
     }
 
     // MARK: channel events
@@ -109,7 +122,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             bound.value.fireTimeout()
         }
         armTimeout()
-        if policy.greetPause > .zero {
+        if policy.greetPause > .zero, listener == .mx {
             mode = .greetPause
             context.eventLoop.scheduleTask(in: policy.greetPause) { bound.value.greetPauseEnded() }
         } else {
@@ -237,14 +250,15 @@ final class SMTPServerHandler: ChannelInboundHandler {
                     // Only skip ahead when the line's end has not arrived yet; a whole long line is
                     // already consumed, and what follows it is the next command.
                     if restOfLineFollows { mode = .discardingLine }
-                    perform(
-                        session.commandRejected(
-                            SMTPCommandError(
-                                SMTPReply(
-                                    500, .init(5, 5, 2),
-                                    "Line too long, the limit is \(SMTPLimits.commandLineLength) octets"))))
+                    rejectLine(
+                        SMTPReply(
+                            500, .init(5, 5, 2), "Line too long, the limit is \(SMTPLimits.commandLineLength) octets"))
                 case .bad(let reply):
-                    perform(session.commandRejected(SMTPCommandError(reply)))
+                    rejectLine(reply)
+                case .line(let text) where session.isAuthenticating:
+                    // A SASL response, not a command: never parsed, never logged.
+                    armTimeout()
+                    perform(session.authenticationResponse(text))
                 case .line(let text):
                     // A new request: its own deadline (a body's is set when the body starts).
                     armTimeout()
@@ -406,6 +420,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 context.close(promise: nil)
             }
         case .checkSender(let sender, let params):
+            if let refusal = senderRefusal(sender) {
+                perform(session.senderChecked(sender, params, .reject(refusal)))
+                return
+            }
             let decision: ServerSession.SenderDecision
             switch ctx.admission.admitMessage(source: clientAddress) {
             case .admit: decision = .accept
@@ -430,6 +448,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
             armTimeout()
         case .commit(let tx):
             commit(tx, context)
+        case .authenticate(let mechanism, let initialResponse):
+            startAuthentication(mechanism, initialResponse)
+        case .continueAuthentication(let line):
+            continueAuthentication(line)
         }
         // A refused body or a reset transaction leaves no sink behind.
         if session.transaction == nil, !isCommitting {
@@ -466,7 +488,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
     func checkRecipient(_ path: ForwardPath, _ params: RecipientParameters) {
         let request = RecipientAdmission.Request(
             path: path, sender: session.transaction?.sender.address ?? "",
-            declaredSize: session.transaction?.parameters.size, relayAllowed: clientTrusted, source: clientAddress)
+            declaredSize: session.transaction?.parameters.size,
+            relayAllowed: clientTrusted || authenticatedAccount != nil, source: clientAddress)
         let verdict = recipients.decide(request, directory: policy.directory, admission: ctx.admission)
         recipients.apply(verdict)
         perform(session.recipientChecked(path, params, verdict.decision))

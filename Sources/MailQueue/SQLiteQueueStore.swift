@@ -136,6 +136,7 @@ public final class SQLiteQueueStore: Sendable {
                     WHERE state != 'done';
                     """)
         }
+        registerUserMigration(&m)
         return m
     }
 

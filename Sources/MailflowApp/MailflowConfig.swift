@@ -89,6 +89,13 @@ public struct MailflowConfig: Sendable, Equatable {
     /// The admin HTTP listener (API, web admin center, /metrics); nil when `admin.enabled` is false.
     public var adminListen: String? = "127.0.0.1:8025"
     public var adminSessionLifetime: TimeInterval = 12 * 3600
+    // submission
+    /// Submission listeners with STARTTLS (port 587 style); none by default.
+    public var submissionListen: [String] = []
+    /// Submission listeners inside TLS from the first byte (port 465 style); none by default.
+    public var submissionImplicitTLSListen: [String] = []
+    /// AUTH failure delays and lockout (`submission.max_failures`, `failure_window`, `lockout`).
+    public var submissionPolicy = SubmissionPolicy()
     // trace
     /// How long trace events and finished messages are kept.
     public var traceRetention: TimeInterval = 90 * 86400
@@ -158,7 +165,7 @@ public struct MailflowConfig: Sendable, Equatable {
     /// a forest names tenants).
     static let sections = [
         "server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns", "admin", "trace",
-        "health",
+        "health", "submission",
     ]
 
     public static func parse(yaml: String, baseDirectory: String = ".") throws -> MailflowConfig {
@@ -170,6 +177,7 @@ public struct MailflowConfig: Sendable, Equatable {
         if let r = try root.mapping("admin") { try config.decodeAdmin(r) }
         if let r = try root.mapping("trace") { try config.decodeTrace(r) }
         if let r = try root.mapping("relay") { try config.decodeRelay(r) }
+        if let r = try root.mapping("submission") { try config.decodeSubmission(r) }
         if let r = try root.mapping("dns") { try config.decodeDNS(r) }
         if let r = try root.mapping("server") { try config.decodeServer(r, baseDirectory: baseDirectory) }
         if let r = try root.mapping("tls") { try config.decodeTLS(r, baseDirectory: baseDirectory) }

@@ -126,7 +126,8 @@ public final class MailflowService: Sendable {
             })
         let ctx = IngressContext(
             policy: policy, admission: admission, committer: committer, spool: spool, threadPool: threadPool,
-            tls: tls, logger: logger, metrics: IngressMetrics(factory: metrics?.factory ?? MetricsSystem.factory))
+            tls: tls, logger: logger, metrics: IngressMetrics(factory: metrics?.factory ?? MetricsSystem.factory),
+            accounts: StoredAccounts(store: store))
         server = SMTPServer(group: group, context: ctx)
         if config.healthEnabled {
             let admissionForPlacement = admission
@@ -193,7 +194,7 @@ public final class MailflowService: Sendable {
                     name: $0.name, domains: $0.domains, mailboxes: $0.mailboxes, catchAll: $0.catchAll,
                     maxMessageSize: $0.maxMessageSize)
             })
-        return IngressPolicy(
+        var policy = IngressPolicy(
             session: ServerSessionConfiguration(
                 hostname: config.hostname, maxMessageSize: config.maxMessageSize,
                 maxRecipients: config.recipientsPerMessage, maxErrors: config.maxErrorsPerSession, tlsAvailable: true,
@@ -204,6 +205,8 @@ public final class MailflowService: Sendable {
                 minDataRate: config.minDataRate),
             directory: tenants, tarpit: .seconds(config.tarpit), greetPause: .seconds(config.greetPause),
             trustedNetworks: try config.trustedNetworkBlocks())
+        policy.submission = config.submissionPolicy
+        return policy
     }
 
     /// Applies a reloaded config (SIGHUP): limits, forests, tenants (with their outbound connectors
@@ -336,6 +339,28 @@ public final class MailflowService: Sendable {
             return try await server.start(addresses: addresses)
         } catch {
             throw StartupError("cannot listen on \(config.smtpListen.joined(separator: ", ")): \(error)")
+        }
+    }
+
+    /// Binds the submission listeners (`submission.starttls`, `submission.implicit_tls`), none by
+    /// default; returns the bound addresses of each kind.
+    public func startSubmission() async throws -> (starttls: [SocketAddress], implicitTLS: [SocketAddress]) {
+        func addresses(_ list: [String]) throws -> [SocketAddress] {
+            try list.map { a in
+                guard let (host, port) = ListenAddress.parse(a), let s = try? SocketAddress(ipAddress: host, port: port)
+                else { throw StartupError("bad submission listen address \(a)") }
+                return s
+            }
+        }
+        do {
+            let starttls = try await server.start(addresses: addresses(config.submissionListen), listener: .submission)
+            let implicit = try await server.start(
+                addresses: addresses(config.submissionImplicitTLSListen), listener: .submissionImplicitTLS)
+            return (starttls, implicit)
+        } catch let error as StartupError {
+            throw error
+        } catch {
+            throw StartupError("cannot listen for submission: \(error)")
         }
     }
 

@@ -67,11 +67,15 @@ public struct MailParameters: Hashable, Sendable {
     public var ret: DSNReturn?
     /// ENVID, decoded from xtext.
     public var envelopeID: String?
+    /// `AUTH=` (RFC 4954 §5): the submitter another server vouches for, decoded from xtext; `<>`
+    /// when unknown. Accepted and kept, never trusted: the session's own authentication decides.
+    public var authenticatedSubmitter: String?
 
     public init(
         size: Int? = nil, body: BodyType? = nil, smtpUTF8: Bool = false, ret: DSNReturn? = nil,
-        envelopeID: String? = nil
+        envelopeID: String? = nil, authenticatedSubmitter: String? = nil
     ) {
+        self.authenticatedSubmitter = authenticatedSubmitter
         self.size = size
         self.body = body
         self.smtpUTF8 = smtpUTF8
@@ -107,6 +111,10 @@ public enum SMTPCommand: Hashable, Sendable {
     case vrfy(String)
     case help
     case startTLS
+    /// `AUTH mechanism [initial-response]` (RFC 4954 §4). The mechanism is upper-cased; the initial
+    /// response is the client's base64 text as sent (`=` for an empty one), decoded by the SASL
+    /// mechanism, not by the parser.
+    case auth(mechanism: String, initialResponse: String?)
 }
 
 /// A command line that could not be turned into an `SMTPCommand`, with the reply it earns.

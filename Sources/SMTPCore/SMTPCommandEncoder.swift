@@ -56,6 +56,18 @@ public enum SMTPCommandEncoder {
             return "HELP"
         case .startTLS:
             return "STARTTLS"
+        case .auth(let mechanism, let initialResponse):
+            try refuseLineBreaks(mechanism, .auth)
+            guard
+                (try? SMTPCommandParser.parse("AUTH \(mechanism)"[...]))
+                    == .auth(mechanism: mechanism, initialResponse: nil)
+            else { throw SMTPCommandEncodingError(.auth, .invalid("not an upper-case SASL mechanism name")) }
+            guard let initialResponse else { return "AUTH " + mechanism }
+            try refuseLineBreaks(initialResponse, .auth)
+            guard initialResponse == "=" || SASLBase64.isWellFormed(initialResponse[...]) else {
+                throw SMTPCommandEncodingError(.auth, .invalid("the initial response is not base64 or ="))
+            }
+            return "AUTH " + mechanism + " " + initialResponse
         }
     }
 
@@ -190,6 +202,16 @@ public enum SMTPCommandEncoder {
                     .envelopeID, .invalid("longer than \(SMTPLimits.envidLength) characters as xtext"))
             }
             out += " ENVID=" + xtext
+        }
+        if let submitter = p.authenticatedSubmitter {
+            try refuseLineBreaks(submitter, .authenticatedSubmitter)
+            let xtext = XText.encode(submitter)
+            guard !submitter.isEmpty, submitter.utf8.allSatisfy({ (33...126).contains($0) }), xtext.utf8.count <= 500
+            else {
+                throw SMTPCommandEncodingError(
+                    .authenticatedSubmitter, .invalid("empty, too long or not printable ASCII"))
+            }
+            out += " AUTH=" + xtext
         }
         return out
     }

@@ -21,6 +21,8 @@ public struct SMTPCommandEncodingError: Error, Hashable, Sendable, CustomStringC
         case originalRecipient = "ORCPT"
         case chunkSize = "the BDAT size"
         case vrfy = "the VRFY argument"
+        case auth = "the AUTH command"
+        case authenticatedSubmitter = "the AUTH= parameter"
     }
 
     /// Why it cannot be written.

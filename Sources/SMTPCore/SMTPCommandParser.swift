@@ -48,6 +48,8 @@ public enum SMTPCommandParser {
         case "STARTTLS":
             try requireNoArguments(args, verb)
             return .startTLS
+        case "AUTH":
+            return try parseAuth(args)
         case "":
             throw SMTPCommandError(SMTPReply(500, .init(5, 5, 2), "Syntax error, empty command"))
         default:
@@ -56,6 +58,24 @@ public enum SMTPCommandParser {
             }
             throw SMTPCommandError(SMTPReply(502, .init(5, 5, 1), "Command not implemented"))
         }
+    }
+
+    /// `AUTH mechanism [initial-response]`: a SASL mechanism name (RFC 4422 §3.1: 1 to 20 of
+    /// A-Z, 0-9, `-`, `_`) and base64 text or `=` (RFC 4954 §4).
+    static func parseAuth(_ args: Substring) throws(SMTPCommandError) -> SMTPCommand {
+        let parts = args.trimmingTrailingSpaces().split(separator: " ", omittingEmptySubsequences: false)
+        let syntax = SMTPCommandError(SMTPReply(501, .init(5, 5, 2), "Syntax: AUTH mechanism [initial-response]"))
+        guard (1...2).contains(parts.count) else { throw syntax }
+        let mechanism = parts[0].uppercased()
+        guard (1...20).contains(mechanism.utf8.count),
+            mechanism.utf8.allSatisfy({ ($0 >= 65 && $0 <= 90) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95 })
+        else { throw syntax }
+        guard parts.count == 2 else { return .auth(mechanism: mechanism, initialResponse: nil) }
+        let initial = parts[1]
+        guard initial == "=" || SASLBase64.isWellFormed(initial) else {
+            throw SMTPCommandError(SMTPReply(501, .init(5, 5, 2), "Invalid base64 in the initial response"))
+        }
+        return .auth(mechanism: mechanism, initialResponse: String(initial))
     }
 
     static func requireNoArguments(_ args: Substring, _ verb: String) throws(SMTPCommandError) {
@@ -137,6 +157,13 @@ public enum SMTPCommandParser {
                     throw SMTPCommandError(SMTPReply(501, .init(5, 5, 4), "Bad ENVID value"))
                 }
                 mail.envelopeID = decoded
+            case "AUTH":
+                guard let v = value, v.utf8.count <= 500, let decoded = XText.decode(v),
+                    decoded.utf8.allSatisfy({ (33...126).contains($0) })
+                else {
+                    throw SMTPCommandError(SMTPReply(501, .init(5, 5, 4), "Bad AUTH parameter"))
+                }
+                mail.authenticatedSubmitter = decoded
             default:
                 throw SMTPCommandError(SMTPReply(555, .init(5, 5, 4), "Unsupported parameter \(key)"))
             }

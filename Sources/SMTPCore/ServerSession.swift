@@ -12,12 +12,17 @@ public struct ServerSessionConfiguration: Sendable, Equatable {
     public var tlsAvailable: Bool
     /// Recipients of one domain per transaction; past it `452 4.5.3` (Exchange: 200).
     public var maxRecipientsPerDomain: Int
+    /// SASL authentication (RFC 4954) on this listener; nil offers none (port 25 by default).
+    public var authentication: AuthenticationOffer?
+    /// The session runs inside TLS from its first byte (RFC 8314 §3, port 465): no STARTTLS.
+    public var implicitTLS = false
 
     public init(
         hostname: String, maxMessageSize: Int = SMTPLimits.defaultMessageSize,
         maxRecipients: Int = SMTPLimits.defaultRecipientsPerMessage, maxErrors: Int = 20, tlsAvailable: Bool = true,
-        maxRecipientsPerDomain: Int = 200
+        maxRecipientsPerDomain: Int = 200, authentication: AuthenticationOffer? = nil
     ) {
+        self.authentication = authentication
         self.maxRecipientsPerDomain = maxRecipientsPerDomain
         self.hostname = hostname
         self.maxMessageSize = maxMessageSize
@@ -25,6 +30,33 @@ public struct ServerSessionConfiguration: Sendable, Equatable {
         self.maxErrors = maxErrors
         self.tlsAvailable = tlsAvailable
     }
+}
+
+/// What a listener offers for SASL authentication (RFC 4954) and whether it requires it.
+public struct AuthenticationOffer: Sendable, Equatable {
+    /// Mechanism names in the order advertised (`PLAIN`, `LOGIN`, `SCRAM-SHA-256`).
+    public var mechanisms: [String]
+    /// AUTH only inside TLS (RFC 8314 §4.1; Postfix's `smtpd_tls_auth_only`): before STARTTLS it is
+    /// not advertised and answered `530 5.7.0`.
+    public var requireTLS: Bool
+    /// Submission (RFC 6409 §4.3): a message needs an authenticated session (`530 5.7.0` at MAIL).
+    public var required: Bool
+
+    public init(mechanisms: [String], requireTLS: Bool = true, required: Bool = true) {
+        self.mechanisms = mechanisms
+        self.requireTLS = requireTLS
+        self.required = required
+    }
+}
+
+/// How a SASL exchange the shell ran ended.
+public enum AuthenticationOutcome: Equatable, Sendable {
+    /// `235 2.7.0`; the identity is the authenticated user.
+    case success(identity: String)
+    /// The exchange failed (`535 5.7.8`, `454 4.7.0`, `501 5.5.2`, ...); the session goes on.
+    case failure(SMTPReply)
+    /// The source is locked out (`421 4.7.0`): the reply, then close.
+    case failureAndClose(SMTPReply)
 }
 
 /// A recipient the policy accepted, with the route it chose (carried, never read, by the session).
@@ -99,6 +131,11 @@ public struct ServerSession: Sendable {
         /// The body is complete and clean: make the transaction durable; answer with
         /// `messageCommitted` or `commitFailed`.
         case commit(MailTransaction)
+        /// Start a SASL exchange (RFC 4954 §4); answer with `authenticationChallenge` or
+        /// `authenticationFinished`. Lines that follow go to `authenticationResponse`, not the parser.
+        case authenticate(mechanism: String, initialResponse: String?)
+        /// A client response line of the exchange (base64, not `*`); answer as for `authenticate`.
+        case continueAuthentication(String)
         case none
     }
 
@@ -111,6 +148,9 @@ public struct ServerSession: Sendable {
         case receivingChunk(last: Bool, store: Bool)
         case committing
         case startingTLS
+        /// Inside a SASL exchange: waiting for the shell (a challenge or a verdict) or for the
+        /// client's response line.
+        case authenticating
         case closed
     }
 
@@ -128,11 +168,14 @@ public struct ServerSession: Sendable {
     public private(set) var tlsActive = false
     public private(set) var errorCount = 0
     public private(set) var shuttingDown = false
+    /// The user a SASL exchange authenticated (RFC 4954); nil until then, and again after STARTTLS.
+    public private(set) var authenticatedIdentity: String?
     /// Set when a BDAT chunk of a failed transaction is being discarded: the reply for it.
     var discardedChunkReply: SMTPReply?
 
     public init(configuration: ServerSessionConfiguration) {
         self.configuration = configuration
+        self.tlsActive = configuration.implicitTLS
     }
 
     var host: String { configuration.hostname }
@@ -140,13 +183,25 @@ public struct ServerSession: Sendable {
     /// The `with` protocol name for `Received:` (RFC 3848, RFC 6531 §3.7.3).
     public var receivedProtocol: String {
         let utf8 = transaction?.parameters.smtpUTF8 == true
+        let base: String
         switch (helloKind, tlsActive, utf8) {
-        case (.ehlo, true, true): return "UTF8SMTPS"
-        case (.ehlo, false, true): return "UTF8SMTP"
-        case (.ehlo, true, false): return "ESMTPS"
-        case (.ehlo, false, false): return "ESMTP"
+        case (.ehlo, true, true): base = "UTF8SMTPS"
+        case (.ehlo, false, true): base = "UTF8SMTP"
+        case (.ehlo, true, false): base = "ESMTPS"
+        case (.ehlo, false, false): base = "ESMTP"
         default: return "SMTP"
         }
+        // RFC 3848 §2: ESMTPA, ESMTPSA (and RFC 6531's UTF8SMTPA, UTF8SMTPSA) once authenticated.
+        return authenticatedIdentity == nil ? base : base + "A"
+    }
+
+    /// Whether the shell must hand the next line to `authenticationResponse` instead of the parser.
+    public var isAuthenticating: Bool { phase == .authenticating }
+
+    /// AUTH is advertised and accepted in this state of the session.
+    var authenticationUsable: Bool {
+        guard let offer = configuration.authentication else { return false }
+        return tlsActive || !offer.requireTLS
     }
 
     public var isClosed: Bool { phase == .closed }
@@ -174,7 +229,8 @@ public struct ServerSession: Sendable {
         switch phase {
         case .closed:
             return .none
-        case .checkingSender, .checkingRecipient, .receivingData, .receivingChunk, .committing, .startingTLS:
+        case .checkingSender, .checkingRecipient, .receivingData, .receivingChunk, .committing, .startingTLS,
+            .authenticating:
             // The shell never delivers commands in these phases; refuse rather than trap.
             return reply(SMTPReply(503, .init(5, 5, 1), "Bad sequence of commands"))
         case .awaitingHello, .ready:
@@ -197,6 +253,9 @@ public struct ServerSession: Sendable {
                 "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN",
             ]
             if configuration.tlsAvailable && !tlsActive { lines.append("STARTTLS") }
+            if authenticationUsable, let offer = configuration.authentication, !offer.mechanisms.isEmpty {
+                lines.append((["AUTH"] + offer.mechanisms).joined(separator: " "))
+            }
             lines.append("HELP")
             return .send(SMTPReply(250, nil, lines: lines))
         case .helo(let name):
@@ -213,6 +272,9 @@ public struct ServerSession: Sendable {
                     || params.envelopeID != nil)
             {
                 return reply(SMTPReply(555, .init(5, 5, 4), "MAIL parameters need EHLO"))
+            }
+            if configuration.authentication?.required == true, authenticatedIdentity == nil {
+                return reply(SMTPReply(530, .init(5, 7, 0), "Authentication required"))
             }
             if let size = params.size, size > configuration.maxMessageSize {
                 return reply(
@@ -299,6 +361,66 @@ public struct ServerSession: Sendable {
             }
             phase = .startingTLS
             return .startTLS(SMTPReply(220, .init(2, 0, 0), "Ready to start TLS"))
+        case .auth(let mechanism, let initialResponse):
+            guard let offer = configuration.authentication else {
+                return reply(SMTPReply(503, .init(5, 5, 1), "Authentication not enabled"))
+            }
+            guard phase == .ready, helloKind == .ehlo else {
+                return reply(SMTPReply(503, .init(5, 5, 1), "Send EHLO first"))
+            }
+            guard tlsActive || !offer.requireTLS else {
+                return reply(SMTPReply(530, .init(5, 7, 0), "Must issue a STARTTLS command first"))
+            }
+            guard authenticatedIdentity == nil else {
+                return reply(SMTPReply(503, .init(5, 5, 1), "Already authenticated"))
+            }
+            guard transaction == nil else {
+                return reply(SMTPReply(503, .init(5, 5, 1), "AUTH not allowed during a mail transaction"))
+            }
+            guard offer.mechanisms.contains(mechanism) else {
+                return reply(SMTPReply(504, .init(5, 5, 4), "Unrecognized authentication type"))
+            }
+            phase = .authenticating
+            return .authenticate(mechanism: mechanism, initialResponse: initialResponse)
+        }
+    }
+
+    // MARK: authentication (RFC 4954)
+
+    /// The mechanism's next challenge, base64 as it goes on the wire (`334 <challenge>`).
+    public mutating func authenticationChallenge(_ base64: String) -> Action {
+        guard phase == .authenticating else { return .none }
+        return .send(SMTPReply(334, nil, base64))
+    }
+
+    /// A line the client sent inside the exchange: `*` cancels (RFC 4954 §4, `501 5.0.0`),
+    /// anything else goes to the mechanism.
+    public mutating func authenticationResponse(_ line: String) -> Action {
+        guard phase == .authenticating else { return .none }
+        if line == "*" {
+            phase = .ready
+            return reply(SMTPReply(501, .init(5, 0, 0), "Authentication cancelled"))
+        }
+        guard line.isEmpty || SASLBase64.isWellFormed(line[...]) else {
+            phase = .ready
+            return reply(SMTPReply(501, .init(5, 5, 2), "Invalid base64 in the authentication response"))
+        }
+        return .continueAuthentication(line)
+    }
+
+    public mutating func authenticationFinished(_ outcome: AuthenticationOutcome) -> Action {
+        guard phase == .authenticating else { return .none }
+        switch outcome {
+        case .success(let identity):
+            phase = .ready
+            authenticatedIdentity = identity
+            return .send(SMTPReply(235, .init(2, 7, 0), "Authentication successful"))
+        case .failure(let r):
+            phase = .ready
+            return reply(r)
+        case .failureAndClose(let r):
+            phase = .closed
+            return .sendAndClose(r)
         }
     }
 
@@ -407,6 +529,7 @@ public struct ServerSession: Sendable {
         tlsActive = true
         helloName = nil
         helloKind = .none
+        authenticatedIdentity = nil
         transaction = nil
         phase = .awaitingHello
         return .none

@@ -23,7 +23,7 @@ struct Mailflow: AsyncParsableCommand {
         abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
         subcommands: [
             Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Health.self, Admin.self, CheckCommand.self,
-            DKIMCommand.self, Version.self,
+            DKIMCommand.self, UserCommand.self, Version.self,
         ])
 }
 
@@ -80,11 +80,16 @@ struct Serve: AsyncParsableCommand {
         let hangups = options.config == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         let addresses = try await service.start()
         for a in addresses { logger.notice("listening for SMTP on \(a)") }
+        let submission = try await service.startSubmission()
         let admin = try await service.startAdmin()
         // Tests and scripts read these lines to find ephemeral ports.
         print(
             "mailflow: listening on \(addresses.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))"
         )
+        for (label, list) in [("submission", submission.starttls), ("submission (implicit TLS)", submission.implicitTLS)]
+        where !list.isEmpty {
+            print("mailflow: \(label) on \(list.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))")
+        }
         if let admin {
             let url = "http://\(admin.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "?"):\(admin.port ?? 0)/"
             logger.notice("admin center on \(url)")

@@ -86,7 +86,8 @@ struct CommandParserTests {
     static let bad: [Bad] = [
         Bad(line: "", code: 500, enhanced: "5.5.2"),
         Bad(line: "EXPN staff", code: 502, enhanced: "5.5.1"),
-        Bad(line: "AUTH PLAIN", code: 502, enhanced: "5.5.1"),
+        Bad(line: "AUTH PL@IN", code: 501, enhanced: "5.5.2"),
+        Bad(line: "AUTH PLAIN not-base64", code: 501, enhanced: "5.5.2"),
         Bad(line: "TURN", code: 502, enhanced: "5.5.1"),
         Bad(line: "#$%^", code: 500, enhanced: "5.5.2"),
         Bad(line: "EHLO", code: 501, enhanced: "5.5.4"),

@@ -116,6 +116,13 @@ struct CommandRoundtripTests {
         Row(command: .vrfy(" Bob Smith "), line: "VRFY  Bob Smith "),
         Row(command: .help, line: "HELP"),
         Row(command: .startTLS, line: "STARTTLS"),
+        Row(command: .auth(mechanism: "SCRAM-SHA-256", initialResponse: nil), line: "AUTH SCRAM-SHA-256"),
+        Row(command: .auth(mechanism: "PLAIN", initialResponse: "AGEAYg=="), line: "AUTH PLAIN AGEAYg=="),
+        Row(command: .auth(mechanism: "PLAIN", initialResponse: "="), line: "AUTH PLAIN ="),
+        Row(
+            command: .mail(
+                .mailbox(box("a", "example.test")), MailParameters(authenticatedSubmitter: "a+b@example.test")),
+            line: "MAIL FROM:<a@example.test> AUTH=a+2Bb@example.test"),
     ]
 
     @Test(arguments: rows)

@@ -21,6 +21,8 @@ struct ServerSessionTests {
         case .checkRecipient, .checkSender: return "check"
         case .receiveChunk(let size, let last, let store): return "chunk \(size) \(last) \(store)"
         case .commit: return "commit"
+        case .authenticate(let mechanism, let initial): return "auth \(mechanism) \(initial ?? "-")"
+        case .continueAuthentication(let line): return "auth-continue \(line)"
         case .none: return "none"
         }
     }

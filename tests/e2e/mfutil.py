@@ -181,9 +181,10 @@ class MailflowServer:
         self.terminate()
         return self.wait(timeout)
 
-    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = 30.0, input_text: str | None = None) -> subprocess.CompletedProcess:
         """`mailflow <args> --config <this config>`."""
-        return run_cli(*args, "--config", str(self.config_path), timeout=timeout, cwd=self.workdir)
+        return run_cli(*args, "--config", str(self.config_path), timeout=timeout, cwd=self.workdir,
+                       input_text=input_text)
 
     def add_token(self, name: str) -> str:
         """`mailflow admin token add NAME`: the token, printed once."""
@@ -230,15 +231,17 @@ class MailflowServer:
         raise AssertionError(f"queue not empty after {timeout}s: {rows[:5]} ({len(rows)} rows)")
 
 
-def run_cli(*args: str, timeout: float = 30.0, cwd: Path | str | None = None) -> subprocess.CompletedProcess:
-    """Runs the mailflow CLI; `cwd` defaults to a throw-away folder so nothing lands in the repo."""
+def run_cli(*args: str, timeout: float = 30.0, cwd: Path | str | None = None,
+            input_text: str | None = None) -> subprocess.CompletedProcess:
+    """Runs the mailflow CLI; `cwd` defaults to a throw-away folder so nothing lands in the repo;
+    `input_text` is its standard input (none otherwise)."""
     if cwd is None:
         import tempfile
 
         cwd = tempfile.mkdtemp(prefix="mailflow-cli-")
     return subprocess.run(
-        [mailflow_bin(), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-        cwd=cwd)
+        [mailflow_bin(), *args], capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL if input_text is None else None, input=input_text, cwd=cwd)
 
 
 # --------------------------------------------------------------------------------------------

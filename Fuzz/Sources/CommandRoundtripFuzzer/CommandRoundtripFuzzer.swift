@@ -78,6 +78,7 @@ func encoderFirst(_ bytes: [UInt8]) {
     mail.smtpUTF8 = flags & 0x08 != 0
     if flags & 0x10 != 0 { mail.ret = flags & 0x20 != 0 ? .full : .headers }
     if flags & 0x40 != 0 { mail.envelopeID = field(2) }
+    if selector & 0x80 != 0 { mail.authenticatedSubmitter = field(3) }
 
     var rcpt = RecipientParameters()
     if flags & 0x01 != 0 {
@@ -87,7 +88,7 @@ func encoderFirst(_ bytes: [UInt8]) {
     if flags & 0x40 != 0 { rcpt.originalRecipient = OriginalRecipient(addressType: field(3), address: field(4)) }
 
     let command: SMTPCommand
-    switch selector % 10 {
+    switch selector % 11 {
     case 0: command = .ehlo(local)
     case 1: command = .helo(local)
     case 2: command = .mail(local.isEmpty && domain.isEmpty ? .null : .mailbox(mailbox), mail)
@@ -97,6 +98,7 @@ func encoderFirst(_ bytes: [UInt8]) {
     case 6: command = .rcpt(.mailbox(mailbox), rcpt)
     case 7: command = .mail(.mailbox(mailbox), mail)
     case 8: command = .mail(.null, mail)
+    case 9: command = .auth(mechanism: local, initialResponse: flags & 0x01 != 0 ? domain : nil)
     default:
         let plain: [SMTPCommand] = [.data, .rset, .noop, .quit, .help, .startTLS]
         command = plain[Int(flags) % plain.count]

@@ -1,0 +1,154 @@
+import Accounts
+import NIOCore
+import SMTPCore
+
+/// AUTH on the submission listeners (RFC 4954): runs the `SASLExchange` the session asked for,
+/// looks the user up and checks the password on the thread pool, slows and then locks out a source
+/// that keeps failing, and keeps an authenticated user to its tenant's sender addresses.
+extension SMTPServerHandler {
+    static let invalidCredentials = SMTPReply(535, .init(5, 7, 8), "Authentication credentials invalid")
+    static let temporaryFailure = SMTPReply(454, .init(4, 7, 0), "Temporary authentication failure, try again later")
+
+    func startAuthentication(_ name: String, _ initialResponse: String?) {
+        guard ctx.accounts != nil, let mechanism = SASLExchange.Mechanism(rawValue: name) else {
+            perform(session.authenticationFinished(.failure(Self.temporaryFailure)))
+            return
+        }
+        if ctx.authGuard.isLockedOut(source: clientAddress) {
+            perform(session.authenticationFinished(.failureAndClose(lockoutReply)))
+            return
+        }
+        var rng = SystemRandomNumberGenerator()
+        var exchange = SASLExchange(
+            mechanism: mechanism, serverNonce: SASLExchange.makeNonce(using: &rng), standInSecret: ctx.standInSecret)
+        // The session let through only `=` or strict base64.
+        let initial = initialResponse.map { $0 == "=" ? [] : SASLBase64.decode($0) ?? [] }
+        let step = exchange.start(initialResponse: initial)
+        sasl = exchange
+        handle(step)
+    }
+
+    func continueAuthentication(_ line: String) {
+        guard var exchange = sasl, let bytes = SASLBase64.decode(line) else {
+            sasl = nil
+            perform(session.authenticationFinished(.failure(Self.temporaryFailure)))
+            return
+        }
+        let step = exchange.response(bytes)
+        sasl = exchange
+        handle(step)
+    }
+
+    /// A bad or overlong line inside an exchange ends it; elsewhere it is a refused command.
+    func rejectLine(_ reply: SMTPReply) {
+        if session.isAuthenticating {
+            sasl = nil
+            perform(session.authenticationFinished(.failure(reply)))
+        } else {
+            perform(session.commandRejected(SMTPCommandError(reply)))
+        }
+    }
+
+    func handle(_ step: SASLExchange.Step) {
+        switch step {
+        case .challenge(let bytes):
+            perform(session.authenticationChallenge(SASLBase64.encode(bytes)))
+        case .lookup(let username):
+            lookUp(username)
+        case .succeeded(let account):
+            let mechanism = sasl?.mechanism.rawValue ?? "?"
+            sasl = nil
+            ctx.authGuard.recordSuccess(source: clientAddress)
+            authenticatedAccount = account
+            logger[metadataKey: "user"] = "\(account.username)"
+            logger.info("authenticated", metadata: ["mechanism": "\(mechanism)"])
+            perform(session.authenticationFinished(.success(identity: account.username)))
+        case .failed(.malformed(let why)):
+            sasl = nil
+            perform(
+                session.authenticationFinished(
+                    .failure(SMTPReply(501, .init(5, 5, 2), "Malformed authentication response: \(why)"))))
+        case .failed(.invalidCredentials), .failed(.unsupported):
+            sasl = nil
+            failed()
+        }
+    }
+
+    /// Finds the account and lets the exchange use it (a PBKDF2 for PLAIN and LOGIN), on the pool.
+    func lookUp(_ username: String) {
+        guard let accounts = ctx.accounts, let exchange = sasl, let context else { return }
+        mode = .waiting
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ctx.threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> SASLExchange.Answer in
+            var x = exchange
+            let step = x.account(try accounts.account(username: username))
+            return SASLExchange.Answer(exchange: x, step: step)
+        }.whenComplete { result in
+            let handler = bound.value
+            guard case .waiting = handler.mode else { return }
+            handler.mode = .commands
+            switch result {
+            case .success(let answer):
+                handler.sasl = answer.exchange
+                handler.handle(answer.step)
+            case .failure(let error):
+                handler.logger.error("account lookup failed: \(error)")
+                handler.sasl = nil
+                handler.perform(handler.session.authenticationFinished(.failure(Self.temporaryFailure)))
+            }
+            handler.resumeAfterAuthentication()
+        }
+    }
+
+    /// Wrong user, password or proof: the reply waits a little longer for each failure from this
+    /// source, and past the limit the source is locked out (a throttle event, `421 4.7.0`).
+    func failed() {
+        switch ctx.authGuard.recordFailure(source: clientAddress, policy: policy.submission) {
+        case .lockOut:
+            let reply = lockoutReply
+            ctx.admission.recordRefusal(kind: "auth_failures", reply: reply, source: clientAddress)
+            perform(session.authenticationFinished(.failureAndClose(reply)))
+        case .delay(let seconds):
+            guard let context, seconds > 0 else {
+                perform(session.authenticationFinished(.failure(Self.invalidCredentials)))
+                return
+            }
+            mode = .waiting
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
+                let handler = bound.value
+                guard case .waiting = handler.mode else { return }
+                handler.mode = .commands
+                handler.perform(handler.session.authenticationFinished(.failure(Self.invalidCredentials)))
+                handler.resumeAfterAuthentication()
+            }
+        }
+    }
+
+    var lockoutReply: SMTPReply {
+        SMTPReply(421, .init(4, 7, 0), "Too many failed authentication attempts, try again later")
+    }
+
+    func resumeAfterAuthentication() {
+        armTimeout()
+        process()
+        flushIfNeeded()
+    }
+
+    /// An authenticated user sends only as an address of its own tenant (Exchange's `550 5.7.60`).
+    func senderRefusal(_ sender: ReversePath) -> SMTPReply? {
+        guard let account = authenticatedAccount else { return nil }
+        let domains = policy.directory.tenants.first { $0.name == account.tenant }?.domains ?? []
+        if case .mailbox(let m) = sender, domains.contains(m.domain.lowercased()) { return nil }
+        return SMTPReply(
+            550, .init(5, 7, 60), "Client does not have permission to send as \(sender) (user \(account.username))")
+    }
+}
+
+extension SASLExchange {
+    /// The exchange after the pool used it, with what it decided.
+    struct Answer: Sendable {
+        var exchange: SASLExchange
+        var step: SASLExchange.Step
+    }
+}
