@@ -1,17 +1,18 @@
+import MailAuth
+
 /// DMARC (RFC 7489) of a domain: the `_dmarc` record (or the organisational domain's), its policy,
 /// alignment, and whether external report destinations have authorised the reports (§7.1).
 ///
-/// The organisational domain is approximated as the last two labels: Mailflow does not ship the
-/// public suffix list, so under suffixes such as `co.uk` the fallback asks one level too high.
+/// The organisational domain comes from the Public Suffix List (MailAuth's `PublicSuffixList.system`:
+/// Debian's `publicsuffix` file, or the last two labels when it is not installed).
 public struct DMARCCheck: Sendable {
     let dns: any DiagnosticsDNS
 
     public init(dns: any DiagnosticsDNS) { self.dns = dns }
 
-    /// The organisational domain as this check approximates it (the last two labels).
+    /// The organisational domain (RFC 7489 §3.2) by the Public Suffix List.
     public static func organisationalDomain(_ domain: String) -> String {
-        let labels = domain.lowercased().split(separator: ".")
-        return labels.suffix(2).joined(separator: ".")
+        PublicSuffixList.system.organizationalDomain(of: domain)
     }
 
     public func run(domain: String) async -> [CheckFinding] {
