@@ -18,8 +18,9 @@ import SMTPCore
 ///                                      options: ProbeOptions())
 /// ```
 public struct HostProbe: HostProbing {
-    /// The versions probed one by one. SSLv3 is reported as not probed (BoringSSL has no SSLv3).
-    public var versions: [TLSProtocolVersion] = [.tls10, .tls11, .tls12, .tls13]
+    /// The versions probed one by one. SSL 3.0 (which BoringSSL does not have) with a hand-made
+    /// ClientHello, the others through swift-nio-ssl.
+    public var versions: [TLSProtocolVersion] = [.ssl3, .tls10, .tls11, .tls12, .tls13]
     public var maxConcurrentConnections = 4
     /// The time the certificates are judged at; nil for the current time.
     public var now: Date?
@@ -64,10 +65,6 @@ public struct HostProbe: HostProbing {
 
         let side = await sideProbes(host: host, address: address, port: port, options: options, tls: setup)
         findings.append(side.pipelining)
-        findings.append(
-            CheckFinding(
-                category: .tls, subject: subject, check: "tls.version.ssl3", severity: .info,
-                summary: "SSLv3 not probed", detail: "swift-nio-ssl's BoringSSL does not implement SSLv3"))
         for v in versions {
             findings += TLSProbe.versionFindings(v, outcome: side.versions[v] ?? .timedOut, subject: subject)
         }
@@ -197,20 +194,30 @@ public struct HostProbe: HostProbing {
                             await SMTPProbe.pipeliningFinding(
                                 address: address, port: port, host: host, options: options, tls: tls,
                                 subject: subject))
+                    case .version(.ssl3):
+                        let hello = TLSClientHello(
+                            version: .ssl3, cipherSuites: HandMadeSuites.ssl3, serverName: host)
+                        return .version(
+                            .ssl3,
+                            await TLSProbe.handMadeHandshake(hello, address: address, port: port, options: options))
                     case .version(let v):
                         let setup = TLSProbe.setup(version: v, ciphers: TLSProbe.allCiphers, host: host)
                         return .version(
                             v, await TLSProbe.handshake(setup: setup, address: address, port: port, options: options))
                     case .weak(let w):
-                        guard let ciphers = w.cipherString else {
-                            return .weak(w.id, .notProbed(w.notProbedBecause ?? "cannot be offered"))
+                        switch w.offer {
+                        case .handMade(let version, let suites):
+                            let hello = TLSClientHello(version: version, cipherSuites: suites, serverName: host)
+                            return .weak(
+                                w.id,
+                                await TLSProbe.handMadeHandshake(hello, address: address, port: port, options: options))
+                        case .library(let ciphers):
+                            // TLS 1.3 has no weak suites; from TLS 1.0 so an old-only server is probed too.
+                            let setup = TLSProbe.setup(minimum: .tls10, maximum: .tls12, ciphers: ciphers, host: host)
+                            return .weak(
+                                w.id,
+                                await TLSProbe.handshake(setup: setup, address: address, port: port, options: options))
                         }
-                        // TLS 1.3 has no weak suites; from TLS 1.0 so an old-only server is probed too.
-                        let setup = TLSProbe.setup(
-                            minimum: .tls10, maximum: .tls12, ciphers: ciphers, host: host)
-                        return .weak(
-                            w.id, await TLSProbe.handshake(setup: setup, address: address, port: port, options: options)
-                        )
                     }
                 }
             }

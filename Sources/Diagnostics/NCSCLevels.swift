@@ -57,6 +57,8 @@ public struct TLSCipherSuite: Hashable, Sendable, CustomStringConvertible {
         /// TLS 1.3: always an ephemeral (EC)DHE exchange (RFC 8446 §4.2.8).
         case tls13
         case ecdhe, dhe, rsa, psk, anonymous, other
+        /// Static (EC)DH with the certificate's key (`TLS_DH_RSA_`, `TLS_ECDH_ECDSA_`): no forward secrecy.
+        case staticDH
     }
 
     public enum BulkCipher: String, Sendable {
@@ -110,7 +112,7 @@ public struct TLSCipherSuite: Hashable, Sendable, CustomStringConvertible {
             return bulkCipher == .tripleDES ? .phaseOut : .sufficient
         case .rsa:
             return .phaseOut
-        case .psk, .anonymous, .other:
+        case .psk, .anonymous, .staticDH, .other:
             return .insufficient
         }
     }
@@ -140,6 +142,8 @@ public struct TLSCipherSuite: Hashable, Sendable, CustomStringConvertible {
             keyExchange = .rsa
         } else if kxText.hasPrefix("PSK") || kxText.hasPrefix("RSA_PSK") {
             keyExchange = .psk
+        } else if kxText.hasPrefix("DH_") || kxText.hasPrefix("ECDH_") {
+            keyExchange = .staticDH
         } else {
             keyExchange = .other
         }
@@ -188,7 +192,8 @@ public struct TLSCipherSuite: Hashable, Sendable, CustomStringConvertible {
         return (keyExchange, bulk, mac, kxText.contains("EXPORT"))
     }
 
-    /// IANA names of the suites a mail server is likely to pick (TLS Cipher Suites registry).
+    /// IANA names of the suites a mail server is likely to pick, and of every suite the hand-made
+    /// ClientHellos offer (TLS Cipher Suites registry).
     static let ianaNames: [UInt16: String] = [
         0x0001: "TLS_RSA_WITH_NULL_MD5",
         0x0002: "TLS_RSA_WITH_NULL_SHA",
@@ -199,9 +204,20 @@ public struct TLSCipherSuite: Hashable, Sendable, CustomStringConvertible {
         0x0008: "TLS_RSA_EXPORT_WITH_DES40_CBC_SHA",
         0x0009: "TLS_RSA_WITH_DES_CBC_SHA",
         0x000A: "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+        0x000B: "TLS_DH_DSS_EXPORT_WITH_DES40_CBC_SHA",
+        0x000C: "TLS_DH_DSS_WITH_DES_CBC_SHA",
+        0x000E: "TLS_DH_RSA_EXPORT_WITH_DES40_CBC_SHA",
+        0x000F: "TLS_DH_RSA_WITH_DES_CBC_SHA",
+        0x0011: "TLS_DHE_DSS_EXPORT_WITH_DES40_CBC_SHA",
+        0x0012: "TLS_DHE_DSS_WITH_DES_CBC_SHA",
         0x0013: "TLS_DHE_DSS_WITH_3DES_EDE_CBC_SHA",
+        0x0014: "TLS_DHE_RSA_EXPORT_WITH_DES40_CBC_SHA",
+        0x0015: "TLS_DHE_RSA_WITH_DES_CBC_SHA",
         0x0016: "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA",
+        0x0017: "TLS_DH_anon_EXPORT_WITH_RC4_40_MD5",
         0x0018: "TLS_DH_anon_WITH_RC4_128_MD5",
+        0x0019: "TLS_DH_anon_EXPORT_WITH_DES40_CBC_SHA",
+        0x001A: "TLS_DH_anon_WITH_DES_CBC_SHA",
         0x001B: "TLS_DH_anon_WITH_3DES_EDE_CBC_SHA",
         0x002F: "TLS_RSA_WITH_AES_128_CBC_SHA",
         0x0032: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA",
@@ -214,16 +230,24 @@ public struct TLSCipherSuite: Hashable, Sendable, CustomStringConvertible {
         0x003B: "TLS_RSA_WITH_NULL_SHA256",
         0x003C: "TLS_RSA_WITH_AES_128_CBC_SHA256",
         0x003D: "TLS_RSA_WITH_AES_256_CBC_SHA256",
+        0x0040: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA256",
         0x0041: "TLS_RSA_WITH_CAMELLIA_128_CBC_SHA",
         0x0045: "TLS_DHE_RSA_WITH_CAMELLIA_128_CBC_SHA",
+        0x0046: "TLS_DH_anon_WITH_CAMELLIA_128_CBC_SHA",
         0x0067: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
+        0x006A: "TLS_DHE_DSS_WITH_AES_256_CBC_SHA256",
         0x006B: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+        0x006C: "TLS_DH_anon_WITH_AES_128_CBC_SHA256",
+        0x006D: "TLS_DH_anon_WITH_AES_256_CBC_SHA256",
         0x0084: "TLS_RSA_WITH_CAMELLIA_256_CBC_SHA",
         0x0088: "TLS_DHE_RSA_WITH_CAMELLIA_256_CBC_SHA",
+        0x0089: "TLS_DH_anon_WITH_CAMELLIA_256_CBC_SHA",
         0x009C: "TLS_RSA_WITH_AES_128_GCM_SHA256",
         0x009D: "TLS_RSA_WITH_AES_256_GCM_SHA384",
         0x009E: "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
         0x009F: "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
+        0x00A2: "TLS_DHE_DSS_WITH_AES_128_GCM_SHA256",
+        0x00A3: "TLS_DHE_DSS_WITH_AES_256_GCM_SHA384",
         0x00A6: "TLS_DH_anon_WITH_AES_128_GCM_SHA256",
         0x00A7: "TLS_DH_anon_WITH_AES_256_GCM_SHA384",
         0x1301: "TLS_AES_128_GCM_SHA256",
@@ -231,16 +255,19 @@ public struct TLSCipherSuite: Hashable, Sendable, CustomStringConvertible {
         0x1303: "TLS_CHACHA20_POLY1305_SHA256",
         0x1304: "TLS_AES_128_CCM_SHA256",
         0x1305: "TLS_AES_128_CCM_8_SHA256",
+        0xC001: "TLS_ECDH_ECDSA_WITH_NULL_SHA",
         0xC006: "TLS_ECDHE_ECDSA_WITH_NULL_SHA",
         0xC007: "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
         0xC008: "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA",
         0xC009: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
         0xC00A: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+        0xC00B: "TLS_ECDH_RSA_WITH_NULL_SHA",
         0xC010: "TLS_ECDHE_RSA_WITH_NULL_SHA",
         0xC011: "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
         0xC012: "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
         0xC013: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
         0xC014: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+        0xC015: "TLS_ECDH_anon_WITH_NULL_SHA",
         0xC016: "TLS_ECDH_anon_WITH_RC4_128_SHA",
         0xC017: "TLS_ECDH_anon_WITH_3DES_EDE_CBC_SHA",
         0xC018: "TLS_ECDH_anon_WITH_AES_128_CBC_SHA",

@@ -22,6 +22,8 @@ enum ProbeEvent: Sendable, Equatable {
     case protocolError(String)
     case tlsEstablished
     case tlsFailed(String)
+    /// The server's first answer to a hand-made ClientHello (`TLSClientHello`).
+    case tlsAnswer(TLSServerAnswer)
     case closed
     case timedOut
 }
@@ -51,6 +53,15 @@ final class ProbeChannelHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var isClosed = false
     private var pendingTLS: ProbeTLSSetup?
+    /// A hand-made ClientHello to send instead of starting swift-nio-ssl when the 220 arrives.
+    private var pendingHello: [UInt8]?
+    /// After a hand-made ClientHello: the server's bytes go to this decoder, not to the reply parser.
+    private var helloAnswer: HelloAnswerState?
+
+    private enum HelloAnswerState {
+        case waiting(TLSServerAnswerDecoder)
+        case decided
+    }
 
     /// The raw-bytes observer put in front of TLS, once TLS has started.
     private(set) var sniffer: ServerHelloSniffer?
@@ -69,10 +80,21 @@ final class ProbeChannelHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
+        if helloAnswer != nil {
+            answerBytes(bytes.readableBytesView, context: context)
+            return
+        }
         input.writeBuffer(&bytes)
         do {
             while let reply = try parser.parse(&input) {
                 push(.reply(reply))
+                if let hello = pendingHello {
+                    pendingHello = nil
+                    if reply.code == 220 {
+                        sendHello(hello, context: context)
+                        return
+                    }
+                }
                 if let tls = pendingTLS {
                     pendingTLS = nil
                     if reply.code == 220 {
@@ -119,6 +141,31 @@ final class ProbeChannelHandler: ChannelInboundHandler {
 
     /// Arms TLS for the next reply: a 220 starts it at once.
     func armTLS(_ setup: ProbeTLSSetup) { pendingTLS = setup }
+
+    /// Arms a hand-made ClientHello for the next reply: a 220 sends it at once, and what the server
+    /// sends next is decoded as its first TLS answer (`ProbeEvent.tlsAnswer`), then the connection
+    /// is closed (no handshake is finished).
+    func armHello(_ record: [UInt8]) { pendingHello = record }
+
+    private func sendHello(_ record: [UInt8], context: ChannelHandlerContext) {
+        plaintextAfterSTARTTLSReply = Array(input.readableBytesView.prefix(ServerHelloSniffer.keptBytes))
+        let early = Array(input.readableBytesView)
+        input.clear()
+        helloAnswer = .waiting(TLSServerAnswerDecoder())
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: record)), promise: nil)
+        if !early.isEmpty { answerBytes(early[...], context: context) }
+    }
+
+    private func answerBytes(_ bytes: some Sequence<UInt8>, context: ChannelHandlerContext) {
+        guard case .waiting(var decoder) = helloAnswer else { return }
+        if let answer = decoder.feed(bytes) {
+            helloAnswer = .decided
+            push(.tlsAnswer(answer))
+            context.close(promise: nil)
+        } else {
+            helloAnswer = .waiting(decoder)
+        }
+    }
 
     private func beginTLS(_ setup: ProbeTLSSetup, context: ChannelHandlerContext) {
         plaintextAfterSTARTTLSReply = Array(input.readableBytesView.prefix(ServerHelloSniffer.keptBytes))
@@ -280,7 +327,10 @@ final class SMTPProbeConnection: Sendable {
 
     /// Writes `commands` in one write (so pipelined commands share a segment), encoded by
     /// `SMTPCommandEncoder`; with `tls`, a 220 to the first of them starts TLS.
-    func send(_ commands: [SMTPCommand], startingTLS tls: ProbeTLSSetup? = nil) async throws(SMTPCommandEncodingError) {
+    /// With `hello` (a `TLSClientHello` record), a 220 to the first of them sends it instead.
+    func send(
+        _ commands: [SMTPCommand], startingTLS tls: ProbeTLSSetup? = nil, hello: [UInt8]? = nil
+    ) async throws(SMTPCommandEncodingError) {
         var buffer = channel.allocator.buffer(capacity: 64)
         for c in commands { try SMTPCommandEncoder.encode(c, into: &buffer) }
         let handler = self.handler
@@ -288,6 +338,7 @@ final class SMTPProbeConnection: Sendable {
         let bytes = buffer
         _ = try? await channel.eventLoop.submit {
             if let tls { handler.value.armTLS(tls) }
+            if let hello { handler.value.armHello(hello) }
             channel.writeAndFlush(bytes, promise: nil)
         }.get()
     }
@@ -413,7 +464,8 @@ enum SMTPProbe {
         case .reply(let r): .failure(SMTPProbeStop(step: step, reason: .refused(r)))
         case .protocolError(let why), .tlsFailed(let why):
             .failure(SMTPProbeStop(step: step, reason: .protocolError(why)))
-        case .tlsEstablished: .failure(SMTPProbeStop(step: step, reason: .protocolError("unexpected TLS event")))
+        case .tlsEstablished, .tlsAnswer:
+            .failure(SMTPProbeStop(step: step, reason: .protocolError("unexpected TLS event")))
         case .closed: .failure(SMTPProbeStop(step: step, reason: .closed))
         case .timedOut: .failure(SMTPProbeStop(step: step, reason: .timedOut))
         }
@@ -529,7 +581,7 @@ enum SMTPProbe {
             return finding(.ok, "closed the session when a command was pipelined after STARTTLS")
         case .timedOut:
             return finding(.info, "not tested: the TLS handshake timed out")
-        case .reply, .protocolError:
+        case .reply, .protocolError, .tlsAnswer:
             return finding(.info, "not tested: unexpected event before the handshake")
         }
         // A vulnerable server answers the buffered NOOP as soon as TLS is up, unasked.

@@ -93,6 +93,13 @@ final class ServerHelloSniffer: ChannelInboundHandler {
     /// Parses a complete ServerHello at the start of `buffer` (RFC 8446 §4.1.3; the selected version
     /// is in the supported_versions extension for TLS 1.3, in legacy_version before).
     static func parseServerHello(_ buffer: ByteBuffer) -> ServerHello? {
+        guard let codes = parseServerHelloCodes(buffer) else { return nil }
+        return ServerHello(
+            version: TLSProtocolVersion(wireValue: codes.version), cipher: TLSCipherSuite(code: codes.cipher))
+    }
+
+    /// The chosen version and suite of a complete ServerHello at the start of `buffer`, as codes.
+    static func parseServerHelloCodes(_ buffer: ByteBuffer) -> (version: UInt16, cipher: UInt16)? {
         var b = buffer
         guard let type = b.readInteger(as: UInt8.self), type == 2,
             let l0 = b.readInteger(as: UInt8.self), let l1 = b.readInteger(as: UInt16.self)
@@ -103,7 +110,7 @@ final class ServerHelloSniffer: ChannelInboundHandler {
             let sessionIDLength = body.readInteger(as: UInt8.self), body.readSlice(length: Int(sessionIDLength)) != nil,
             let cipher = body.readInteger(as: UInt16.self), body.readInteger(as: UInt8.self) != nil
         else { return nil }
-        var version = TLSProtocolVersion(wireValue: legacyVersion)
+        var version = legacyVersion
         if let extensionsLength = body.readInteger(as: UInt16.self),
             var extensions = body.readSlice(length: Int(extensionsLength))
         {
@@ -112,11 +119,11 @@ final class ServerHelloSniffer: ChannelInboundHandler {
                 var ext = extensions.readSlice(length: Int(extLength))
             {
                 if extType == 0x002B, let selected = ext.readInteger(as: UInt16.self) {
-                    version = TLSProtocolVersion(wireValue: selected)
+                    version = selected
                 }
             }
         }
-        return ServerHello(version: version, cipher: TLSCipherSuite(code: cipher))
+        return (version, cipher)
     }
 
     /// TLS alert names (RFC 8446 §6, RFC 5246 §7.2) for the ones a refusing server sends.
@@ -161,30 +168,38 @@ enum TLSProbe {
     /// The cipher list offered when probing versions: everything BoringSSL has (the server picks).
     static let allCiphers = "ALL"
 
-    /// The weak cipher classes probed one handshake each (TLS 1.0 to 1.2; TLS 1.3 has none), with the
-    /// BoringSSL cipher string that offers only that class.
+    /// The weak cipher classes probed one handshake each (TLS 1.3 has none). Those BoringSSL can
+    /// offer go through swift-nio-ssl (TLS 1.0 to 1.2, only that class offered); the rest through a
+    /// hand-made ClientHello (`TLSClientHello`) read up to the ServerHello.
     struct WeakClass: Sendable {
+        enum Offer: Sendable {
+            /// A BoringSSL cipher string offering only this class.
+            case library(String)
+            /// A hand-made ClientHello at this `client_version` offering these suites.
+            case handMade(TLSProtocolVersion, [UInt16])
+        }
         var id: String
         var name: String
-        var cipherString: String?
-        /// Why it cannot be probed with BoringSSL, when `cipherString` is nil.
-        var notProbedBecause: String?
+        var offer: Offer
     }
 
     static let weakClasses: [WeakClass] = [
-        WeakClass(id: "3des", name: "3DES (64-bit block, Sweet32)", cipherString: "DES-CBC3-SHA"),
+        WeakClass(id: "3des", name: "3DES (64-bit block, Sweet32)", offer: .library("DES-CBC3-SHA")),
         WeakClass(
             id: "rsa-kx", name: "RSA key exchange (no forward secrecy)",
-            cipherString: "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA:AES256-SHA"),
+            offer: .library("AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA:AES256-SHA")),
         WeakClass(
             id: "cbc-sha1", name: "ECDHE with CBC and SHA-1",
-            cipherString: "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"),
+            offer: .library(
+                "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA")),
+        WeakClass(id: "rc4", name: "RC4", offer: .handMade(.tls12, HandMadeSuites.rc4)),
+        WeakClass(id: "null", name: "NULL encryption", offer: .handMade(.tls12, HandMadeSuites.null)),
+        // EXPORT suites were removed in TLS 1.1 (RFC 4346 appendix A.5), so they are offered at 1.0.
+        WeakClass(id: "export", name: "EXPORT (40/56-bit)", offer: .handMade(.tls10, HandMadeSuites.export)),
+        WeakClass(id: "des", name: "single DES (56-bit)", offer: .handMade(.tls12, HandMadeSuites.des)),
         WeakClass(
-            id: "rc4", name: "RC4", cipherString: nil,
-            notProbedBecause: "swift-nio-ssl's BoringSSL has no RC4 suites, so it cannot offer them"),
-        WeakClass(
-            id: "null-export-des", name: "NULL, EXPORT and single-DES", cipherString: nil,
-            notProbedBecause: "swift-nio-ssl's BoringSSL has no NULL, EXPORT or DES suites, so it cannot offer them"),
+            id: "anon", name: "anonymous key exchange (ADH, AECDH)", offer: .handMade(.tls12, HandMadeSuites.anon)),
+        WeakClass(id: "dhe", name: "DHE key exchange", offer: .handMade(.tls12, HandMadeSuites.dhe)),
     ]
 
     /// A client context for exactly one version (minimum == maximum).
@@ -245,7 +260,7 @@ enum TLSProbe {
         case .timedOut: return .timedOut
         case .protocolError(let why), .tlsFailed(let why):
             return .stopped(SMTPProbeStop(step: .starttls, reason: .protocolError(why)))
-        case .tlsEstablished:
+        case .tlsEstablished, .tlsAnswer:
             return .stopped(SMTPProbeStop(step: .starttls, reason: .protocolError("unexpected TLS event")))
         }
         let event = await connection.next()
@@ -279,7 +294,7 @@ enum TLSProbe {
                 return .refused("the server sent the TLS alert \(ServerHelloSniffer.alertName(alert))")
             }
             return .refused("the server closed the connection during the handshake")
-        case .reply:
+        case .reply, .tlsAnswer:
             return .refused("a plaintext reply where the handshake was expected")
         }
     }

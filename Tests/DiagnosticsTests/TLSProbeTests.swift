@@ -168,7 +168,16 @@ final class FakeSMTPHandler: ChannelInboundHandler {
         #expect(f["tls.cipher.tls1_2"]?.summary.contains("TLS_ECDHE_ECDSA_WITH_") == true)
         #expect(f["tls.forward-secrecy"]?.severity == .ok)
         #expect(f["tls.cipher.weak.3des"]?.severity == .ok)
-        #expect(f["tls.cipher.weak.rc4"]?.summary == "RC4 not probed")
+        // The hand-made ClientHellos: BoringSSL refuses each with an alert.
+        #expect(f["tls.version.ssl3"]?.summary == "SSLv3 not accepted")
+        #expect(f["tls.version.ssl3"]?.severity == .ok)
+        for (id, name) in [
+            ("rc4", "RC4"), ("null", "NULL encryption"), ("export", "EXPORT (40/56-bit)"),
+            ("des", "single DES (56-bit)"), ("anon", "anonymous key exchange (ADH, AECDH)"),
+            ("dhe", "DHE key exchange"),
+        ] {
+            #expect(f["tls.cipher.weak." + id]?.summary == "\(name) not accepted", "\(id)")
+        }
         #expect(f["certificate.trust"]?.severity == .ok)
         #expect(f["certificate.name"]?.severity == .ok)
         #expect(

@@ -192,6 +192,8 @@ class FakeSTARTTLSServer:
                     if self.mode == "close":
                         conn.close()
                         return
+                    if self.mode == "old-suites" and answer_old_hello(conn):
+                        return
                     conn = self.ctx.wrap_socket(conn, server_side=True)
                     tls = True
                     if self.mode != "pipelined":
@@ -214,6 +216,52 @@ class FakeSTARTTLSServer:
     def stop(self) -> None:
         self.stopped = True
         self.sock.close()
+
+
+# The fault-injection part of the "old-suites" fake: suites and a version no TLS library on this machine
+# can serve (Debian's OpenSSL 3.0 has no SSLv3, RC4, EXPORT or single-DES), answered with a bare
+# ServerHello and nothing after it, which is all the probe reads.
+FAKE_SUITES = {0x0005: "RC4-SHA", 0x0008: "EXP-DES-CBC-SHA", 0x0009: "DES-CBC-SHA"}
+
+
+def read_client_hello(conn: socket.socket) -> tuple[int, list[int]] | None:
+    """Peeks at the ClientHello (leaving it for a real TLS handshake): (client_version, suites)."""
+    head = b""
+    for _ in range(50):
+        head = conn.recv(16384, socket.MSG_PEEK)
+        if len(head) >= 5 and len(head) >= 5 + int.from_bytes(head[3:5], "big"):
+            break
+        threading.Event().wait(0.02)
+    if len(head) < 5 + 4 + 2 + 32 + 1 or head[0] != 22 or head[5] != 1:
+        return None
+    body = head[9:]
+    version = int.from_bytes(body[0:2], "big")
+    at = 2 + 32
+    at += 1 + body[at]
+    n = int.from_bytes(body[at:at + 2], "big")
+    suites = [int.from_bytes(body[at + 2 + i:at + 4 + i], "big") for i in range(0, n, 2)]
+    return version, suites
+
+
+def answer_old_hello(conn: socket.socket) -> bool:
+    """Answers an SSLv3 ClientHello, or one offering a FAKE_SUITES suite, with a ServerHello and closes;
+    False (nothing read) for any other ClientHello, which then gets a real handshake."""
+    hello = read_client_hello(conn)
+    if hello is None:
+        return False
+    version, suites = hello
+    chosen = next((s for s in suites if s in FAKE_SUITES), None)
+    if version == 0x0300 and suites:
+        chosen = suites[0]
+    if chosen is None:
+        return False
+    conn.recv(16384)
+    answer_version = min(version, 0x0303)
+    body = answer_version.to_bytes(2, "big") + os.urandom(32) + b"\x00" + chosen.to_bytes(2, "big") + b"\x00"
+    handshake = b"\x02" + len(body).to_bytes(3, "big") + body
+    conn.sendall(b"\x16" + answer_version.to_bytes(2, "big") + len(handshake).to_bytes(2, "big") + handshake)
+    conn.close()
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,9 +304,9 @@ def by_name(port: int, dns) -> list[str]:
 
 def test_good_postfix(pki, postfixes, dns):
     key, chain = pki.leaf("good", [GOOD_NAME, "127.0.0.1"])
-    # Postfix's defaults here still accept TLS 1.0 and 1.1 and RSA key exchange (all phase-out for
-    # NCSC-NL); a good server drops them.
-    p = postfixes("good", tls_settings(key, chain, smtpd_tls_exclude_ciphers="kRSA",
+    # Postfix's defaults here still accept TLS 1.0 and 1.1, RSA key exchange (phase-out for NCSC-NL)
+    # and anonymous suites (insufficient); a good server drops them.
+    p = postfixes("good", tls_settings(key, chain, smtpd_tls_exclude_ciphers="kRSA, aNULL",
                                        smtpd_tls_protocols=">=TLSv1.2"))
     code, report, f = check_host(*by_name(p.port, dns), "--ca-file", str(pki.ca_file))
     assert f["smtp.banner"]["severity"] == "ok" and GOOD_NAME in f["smtp.banner"]["summary"]
@@ -362,8 +410,77 @@ def test_weak_ciphers_allowed(pki, postfixes):
     assert f["tls.forward-secrecy"]["severity"] == "warning"
     # Offered by the probe (BoringSSL has 3DES), refused by this server.
     assert f["tls.cipher.weak.3des"]["summary"] == "3DES (64-bit block, Sweet32) not accepted"
-    assert f["tls.cipher.weak.rc4"]["summary"] == "RC4 not probed"
+    assert f["tls.cipher.weak.rc4"]["summary"] == "RC4 not accepted"
     assert code == 1
+
+
+def test_dhe_allowed(pki, postfixes):
+    # Postfix's built-in DH group (2048 bits) serves DHE; aNULL and RSA key exchange are excluded here.
+    key, chain = pki.leaf("dhe", [GOOD_NAME, "127.0.0.1"])
+    p = postfixes("dhe", tls_settings(key, chain, smtpd_tls_exclude_ciphers="kRSA, aNULL",
+                                      smtpd_tls_protocols=">=TLSv1.2"))
+    code, report, f = check_host(f"127.0.0.1:{p.port}", "--ca-file", str(pki.ca_file))
+    dhe = f["tls.cipher.weak.dhe"]
+    assert dhe["severity"] == "ok" and dhe["ncsc"] == "sufficient", dhe
+    assert "DHE key exchange accepted: TLS_DHE_RSA_WITH_" in dhe["summary"] and "over TLSv1.2" in dhe["summary"]
+    assert f["tls.cipher.weak.anon"]["summary"] == "anonymous key exchange (ADH, AECDH) not accepted"
+    assert f["tls.version.ssl3"]["summary"] == "SSLv3 not accepted"
+    assert f["tls.version.ssl3"]["severity"] == "ok"
+    for weak in ("rc4", "null", "export", "des"):
+        assert f[f"tls.cipher.weak.{weak}"]["severity"] == "ok", f[f"tls.cipher.weak.{weak}"]
+    bad = [x for x in report["findings"] if x["severity"] not in ("ok", "info")]
+    assert code == 0, bad
+
+
+def test_anonymous_allowed(pki, postfixes):
+    # Postfix's opportunistic smtpd offers aNULL suites unless told not to (its "medium" grade).
+    key, chain = pki.leaf("anon", [GOOD_NAME, "127.0.0.1"])
+    p = postfixes("anon", tls_settings(key, chain, smtpd_tls_exclude_ciphers="kRSA",
+                                       smtpd_tls_protocols=">=TLSv1.2"))
+    code, _, f = check_host(f"127.0.0.1:{p.port}", "--ca-file", str(pki.ca_file))
+    anon = f["tls.cipher.weak.anon"]
+    assert anon["severity"] == "failure" and anon["ncsc"] == "insufficient", anon
+    assert "_anon_WITH_" in anon["summary"], anon
+    assert code == 2
+
+
+def test_null_allowed(pki, postfixes):
+    # NULL encryption needs OpenSSL's security level 0 (eNULL is never in DEFAULT).
+    key, chain = pki.leaf("null", [GOOD_NAME, "127.0.0.1"])
+    p = postfixes("null", old_tls_settings(
+        key, chain, "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-NULL-SHA:NULL-SHA256:NULL-SHA:@SECLEVEL=0"))
+    code, _, f = check_host(f"127.0.0.1:{p.port}", "--ca-file", str(pki.ca_file))
+    null = f["tls.cipher.weak.null"]
+    assert null["severity"] == "failure" and null["ncsc"] == "insufficient", null
+    assert "_WITH_NULL_" in null["summary"], null
+    assert f["tls.cipher.weak.rc4"]["summary"] == "RC4 not accepted"
+    assert code == 2
+
+
+def test_old_suites_fake(pki):
+    """A fault-injection FAKE, not a real server: it completes real TLS handshakes (Python's ssl) but
+    answers an SSLv3 ClientHello, and one offering RC4-SHA, EXP-DES-CBC-SHA or DES-CBC-SHA, with a bare
+    ServerHello choosing it; no TLS library here can serve those (see FAKE_SUITES)."""
+    key, cert = pki.self_signed("fake-old", GOOD_NAME)
+    fake = FakeSTARTTLSServer("old-suites", key, cert)
+    try:
+        code, _, f = check_host(f"127.0.0.1:{fake.port}", "--ca-file", str(pki.dir / "fake-old.pem"))
+    finally:
+        fake.stop()
+    assert f["starttls.handshake"]["severity"] == "ok"
+    ssl3 = f["tls.version.ssl3"]
+    assert ssl3["summary"] == "SSLv3 accepted (NCSC-NL: insufficient)" and ssl3["severity"] == "failure", ssl3
+    rc4 = f["tls.cipher.weak.rc4"]
+    assert rc4["summary"] == "RC4 accepted: TLS_RSA_WITH_RC4_128_SHA over TLSv1.2 (NCSC-NL: insufficient)", rc4
+    export = f["tls.cipher.weak.export"]
+    assert export["summary"].startswith("EXPORT (40/56-bit) accepted: TLS_RSA_EXPORT_WITH_DES40_CBC_SHA over TLSv1.0")
+    assert f["tls.cipher.weak.des"]["summary"].startswith("single DES (56-bit) accepted: TLS_RSA_WITH_DES_CBC_SHA")
+    for weak in ("ssl3", "rc4", "export", "des"):
+        key_ = "tls.version.ssl3" if weak == "ssl3" else f"tls.cipher.weak.{weak}"
+        assert f[key_]["severity"] == "failure" and f[key_]["ncsc"] == "insufficient", f[key_]
+    # What the fake does not answer is refused by Python's ssl.
+    assert f["tls.cipher.weak.null"]["summary"] == "NULL encryption not accepted"
+    assert code == 2
 
 
 def test_no_starttls(postfixes):
