@@ -23,7 +23,7 @@ struct Mailflow: AsyncParsableCommand {
         abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
         subcommands: [
             Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Health.self, Admin.self, CheckCommand.self,
-            DKIMCommand.self, UserCommand.self, Version.self,
+            DKIMCommand.self, SPFCommand.self, DMARCCommand.self, UserCommand.self, Version.self,
         ])
 }
 
