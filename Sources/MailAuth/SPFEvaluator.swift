@@ -85,7 +85,11 @@ public struct SPFEvaluator: Sendable {
         var reason: String
     }
 
-    func evaluate(domain: String, context: SPFMacroContext, walk: inout Walk) async -> SPFResult {
+    /// `check_host()` of one domain; `explains` is false inside an `include`, whose fail is only a
+    /// non-match (§5.2) and needs no `exp=` lookup.
+    func evaluate(domain: String, context: SPFMacroContext, walk: inout Walk, explains: Bool = true) async
+        -> SPFResult
+    {
         // §4.3: a malformed or single-label domain has no policy.
         guard Self.isValidDomain(domain) else {
             return SPFResult(kind: .none, domain: domain, reason: "'\(domain)' is not a usable domain name")
@@ -131,7 +135,7 @@ public struct SPFEvaluator: Sendable {
                         kind: .softfail, domain: domain, mechanism: written,
                         reason: "\(domain) probably does not allow it ('\(written)')")
                 case .fail:
-                    let explanation = await explain(record, context: context)
+                    let explanation = explains ? await explain(record, context: context) : nil
                     return SPFResult(
                         kind: .fail, domain: domain, mechanism: written, explanation: explanation,
                         reason: "\(domain) does not allow it ('\(written)')")
@@ -142,7 +146,7 @@ public struct SPFEvaluator: Sendable {
                 guard let target = context.expandDomain(redirect) else {
                     throw Stop(kind: .permerror, reason: "redirect=\(redirect) has a bad macro")
                 }
-                var result = await evaluate(domain: target, context: context, walk: &walk)
+                var result = await evaluate(domain: target, context: context, walk: &walk, explains: explains)
                 if result.kind == .none {
                     // §6.1: a redirect to a domain without a record is a permerror.
                     result.kind = .permerror
@@ -190,7 +194,7 @@ public struct SPFEvaluator: Sendable {
             return Self.contains(network: network, ip)
         case .include(let spec):
             let target = try await targetName(spec, context: context)
-            let result = await evaluate(domain: target, context: context, walk: &walk)
+            let result = await evaluate(domain: target, context: context, walk: &walk, explains: false)
             switch result.kind {
             case .pass: return true
             case .fail, .softfail, .neutral: return false
