@@ -89,7 +89,8 @@ public struct IPCheck: Sendable {
         if blocklists.isEmpty {
             out.append(
                 finding(
-                    .blocklist, "blocklist.none", .info, "No DNS blocklists asked (none configured; see --blocklist)",
+                    .blocklist, "blocklist.none", .info,
+                    "No DNS blocklists asked (none configured: diagnostics.blocklists or --blocklist)",
                     subject: "-"))
         }
         return out

@@ -5,10 +5,12 @@ import Foundation
 
 /// The checks of the admin API and the Diagnostics page (`AdminBackend.runCheck`): what
 /// `mailflow check domain|host|ip --json` does (docs/check.md), with the running server's DNS
-/// servers, its hostname in EHLO, the CLI's probe defaults and the trace in its data directory.
+/// servers, its hostname in EHLO, the CLI's probe defaults, the trace in its data directory and the
+/// `diagnostics.blocklists` zones of the current config (read per check, so a reload reaches them).
 enum AdminCheckRunner {
     static func make(
-        hostname: String, dataDirectory: String, dnsServers: [DNSServer]
+        hostname: String, dataDirectory: String, dnsServers: [DNSServer],
+        blocklists: @escaping @Sendable () -> [String] = { [] }
     ) -> @Sendable (AdminCheckRequest) async throws -> AdminCheckResult {
         { request in
             let options = ProbeOptions(port: request.port ?? 25, heloName: hostname, dnsServers: dnsServers)
@@ -33,7 +35,7 @@ enum AdminCheckRunner {
             case .ip:
                 kind = .ip
                 target = request.target
-                findings = await IPCheck(dns: resolver).run(address: request.target, blocklists: [])
+                findings = await IPCheck(dns: resolver).run(address: request.target, blocklists: blocklists())
                 findings += trace(dataDirectory, subject: target) { try $0.address(target) }
             }
             let report = CheckReport.ordered(kind: kind, target: target, startedAt: started, findings: findings)

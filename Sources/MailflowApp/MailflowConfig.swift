@@ -49,6 +49,9 @@ public struct MailflowConfig: Sendable, Equatable {
     public var dnsServers: [String] = []
     public var dnsTimeout = Self.seconds(Self.dnsDefaults.timeout)
     public var dnsAttempts = Self.dnsDefaults.attempts
+    // diagnostics
+    /// DNS blocklist zones `mailflow check ip` and the admin API's checks ask; none by default.
+    public var diagnosticsBlocklists: [String] = []
     // delivery
     public var mxPort = Self.outboundDefaults.mxPort
     public var heloName: String?
@@ -165,7 +168,7 @@ public struct MailflowConfig: Sendable, Equatable {
     /// a forest names tenants).
     static let sections = [
         "server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns", "admin", "trace",
-        "health", "submission",
+        "health", "diagnostics", "submission",
     ]
 
     public static func parse(yaml: String, baseDirectory: String = ".") throws -> MailflowConfig {
@@ -179,6 +182,7 @@ public struct MailflowConfig: Sendable, Equatable {
         if let r = try root.mapping("relay") { try config.decodeRelay(r) }
         if let r = try root.mapping("submission") { try config.decodeSubmission(r) }
         if let r = try root.mapping("dns") { try config.decodeDNS(r) }
+        if let r = try root.mapping("diagnostics") { try config.decodeDiagnostics(r) }
         if let r = try root.mapping("server") { try config.decodeServer(r, baseDirectory: baseDirectory) }
         if let r = try root.mapping("tls") { try config.decodeTLS(r, baseDirectory: baseDirectory) }
         if let r = try root.mapping("limits") { try config.decodeLimits(r) }

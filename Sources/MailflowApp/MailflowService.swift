@@ -175,7 +175,8 @@ public final class MailflowService: Sendable {
                 },
                 healthReport: { [health] report, reporter in try health?.report(report, by: reporter) },
                 runCheck: AdminCheckRunner.make(
-                    hostname: config.hostname, dataDirectory: config.dataDirectory, dnsServers: dnsServers))
+                    hostname: config.hostname, dataDirectory: config.dataDirectory, dnsServers: dnsServers,
+                    blocklists: { current.mutex.withLock { $0.diagnosticsBlocklists } }))
             var adminLogger = logger
             adminLogger[metadataKey: "listener"] = "admin"
             admin = try AdminHTTPServer(

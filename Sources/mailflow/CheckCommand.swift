@@ -69,7 +69,7 @@ struct CheckCommand: AsyncParsableCommand {
                 dnsServers: servers, mtaSTSPort: mtaSTSPort)
             return Environment(
                 options: options, resolver: CheckResolver.make(servers: servers, timeout: timeout),
-                dataDirectory: dataDirectory ?? config.dataDirectory)
+                dataDirectory: dataDirectory ?? config.dataDirectory, blocklists: config.diagnosticsBlocklists)
         }
 
         /// What the trace says, through `read`; an info finding when there is no trace to read.
@@ -119,6 +119,8 @@ struct CheckCommand: AsyncParsableCommand {
         var options: ProbeOptions
         var resolver: any DiagnosticsDNS
         var dataDirectory: String
+        /// The config's `diagnostics.blocklists`, used by `check ip` when no `--blocklist` is given.
+        var blocklists: [String]
     }
 
     struct DomainCommand: AsyncParsableCommand {
@@ -196,13 +198,16 @@ struct CheckCommand: AsyncParsableCommand {
         @Argument(help: "An IPv4 or IPv6 address.") var address: String
         @Option(
             name: .customLong("blocklist"),
-            help: "A DNS blocklist zone to ask, e.g. zen.example.net; repeatable (none by default).")
+            help:
+                "A DNS blocklist zone to ask, e.g. zen.example.net; repeatable (default: the config's diagnostics.blocklists)."
+        )
         var blocklists: [String] = []
 
         func run() async throws {
             let env = try options.environment(port: 25)
             let started = Date()
-            var findings = await IPCheck(dns: env.resolver).run(address: address, blocklists: blocklists)
+            let zones = blocklists.isEmpty ? env.blocklists : blocklists
+            var findings = await IPCheck(dns: env.resolver).run(address: address, blocklists: zones)
             findings += options.traceFindings(env, subject: address) { try $0.address(address) }
             try options.finish(.ordered(kind: .ip, target: address, startedAt: started, findings: findings))
         }

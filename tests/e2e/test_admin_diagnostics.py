@@ -65,6 +65,40 @@ def test_api_checks_mailflows_own_listener(diag):
     jsonschema.validate(json.loads(body), SCHEMA)
 
 
+def test_api_ip_check_asks_the_configured_blocklists(mailflow_server, tmp_path):
+    """The admin API's `check ip` asks the zones of `diagnostics.blocklists`, as they are after a reload."""
+    import signal
+    import time
+    import yaml
+    dns = Dnsmasq(["--host-record=9.0.0.127.listed.test,127.0.0.2",
+                   "--host-record=9.0.0.127.other.test,127.0.0.3"], log_dir=tmp_path).start()
+    try:
+        srv = mailflow_server({"dns": {"servers": [dns.server]}, "diagnostics": {"blocklists": ["listed.test"]}})
+        operator = srv.add_token("ops")
+
+        def listed() -> dict[str, str]:
+            status, _, body = srv.api("GET", "/api/v1/check/ip/127.0.0.9", operator)
+            assert status == 200, body
+            report = json.loads(body)
+            jsonschema.validate(report, SCHEMA)
+            return {f["subject"]: f["summary"] for f in report["findings"] if f["check"].startswith("blocklist.")}
+
+        assert listed() == {"listed.test": "Listed on listed.test (127.0.0.2)"}
+
+        cfg = yaml.safe_load(srv.config_path.read_text())
+        cfg["diagnostics"] = {"blocklists": ["other.test", "clean.test"]}
+        before = len(srv.stderr())
+        srv.config_path.write_text(yaml.safe_dump(cfg))
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "configuration reloaded" not in srv.stderr()[before:]:
+            assert time.monotonic() < deadline, srv.stderr()[before:]
+            time.sleep(0.05)
+        assert listed() == {"other.test": "Listed on other.test (127.0.0.3)", "clean.test": "Not listed on clean.test"}
+    finally:
+        dns.stop()
+
+
 def test_api_refuses_tenant_tokens_and_bad_targets(diag):
     srv, operator, tenant = diag
     status, _, body = srv.api("GET", f"/api/v1/check/host/127.0.0.1?port={srv.port}", tenant)

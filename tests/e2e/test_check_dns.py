@@ -244,6 +244,47 @@ def test_check_ip_reverse_dns(env):
     assert sev(none, "blocklist.listed") == ["ok"] and rc == 1
 
 
+def test_check_ip_blocklists_from_config(tmp_path):
+    """`diagnostics.blocklists` in the config file is what `check ip --config` asks, through the config's
+    dns.servers (no --dns-server); `--blocklist` replaces it. listed.test lists 127.0.0.9 (RFC 5782:
+    an A record 127.0.0.2 and a TXT reason), clean.test lists nothing."""
+    dns = Dnsmasq(["--host-record=9.0.0.127.listed.test,127.0.0.2",
+                   "--txt-record=9.0.0.127.listed.test,Listed for the Mailflow test"], log_dir=tmp_path).start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"server:\n  data: {tmp_path / 'data'}\ndns:\n  servers: ['{dns.server}']\n"
+                          "diagnostics:\n  blocklists: [listed.test, Clean.Test.]\n")
+
+        def check_ip(*extra: str) -> tuple[int, dict]:
+            p = subprocess.run([mailflow_bin(), "check", "ip", "127.0.0.9", "--json", "--timeout", "5",
+                                "--config", str(config), *extra], capture_output=True, text=True, timeout=60)
+            return p.returncode, json.loads(p.stdout)
+
+        rc, report = check_ip()
+        listed = {f["subject"]: f for f in report["findings"] if f["check"] == "blocklist.listed"}
+        assert set(listed) == {"listed.test", "clean.test"}, report["findings"]
+        assert listed["listed.test"]["severity"] == "failure"
+        assert listed["listed.test"]["summary"] == "Listed on listed.test (127.0.0.2)"
+        assert listed["listed.test"]["detail"] == "Listed for the Mailflow test"
+        assert listed["clean.test"]["severity"] == "ok"
+        assert not any(f["check"] == "blocklist.none" for f in report["findings"])
+        assert rc == 2
+
+        rc, report = check_ip("--blocklist", "clean.test")
+        assert [f["subject"] for f in report["findings"] if f["check"] == "blocklist.listed"] == ["clean.test"]
+
+        config.write_text(f"server:\n  data: {tmp_path / 'data'}\ndns:\n  servers: ['{dns.server}']\n")
+        rc, report = check_ip()
+        assert sev(report, "blocklist.none") == ["info"]
+
+        config.write_text("diagnostics:\n  blocklists: [not_a_zone!]\n")
+        p = subprocess.run([mailflow_bin(), "check", "ip", "127.0.0.9", "--config", str(config)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1 and "diagnostics.blocklists[0]" in p.stderr, p.stderr
+    finally:
+        dns.stop()
+
+
 def test_human_output(env):
     p = subprocess.run([mailflow_bin(), "check", "domain", "plusall.test", "--port", "1", "--dns-server",
                         env["dns"].server, "--timeout", "2", "--config", str(env["mf"].config_path)],
