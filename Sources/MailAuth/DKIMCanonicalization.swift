@@ -74,41 +74,57 @@ public enum DKIMCanonicalization: String, Sendable, Hashable, CaseIterable {
             out.append(contentsOf: [0x0D, 0x0A])
             return out
         case .relaxed:
-            var out = [UInt8]()
-            out.reserveCapacity(body.count + 2)
-            // Bytes of the line being built; white space is held back until something follows it.
-            var pendingSpace = false
-            var lineStart = 0
-            // Where the output ends if the empty lines seen since the last non-empty one are dropped.
-            var contentEnd = 0
-            var index = body.startIndex
-            while index < body.endIndex {
-                let b = body[index]
-                if b == 0x0D, index + 1 < body.endIndex, body[index + 1] == 0x0A {
-                    pendingSpace = false
-                    let empty = out.count == lineStart
-                    out.append(contentsOf: [0x0D, 0x0A])
-                    if !empty { contentEnd = out.count }
-                    lineStart = out.count
-                    index += 2
-                    continue
+            return Self.relaxedBody(body)
+        }
+    }
+
+    /// §3.4.4 in one pass over raw buffers: the output is never longer than the input plus a CRLF.
+    static func relaxedBody(_ body: ArraySlice<UInt8>) -> [UInt8] {
+        body.withUnsafeBufferPointer { input in
+            [UInt8](unsafeUninitializedCapacity: input.count + 2) { out, written in
+                var n = 0
+                // White space is held back until something other than a line end follows it.
+                var pendingSpace = false
+                var lineStart = 0
+                // Where the output ends if the empty lines since the last non-empty one are dropped.
+                var contentEnd = 0
+                var i = 0
+                let count = input.count
+                while i < count {
+                    let b = input[i]
+                    if b == 0x0D, i + 1 < count, input[i + 1] == 0x0A {
+                        pendingSpace = false
+                        let empty = n == lineStart
+                        out[n] = 0x0D
+                        out[n + 1] = 0x0A
+                        n += 2
+                        if !empty { contentEnd = n }
+                        lineStart = n
+                        i += 2
+                        continue
+                    }
+                    if b == 0x20 || b == 0x09 {
+                        pendingSpace = true
+                    } else {
+                        if pendingSpace {
+                            out[n] = 0x20
+                            n += 1
+                            pendingSpace = false
+                        }
+                        out[n] = b
+                        n += 1
+                    }
+                    i += 1
                 }
-                if Self.isWSP(b) {
-                    pendingSpace = true
-                } else {
-                    if pendingSpace { out.append(0x20) }
-                    pendingSpace = false
-                    out.append(b)
+                if n > lineStart {
+                    // A last line without CRLF gets one (§3.4.4).
+                    out[n] = 0x0D
+                    out[n + 1] = 0x0A
+                    n += 2
+                    contentEnd = n
                 }
-                index += 1
+                written = contentEnd
             }
-            if out.count > lineStart {
-                // A last line without CRLF gets one (§3.4.4).
-                out.append(contentsOf: [0x0D, 0x0A])
-                contentEnd = out.count
-            }
-            out.removeSubrange(contentEnd...)
-            return out
         }
     }
 

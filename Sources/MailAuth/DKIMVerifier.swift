@@ -39,7 +39,12 @@ public struct DKIMVerifier: Sendable {
         let indices = message.headerFields.indices.filter {
             message.headerFields[$0].lowercasedName == "dkim-signature"
         }
-        let bodies = BodyHashes(body: message.body)
+        // Only the body forms the checked signatures use are made (each costs a pass over the body).
+        var forms: Set<DKIMCanonicalization> = []
+        for index in indices.prefix(maxSignatures) {
+            if let c = Self.prepare(message, fieldIndex: index).signature?.bodyCanonicalization { forms.insert(c) }
+        }
+        let bodies = BodyHashes(body: message.body, forms: forms)
         return await withTaskGroup(of: (Int, DKIMResult).self) { group in
             for (n, index) in indices.enumerated() {
                 if n >= maxSignatures {
@@ -196,15 +201,19 @@ public struct DKIMVerifier: Sendable {
 
     /// The canonical body in each form, made once per message however many signatures use it.
     final class BodyHashes: Sendable {
-        let simple: [UInt8]
-        let relaxed: [UInt8]
+        let simple: [UInt8]?
+        let relaxed: [UInt8]?
+        let body: ArraySlice<UInt8>
 
-        init(body: ArraySlice<UInt8>) {
-            simple = DKIMCanonicalization.simple.body(body)
-            relaxed = DKIMCanonicalization.relaxed.body(body)
+        init(body: ArraySlice<UInt8>, forms: Set<DKIMCanonicalization> = Set(DKIMCanonicalization.allCases)) {
+            self.body = body
+            simple = forms.contains(.simple) ? DKIMCanonicalization.simple.body(body) : nil
+            relaxed = forms.contains(.relaxed) ? DKIMCanonicalization.relaxed.body(body) : nil
         }
 
-        func canonical(_ c: DKIMCanonicalization) -> [UInt8] { c == .simple ? simple : relaxed }
+        func canonical(_ c: DKIMCanonicalization) -> [UInt8] {
+            (c == .simple ? simple : relaxed) ?? c.body(body)
+        }
     }
 
     /// Lines starting with `DKIM-Signature:` in a message that could not be parsed, so each still
