@@ -175,3 +175,12 @@ public struct AuthenticationResults: Sendable, Hashable {
         return out + "\""
     }
 }
+
+extension AuthenticationResults.DKIM {
+    /// From the DKIM verifier's result; `signature` is the signature's `b=` (for `header.b`).
+    public init(_ result: DKIMResult, signature: String? = nil) {
+        self.init(
+            result: result.status.rawValue, domain: result.domain, selector: result.selector, signature: signature,
+            reason: result.reason.map { "\($0)" })
+    }
+}

@@ -13,6 +13,13 @@ public struct DMARCDKIMInput: Sendable, Hashable {
         self.passed = passed
     }
 
+    /// From the DKIM verifier's result: only `pass` passes (`policy`, a signature with `l=` leaving
+    /// content unsigned, does not); nil when the signature had no `d=`.
+    public init?(_ result: DKIMResult) {
+        guard let domain = result.domain else { return nil }
+        self.init(domain: domain, passed: result.status == .pass)
+    }
+
     /// `DOMAIN=pass` or `DOMAIN=fail` (any result other than pass counts as not passed).
     public init?(parsing text: String) {
         guard let eq = text.lastIndex(of: "="), eq != text.startIndex else { return nil }

@@ -108,3 +108,17 @@ import Testing
         #expect(out.header == "Subject: x\r\n")
     }
 }
+
+@Suite struct DKIMResultAdaptationTests {
+    @Test func dkimResultsBecomeHeaderEntriesAndDMARCInputs() {
+        let passed = DKIMResult(status: .pass, domain: "example.org", selector: "s1")
+        let limited = DKIMResult(status: .policy, domain: "example.org", selector: "s2")
+        let broken = DKIMResult(status: .permerror)
+        #expect(DMARCDKIMInput(passed) == DMARCDKIMInput(domain: "example.org", passed: true))
+        #expect(DMARCDKIMInput(limited) == DMARCDKIMInput(domain: "example.org", passed: false))
+        #expect(DMARCDKIMInput(broken) == nil)
+        let header = AuthenticationResults(
+            authservID: "mx.example.net", dkim: [.init(passed, signature: "AbCdEfGhIj")])
+        #expect(header.value == "mx.example.net; dkim=pass header.d=example.org header.s=s1 header.b=AbCdEfGh")
+    }
+}
