@@ -1,4 +1,5 @@
 import DNSClient
+import Synchronization
 import Testing
 
 @testable import MailAuth
@@ -157,5 +158,87 @@ import Testing
         let result = await SPFEvaluator(dns: zone).checkMailFrom(
             ip: DNSIPAddress("::ffff:192.0.2.10")!, mailFrom: "a@example.com", helo: "h.example.com")
         #expect(result.kind == .pass)
+    }
+}
+
+/// A zone that records every question asked of it.
+final class RecordingZone: SPFDNS {
+    let zone: SuiteZone
+    let asked = Mutex<[String]>([])
+
+    init(_ data: [String: [Any]]) { zone = SuiteZone(data) }
+
+    func note(_ question: String) { asked.withLock { $0.append(question) } }
+    func txt(_ name: String) async throws(SPFDNSError) -> [String] {
+        note("TXT \(name)")
+        return try await zone.txt(name)
+    }
+    func a(_ name: String) async throws(SPFDNSError) -> [DNSIPAddress] {
+        note("A \(name)")
+        return try await zone.a(name)
+    }
+    func aaaa(_ name: String) async throws(SPFDNSError) -> [DNSIPAddress] {
+        note("AAAA \(name)")
+        return try await zone.aaaa(name)
+    }
+    func mx(_ name: String) async throws(SPFDNSError) -> [String] {
+        note("MX \(name)")
+        return try await zone.mx(name)
+    }
+    func ptr(_ address: DNSIPAddress) async throws(SPFDNSError) -> [String] {
+        note("PTR \(address)")
+        return try await zone.ptr(address)
+    }
+}
+
+@Suite struct SPFLookupTests {
+    @Test func theEleventhTermIsNotAsked() async {
+        var data: [String: [Any]] = [:]
+        data["example.com"] = [["TXT": "v=spf1 " + (1...11).map { "a:h\($0).example.com" }.joined(separator: " ")]]
+        for i in 1...11 { data["h\(i).example.com"] = [["A": "198.51.100.\(i)"]] }
+        let dns = RecordingZone(data)
+        let result = await SPFEvaluator(dns: dns).checkMailFrom(
+            ip: DNSIPAddress("192.0.2.1")!, mailFrom: "a@example.com", helo: "h.example.com")
+        #expect(result.kind == .permerror)
+        let asked = dns.asked.withLock { $0 }
+        #expect(asked.first == "TXT example.com")
+        #expect(asked.contains("A h10.example.com"))
+        #expect(!asked.contains("A h11.example.com"))
+    }
+
+    @Test func anIncludedFailAsksNoExplanation() async {
+        let dns = RecordingZone([
+            "example.com": [["TXT": "v=spf1 include:inc.example.com -all exp=top.example.com"]],
+            "inc.example.com": [["TXT": "v=spf1 -all exp=inner.example.com"]],
+            "top.example.com": [["TXT": "no: %{i}"]],
+            "inner.example.com": [["TXT": "inner"]],
+        ])
+        let result = await SPFEvaluator(dns: dns).checkMailFrom(
+            ip: DNSIPAddress("192.0.2.1")!, mailFrom: "a@example.com", helo: "h.example.com")
+        #expect(result.kind == .fail)
+        #expect(result.explanation == "no: 192.0.2.1")
+        #expect(result.lookups == 1)
+        let asked = dns.asked.withLock { $0 }
+        #expect(asked == ["TXT example.com", "TXT inc.example.com", "TXT top.example.com"])
+    }
+
+    @Test func aRedirectedFailExplainsWithTheTargetsExp() async {
+        let dns = RecordingZone([
+            "example.com": [["TXT": "v=spf1 redirect=policy.example.net exp=ignored.example.com"]],
+            "policy.example.net": [["TXT": "v=spf1 -all exp=why.example.net"]],
+            "why.example.net": [["TXT": "%{d} and %{o}"]],
+        ])
+        let result = await SPFEvaluator(dns: dns).checkMailFrom(
+            ip: DNSIPAddress("192.0.2.1")!, mailFrom: "a@example.com", helo: "h.example.com")
+        #expect(result.kind == .fail)
+        #expect(result.explanation == "policy.example.net and example.com")
+    }
+
+    @Test func heloIdentity() async {
+        let dns = RecordingZone(["mail.example.com": [["TXT": "v=spf1 a -all"], ["A": "192.0.2.7"]]])
+        let spf = SPFEvaluator(dns: dns)
+        #expect(await spf.checkHelo(ip: DNSIPAddress("192.0.2.7")!, helo: "mail.example.com").kind == .pass)
+        #expect(await spf.checkHelo(ip: DNSIPAddress("192.0.2.8")!, helo: "mail.example.com").kind == .fail)
+        #expect(await spf.checkHelo(ip: DNSIPAddress("192.0.2.8")!, helo: "localhost").kind == .none)
     }
 }
