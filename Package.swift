@@ -101,7 +101,7 @@ let package = Package(
             name: "MailflowApp",
             dependencies: [
                 "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage", "DNSClient", "AdminServer",
-                "ServiceHealth", "Diagnostics", "Accounts",
+                "ServiceHealth", "Diagnostics", "Accounts", "MailAuth",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -295,7 +295,9 @@ public final class DeliveryScheduler: Sendable {
     ) async -> [Int: RemoteOutcome] {
         let outBody: OutboundBody
         do {
-            var prefix = try MessageBodyReader(body: body).prefix(m.stampLength)
+            // Sender authentication's result goes above this server's Received stamp (RFC 8601 §5).
+            var prefix = Data((m.authentication?.field ?? "").utf8)
+            prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
             if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
             outBody = OutboundBody(prefix: prefix, reader: MessageBodyReader(body: body, skip: m.stampLength))
         } catch {
@@ -413,6 +415,7 @@ public final class DeliveryScheduler: Sendable {
         var outcomes: [Int: RecipientOutcome] = [:]
         let reader = MessageBodyReader(body: body, skip: m.stampLength)
         var prefix = Data("Return-Path: <\(m.sender)>\r\n".utf8)
+        prefix.append(Data((m.authentication?.field ?? "").utf8))
         do {
             prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
         } catch {

@@ -23,13 +23,18 @@ public struct IngressContext: Sendable {
     public var authGuard: AuthenticationGuard
     /// The secret an unknown user's SCRAM salt is derived from (random per process is enough).
     public var standInSecret: [UInt8]
+    /// SPF, DKIM and DMARC for mail from other servers (port 25, not trusted, not authenticated);
+    /// nil: not checked.
+    public var inboundAuthenticator: (any InboundAuthenticator)?
 
     public init(
         policy: SharedPolicy, admission: AdmissionControl, committer: any MessageCommitter, spool: Spool,
         threadPool: NIOThreadPool, tls: NIOSSLContext?, logger: Logger, metrics: IngressMetrics = IngressMetrics(),
         now: @escaping @Sendable () -> Date = { Date() }, accounts: (any AccountDirectory)? = nil,
-        authGuard: AuthenticationGuard = AuthenticationGuard()
+        authGuard: AuthenticationGuard = AuthenticationGuard(),
+        inboundAuthenticator: (any InboundAuthenticator)? = nil
     ) {
+        self.inboundAuthenticator = inboundAuthenticator
         self.accounts = accounts
         self.authGuard = authGuard
         var rng = SystemRandomNumberGenerator()

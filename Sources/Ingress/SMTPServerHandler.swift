@@ -569,14 +569,73 @@ final class SMTPServerHandler: ChannelInboundHandler {
             case .success(let body):
                 let message = assembly.message(
                     transaction: tx, headers: headers, body: body, size: size, tenant: tenant, receivedAt: receivedAt)
-                committer.commit(message) { error in
-                    bound.eventLoop.execute {
-                        if error != nil, case .spooled(let path) = body { Spool.unlinkQuietly(path) }
-                        bound.value.commitFinished(id: id, error: error)
+                guard let request = bound.value.authenticationRequest(tx, body: body, stampLength: message.stampLength)
+                else {
+                    Self.hand(message, to: committer, bound)
+                    return
+                }
+                let verdict = bound.eventLoop.makePromise(of: InboundAuthenticationVerdict.self)
+                verdict.completeWithTask { await request.authenticator.authenticate(request.request) }
+                verdict.futureResult.whenSuccess { verdict in
+                    if let refusal = verdict.refusal {
+                        if case .spooled(let path) = body { Spool.unlinkQuietly(path) }
+                        bound.value.messageRefused(id: id, refusal, verdict.authentication)
+                        return
                     }
+                    var authenticated = message
+                    authenticated.authentication = verdict.authentication
+                    Self.hand(authenticated, to: committer, bound)
                 }
             }
         }
+    }
+
+    /// Hands a message to the queue; the answer comes back to `commitFinished` on the event loop.
+    static func hand(
+        _ message: NewMessage, to committer: any MessageCommitter, _ bound: NIOLoopBound<SMTPServerHandler>
+    ) {
+        let id = message.id
+        let body = message.body
+        committer.commit(message) { error in
+            bound.eventLoop.execute {
+                if error != nil, case .spooled(let path) = body { Spool.unlinkQuietly(path) }
+                bound.value.commitFinished(id: id, error: error)
+            }
+        }
+    }
+
+    /// Mail from another server (port 25, not a trusted network, not authenticated) is checked
+    /// (SPF, DKIM, DMARC) when an authenticator is configured; nil when it is not to be checked.
+    func authenticationRequest(_ tx: MailTransaction, body: MessageBody, stampLength: Int) -> (
+        authenticator: any InboundAuthenticator, request: InboundAuthenticationRequest
+    )? {
+        guard let authenticator = ctx.inboundAuthenticator, listener == .mx, !clientTrusted,
+            authenticatedAccount == nil
+        else { return nil }
+        let tenantName = policy.directory.owningTenant(of: tx)
+        let honour = policy.directory.tenants.first { $0.name == tenantName }?.dmarcReject ?? false
+        return (
+            authenticator,
+            InboundAuthenticationRequest(
+                clientAddress: clientAddress, helo: session.helloName ?? "", mailFrom: tx.sender.address, body: body,
+                stampLength: stampLength, honourReject: honour)
+        )
+    }
+
+    /// Sender authentication refused the message (a DMARC reject the tenant honours).
+    func messageRefused(id: String, _ reply: SMTPReply, _ authentication: SenderAuthentication) {
+        committing = false
+        if case .waiting = mode { mode = .commands }
+        logger.notice(
+            "refused by sender authentication", metadata: ["reply": "\(reply)", "auth": "\(authentication.summary)"])
+        ctx.admission.recordRefusal(kind: "dmarc_reject", reply: reply, source: clientAddress)
+        perform(session.messageRefused(reply))
+        assembly = nil
+        logger[metadataKey: "queue_id"] = nil
+        if session.shuttingDown { perform(session.shutdownRequested()) }
+        armTimeout()
+        process()
+        flushIfNeeded()
     }
 
     func commitFinished(id: String, error: Error?) {

@@ -8,10 +8,14 @@ public struct Tenant: Sendable, Hashable {
     public var catchAll: Bool
     /// The tenant's own message size limit (`552 5.3.4` past it), if smaller than the server's.
     public var maxMessageSize: Int?
+    /// A DMARC `p=reject` that fails is refused at the end of DATA (`550 5.7.1`), not only recorded.
+    public var dmarcReject: Bool
 
     public init(
-        name: String, domains: [String], mailboxes: [String], catchAll: Bool = false, maxMessageSize: Int? = nil
+        name: String, domains: [String], mailboxes: [String], catchAll: Bool = false, maxMessageSize: Int? = nil,
+        dmarcReject: Bool = false
     ) {
+        self.dmarcReject = dmarcReject
         self.name = name
         self.maxMessageSize = maxMessageSize
         self.domains = domains.map { $0.lowercased() }

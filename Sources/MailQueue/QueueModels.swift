@@ -53,6 +53,8 @@ public struct NewMessage: Sendable, Hashable {
     /// Octets at the start of the body that are Mailflow's own `Received:` stamp.
     public var stampLength: Int
     public var body: MessageBody
+    /// What sender authentication found (SPF, DKIM, DMARC), when it ran.
+    public var authentication: SenderAuthentication?
 
     public init(
         id: String, receivedAt: Date, sender: String, recipients: [EnvelopeRecipient], size: Int,
@@ -81,6 +83,30 @@ public struct NewMessage: Sendable, Hashable {
         self.stampLength = stampLength
         self.body = body
     }
+}
+
+/// The sender authentication of one received message: the `Authentication-Results` field added in
+/// front of the stored message at delivery (RFC 8601; the body itself is stored as received), and
+/// each method's result word for the message trace and its filters.
+public struct SenderAuthentication: Sendable, Hashable, Codable {
+    /// The whole field, `Authentication-Results: ...` with its CRLF (folded lines allowed).
+    public var field: String
+    /// `pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror`.
+    public var spf: String
+    /// The best DKIM result of the message's signatures (`pass` if one passed), `none` without one.
+    public var dkim: String
+    /// `pass`, `fail`, `none`, `temperror`, `permerror`.
+    public var dmarc: String
+
+    public init(field: String, spf: String, dkim: String, dmarc: String) {
+        self.field = field
+        self.spf = spf
+        self.dkim = dkim
+        self.dmarc = dmarc
+    }
+
+    /// `spf=pass dkim=none dmarc=fail`, as the trace shows it.
+    public var summary: String { "spf=\(spf) dkim=\(dkim) dmarc=\(dmarc)" }
 }
 
 /// A recipient's delivery status.
@@ -139,6 +165,8 @@ public struct StoredMessage: Sendable, Hashable {
     public var abruptCloses = 0
     /// When the sender was sent a delay notice (RFC 3464 `delayed`), nil if never: one is enough.
     public var delayNoticeSentAt: Date?
+    /// What sender authentication found at receipt, when it ran.
+    public var authentication: SenderAuthentication?
 }
 
 /// The kind of a trace event: one per state change of a message (Exchange message trace's Receive,

@@ -137,6 +137,17 @@ public final class SQLiteQueueStore: Sendable {
                     """)
         }
         registerUserMigration(&m)
+        m.registerMigration("v9-sender-auth") { db in
+            // Sender authentication at receipt: the Authentication-Results field added at delivery,
+            // and each method's result for the trace.
+            try db.execute(
+                sql: """
+                    ALTER TABLE message ADD COLUMN auth_results TEXT;
+                    ALTER TABLE message ADD COLUMN spf TEXT;
+                    ALTER TABLE message ADD COLUMN dkim TEXT;
+                    ALTER TABLE message ADD COLUMN dmarc TEXT;
+                    """)
+        }
         return m
     }
 
@@ -164,8 +175,8 @@ public final class SQLiteQueueStore: Sendable {
                     sql: """
                         INSERT INTO message (id, received_at, sender, size, body_type, smtputf8, ret, envid,
                           client_address, helo, protocol, tls, tenant, message_id, add_message_id, subject,
-                          stamp_length, body, body_path, state, next_attempt, attempts)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, 0)
+                          stamp_length, body, body_path, state, next_attempt, attempts, auth_results, spf, dkim, dmarc)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?)
                         """
                 ).execute(
                     arguments: [
@@ -173,6 +184,7 @@ public final class SQLiteQueueStore: Sendable {
                         m.ret?.rawValue,
                         m.envelopeID, m.clientAddress, m.helo, m.protocolName, m.tls, m.tenant, m.messageID,
                         m.addMessageID, m.subject, m.stampLength, blob, path, m.receivedAt.timeIntervalSince1970,
+                        m.authentication?.field, m.authentication?.spf, m.authentication?.dkim, m.authentication?.dmarc,
                     ])
                 for (i, r) in m.recipients.enumerated() {
                     try db.cachedStatement(
@@ -188,6 +200,7 @@ public final class SQLiteQueueStore: Sendable {
                 let detail =
                     "from=<\(m.sender)> size=\(m.size) client=\(m.clientAddress) helo=\(m.helo) proto=\(m.protocolName)"
                     + (m.tls.map { " tls=\($0)" } ?? "") + " rcpts=\(m.recipients.count)"
+                    + (m.authentication.map { " " + $0.summary } ?? "")
                 try Self.appendTrace(
                     db, TraceEvent(time: m.receivedAt, queueID: m.id, recipient: nil, kind: .received, detail: detail))
             }
@@ -381,7 +394,11 @@ public final class SQLiteQueueStore: Sendable {
             nextAttempt: (row["next_attempt"] as Double?).map { Date(timeIntervalSince1970: $0) },
             attempts: row["attempts"], recipients: recipients, body: body,
             bounceRequested: (row["bounce_requested"] as Int?) == 1, abruptCloses: row["abrupt_closes"],
-            delayNoticeSentAt: (row["delay_notice_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
+            delayNoticeSentAt: (row["delay_notice_at"] as Double?).map { Date(timeIntervalSince1970: $0) },
+            authentication: (row["auth_results"] as String?).map { field in
+                SenderAuthentication(
+                    field: field, spf: row["spf"] ?? "none", dkim: row["dkim"] ?? "none", dmarc: row["dmarc"] ?? "none")
+            })
     }
 
     /// A row of `mailflow queue list`.

@@ -11,7 +11,9 @@ extension MailflowConfig {
         tenants = []
         for (i, n) in list.enumerated() {
             let t = try ConfigReader(n, "\(path)[\(i)]")
-            try t.only(["name", "domains", "mailboxes", "catch_all", "max_message_size", "outbound_connector"])
+            try t.only([
+                "name", "domains", "mailboxes", "catch_all", "max_message_size", "outbound_connector", "dmarc_reject",
+            ])
             let connector = try t.mapping("outbound_connector").map(Self.decodeConnector)
             guard let name = try t.string("name"), !name.isEmpty else { throw t.error("name", "is required") }
             guard seenNames.insert(name).inserted else {
@@ -44,10 +46,11 @@ extension MailflowConfig {
             if let size, !Self.messageSizeRange.contains(size) {
                 throw t.error("max_message_size", "must be between 1 KB and 150 MB")
             }
-            tenants.append(
-                TenantConfig(
-                    name: name, domains: domains, mailboxes: boxes, catchAll: catchAll, maxMessageSize: size,
-                    connector: connector))
+            var tenant = TenantConfig(
+                name: name, domains: domains, mailboxes: boxes, catchAll: catchAll, maxMessageSize: size,
+                connector: connector)
+            tenant.dmarcReject = try t.bool("dmarc_reject") ?? false
+            tenants.append(tenant)
         }
     }
 

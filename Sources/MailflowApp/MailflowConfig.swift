@@ -92,6 +92,9 @@ public struct MailflowConfig: Sendable, Equatable {
     /// The admin HTTP listener (API, web admin center, /metrics); nil when `admin.enabled` is false.
     public var adminListen: String? = "127.0.0.1:8025"
     public var adminSessionLifetime: TimeInterval = 12 * 3600
+    // sender_auth
+    /// SPF, DKIM and DMARC for mail received from other servers (`sender_auth.verify`); off by default.
+    public var senderAuthVerify = false
     // submission
     /// Submission listeners with STARTTLS (port 587 style); none by default.
     public var submissionListen: [String] = []
@@ -118,6 +121,8 @@ public struct MailflowConfig: Sendable, Equatable {
         public var maxMessageSize: Int?
         /// Where this tenant's external mail goes instead of MX.
         public var connector: OutboundConnector?
+        /// Refuse (`550 5.7.1`) mail that fails a DMARC `p=reject`, rather than only record it.
+        public var dmarcReject = false
 
         public static let sample = TenantConfig(
             name: "example", domains: ["example.test"], mailboxes: ["postmaster", "alice", "bob"], catchAll: false)
@@ -168,7 +173,7 @@ public struct MailflowConfig: Sendable, Equatable {
     /// a forest names tenants).
     static let sections = [
         "server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns", "admin", "trace",
-        "health", "diagnostics", "submission",
+        "health", "diagnostics", "submission", "sender_auth",
     ]
 
     public static func parse(yaml: String, baseDirectory: String = ".") throws -> MailflowConfig {
@@ -181,6 +186,7 @@ public struct MailflowConfig: Sendable, Equatable {
         if let r = try root.mapping("trace") { try config.decodeTrace(r) }
         if let r = try root.mapping("relay") { try config.decodeRelay(r) }
         if let r = try root.mapping("submission") { try config.decodeSubmission(r) }
+        if let r = try root.mapping("sender_auth") { try config.decodeSenderAuth(r) }
         if let r = try root.mapping("dns") { try config.decodeDNS(r) }
         if let r = try root.mapping("diagnostics") { try config.decodeDiagnostics(r) }
         if let r = try root.mapping("server") { try config.decodeServer(r, baseDirectory: baseDirectory) }

@@ -127,7 +127,11 @@ public final class MailflowService: Sendable {
         let ctx = IngressContext(
             policy: policy, admission: admission, committer: committer, spool: spool, threadPool: threadPool,
             tls: tls, logger: logger, metrics: IngressMetrics(factory: metrics?.factory ?? MetricsSystem.factory),
-            accounts: StoredAccounts(store: store))
+            accounts: StoredAccounts(store: store),
+            inboundAuthenticator: config.senderAuthVerify
+                ? SenderAuthenticator(
+                    authservID: config.hostname, resolver: dns, metricsFactory: metrics?.factory ?? MetricsSystem.factory)
+                : nil)
         server = SMTPServer(group: group, context: ctx)
         if config.healthEnabled {
             let admissionForPlacement = admission
@@ -193,7 +197,7 @@ public final class MailflowService: Sendable {
             tenants: config.tenants.map {
                 Tenant(
                     name: $0.name, domains: $0.domains, mailboxes: $0.mailboxes, catchAll: $0.catchAll,
-                    maxMessageSize: $0.maxMessageSize)
+                    maxMessageSize: $0.maxMessageSize, dmarcReject: $0.dmarcReject)
             })
         var policy = IngressPolicy(
             session: ServerSessionConfiguration(

@@ -516,6 +516,15 @@ public struct ServerSession: Sendable {
         return .send(SMTPReply(250, .init(2, 0, 0), "Ok: queued as \(queueID)"))
     }
 
+    /// The message was read but is refused for what it is (a DMARC `p=reject` the tenant honours:
+    /// `550 5.7.1`); the transaction ends, the session goes on.
+    public mutating func messageRefused(_ r: SMTPReply) -> Action {
+        guard phase == .committing else { return .none }
+        transaction = nil
+        phase = .ready
+        return reply(r)
+    }
+
     public mutating func commitFailed() -> Action {
         guard phase == .committing else { return .none }
         transaction = nil

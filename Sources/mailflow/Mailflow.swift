@@ -461,6 +461,7 @@ struct Queue: ParsableCommand {
             print("Sender:       <\(shown(m.sender))>")
             print("Message-ID:   \(shown(m.messageID))")
             print("Subject:      \(shown(m.subject))")
+            if let auth = m.authentication { print("Sender auth:  \(auth.summary)") }
             print("Size:         \(m.size) octets")
             print("DSN:          RET=\(m.ret?.rawValue ?? "-") ENVID=\(shown(m.envelopeID))")
             print(

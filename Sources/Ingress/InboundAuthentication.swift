@@ -1,0 +1,46 @@
+import MailQueue
+import SMTPCore
+
+/// Sender authentication of mail received from other servers (SPF, DKIM, DMARC), run once the body is
+/// durable and before the message is committed. Ingress only asks; the evaluators live in MailAuth and
+/// are wired in by the app (`MailflowApp.SenderAuthenticator`).
+public protocol InboundAuthenticator: Sendable {
+    func authenticate(_ request: InboundAuthenticationRequest) async -> InboundAuthenticationVerdict
+}
+
+/// What the session knows about a message that sender authentication needs.
+public struct InboundAuthenticationRequest: Sendable {
+    /// The client's IP address.
+    public var clientAddress: String
+    public var helo: String
+    /// The reverse-path, `""` for the null sender.
+    public var mailFrom: String
+    /// The stored body: this server's stamp (`stampLength` octets), then the message as received.
+    public var body: MessageBody
+    public var stampLength: Int
+    /// The receiving tenant honours a DMARC `p=reject` with `550 5.7.1` (else it is recorded only).
+    public var honourReject: Bool
+
+    public init(
+        clientAddress: String, helo: String, mailFrom: String, body: MessageBody, stampLength: Int, honourReject: Bool
+    ) {
+        self.clientAddress = clientAddress
+        self.helo = helo
+        self.mailFrom = mailFrom
+        self.body = body
+        self.stampLength = stampLength
+        self.honourReject = honourReject
+    }
+}
+
+/// The outcome: what to store with the message, and a refusal when the message is not to be taken.
+public struct InboundAuthenticationVerdict: Sendable {
+    public var authentication: SenderAuthentication
+    /// Set when the message is refused (DMARC reject honoured): the reply instead of `250`.
+    public var refusal: SMTPReply?
+
+    public init(authentication: SenderAuthentication, refusal: SMTPReply? = nil) {
+        self.authentication = authentication
+        self.refusal = refusal
+    }
+}
