@@ -38,9 +38,17 @@ public struct InboundAuthenticationVerdict: Sendable {
     public var authentication: SenderAuthentication
     /// Set when the message is refused (DMARC reject honoured): the reply instead of `250`.
     public var refusal: SMTPReply?
+    /// The body to store instead, when fields were removed from it (forged `Authentication-Results`
+    /// claiming this server's id, RFC 8601 §5), with its new size; the spool file, if any, was
+    /// rewritten durably in place.
+    public var rewrittenBody: (body: MessageBody, size: Int)?
 
-    public init(authentication: SenderAuthentication, refusal: SMTPReply? = nil) {
+    public init(
+        authentication: SenderAuthentication, refusal: SMTPReply? = nil,
+        rewrittenBody: (body: MessageBody, size: Int)? = nil
+    ) {
         self.authentication = authentication
         self.refusal = refusal
+        self.rewrittenBody = rewrittenBody
     }
 }

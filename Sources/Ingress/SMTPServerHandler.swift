@@ -584,6 +584,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
                     }
                     var authenticated = message
                     authenticated.authentication = verdict.authentication
+                    if let rewritten = verdict.rewrittenBody {
+                        authenticated.body = rewritten.body
+                        authenticated.size = rewritten.size
+                    }
                     Self.hand(authenticated, to: committer, bound)
                 }
             }

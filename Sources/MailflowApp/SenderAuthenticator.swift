@@ -76,13 +76,54 @@ struct SenderAuthenticator: InboundAuthenticator {
         let authentication = SenderAuthentication(
             field: results.field, spf: spfResult.kind.rawValue, dkim: dkimWord, dmarc: dmarc?.kind.rawValue ?? "none")
         count(authentication)
+        var rewritten: (body: MessageBody, size: Int)?
+        if let parsed {
+            // RFC 8601 §5: fields that claim this server's authserv-id came from outside; they go.
+            let header = Array(parsed.bytes[0..<parsed.bodyStart])
+            let filtered = AuthenticationResultsFilter(authservIDs: [authservID]).filter(header)
+            if filtered.removed > 0 {
+                rewritten = try? Self.rewrite(
+                    r.body, stampLength: r.stampLength, message: filtered.header + parsed.bytes[parsed.bodyStart...])
+            }
+        }
         var refusal: SMTPReply?
         if r.honourReject, let dmarc, dmarc.kind == .fail, dmarc.policy == .reject {
             refusal = SMTPReply(
                 550, .init(5, 7, 1),
                 "Message rejected: it fails the DMARC policy of \(dmarc.recordDomain ?? dmarc.fromDomain) (p=reject)")
         }
-        return InboundAuthenticationVerdict(authentication: authentication, refusal: refusal)
+        return InboundAuthenticationVerdict(authentication: authentication, refusal: refusal, rewrittenBody: rewritten)
+    }
+
+    /// The stored body with the message part replaced: a new inline body, or the spool file written
+    /// anew beside the old one, synced and renamed over it (the message is not committed yet).
+    static func rewrite(_ body: MessageBody, stampLength: Int, message: [UInt8]) throws -> (
+        body: MessageBody, size: Int
+    ) {
+        switch body {
+        case .inline(let d):
+            var out = Data(d.prefix(stampLength))
+            out.append(contentsOf: message)
+            return (.inline(out), out.count)
+        case .spooled(let path):
+            guard let h = FileHandle(forReadingAtPath: path) else { throw RewriteError(path: path) }
+            let stamp = try h.read(upToCount: stampLength) ?? Data()
+            try? h.close()
+            var out = stamp
+            out.append(contentsOf: message)
+            let temporary = path + ".rewrite"
+            guard
+                FileManager.default.createFile(atPath: temporary, contents: out, attributes: [.posixPermissions: 0o600])
+            else { throw RewriteError(path: temporary) }
+            try FileSync.sync(path: temporary)
+            guard rename(temporary, path) == 0 else { throw RewriteError(path: path) }
+            try FileSync.sync(path: URL(fileURLWithPath: path).deletingLastPathComponent().path)
+            return (.spooled(path: path), out.count)
+        }
+    }
+
+    struct RewriteError: Error {
+        var path: String
     }
 
     /// `mailflow_sender_auth_total{method, result}`.

@@ -138,10 +138,25 @@ def test_spf_fail_under_dmarc_none_is_delivered_and_counted(mailflow_server, zon
         [l for l in metrics.splitlines() if "sender_auth" in l]
 
 
-def test_forged_authentication_results_from_outside_stay_below_ours(mailflow_server, zone):
+def test_forged_authentication_results_claiming_our_id_are_removed(mailflow_server, zone):
     srv = _server(mailflow_server, zone, dmarc_reject=True)
-    forged = b"Authentication-Results: mx.contoso.test; spf=pass; dkim=pass; dmarc=pass\r\n" + _message("soft.test")
+    forged = (f"Authentication-Results: {HOSTNAME}; spf=pass; dkim=pass; dmarc=pass\r\n"
+              "Authentication-Results: upstream.example; spf=none\r\n").encode() + _message("soft.test")
     assert _send(srv.port, "x@soft.test", forged) == {}
     text = _delivered(srv).decode()
-    first = text.index("Authentication-Results:")
-    assert "spf=fail" in text[first:first + 300], "our own field is the first one a reader meets"
+    fields = re.findall(r"^Authentication-Results: ([^;]*);", text, re.M)
+    # Ours (RFC 8601 §5: the forged one with our id is gone), and another host's, kept as it was.
+    assert fields == [HOSTNAME, "upstream.example"], fields
+    assert "spf=fail" in text.split("Received:")[0]
+
+
+def test_a_spooled_body_is_rewritten_durably_without_the_forged_field(mailflow_server, zone):
+    srv = _server(mailflow_server, zone, dmarc_reject=True)
+    big = ("x" * 998 + "\r\n") * 400  # 400 KB: past the inline limit, so the body is a spool file
+    forged = (f"Authentication-Results: {HOSTNAME}; dmarc=pass\r\n".encode() + _message("soft.test")
+              + big.encode())
+    assert _send(srv.port, "x@soft.test", forged) == {}
+    text = _delivered(srv).decode()
+    assert re.findall(r"^Authentication-Results: ([^;]*);", text, re.M) == [HOSTNAME]
+    assert text.endswith(big), "the body after the header block is untouched"
+    assert not list((srv.data_dir / "spool").glob("*.rewrite")), "no temporary file left behind"
