@@ -93,6 +93,7 @@ public final class DeliveryScheduler: Sendable {
     let startedAt: Date
     let outbound: OutboundDelivery?
     let connectorFor: @Sendable (String) -> OutboundConnector?
+    let signingFor: @Sendable (String) -> OutboundSigning?
     let dsnRoute: (@Sendable (String) -> Route?)?
     let triggerPath: String?
     let eventLoopGroup: any EventLoopGroup
@@ -104,6 +105,7 @@ public final class DeliveryScheduler: Sendable {
         concurrency: Int = 4, logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
         outbound: OutboundDelivery? = nil,
         connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
+        signingFor: @escaping @Sendable (String) -> OutboundSigning? = { _ in nil },
         dsnRoute: (@Sendable (String) -> Route?)? = nil, maxAbruptCloses: Int = 3,
         delayNotice: TimeInterval? = 4 * 3600, metricsFactory: any MetricsFactory = MetricsSystem.factory,
         random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
@@ -113,6 +115,7 @@ public final class DeliveryScheduler: Sendable {
         self.metricsFactory = metricsFactory
         self.outbound = outbound
         self.connectorFor = connectorFor
+        self.signingFor = signingFor
         self.dsnRoute = dsnRoute
         self.store = store
         self.recorder = AttemptRecorder(store: store)
@@ -299,7 +302,13 @@ public final class DeliveryScheduler: Sendable {
             var prefix = Data((m.authentication?.field ?? "").utf8)
             prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
             if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
-            outBody = OutboundBody(prefix: prefix, reader: MessageBodyReader(body: body, skip: m.stampLength))
+            let unsigned = OutboundBody(prefix: prefix, reader: MessageBodyReader(body: body, skip: m.stampLength))
+            // DKIM-signed over the body as sent, when the sender's tenant has a key (docs/dkim.md).
+            if let signing = signingFor(m.sender) {
+                outBody = await signed(unsigned, with: signing, queueID: m.id)
+            } else {
+                outBody = unsigned
+            }
         } catch {
             let reply = SMTPReply(451, .init(4, 3, 0), "Cannot read the stored message: \(error)")
             var out: [Int: RemoteOutcome] = [:]

@@ -121,6 +121,8 @@ public struct MailflowConfig: Sendable, Equatable {
         public var maxMessageSize: Int?
         /// Where this tenant's external mail goes instead of MX.
         public var connector: OutboundConnector?
+        /// DKIM keys its relayed mail is signed with (`dkim`, docs/dkim.md).
+        public var dkim: [TenantDKIMKey] = []
         /// Refuse (`550 5.7.1`) mail that fails a DMARC `p=reject`, rather than only record it.
         public var dmarcReject = false
 
@@ -195,6 +197,7 @@ public struct MailflowConfig: Sendable, Equatable {
         if let r = try root.mapping("timeouts") { try config.decodeTimeouts(r) }
         if let r = try root.mapping("delivery") { try config.decodeDelivery(r) }
         if let list = try root.list("tenants") { try config.decodeTenants(list, path: root.path("tenants")) }
+        try config.loadDKIMKeys(baseDirectory: baseDirectory)
         if let list = try root.list("forests") { try config.decodeForests(list, path: root.path("forests")) }
         return config
     }

@@ -94,6 +94,7 @@ public final class MailflowService: Sendable {
             retry: RetrySchedule(intervals: config.retryIntervals, expiry: config.expiry),
             concurrency: config.deliveryConcurrency, logger: logger, outbound: outbound,
             connectorFor: { sender in current.mutex.withLock { $0.connector(forSender: sender) } },
+            signingFor: { sender in current.mutex.withLock { $0.dkimSigning(forSender: sender) } },
             dsnRoute: { address in
                 let directory = policy.current.directory
                 guard let at = address.lastIndex(of: "@") else { return nil }

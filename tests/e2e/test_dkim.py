@@ -4,6 +4,9 @@
   returns the TXT record keygen printed, so no DNS is involved on that side.
 - dkimpy signs, Mailflow verifies (`mailflow dkim verify --json`) with its own resolver asking a
   dnsmasq on 127.0.0.1 that serves the key records (tests/e2e/dnsutil.py).
+- `mailflow serve` signs relayed mail with the tenant's keys (`tenants[].dkim`): a trusted client
+  relays through a smart host (the Python fake remote, tests/e2e/fakes/remote_smtp.py, on loopback)
+  and dkimpy verifies the message as it arrived.
 
 Messages have folded header fields and bodies ending in blank lines. Bad input: a 512-bit key
 (permerror, RFC 8301), `l=` with content appended (policy, never pass), a changed body (fail), a
@@ -16,8 +19,11 @@ import base64
 import json
 import os
 import re
+import smtplib
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dkim
@@ -26,6 +32,9 @@ import pytest
 
 from dnsutil import Dnsmasq
 from mfutil import mailflow_bin
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+from remote_smtp import FakeRemoteConfig, start_in_thread  # noqa: E402
 
 DOMAIN = "example.test"
 
@@ -91,6 +100,7 @@ def dns(keys):
     records = [f"--txt-record={s}._domainkey.{DOMAIN},{txt_chunks(keys[s]['record'])}"
                for s in ("mf-rsa", "mf-ed", "py-rsa", "py-ed", "py-512")]
     records.append(f"--txt-record=revoked._domainkey.{DOMAIN},v=DKIM1; k=rsa; p=")
+    records.append(f"--txt-record=mf-rsa._domainkey.rsa.{DOMAIN},{txt_chunks(keys['mf-rsa']['record'])}")
     server = Dnsmasq(records, log_dir=keys["work"]).start()
     yield server
     server.stop()
@@ -99,7 +109,7 @@ def dns(keys):
 def dnsfunc_for(keys):
     def dnsfunc(name, timeout=5):
         name = name.decode() if isinstance(name, bytes) else name
-        m = re.fullmatch(r"([^.]+)\._domainkey\." + re.escape(DOMAIN) + r"\.?", name)
+        m = re.fullmatch(r"([^.]+)\._domainkey\.(?:[a-z0-9-]+\.)*" + re.escape(DOMAIN) + r"\.?", name)
         return keys[m.group(1)]["record"].encode() if m and m.group(1) in keys else None
     return dnsfunc
 
@@ -293,3 +303,71 @@ def test_verify_refuses_bad_options(tmp_path):
     assert r.returncode != 0 and b"--dns-server" in r.stderr
     r = mailflow("verify", str(tmp_path / "missing.eml"))
     assert r.returncode == 1 and b"cannot read" in r.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# mailflow serve signs relayed mail with the tenant's keys (tenants[].dkim)
+
+
+def test_relayed_mail_is_signed_with_the_tenants_key(mailflow_server, keys, dns):
+    """A trusted client relays through Mailflow to a smart host (the fake remote on loopback); what
+    arrives there carries a DKIM-Signature over the message as sent, which dkimpy verifies: Ed25519
+    for example.test, RSA for the tenant's subdomain rsa.example.test (the From domain picks the key).
+    Another tenant without keys sends unsigned."""
+    fake = start_in_thread(FakeRemoteConfig(host="127.0.0.1", port=0, record_data=True))
+    try:
+        connector = {"smart_host": f"127.0.0.1:{fake.port}", "tls": "disabled"}
+        srv = mailflow_server({
+            "relay": {"trusted_networks": ["127.0.0.0/8"]},
+            "dns": {"servers": [dns.server], "timeout": "1s", "attempts": 1},
+            "delivery": {"retry_intervals": ["1s"], "expiry": "24h"},
+            "tenants": [
+                {"name": "signed", "domains": [DOMAIN, f"rsa.{DOMAIN}"], "mailboxes": ["alice"],
+                 "outbound_connector": connector,
+                 "dkim": [{"domain": DOMAIN, "selector": "mf-ed", "key_file": str(keys["mf-ed"]["path"])},
+                          {"domain": f"rsa.{DOMAIN}", "selector": "mf-rsa", "key_file": str(keys["mf-rsa"]["path"])}]},
+                {"name": "plain", "domains": ["plain.test"], "mailboxes": ["carl"], "outbound_connector": connector},
+            ],
+        })
+        sends = [
+            ("alice@example.test", MESSAGE),
+            ("alice@rsa.example.test", MESSAGE.replace(b"alice@example.test", b"alice@rsa.example.test")),
+            ("carl@plain.test", MESSAGE.replace(b"alice@example.test", b"carl@plain.test")),
+        ]
+        with smtplib.SMTP("127.0.0.1", srv.port, local_hostname="client.test", timeout=15) as s:
+            for sender, msg in sends:
+                s.sendmail(sender, ["bob@example.net"], msg)
+        deadline = time.monotonic() + 30
+        while len(fake.records()) < len(sends) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        records = {r["mail_from"]: r["data"].encode("utf-8", "surrogateescape") for r in fake.records()}
+        assert set(records) == {sender for sender, _ in sends}, records.keys()
+        for sender, algorithm, d in (("alice@example.test", b"ed25519-sha256", DOMAIN),
+                                     ("alice@rsa.example.test", b"rsa-sha256", f"rsa.{DOMAIN}")):
+            data = records[sender]
+            assert data.startswith(b"DKIM-Signature: v=1; a=" + algorithm), data[:200]
+            assert f"d={d};".encode() in data.split(b"\r\n\r\n", 1)[0]
+            assert dkimpy_verifies(keys, data), data[:600]
+            # Mailflow's own verifier agrees, through dnsmasq.
+            code, results = verify(dns, data)
+            assert code == 0 and results[0]["result"] == "pass", results
+        assert b"DKIM-Signature" not in records["carl@plain.test"]
+    finally:
+        fake.stop()
+
+
+def test_a_tenant_key_that_cannot_be_read_is_a_config_error(tmp_path, keys):
+    config = tmp_path / "mailflow.yaml"
+    config.write_text(json.dumps({
+        "tenants": [{"name": "t", "domains": [DOMAIN], "mailboxes": ["a"],
+                     "dkim": [{"domain": DOMAIN, "selector": "s1", "key_file": "missing.pem"}]}],
+    }))
+    r = subprocess.run([mailflow_bin(), "config", "check", str(config)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "tenants[0].dkim[0].key_file: cannot read" in r.stdout + r.stderr
+    config.write_text(json.dumps({
+        "tenants": [{"name": "t", "domains": [DOMAIN], "mailboxes": ["a"],
+                     "dkim": [{"domain": "elsewhere.test", "selector": "s1", "key_file": "k.pem"}]}],
+    }))
+    r = subprocess.run([mailflow_bin(), "config", "check", str(config)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "is not one of this tenant's domains" in r.stdout + r.stderr
