@@ -21,12 +21,18 @@ public struct SubmissionPolicy: Sendable, Equatable {
     /// Added before every failure's reply: one step per failure so far, at most `maxDelay`.
     public var failureDelayStep: TimeInterval
     public var maxDelay: TimeInterval
+    /// Messages one user may submit a minute (Exchange Online: 30); 0 is no limit.
+    public var messagesPerMinute: Int
+    /// Recipients one user may send to a day (Exchange Online: 10,000); 0 is no limit.
+    public var recipientsPerDay: Int
 
     public init(
         mechanisms: [SASLExchange.Mechanism] = SASLExchange.Mechanism.allCases, maxFailures: Int = 5,
         window: TimeInterval = 900, lockout: TimeInterval = 900, failureDelayStep: TimeInterval = 1,
-        maxDelay: TimeInterval = 5
+        maxDelay: TimeInterval = 5, messagesPerMinute: Int = 30, recipientsPerDay: Int = 10_000
     ) {
+        self.messagesPerMinute = messagesPerMinute
+        self.recipientsPerDay = recipientsPerDay
         self.mechanisms = mechanisms
         self.maxFailures = maxFailures
         self.window = window

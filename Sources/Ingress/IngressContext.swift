@@ -21,6 +21,8 @@ public struct IngressContext: Sendable {
     public var accounts: (any AccountDirectory)?
     /// Failed authentications per source, across sessions and listeners.
     public var authGuard: AuthenticationGuard
+    /// Per-user message and recipient budgets of authenticated senders.
+    public var submissionQuota = SubmissionQuota()
     /// The secret an unknown user's SCRAM salt is derived from (random per process is enough).
     public var standInSecret: [UInt8]
     /// SPF, DKIM and DMARC for mail from other servers (port 25, not trusted, not authenticated);

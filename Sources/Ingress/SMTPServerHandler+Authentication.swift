@@ -135,13 +135,39 @@ extension SMTPServerHandler {
         flushIfNeeded()
     }
 
-    /// An authenticated user sends only as an address of its own tenant (Exchange's `550 5.7.60`).
+    /// An authenticated user sends only as an address of its own tenant (Exchange's `550 5.7.60`),
+    /// and at most `messagesPerMinute` messages (`450 4.7.1`, a throttle event).
     func senderRefusal(_ sender: ReversePath) -> SMTPReply? {
         guard let account = authenticatedAccount else { return nil }
         let domains = policy.directory.tenants.first { $0.name == account.tenant }?.domains ?? []
-        if case .mailbox(let m) = sender, domains.contains(m.domain.lowercased()) { return nil }
-        return SMTPReply(
-            550, .init(5, 7, 60), "Client does not have permission to send as \(sender) (user \(account.username))")
+        guard case .mailbox(let m) = sender, domains.contains(m.domain.lowercased()) else {
+            return SMTPReply(
+                550, .init(5, 7, 60), "Client does not have permission to send as \(sender) (user \(account.username))")
+        }
+        guard ctx.submissionQuota.admitMessage(user: account.username, policy: policy.submission) else {
+            let reply = SMTPReply(
+                450, .init(4, 7, 1),
+                "User \(account.username) exceeded \(policy.submission.messagesPerMinute) messages a minute, try again later"
+            )
+            ctx.admission.recordRefusal(
+                kind: "user_message_rate", reply: reply, source: clientAddress, tenant: account.tenant)
+            return reply
+        }
+        return nil
+    }
+
+    /// An authenticated user's recipients count against its day budget (`554 5.2.0`, a throttle
+    /// event, as Exchange Online's submission quota answers).
+    func recipientRefusal() -> SMTPReply? {
+        guard let account = authenticatedAccount,
+            !ctx.submissionQuota.admitRecipient(user: account.username, policy: policy.submission)
+        else { return nil }
+        let reply = SMTPReply(
+            554, .init(5, 2, 0),
+            "User \(account.username) exceeded \(policy.submission.recipientsPerDay) recipients a day")
+        ctx.admission.recordRefusal(
+            kind: "user_recipients_per_day", reply: reply, source: clientAddress, tenant: account.tenant)
+        return reply
     }
 }
 

@@ -486,6 +486,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
     }
 
     func checkRecipient(_ path: ForwardPath, _ params: RecipientParameters) {
+        if let refusal = recipientRefusal() {
+            perform(session.recipientChecked(path, params, .reject(refusal)))
+            return
+        }
         let request = RecipientAdmission.Request(
             path: path, sender: session.transaction?.sender.address ?? "",
             declaredSize: session.transaction?.parameters.size,

@@ -6,12 +6,17 @@ extension MailflowConfig {
     /// RFC 8314), off unless addresses are given, and how failed AUTH from one source is slowed and
     /// locked out.
     mutating func decodeSubmission(_ s: ConfigReader) throws {
-        try s.only(["starttls", "implicit_tls", "max_failures", "failure_window", "lockout"])
+        try s.only([
+            "starttls", "implicit_tls", "max_failures", "failure_window", "lockout", "messages_per_minute",
+            "recipients_per_day",
+        ])
         submissionListen = try Self.listenAddresses(s, "starttls") ?? submissionListen
         submissionImplicitTLSListen = try Self.listenAddresses(s, "implicit_tls") ?? submissionImplicitTLSListen
         if let n = try s.int("max_failures", in: 1...1000) { submissionPolicy.maxFailures = n }
         if let v = try s.duration("failure_window") { submissionPolicy.window = v }
         if let v = try s.duration("lockout") { submissionPolicy.lockout = v }
+        if let n = try s.int("messages_per_minute", in: 0...1_000_000) { submissionPolicy.messagesPerMinute = n }
+        if let n = try s.int("recipients_per_day", in: 0...100_000_000) { submissionPolicy.recipientsPerDay = n }
     }
 
     /// A list of `host:port` listen addresses (IP addresses only; names are not resolved).

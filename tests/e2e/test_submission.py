@@ -270,3 +270,34 @@ def test_user_cli(sub):
     logs = sub.stderr() + sub.stdout_path.read_text()
     assert PASSWORD not in logs and "a brand new password" not in logs
     assert PASSWORD.encode() not in (sub.data_dir / "queue.sqlite").read_bytes()
+
+
+def test_per_user_message_rate_and_daily_recipients(mailflow_server):
+    srv = mailflow_server({
+        "submission": {"starttls": ["127.0.0.1:0"], "implicit_tls": [], "messages_per_minute": 2,
+                       "recipients_per_day": 3},
+        "dns": {"servers": [f"127.0.0.1:{free_port()}"], "timeout": "1s", "attempts": 1},
+    })
+    assert srv.cli("user", "add", USER, "--password-stdin", input_text=PASSWORD + "\n").returncode == 0
+    port = int(re.search(r"mailflow: submission on 127\.0\.0\.1:(\d+)", srv.stdout_path.read_text()).group(1))
+    s = _starttls_client(port)
+    s.login(USER, PASSWORD)
+    assert s.mail(USER)[0] == 250
+    codes = [s.rcpt(r)[0] for r in ("bob@contoso.test", "x@elsewhere.test", "y@elsewhere.test")]
+    assert codes == [250, 250, 250]
+    code, msg = s.rcpt("z@elsewhere.test")
+    assert (code, msg[:5]) == (554, b"5.2.0"), msg
+    s.rset()
+    assert s.mail(USER)[0] == 250, "the second message of the minute"
+    s.rset()
+    code, msg = s.mail(USER)
+    assert (code, msg[:5]) == (450, b"4.7.1"), msg
+    assert b"exceeded 2 messages a minute" in msg
+    s.quit()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        out = srv.cli("limits").stdout
+        if "user_message_rate" in out and "user_recipients_per_day" in out:
+            break
+        time.sleep(0.5)
+    assert "user_message_rate" in out and "user_recipients_per_day" in out, out

@@ -1,0 +1,50 @@
+import NIOCore
+import Synchronization
+
+/// Per-user sending limits on the submission listeners, like Exchange Online's (30 messages a
+/// minute, 10,000 recipients a day): one token bucket each per user, shared by every session and
+/// listener, on the event loop's clock. A bucket refills evenly, so "a day" is a rolling budget
+/// rather than a reset at midnight.
+public final class SubmissionQuota: Sendable {
+    struct Buckets: Sendable {
+        var messages: TokenBucket?
+        var recipients: TokenBucket?
+    }
+
+    let users = Mutex<[String: Buckets]>([:])
+    let now: @Sendable () -> NIODeadline
+
+    public init(now: @escaping @Sendable () -> NIODeadline = { .now() }) {
+        self.now = now
+    }
+
+    /// Takes one message from `user`'s minute budget; false when it is spent (`0` is no limit).
+    public func admitMessage(user: String, policy: SubmissionPolicy) -> Bool {
+        guard policy.messagesPerMinute > 0 else { return true }
+        let t = now()
+        return users.withLock { u in
+            var b = u[user] ?? Buckets()
+            var bucket = b.messages ?? TokenBucket(capacity: policy.messagesPerMinute, period: .minutes(1), now: t)
+            defer {
+                b.messages = bucket
+                u[user] = b
+            }
+            return bucket.take(now: t)
+        }
+    }
+
+    /// Takes one recipient from `user`'s day budget; false when it is spent (`0` is no limit).
+    public func admitRecipient(user: String, policy: SubmissionPolicy) -> Bool {
+        guard policy.recipientsPerDay > 0 else { return true }
+        let t = now()
+        return users.withLock { u in
+            var b = u[user] ?? Buckets()
+            var bucket = b.recipients ?? TokenBucket(capacity: policy.recipientsPerDay, period: .hours(24), now: t)
+            defer {
+                b.recipients = bucket
+                u[user] = b
+            }
+            return bucket.take(now: t)
+        }
+    }
+}
