@@ -302,6 +302,7 @@ public final class DeliveryScheduler: Sendable {
             var prefix = Data((m.authentication?.field ?? "").utf8)
             prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
             if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
+            if m.addDate { prefix.append(Data("Date: \(HeaderStamps.rfc5322Date(m.receivedAt))\r\n".utf8)) }
             let unsigned = OutboundBody(prefix: prefix, reader: MessageBodyReader(body: body, skip: m.stampLength))
             // DKIM-signed over the body as sent, when the sender's tenant has a key (docs/dkim.md).
             if let signing = signingFor(m.sender) {
@@ -434,6 +435,7 @@ public final class DeliveryScheduler: Sendable {
             return outcomes
         }
         if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
+        if m.addDate { prefix.append(Data("Date: \(HeaderStamps.rfc5322Date(m.receivedAt))\r\n".utf8)) }
         let scanCur = m.attempts > 0 || m.receivedAt < startedAt
         for r in recipients {
             guard case .local(let domain, let mailbox) = r.recipient.route else { continue }

@@ -62,13 +62,14 @@ struct MessageAssembly: Sendable, Equatable {
     ///
     /// - `size`: octets of the stored body, stamp included;
     /// - `tenant`: the tenant it is recorded under (`TenantDirectory.owningTenant(of:)`);
-    /// - `receivedAt`: when the body was complete (the queue's received time).
+    /// - `receivedAt`: when the body was complete (the queue's received time);
+    /// - `submitted`: it came from an authenticated user, so a missing `Date:` is added at delivery.
     func message(
         transaction tx: MailTransaction, headers: HeaderScanner, body: MessageBody, size: Int, tenant: String?,
-        receivedAt: Date
+        receivedAt: Date, submitted: Bool = false
     ) -> NewMessage {
         let messageID = headers.messageID
-        return NewMessage(
+        var message = NewMessage(
             id: queueID, receivedAt: receivedAt, sender: tx.sender.address,
             recipients: DuplicateRecipientFilter.unique(tx.recipients).map { r in
                 EnvelopeRecipient(
@@ -82,6 +83,8 @@ struct MessageAssembly: Sendable, Equatable {
             addMessageID: messageID == nil,
             // RFC 5322 §2.1.1: a line is at most 998 characters; the subject is shown, never reparsed.
             subject: headers.subject.map { String($0.prefix(998)) }, stampLength: stamp.utf8.count, body: body)
+        message.addDate = submitted && headers.value(of: "Date") == nil
+        return message
     }
 
     /// The envelope address of a recipient: `postmaster` for `<Postmaster>` (RFC 5321 §4.1.1.3).

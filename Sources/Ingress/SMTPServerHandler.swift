@@ -564,6 +564,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
         let size = sink.size
         let tenant = policy.directory.owningTenant(of: tx)
         let receivedAt = ctx.now()
+        let submitted = authenticatedAccount != nil
         sink.finish().whenComplete { result in
             switch result {
             case .failure(let error):
@@ -572,7 +573,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 bound.value.commitFinished(id: id, error: error)
             case .success(let body):
                 let message = assembly.message(
-                    transaction: tx, headers: headers, body: body, size: size, tenant: tenant, receivedAt: receivedAt)
+                    transaction: tx, headers: headers, body: body, size: size, tenant: tenant, receivedAt: receivedAt,
+                    submitted: submitted)
                 guard let request = bound.value.authenticationRequest(tx, body: body, stampLength: message.stampLength)
                 else {
                     Self.hand(message, to: committer, bound)

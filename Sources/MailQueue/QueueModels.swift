@@ -55,6 +55,9 @@ public struct NewMessage: Sendable, Hashable {
     public var body: MessageBody
     /// What sender authentication found (SPF, DKIM, DMARC), when it ran.
     public var authentication: SenderAuthentication?
+    /// Submitted without `Date:`: Mailflow adds one at delivery, the time it was received (RFC 6409
+    /// §8.3 lets a submission server add it; RFC 5322 §3.6 requires it).
+    public var addDate = false
 
     public init(
         id: String, receivedAt: Date, sender: String, recipients: [EnvelopeRecipient], size: Int,
@@ -167,6 +170,8 @@ public struct StoredMessage: Sendable, Hashable {
     public var delayNoticeSentAt: Date?
     /// What sender authentication found at receipt, when it ran.
     public var authentication: SenderAuthentication?
+    /// `Date:` is added at delivery (see `NewMessage.addDate`).
+    public var addDate = false
 }
 
 /// The kind of a trace event: one per state change of a message (Exchange message trace's Receive,

@@ -148,6 +148,9 @@ public final class SQLiteQueueStore: Sendable {
                     ALTER TABLE message ADD COLUMN dmarc TEXT;
                     """)
         }
+        m.registerMigration("v10-add-date") { db in
+            try db.execute(sql: "ALTER TABLE message ADD COLUMN add_date INTEGER NOT NULL DEFAULT 0")
+        }
         return m
     }
 
@@ -175,8 +178,9 @@ public final class SQLiteQueueStore: Sendable {
                     sql: """
                         INSERT INTO message (id, received_at, sender, size, body_type, smtputf8, ret, envid,
                           client_address, helo, protocol, tls, tenant, message_id, add_message_id, subject,
-                          stamp_length, body, body_path, state, next_attempt, attempts, auth_results, spf, dkim, dmarc)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?)
+                          stamp_length, body, body_path, state, next_attempt, attempts, auth_results, spf, dkim, dmarc,
+                          add_date)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?)
                         """
                 ).execute(
                     arguments: [
@@ -185,6 +189,7 @@ public final class SQLiteQueueStore: Sendable {
                         m.envelopeID, m.clientAddress, m.helo, m.protocolName, m.tls, m.tenant, m.messageID,
                         m.addMessageID, m.subject, m.stampLength, blob, path, m.receivedAt.timeIntervalSince1970,
                         m.authentication?.field, m.authentication?.spf, m.authentication?.dkim, m.authentication?.dmarc,
+                        m.addDate,
                     ])
                 for (i, r) in m.recipients.enumerated() {
                     try db.cachedStatement(
@@ -398,7 +403,7 @@ public final class SQLiteQueueStore: Sendable {
             authentication: (row["auth_results"] as String?).map { field in
                 SenderAuthentication(
                     field: field, spf: row["spf"] ?? "none", dkim: row["dkim"] ?? "none", dmarc: row["dmarc"] ?? "none")
-            })
+            }, addDate: row["add_date"] ?? false)
     }
 
     /// A row of `mailflow queue list`.

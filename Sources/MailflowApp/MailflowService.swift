@@ -131,7 +131,8 @@ public final class MailflowService: Sendable {
             accounts: StoredAccounts(store: store),
             inboundAuthenticator: config.senderAuthVerify
                 ? SenderAuthenticator(
-                    authservID: config.hostname, resolver: dns, metricsFactory: metrics?.factory ?? MetricsSystem.factory)
+                    authservID: config.hostname, resolver: dns,
+                    metricsFactory: metrics?.factory ?? MetricsSystem.factory)
                 : nil)
         server = SMTPServer(group: group, context: ctx)
         if config.healthEnabled {

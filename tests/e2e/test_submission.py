@@ -85,6 +85,9 @@ def test_plain_after_starttls_then_relay_and_local_delivery(sub):
     assert files, "the submitted message did not reach bob's Maildir"
     text = files[0].read_text()
     assert re.search(r"with ESMTPSA", text), text[:400]
+    # Submitted without Date and Message-ID: both were added (RFC 6409 §8.3, RFC 5322 §3.6).
+    assert re.search(r"^Date: \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000$", text, re.M), text[:600]
+    assert re.search(r"^Message-ID: <[^>]+@mx\.example\.test>$", text, re.M), text[:600]
     # The relayed copy waits in the queue for elsewhere.test (no DNS answers): it was accepted.
     out = sub.cli("queue", "list").stdout
     assert "someone@elsewhere.test" in out, out
