@@ -88,11 +88,14 @@ public struct AdminCheckRequest: Sendable, Equatable {
     public var target: String
     /// The SMTP port probed (domain and host; 25 unless given); nil for `ip`.
     public var port: Int?
+    /// A DKIM selector whose key at `SEL._domainkey.DOMAIN` is also checked (domain only).
+    public var dkimSelector: String?
 
-    public init(kind: Kind, target: String, port: Int? = nil) {
+    public init(kind: Kind, target: String, port: Int? = nil, dkimSelector: String? = nil) {
         self.kind = kind
         self.target = target
         self.port = port
+        self.dkimSelector = dkimSelector
     }
 }
 

@@ -84,14 +84,30 @@ extension AdminHTTPServer {
         return bare
     }
 
+    static let dkimSelectorRule =
+        "dot-separated labels of letters, digits, hyphens and underscores (at most 63 characters each, 200 in all)"
+
+    /// A DKIM selector (RFC 6376 §3.1: sub-domain labels; digits-only labels such as dates are common,
+    /// and some signers use underscores, so both are accepted).
+    static func isDKIMSelector(_ s: String) -> Bool {
+        guard !s.isEmpty, s.utf8.count <= 200 else { return false }
+        return s.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            (1...63).contains(label.utf8.count)
+                && label.utf8.allSatisfy { b in
+                    (0x30...0x39).contains(b) || (0x41...0x5A).contains(b) || (0x61...0x7A).contains(b) || b == 0x2D
+                        || b == 0x5F
+                }
+        }
+    }
+
     static let hostnameRule =
         "a hostname (at most 253 characters of dot-separated labels of letters, digits and hyphens)"
 
     /// The check a caller asked for, or `400` saying what is wrong. `port` is the query's value
-    /// (absent: 25 for domain and host).
-    static func checkRequest(kind: AdminCheckRequest.Kind, target raw: String, port: String?) throws
-        -> AdminCheckRequest
-    {
+    /// (absent: 25 for domain and host); `dkimSelector` the `dkim_selector` query value (domain only).
+    static func checkRequest(
+        kind: AdminCheckRequest.Kind, target raw: String, port: String?, dkimSelector: String? = nil
+    ) throws -> AdminCheckRequest {
         let target = raw.removingPercentEncoding ?? raw
         guard !target.isEmpty else { throw HTTPError(.badRequest, message: "the target is empty") }
         var request: AdminCheckRequest
@@ -114,7 +130,19 @@ extension AdminHTTPServer {
                 throw HTTPError(.badRequest, message: "an ip check needs an IPv4 or IPv6 address")
             }
             guard port == nil else { throw HTTPError(.badRequest, message: "an ip check takes no port") }
+            guard dkimSelector == nil else {
+                throw HTTPError(.badRequest, message: "only a domain check takes a dkim_selector")
+            }
             return AdminCheckRequest(kind: .ip, target: ip, port: nil)
+        }
+        if let dkimSelector {
+            guard kind == .domain else {
+                throw HTTPError(.badRequest, message: "only a domain check takes a dkim_selector")
+            }
+            guard isDKIMSelector(dkimSelector) else {
+                throw HTTPError(.badRequest, message: "dkim_selector must be \(dkimSelectorRule)")
+            }
+            request.dkimSelector = dkimSelector.lowercased()
         }
         if let port {
             guard port.utf8.count <= 5, port.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(port),
@@ -186,7 +214,8 @@ extension AdminHTTPServer {
             api.get("check/\(kind.rawValue)/:target") { [self] request, context -> Response in
                 let query = Self.form(request.uri.query ?? "")
                 let check = try Self.checkRequest(
-                    kind: kind, target: try context.parameters.require("target"), port: query["port"])
+                    kind: kind, target: try context.parameters.require("target"), port: query["port"],
+                    dkimSelector: query["dkim_selector"])
                 let result = try await runCheck(check, actor: context.actor ?? "api")
                 return Response(
                     status: .ok, headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
@@ -205,6 +234,7 @@ extension AdminHTTPServer {
             }
             page["target"] = q["target"] ?? ""
             page["port"] = q["port"] ?? ""
+            page["dkimSelector"] = q["dkim_selector"] ?? ""
             guard let target = q["target"]?.trimmingCharacters(in: .whitespaces), !target.isEmpty else {
                 return html(render("diagnostics", page))
             }
@@ -213,7 +243,8 @@ extension AdminHTTPServer {
                     throw HTTPError(.badRequest, message: "the kind of check is domain, host or ip")
                 }
                 let port = q["port"].flatMap { $0.isEmpty ? nil : $0 }
-                let check = try Self.checkRequest(kind: kind, target: target, port: port)
+                let selector = q["dkim_selector"].flatMap { $0.isEmpty ? nil : $0 }
+                let check = try Self.checkRequest(kind: kind, target: target, port: port, dkimSelector: selector)
                 let result = try await runCheck(check, actor: context.actor ?? "web")
                 page["report"] = try Self.reportPage(result.report)
                 return html(render("diagnostics", page))

@@ -319,6 +319,7 @@ enum Templates {
         <label>Check<select name="kind" id="kind">{{#kinds}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/kinds}}</select></label>
         <label>Domain, host or IP address<input name="target" id="target" value="{{target}}" placeholder="example.org, mx1.example.org or 192.0.2.1" size="40" maxlength="253" required></label>
         <label>SMTP port (domain, host)<input name="port" id="port" value="{{port}}" placeholder="25" size="6" inputmode="numeric"></label>
+        <label>DKIM selector (domain)<input name="dkim_selector" id="dkim-selector" value="{{dkimSelector}}" placeholder="selector1" size="14" maxlength="200"></label>
         <button type="submit" id="run-check">Run check</button>
         </form>
         <p>The same checks as <code>mailflow check</code>: only the named hosts and Mailflow's configured DNS servers are contacted; a check may take up to a minute.</p>

@@ -24,7 +24,7 @@ enum AdminCheckRunner {
                 kind = .domain
                 target = request.target
                 findings = await DomainCheck(dns: resolver, prober: HostProbe(), options: options).run(
-                    domain: request.target)
+                    domain: request.target, dkimSelector: request.dkimSelector)
                 findings += trace(dataDirectory, subject: target) { try $0.destination(target) }
             case .host:
                 kind = .host

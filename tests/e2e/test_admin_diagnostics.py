@@ -22,11 +22,17 @@ SCHEMA = json.loads((REPO_ROOT / "docs" / "check.schema.json").read_text())
 OUTPUT = Path(os.environ.get("MAILFLOW_TEST_OUTPUT", REPO_ROOT / "tests" / "e2e" / "output"))
 
 
+# An Ed25519 DKIM key record (RFC 8463): 32 octets of public key.
+ED25519_KEY = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+
+
 @pytest.fixture(scope="module")
 def diag(tmp_path_factory):
     from conftest import _factory, _teardown
     work = tmp_path_factory.mktemp("admin-diagnostics")
-    dns = Dnsmasq(["--host-record=mx.diag.test,127.0.0.1", "--auth-zone=test,127.0.0.0/24"], log_dir=work).start()
+    dns = Dnsmasq(["--host-record=mx.diag.test,127.0.0.1", "--auth-zone=test,127.0.0.0/24",
+                   f"--txt-record=sel1._domainkey.dkim.test,{ED25519_KEY}",
+                   "--txt-record=old._domainkey.dkim.test,v=DKIM1; p="], log_dir=work).start()
     start, servers = _factory(work)
     try:
         srv = start({"dns": {"servers": [dns.server]}})
@@ -97,6 +103,32 @@ def test_api_ip_check_asks_the_configured_blocklists(mailflow_server, tmp_path):
         assert listed() == {"other.test": "Listed on other.test (127.0.0.3)", "clean.test": "Not listed on clean.test"}
     finally:
         dns.stop()
+
+
+def test_api_domain_check_with_a_dkim_selector(diag):
+    """`?dkim_selector=` adds the DKIM key findings of that selector, as --dkim-selector does."""
+    srv, operator, _ = diag
+
+    def dkim(query: str) -> dict[str, tuple[str, str]]:
+        status, _, body = srv.api("GET", f"/api/v1/check/domain/dkim.test?port=1{query}", operator)
+        assert status == 200, body
+        report = json.loads(body)
+        jsonschema.validate(report, SCHEMA)
+        return {f["check"]: (f["severity"], f["subject"]) for f in report["findings"] if f["check"].startswith("dkim.")}
+
+    assert dkim("") == {}
+    good = dkim("&dkim_selector=Sel1")
+    assert good.get("dkim.key") == ("ok", "sel1._domainkey.dkim.test"), good
+    revoked = dkim("&dkim_selector=old")
+    assert revoked.get("dkim.key", ("",))[0] == "failure", revoked
+    for path, message in (
+        ("/api/v1/check/domain/dkim.test?dkim_selector=bad!sel", "dkim_selector must be"),
+        ("/api/v1/check/domain/dkim.test?dkim_selector=a..b", "dkim_selector must be"),
+        (f"/api/v1/check/host/127.0.0.1?port={srv.port}&dkim_selector=sel1", "only a domain check"),
+        ("/api/v1/check/ip/127.0.0.1?dkim_selector=sel1", "only a domain check"),
+    ):
+        status, _, body = srv.api("GET", path, operator)
+        assert status == 400 and message in body.decode(), (path, status, body)
 
 
 def test_api_refuses_tenant_tokens_and_bad_targets(diag):
