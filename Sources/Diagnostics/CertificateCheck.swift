@@ -185,6 +185,11 @@ public struct CertificateCheck: Sendable {
                     "certificate.chain-complete", .ok, "complete: chains to \(anchor.subject)", nil))
         case .selfSigned:
             if path.certificates.count == 1 {
+                // Nothing is missing from a chain of one self-signed certificate; its problem is
+                // trust, named by its own finding. Every presented chain gets a chain-complete finding.
+                out.append(
+                    finding(
+                        "certificate.chain-complete", .ok, "complete: the leaf is self-signed (its own root)", nil))
                 out.append(
                     finding(
                         "certificate.self-signed", .failure,

@@ -117,6 +117,7 @@ struct TestPKI {
         let leaf = try pki.leaf(["mx.good.test"], issuer: nil)
         let f = await run([leaf], roots: [root])
         #expect(f["certificate.self-signed"]?.severity == .failure)
+        #expect(f["certificate.chain-complete"]?.severity == .ok)
         #expect(f["certificate.trust"]?.severity == .failure)
         #expect(f["certificate.trust"]?.summary.contains("self-signed") == true)
     }
