@@ -86,7 +86,7 @@ let package = Package(
         .target(
             name: "AdminServer",
             dependencies: [
-                "MailQueue", "Ingress", "Delivery", "ServiceHealth",
+                "MailQueue", "Ingress", "Delivery", "ServiceHealth", "Accounts",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -195,7 +195,7 @@ let package = Package(
         .testTarget(
             name: "AdminServerTests",
             dependencies: [
-                "AdminServer", "MailQueue", "Ingress", "ServiceHealth", "SMTPCore",
+                "AdminServer", "MailQueue", "Ingress", "ServiceHealth", "SMTPCore", "Accounts",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -104,6 +104,7 @@ public final class AdminHTTPServer: Sendable {
         addAPIRoutes(api)
         addHealthAPIRoutes(api)
         addCheckAPIRoutes(api)
+        addUsersAPIRoutes(api)
         router.get("metrics") { [backend] _, _ -> Response in
             let text = backend.metrics()
             return Response(
@@ -382,7 +383,8 @@ struct MethodNotAllowed: RouterMiddleware {
         ("/api/v1/health/issues/:id/posts", [.post]), ("/api/v1/health/issues/:id/status", [.post]),
         ("/api/v1/health/issues/:id/review", [.post]), ("/api/v1/health/reports", [.post]),
         ("/diagnostics", [.get]), ("/api/v1/check/domain/:target", [.get]), ("/api/v1/check/host/:target", [.get]),
-        ("/api/v1/check/ip/:target", [.get]),
+        ("/api/v1/check/ip/:target", [.get]), ("/api/v1/users", [.get, .post]), ("/api/v1/users/:username", [.delete]),
+        ("/api/v1/users/:username/password", [.put]),
     ].map { ($0.0.split(separator: "/"), $0.1) }
 
     static func allowedMethods(path: String) -> [HTTPRequest.Method] {

@@ -26,7 +26,8 @@ struct TenantScope: RouterMiddleware {
         ("/api/v1/health/issues", [.get]), ("/api/v1/health/issues/:id", [.get]),
         ("/api/v1/health/reports", [.post]), ("/", [.get]), ("/queue", [.get]), ("/queue/:id", [.get]),
         ("/queue/:id/:action", [.post]), ("/trace", [.get]), ("/health", [.get]), ("/health/issues/:id", [.get]),
-        ("/health/report", [.get, .post]), ("/logout", [.post]),
+        ("/health/report", [.get, .post]), ("/logout", [.post]), ("/api/v1/users", [.get, .post]),
+        ("/api/v1/users/:username", [.delete]), ("/api/v1/users/:username/password", [.put]),
     ].map { ($0.0.split(separator: "/"), $0.1) }
 
     /// Literal segments of operator routes a `:id` must not stand for.

@@ -143,7 +143,7 @@ struct AdminHTTPTests {
                 + r.pattern.map { $0 == ":id" ? id : $0 == ":target" ? target : String($0) }.joined(
                     separator: "/")
         }
-        #expect(paths.count == 26)
+        #expect(paths.count == 27)
         try await f.test { client in
             for path in paths {
                 let headers: HTTPFields =

@@ -180,6 +180,21 @@ struct RouteCase: Sendable, CustomTestStringConvertible {
         .init(
             method: .get, route: "/api/v1/check/ip/:target", uri: "/api/v1/check/ip/192.0.2.1",
             credential: .bearer, contentType: json, tenant: .forbidden),
+        // Submission users: a tenant admin manages its own tenant's (anne@contoso.test is seeded).
+        .init(
+            method: .get, route: "/api/v1/users", uri: "/api/v1/users", credential: .bearer, contentType: json,
+            tenant: .answers(.ok)),
+        .init(
+            method: .post, route: "/api/v1/users", uri: "/api/v1/users", credential: .bearer,
+            body: .json(#"{"username": "new@contoso.test", "password": "a long password"}"#), status: .created,
+            contentType: json, tenant: .answers(.created)),
+        .init(
+            method: .put, route: "/api/v1/users/:username/password", uri: "/api/v1/users/anne@contoso.test/password",
+            credential: .bearer, body: .json(#"{"password": "another long one"}"#), contentType: json,
+            tenant: .answers(.ok)),
+        .init(
+            method: .delete, route: "/api/v1/users/:username", uri: "/api/v1/users/anne@contoso.test",
+            credential: .bearer, contentType: json, tenant: .answers(.ok)),
     ]
 }
 

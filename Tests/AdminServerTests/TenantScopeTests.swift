@@ -1,3 +1,4 @@
+import Accounts
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -36,6 +37,9 @@ struct TenantFixture {
                     tenant: tenant, subject: "for \(tenant)", body: .inline(Data(body.utf8)))
             ])
         }
+        try store.addUser(
+            username: "anne@contoso.test", tenant: "contoso",
+            credential: try SCRAMCredential.derive(password: "anne's password", iterations: 4096).stored)
         let (id, session) = f.server.sessions.create(tokenName: "contoso-admin")
         cookie = "\(AdminAuth.cookie)=\(id)"
         csrf = session.csrf

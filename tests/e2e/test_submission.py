@@ -304,3 +304,35 @@ def test_per_user_message_rate_and_daily_recipients(mailflow_server):
             break
         time.sleep(0.5)
     assert "user_message_rate" in out and "user_recipients_per_day" in out, out
+
+
+def test_users_through_the_admin_api_then_auth(sub):
+    import json as _json
+    operator = sub.add_token("ops")
+    r = sub.cli("admin", "token", "add", "fab-admin", "--tenant", "fabrikam")
+    assert r.returncode == 0, r.stderr
+    tenant_token = r.stdout.strip()
+    body = _json.dumps({"username": "Carol@Contoso.test", "password": "carol's long password"}).encode()
+    status, _, out = sub.api("POST", "/api/v1/users", token=operator, body=body,
+                             headers={"Content-Type": "application/json"})
+    assert status == 201, out
+    assert _json.loads(out)["username"] == "carol@contoso.test" and b"password\":" not in out
+    # fabrikam's admin neither sees contoso's users nor adds one.
+    status, _, out = sub.api("GET", "/api/v1/users", token=tenant_token)
+    assert status == 200 and _json.loads(out) == {"users": []}, out
+    status, _, out = sub.api("POST", "/api/v1/users", token=tenant_token,
+                             body=_json.dumps({"username": "eve@contoso.test", "password": "long enough!"}).encode(),
+                             headers={"Content-Type": "application/json"})
+    assert status == 403, out
+    status, _, _ = sub.api("DELETE", "/api/v1/users/carol@contoso.test", token=tenant_token)
+    assert status == 404
+    # The new user logs in on the submission port.
+    s = _starttls_client(sub.sub_port)
+    assert s.login("carol@contoso.test", "carol's long password")[0] == 235
+    s.quit()
+    status, _, _ = sub.api("DELETE", "/api/v1/users/carol@contoso.test", token=operator)
+    assert status == 200
+    s = _starttls_client(sub.sub_port)
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        s.login("carol@contoso.test", "carol's long password")
+    s.close()
