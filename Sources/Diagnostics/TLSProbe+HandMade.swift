@@ -43,21 +43,7 @@ extension TLSProbe {
     /// Sends STARTTLS on a greeted connection, then the ClientHello on its 220.
     static func startHandMade(_ hello: TLSClientHello, on connection: SMTPProbeConnection) async -> TLSHandshakeOutcome
     {
-        do {
-            try await connection.send([.startTLS], hello: hello.encoded())
-        } catch {
-            return .stopped(SMTPProbeStop(step: .starttls, reason: .cannotEncode(error.description)))
-        }
-        switch await connection.next() {
-        case .reply(let r) where r.code == 220: break
-        case .reply(let r): return .stopped(SMTPProbeStop(step: .starttls, reason: .refused(r)))
-        case .closed: return .dropped
-        case .timedOut: return .timedOut
-        case .protocolError(let why), .tlsFailed(let why):
-            return .stopped(SMTPProbeStop(step: .starttls, reason: .protocolError(why)))
-        case .tlsEstablished, .tlsAnswer:
-            return .stopped(SMTPProbeStop(step: .starttls, reason: .protocolError("unexpected TLS event")))
-        }
+        if let stopped = await sendSTARTTLS(on: connection, setup: nil, hello: hello.encoded()) { return stopped }
         switch await connection.next() {
         case .tlsAnswer(let answer): return outcome(of: answer, offered: hello)
         case .closed: return .refused("the server closed the connection after the ClientHello")

@@ -248,21 +248,7 @@ enum TLSProbe {
 
     /// Sends STARTTLS on a greeted connection and runs the handshake.
     static func startTLS(on connection: SMTPProbeConnection, setup: ProbeTLSSetup) async -> TLSHandshakeOutcome {
-        do {
-            try await connection.send([.startTLS], startingTLS: setup)
-        } catch {
-            return .stopped(SMTPProbeStop(step: .starttls, reason: .cannotEncode(error.description)))
-        }
-        switch await connection.next() {
-        case .reply(let r) where r.code == 220: break
-        case .reply(let r): return .stopped(SMTPProbeStop(step: .starttls, reason: .refused(r)))
-        case .closed: return .dropped
-        case .timedOut: return .timedOut
-        case .protocolError(let why), .tlsFailed(let why):
-            return .stopped(SMTPProbeStop(step: .starttls, reason: .protocolError(why)))
-        case .tlsEstablished, .tlsAnswer:
-            return .stopped(SMTPProbeStop(step: .starttls, reason: .protocolError("unexpected TLS event")))
-        }
+        if let stopped = await sendSTARTTLS(on: connection, setup: setup, hello: nil) { return stopped }
         let event = await connection.next()
         struct Seen: Sendable {
             var received: Int
@@ -294,8 +280,33 @@ enum TLSProbe {
                 return .refused("the server sent the TLS alert \(ServerHelloSniffer.alertName(alert))")
             }
             return .refused("the server closed the connection during the handshake")
-        case .reply, .tlsAnswer:
+        case .reply:
             return .refused("a plaintext reply where the handshake was expected")
+        case .tlsAnswer:
+            return .refused("an unexpected event where the handshake was expected")
+        }
+    }
+
+    /// Sends STARTTLS, armed to start swift-nio-ssl (`setup`) or to send a hand-made ClientHello
+    /// (`hello`) on its 220, and waits for that reply; nil when it was 220 and TLS has begun, else
+    /// how the attempt ended.
+    static func sendSTARTTLS(
+        on connection: SMTPProbeConnection, setup: ProbeTLSSetup?, hello: [UInt8]?
+    ) async -> TLSHandshakeOutcome? {
+        do {
+            try await connection.send([.startTLS], startingTLS: setup, hello: hello)
+        } catch {
+            return .stopped(SMTPProbeStop(step: .starttls, reason: .cannotEncode(error.description)))
+        }
+        switch await connection.next() {
+        case .reply(let r) where r.code == 220: return nil
+        case .reply(let r): return .stopped(SMTPProbeStop(step: .starttls, reason: .refused(r)))
+        case .closed: return .dropped
+        case .timedOut: return .timedOut
+        case .protocolError(let why), .tlsFailed(let why):
+            return .stopped(SMTPProbeStop(step: .starttls, reason: .protocolError(why)))
+        case .tlsEstablished, .tlsAnswer:
+            return .stopped(SMTPProbeStop(step: .starttls, reason: .protocolError("unexpected TLS event")))
         }
     }
 
