@@ -10,7 +10,8 @@ import SMTPCore
 /// One main connection greets, says EHLO, starts TLS with an ordinary client offer, reads the
 /// chain and says EHLO again inside TLS. Only when that handshake works do the side probes run, each
 /// on a connection of its own and at most `maxConcurrentConnections` at a time: STARTTLS with a
-/// pipelined NOOP (CVE-2011-0411), one handshake per TLS version, one per weak cipher class. Each
+/// pipelined NOOP (CVE-2011-0411), one handshake per TLS version, one per weak cipher class, and a
+/// hand-made ClientHello (`TLSClientHello`) for SSL 3.0 and each class BoringSSL cannot offer. Each
 /// connection is bounded as a whole by `options.probeTimeout`.
 ///
 /// ```swift

@@ -11,9 +11,9 @@ import SMTPCore
 // clear in every TLS version (RFC 5246 §7.4.1.3, RFC 8446 §4.1.3): `ServerHelloSniffer` sits in front
 // of the TLS handler and reads it off the raw bytes.
 //
-// What BoringSSL (inside swift-nio-ssl) cannot offer as a client cannot be probed this way: SSLv3,
-// RC4, DHE key exchange, NULL, EXPORT and DES suites. Findings say "not probed" for those, never "not
-// accepted".
+// What BoringSSL (inside swift-nio-ssl) cannot offer as a client (SSL 3.0, RC4, DHE, NULL, EXPORT,
+// DES and anonymous suites) is probed with a hand-made ClientHello instead (TLSProbe+HandMade.swift,
+// TLSClientHello.swift): the server's first answer is all that is read.
 
 /// Reads the ServerHello (version and cipher suite) and a first TLS alert off the raw bytes of a
 /// connection, passing every byte on unchanged. It keeps at most `maxObservedBytes`.
