@@ -181,6 +181,10 @@ extension SQLiteQueueStore {
         public var direction: String?
         public var since: Date?
         public var until: Date?
+        /// Sender authentication results at receipt (`pass`, `fail`, ...): only messages checked.
+        public var spf: String?
+        public var dkim: String?
+        public var dmarc: String?
         public var limit = 100
 
         public init() {}
@@ -200,6 +204,10 @@ extension SQLiteQueueStore {
         public var clientAddress: String
         public var tenant: String?
         public var lastReply: String?
+        /// What sender authentication found at receipt; nil when the message was not checked.
+        public var spf: String?
+        public var dkim: String?
+        public var dmarc: String?
         public var events: [TraceEvent]
     }
 
@@ -227,6 +235,9 @@ extension SQLiteQueueStore {
             equal("m.id", q.queueID)
             equal("m.client_address", q.clientAddress)
             equal("m.tenant", q.tenant)
+            equal("m.spf", q.spf)
+            equal("m.dkim", q.dkim)
+            equal("m.dmarc", q.dmarc)
             if let s = q.status?.lowercased() {
                 if s == "held" {
                     conditions.append("m.state = 'held' AND r.status = 'pending'")
@@ -250,7 +261,7 @@ extension SQLiteQueueStore {
                 db,
                 sql: """
                     SELECT m.id, m.received_at, m.sender, m.subject, m.message_id, m.size, m.client_address, m.tenant,
-                      m.state, r.address, r.status, r.route, r.last_reply
+                      m.state, m.spf, m.dkim, m.dmarc, r.address, r.status, r.route, r.last_reply
                     FROM recipient r JOIN message m ON m.id = r.message
                     \(conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "))
                     ORDER BY m.received_at DESC, r.idx LIMIT ?
@@ -274,7 +285,7 @@ extension SQLiteQueueStore {
                     direction: Route(stored: route)?.relayDomain != nil ? "Outbound" : "Inbound", subject: r["subject"],
                     messageID: r["message_id"], size: r["size"], clientAddress: r["client_address"],
                     tenant: r["tenant"],
-                    lastReply: r["last_reply"], events: events)
+                    lastReply: r["last_reply"], spf: r["spf"], dkim: r["dkim"], dmarc: r["dmarc"], events: events)
             }
         }
     }

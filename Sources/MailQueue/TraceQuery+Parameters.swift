@@ -19,13 +19,20 @@ extension SQLiteQueueStore.TraceQuery {
     public static let statuses = ["pending", "held", "delivered", "failed"]
     /// `inbound` (delivered to a local mailbox) or `outbound` (relayed).
     public static let directions = ["inbound", "outbound"]
+    /// The results the `spf`, `dkim` and `dmarc` filters take (RFC 8601's, as stored).
+    public static let authResults: [String: [String]] = [
+        "spf": ["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"],
+        "dkim": ["pass", "fail", "neutral", "policy", "none", "temperror", "permerror"],
+        "dmarc": ["pass", "fail", "none", "temperror", "permerror"],
+    ]
     /// Rows a trace returns unless asked for a number, and the most it returns.
     public static let defaultLimit = 100
     public static let maximumLimit = 5000
 
     /// A trace query from the text people type, checked one way for the admin API's query string and
     /// the `mailflow trace` options. Keys as the API spells them: `sender`, `recipient`, `message_id`,
-    /// `queue_id`, `status`, `client_ip`, `tenant`, `direction`, `since`, `until`, `limit`.
+    /// `queue_id`, `status`, `client_ip`, `tenant`, `direction`, `since`, `until`, `spf`, `dkim`,
+    /// `dmarc`, `limit`.
     ///
     /// Text filters are trimmed and ignored when empty; `status`, `direction`, `since`, `until` and
     /// `limit` given empty are refused. Times are ISO 8601 or a duration back from `now`
@@ -62,6 +69,19 @@ extension SQLiteQueueStore.TraceQuery {
                 throw TraceQueryError(parameter: "direction", description: "direction must be inbound or outbound")
             }
             direction = d
+        }
+        for key in ["spf", "dkim", "dmarc"] {
+            guard let v = text(key)?.lowercased() else { continue }
+            let allowed = Self.authResults[key] ?? []
+            guard allowed.contains(v) else {
+                throw TraceQueryError(
+                    parameter: key, description: "\(key) must be one of \(allowed.joined(separator: ", "))")
+            }
+            switch key {
+            case "spf": spf = v
+            case "dkim": dkim = v
+            default: dmarc = v
+            }
         }
         for key in ["since", "until"] {
             guard let s = text(key) else { continue }

@@ -86,9 +86,12 @@ struct Serve: AsyncParsableCommand {
         print(
             "mailflow: listening on \(addresses.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))"
         )
-        for (label, list) in [("submission", submission.starttls), ("submission (implicit TLS)", submission.implicitTLS)]
+        for (label, list) in [
+            ("submission", submission.starttls), ("submission (implicit TLS)", submission.implicitTLS),
+        ]
         where !list.isEmpty {
-            print("mailflow: \(label) on \(list.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))")
+            print(
+                "mailflow: \(label) on \(list.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))")
         }
         if let admin {
             let url = "http://\(admin.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "?"):\(admin.port ?? 0)/"
@@ -129,6 +132,9 @@ struct Trace: ParsableCommand {
     @Option(help: "inbound (local mailboxes) or outbound (relayed).") var direction: String?
     @Option(help: "Received at or after (ISO 8601 or e.g. 24h ago as 24h).") var since: String?
     @Option(help: "Received at or before (ISO 8601 or a duration back from now).") var until: String?
+    @Option(help: "SPF result at receipt: pass, fail, softfail, neutral, none, temperror, permerror.") var spf: String?
+    @Option(help: "DKIM result at receipt: pass, fail, neutral, policy, none, temperror, permerror.") var dkim: String?
+    @Option(help: "DMARC result at receipt: pass, fail, none, temperror, permerror.") var dmarc: String?
     @Option(help: "At most this many rows.") var limit = 100
     @Flag(help: "Print JSON instead of a table.") var json = false
     @Flag(help: "Show each row's event timeline.") var events = false
@@ -142,7 +148,7 @@ struct Trace: ParsableCommand {
         let given: [String: String?] = [
             "sender": sender, "recipient": recipient, "message_id": messageID, "queue_id": queueID,
             "status": status, "client_ip": clientIP, "tenant": tenant, "direction": direction, "since": since,
-            "until": until, "limit": String(limit),
+            "until": until, "spf": spf, "dkim": dkim, "dmarc": dmarc, "limit": String(limit),
         ]
         do {
             return try SQLiteQueueStore.TraceQuery(parameters: given.compactMapValues { $0 })

@@ -104,6 +104,13 @@ def test_signed_aligned_mail_passes_everything(mailflow_server, zone):
     out = srv.cli("queue", "show", queue_id).stdout
     assert "Sender auth:  spf=pass dkim=pass dmarc=pass" in out, out
     assert re.search(r"received from=<bounce@good\.test> .* spf=pass dkim=pass dmarc=pass", out), out
+    # The trace filters by result (CLI and API read the same parameters).
+    assert "bounce@good.test" in srv.cli("trace", "--dmarc", "pass").stdout
+    assert "bounce@good.test" not in srv.cli("trace", "--dmarc", "fail").stdout
+    bad = srv.cli("trace", "--spf", "great")
+    assert bad.returncode != 0 and "spf must be one of pass, fail" in bad.stderr, bad.stderr
+    status, _, body = srv.api("GET", "/api/v1/trace?spf=pass&dkim=pass", token=srv.add_token("t"))
+    assert status == 200 and b'"spf":"pass"' in body and b'"dmarc":"pass"' in body, body[:300]
 
 
 def test_spoofed_from_is_refused_when_the_tenant_honours_reject(mailflow_server, zone):
