@@ -34,6 +34,8 @@ struct MessageAssembly: Sendable, Equatable {
     /// The recipient named in `for <...>`: only when the message has exactly one (RFC 5321 §4.4
     /// leaves it optional; naming one of several would disclose the others' presence).
     var singleRecipient: String?
+    /// The stamp leaves out the client's name and address (a submitting user's tenant asked for it).
+    var hideClient = false
 
     init(
         queueID: String, transaction: MailTransaction, hostname: String, clientAddress: String, helo: String?,
@@ -54,7 +56,8 @@ struct MessageAssembly: Sendable, Equatable {
     /// The `Received:` field written in front of the body; its length is the message's `stampLength`.
     var stamp: String {
         HeaderStamps.received(
-            helo: helo ?? "unknown", clientAddress: clientAddress, by: hostname, protocolName: protocolName, tls: tls,
+            helo: helo ?? "unknown", clientAddress: hideClient ? nil : clientAddress, by: hostname,
+            protocolName: protocolName, tls: tls,
             queueID: queueID, singleRecipient: singleRecipient, date: startedAt)
     }
 

@@ -529,9 +529,13 @@ final class SMTPServerHandler: ChannelInboundHandler {
         logger[metadataKey: "queue_id"] = "\(id)"
         headerScanner = HeaderScanner()
         chunkChecker = nil
-        let assembly = MessageAssembly(
+        var assembly = MessageAssembly(
             queueID: id, transaction: tx, hostname: policy.session.hostname, clientAddress: clientAddress,
             helo: session.helloName, protocolName: session.receivedProtocol, tls: tlsInfo, startedAt: now)
+        if let account = authenticatedAccount {
+            assembly.hideClient =
+                policy.directory.tenants.first { $0.name == account.tenant }?.hideClientInReceived ?? false
+        }
         let sink = BodySink(
             spool: ctx.spool, queueID: id, threadPool: ctx.threadPool, eventLoop: context.eventLoop,
             allocator: context.channel.allocator)

@@ -10,6 +10,9 @@ public struct Tenant: Sendable, Hashable {
     public var maxMessageSize: Int?
     /// A DMARC `p=reject` that fails is refused at the end of DATA (`550 5.7.1`), not only recorded.
     public var dmarcReject: Bool
+    /// Mail its users submit carries no `from` clause (their client's name and address) in the
+    /// `Received:` stamp.
+    public var hideClientInReceived = false
 
     public init(
         name: String, domains: [String], mailboxes: [String], catchAll: Bool = false, maxMessageSize: Int? = nil,

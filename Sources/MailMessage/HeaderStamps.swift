@@ -28,12 +28,15 @@ public enum HeaderStamps {
     ///
     /// Without a known cipher the parenthesis holds the version alone (`with ESMTPS (TLSv1.3)`);
     /// without TLS there is none.
+    /// `clientAddress` nil leaves out the `from` clause (the client's name and address), for a
+    /// tenant that keeps its users' addresses private; RFC 5322 §3.6.7 allows a trace field without it.
     public static func received(
-        helo: String, clientAddress: String, by host: String, protocolName: String, tls: TLSInfo?,
+        helo: String, clientAddress: String?, by host: String, protocolName: String, tls: TLSInfo?,
         queueID: String, singleRecipient: String?, date: Date
     ) -> String {
-        var s = "Received: from \(sanitize(helo)) ([\(clientAddress)])\r\n"
-        s += "\tby \(host) (Mailflow) with \(protocolName)"
+        var s = "Received: "
+        if let clientAddress { s += "from \(sanitize(helo)) ([\(clientAddress)])\r\n\t" }
+        s += "by \(host) (Mailflow) with \(protocolName)"
         if let tls {
             let cipher = tls.cipher.map(sanitize).flatMap { $0.isEmpty ? nil : $0 }
             s += cipher.map { " (\(sanitize(tls.version)) \($0))" } ?? " (\(sanitize(tls.version)))"

@@ -13,7 +13,7 @@ extension MailflowConfig {
             let t = try ConfigReader(n, "\(path)[\(i)]")
             try t.only([
                 "name", "domains", "mailboxes", "catch_all", "max_message_size", "outbound_connector", "dmarc_reject",
-                "dkim",
+                "hide_client_address", "dkim",
             ])
             let connector = try t.mapping("outbound_connector").map(Self.decodeConnector)
             guard let name = try t.string("name"), !name.isEmpty else { throw t.error("name", "is required") }
@@ -51,6 +51,7 @@ extension MailflowConfig {
                 name: name, domains: domains, mailboxes: boxes, catchAll: catchAll, maxMessageSize: size,
                 connector: connector)
             tenant.dmarcReject = try t.bool("dmarc_reject") ?? false
+            tenant.hideClientAddress = try t.bool("hide_client_address") ?? false
             tenants.append(tenant)
             tenants[tenants.count - 1].dkim = try Self.decodeTenantDKIM(t, domains: domains)
         }

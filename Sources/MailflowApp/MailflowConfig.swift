@@ -125,6 +125,8 @@ public struct MailflowConfig: Sendable, Equatable {
         public var dkim: [TenantDKIMKey] = []
         /// Refuse (`550 5.7.1`) mail that fails a DMARC `p=reject`, rather than only record it.
         public var dmarcReject = false
+        /// Leave the submitting client's name and address out of `Received:` (`hide_client_address`).
+        public var hideClientAddress = false
 
         public static let sample = TenantConfig(
             name: "example", domains: ["example.test"], mailboxes: ["postmaster", "alice", "bob"], catchAll: false)

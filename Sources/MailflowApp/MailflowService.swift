@@ -197,9 +197,11 @@ public final class MailflowService: Sendable {
     static func policy(_ config: MailflowConfig) throws -> IngressPolicy {
         let tenants = TenantDirectory(
             tenants: config.tenants.map {
-                Tenant(
+                var t = Tenant(
                     name: $0.name, domains: $0.domains, mailboxes: $0.mailboxes, catchAll: $0.catchAll,
                     maxMessageSize: $0.maxMessageSize, dmarcReject: $0.dmarcReject)
+                t.hideClientInReceived = $0.hideClientAddress
+                return t
             })
         var policy = IngressPolicy(
             session: ServerSessionConfiguration(

@@ -40,6 +40,14 @@ struct HeaderTests {
                 + "\tid ABC for <a@b.test>; Thu, 1 Jan 1970 00:00:00 +0000\r\n")
     }
 
+    @Test func aHiddenClientLeavesOutTheFromClause() {
+        let r = HeaderStamps.received(
+            helo: "alices-laptop", clientAddress: nil, by: "mx.test", protocolName: "ESMTPSA", tls: nil,
+            queueID: "ABC", singleRecipient: nil, date: Date(timeIntervalSince1970: 0))
+        #expect(r == "Received: by mx.test (Mailflow) with ESMTPSA\r\n\tid ABC; Thu, 1 Jan 1970 00:00:00 +0000\r\n")
+        #expect(!r.contains("alices-laptop"))
+    }
+
     @Test func stampsCannotBeBrokenByHostileHelo() {
         let r = HeaderStamps.received(
             helo: "evil\r\nBcc: x@y", clientAddress: "127.0.0.1", by: "mx.test", protocolName: "SMTP", tls: nil,

@@ -336,3 +336,32 @@ def test_users_through_the_admin_api_then_auth(sub):
     with pytest.raises(smtplib.SMTPAuthenticationError):
         s.login("carol@contoso.test", "carol's long password")
     s.close()
+
+
+def test_a_tenant_can_keep_its_users_addresses_out_of_received(mailflow_server):
+    srv = mailflow_server({
+        "submission": {"starttls": ["127.0.0.1:0"]},
+        "dns": {"servers": [f"127.0.0.1:{free_port()}"], "timeout": "1s", "attempts": 1},
+        "tenants": [{"name": "contoso", "domains": ["contoso.test"], "mailboxes": ["alice", "bob"],
+                     "hide_client_address": True}],
+    })
+    assert srv.cli("user", "add", USER, "--password-stdin", input_text=PASSWORD + "\n").returncode == 0
+    port = int(re.search(r"mailflow: submission on 127\.0\.0\.1:(\d+)", srv.stdout_path.read_text()).group(1))
+    s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    s.ehlo("alices-laptop.home")
+    s.starttls(context=_tls())
+    s.ehlo("alices-laptop.home")
+    s.login(USER, PASSWORD)
+    assert s.sendmail(USER, ["bob@contoso.test"], _message(USER, "bob@contoso.test")) == {}
+    s.quit()
+    box = srv.data_dir / "mailboxes" / "contoso.test" / "bob" / "new"
+    deadline = time.time() + 20
+    while time.time() < deadline and not list(box.glob("*")):
+        time.sleep(0.1)
+    text = next(box.glob("*")).read_text()
+    received = text.split("Received: ", 1)[1].split(";", 1)[0]
+    assert received.startswith("by mx.example.test (Mailflow) with ESMTPSA"), received
+    assert "127.0.0.1" not in text and "alices-laptop" not in text, text[:500]
+    # The trace keeps the address for the administrator.
+    queue_id = re.search(r"\bid ([0-9A-Z]{16})\b", text).group(1)
+    assert "client=127.0.0.1" in srv.cli("queue", "show", queue_id).stdout
