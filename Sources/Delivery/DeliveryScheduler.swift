@@ -329,7 +329,7 @@ public final class DeliveryScheduler: Sendable {
                     recipients: rcpts.map {
                         OutboundRecipient(
                             address: $0.recipient.address, notify: $0.recipient.notify,
-                            originalRecipient: $0.recipient.originalRecipient?.stored)
+                            originalRecipient: $0.recipient.originalRecipient)
                     }, size: size, eightBit: m.bodyType == .eightBitMIME, smtpUTF8: m.smtpUTF8,
                     ret: m.ret, envelopeID: m.envelopeID)
                 g.addTask {

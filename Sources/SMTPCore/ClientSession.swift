@@ -14,10 +14,10 @@ public enum TLSRequirement: String, Sendable, Hashable, Codable {
 public struct OutboundRecipient: Sendable, Hashable {
     public var address: String
     public var notify: DSNNotify?
-    /// `type;address`, already decoded.
-    public var originalRecipient: String?
+    /// RFC 3461 `ORCPT`, passed on to a server that offers DSN.
+    public var originalRecipient: OriginalRecipient?
 
-    public init(address: String, notify: DSNNotify? = nil, originalRecipient: String? = nil) {
+    public init(address: String, notify: DSNNotify? = nil, originalRecipient: OriginalRecipient? = nil) {
         self.address = address
         self.notify = notify
         self.originalRecipient = originalRecipient
@@ -388,16 +388,12 @@ public struct ClientSession: Sendable {
         return .mail(env.sender.isEmpty ? .null : .mailbox(Mailbox(splitting: env.sender)), p)
     }
 
-    /// RCPT with NOTIFY and ORCPT (RFC 3461 §4.1, §4.2) for a DSN server. A stored ORCPT without the
-    /// `type;` prefix is left out, as no server could read it.
+    /// RCPT with NOTIFY and ORCPT (RFC 3461 §4.1, §4.2) for a DSN server.
     func rcptCommand(_ r: OutboundRecipient) -> SMTPCommand {
         var p = RecipientParameters()
         if capabilities.dsn {
             p.notify = r.notify
-            if let o = r.originalRecipient, let semi = o.firstIndex(of: ";") {
-                p.originalRecipient = OriginalRecipient(
-                    addressType: String(o[..<semi]), address: String(o[o.index(after: semi)...]))
-            }
+            p.originalRecipient = r.originalRecipient
         }
         // RFC 5321 §4.1.1.3: the bare, domainless Postmaster.
         if !r.address.contains("@") && r.address.lowercased() == "postmaster" {

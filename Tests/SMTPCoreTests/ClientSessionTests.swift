@@ -46,7 +46,7 @@ struct ClientSessionTests {
         e.ret = .headers
         e.envelopeID = "id+1"
         e.recipients[0].notify = DSNNotify(failure: true, delay: true)
-        e.recipients[0].originalRecipient = "rfc822;a@remote.test"
+        e.recipients[0].originalRecipient = OriginalRecipient(addressType: "rfc822", address: "a@remote.test")
         #expect(
             c.send(e)
                 == sent(
@@ -277,7 +277,7 @@ struct ClientSessionTests {
         var c = ready(["PIPELINING", "DSN"])
         var e = OutboundEnvelope(
             sender: "", recipients: [OutboundRecipient(address: "Postmaster", notify: DSNNotify(never: true))], size: 7)
-        e.recipients[0].originalRecipient = "utf-8;pöstmaster@remote.test"
+        e.recipients[0].originalRecipient = OriginalRecipient(addressType: "utf-8", address: "pöstmaster@remote.test")
         #expect(
             c.send(e)
                 == sent(
