@@ -47,9 +47,11 @@ public final class AdminHTTPServer: Sendable {
     /// The checks (`/api/v1/check/...`, `/diagnostics`) running at once, and each one's bound.
     let checkGate: CheckGate
     let checkTimeout: Duration
+    /// How long a web admin center sign-in lasts (a working day and then some).
+    public static let defaultSessionLifetime: TimeInterval = 12 * 3600
 
     public init(
-        backend: AdminBackend, sessionLifetime: TimeInterval = 12 * 3600, maxConcurrentChecks: Int = 2,
+        backend: AdminBackend, sessionLifetime: TimeInterval = defaultSessionLifetime, maxConcurrentChecks: Int = 2,
         checkTimeout: Duration = .seconds(60), group: any EventLoopGroup, logger: Logger
     ) throws {
         self.backend = backend

@@ -12,7 +12,14 @@ public struct DeliveryPolicy: Sendable, Equatable {
     /// After this long undelivered, the sender gets one delay notice (nil: never).
     public var delayNotice: TimeInterval?
 
-    public init(retry: RetrySchedule = .exchangeLike, maxAbruptCloses: Int = 3, delayNotice: TimeInterval? = 4 * 3600) {
+    /// Exchange's limit of abrupt closes, and its first delay notice after four hours.
+    public static let defaultMaxAbruptCloses = 3
+    public static let defaultDelayNotice: TimeInterval = 4 * 3600
+
+    public init(
+        retry: RetrySchedule = .exchangeLike, maxAbruptCloses: Int = Self.defaultMaxAbruptCloses,
+        delayNotice: TimeInterval? = Self.defaultDelayNotice
+    ) {
         self.retry = retry
         self.maxAbruptCloses = maxAbruptCloses
         self.delayNotice = delayNotice

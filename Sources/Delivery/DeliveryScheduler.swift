@@ -106,8 +106,9 @@ public final class DeliveryScheduler: Sendable {
         outbound: OutboundDelivery? = nil,
         connectorFor: @escaping @Sendable (String) -> OutboundConnector? = { _ in nil },
         signingFor: @escaping @Sendable (String) -> OutboundSigning? = { _ in nil },
-        dsnRoute: (@Sendable (String) -> Route?)? = nil, maxAbruptCloses: Int = 3,
-        delayNotice: TimeInterval? = 4 * 3600, metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        dsnRoute: (@Sendable (String) -> Route?)? = nil, maxAbruptCloses: Int = DeliveryPolicy.defaultMaxAbruptCloses,
+        delayNotice: TimeInterval? = DeliveryPolicy.defaultDelayNotice,
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
         random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
         clock: any Clock<Duration> = ContinuousClock(), trigger: TriggerLocation = .besideQueue,
         eventLoopGroup: (any EventLoopGroup)? = nil

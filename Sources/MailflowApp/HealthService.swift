@@ -122,7 +122,10 @@ public final class HealthService: Sendable {
     }
 
     /// Reloads issues and warms the baselines up from the trace of the last `warmUp`.
-    public func prepare(now: Date = Date(), warmUp: TimeInterval = 7 * 86400, maximumRows: Int = 2_000_000) throws {
+    /// A week of trace: weekly traffic patterns are in the baselines from the start.
+    public static let defaultWarmUp: TimeInterval = 7 * 86400
+
+    public func prepare(now: Date = Date(), warmUp: TimeInterval = defaultWarmUp, maximumRows: Int = 2_000_000) throws {
         let existing = try Self.storedIssues(store)
         var warm = HealthMonitor(policy: monitor.withLock { $0.policy })
         var id = try store.traceID(atOrAfter: now.addingTimeInterval(-warmUp))

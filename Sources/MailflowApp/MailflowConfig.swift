@@ -1,3 +1,4 @@
+import AdminServer
 import DNSClient
 import Delivery
 import Foundation
@@ -55,9 +56,9 @@ public struct MailflowConfig: Sendable, Equatable {
     // delivery
     public var mxPort = Self.outboundDefaults.mxPort
     public var heloName: String?
-    public var maxAbruptCloses = 3
+    public var maxAbruptCloses = DeliveryPolicy.defaultMaxAbruptCloses
     /// After this long undelivered the sender gets one delay DSN; nil: never.
-    public var delayNotice: TimeInterval? = 4 * 3600
+    public var delayNotice: TimeInterval? = DeliveryPolicy.defaultDelayNotice
     public var destinationInitialConcurrency = Self.outboundDefaults.initialWindow
     public var destinationMaxConcurrency = Self.outboundDefaults.maxWindow
     /// Messages in flight; most wait on remote servers, so this is far above the I/O parallelism.
@@ -82,7 +83,7 @@ public struct MailflowConfig: Sendable, Equatable {
     public var healthWebhook: URL?
     public var healthWebhookSecret: String?
     public var healthNotify: [String] = []
-    public var healthWarmUp: TimeInterval = 7 * 86400
+    public var healthWarmUp = HealthService.defaultWarmUp
     /// The detector's thresholds; `health.bucket`, `window`, `minimum_duration` and `restore_after`
     /// change the time scales (docs/health.md).
     public var healthPolicy = HealthDetectionPolicy()
@@ -91,7 +92,7 @@ public struct MailflowConfig: Sendable, Equatable {
     // admin
     /// The admin HTTP listener (API, web admin center, /metrics); nil when `admin.enabled` is false.
     public var adminListen: String? = "127.0.0.1:8025"
-    public var adminSessionLifetime: TimeInterval = 12 * 3600
+    public var adminSessionLifetime = AdminHTTPServer.defaultSessionLifetime
     // sender_auth
     /// SPF, DKIM and DMARC for mail received from other servers (`sender_auth.verify`); off by default.
     public var senderAuthVerify = false
