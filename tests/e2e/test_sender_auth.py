@@ -120,8 +120,9 @@ def test_spoofed_from_is_refused_when_the_tenant_honours_reject(mailflow_server,
     assert e.value.smtp_code == 550
     assert e.value.smtp_error.startswith(b"5.7.1 Message rejected: it fails the DMARC policy of strict.test"), \
         e.value.smtp_error
-    # Nothing was queued for it.
-    assert "alice@contoso.test" not in srv.cli("queue", "list").stdout
+    # Nothing was queued for it, and no body was kept.
+    assert "alice@contoso.test" not in srv.cli("trace", "--recipient", "alice@contoso.test").stdout
+    assert not list((srv.data_dir / "spool").glob("*"))
 
 
 def test_without_the_tenants_choice_a_reject_is_recorded_not_refused(mailflow_server, zone):
@@ -167,3 +168,15 @@ def test_a_spooled_body_is_rewritten_durably_without_the_forged_field(mailflow_s
     assert re.findall(r"^Authentication-Results: ([^;]*);", text, re.M) == [HOSTNAME]
     assert text.endswith(big), "the body after the header block is untouched"
     assert not list((srv.data_dir / "spool").glob("*.rewrite")), "no temporary file left behind"
+
+
+def test_a_from_that_names_two_addresses_is_refused_where_dmarc_is_enforced(mailflow_server, zone):
+    srv = _server(mailflow_server, zone, dmarc_reject=True)
+    message = (b"From: a@good.test, b@strict.test\r\nTo: <alice@contoso.test>\r\nSubject: auth test\r\n"
+               b"broken header line without a colon\r\n\r\nbody\r\n")
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        _send(srv.port, "bounce@good.test", message)
+    assert e.value.smtp_code == 550
+    assert e.value.smtp_error.startswith(b"5.7.1 Message rejected: the From field names more than one address"), \
+        e.value.smtp_error
+    assert not list((srv.data_dir / "spool").glob("*")), "the refused body is not kept"
