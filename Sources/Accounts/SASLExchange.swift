@@ -213,6 +213,11 @@ public struct SASLExchange: Sendable {
         var username: String?
         var nonce: String?
         for (i, attribute) in bare.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+            if attribute.hasPrefix("m=") {
+                // RFC 5802 §5.1: a mandatory extension (it comes first) the server does not know
+                // fails the exchange.
+                return fail(.unsupported("mandatory extension m="))
+            }
             if i == 0 {
                 guard attribute.hasPrefix("n=") else { return fail(.malformed("expected n= first")) }
                 guard let name = Self.saslName(attribute.dropFirst(2)), !name.isEmpty else {
@@ -224,9 +229,6 @@ public struct SASLExchange: Sendable {
                     attribute.dropFirst(2).utf8.allSatisfy({ (0x21...0x7E).contains($0) && $0 != 0x2C })
                 else { return fail(.malformed("expected a printable r= nonce second")) }
                 nonce = String(attribute.dropFirst(2))
-            } else if attribute.hasPrefix("m=") {
-                // RFC 5802 §5.1: a mandatory extension the server does not know fails the exchange.
-                return fail(.unsupported("mandatory extension m="))
             }
         }
         guard let username, let nonce else { return fail(.malformed("missing n= or r=")) }

@@ -49,7 +49,10 @@ public struct SubmissionPolicy: Sendable, Equatable {
 
 /// Counts failed authentications per source (address, or /64 for IPv6, as admission control
 /// counts connections) across sessions: each failure's reply waits a little longer, and past
-/// `maxFailures` within `window` the source is locked out for `lockout`. A success clears the count.
+/// `maxFailures` within `window` the source is locked out for `lockout`. A success does not clear the
+/// count (one valid account must not buy another round of guesses at someone else's); failures age
+/// out of the window. It also bounds the password checks (PBKDF2) in flight: past `maxInFlight`, AUTH
+/// is answered `454 4.7.0` at once rather than queueing CPU work a remote controls.
 public final class AuthenticationGuard: Sendable {
     struct Entry {
         var failures: [Date] = []
@@ -65,9 +68,28 @@ public final class AuthenticationGuard: Sendable {
 
     let entries = Mutex<[String: Entry]>([:])
     let now: @Sendable () -> Date
+    /// Password checks running or queued, server-wide, and the most allowed.
+    let inFlight = Mutex(0)
+    public let maxInFlight: Int
+    /// Sources remembered at most (the oldest entries go first past it).
+    static let maxEntries = 100_000
 
-    public init(now: @escaping @Sendable () -> Date = { Date() }) {
+    public init(maxInFlight: Int = 8, now: @escaping @Sendable () -> Date = { Date() }) {
         self.now = now
+        self.maxInFlight = maxInFlight
+    }
+
+    /// Takes a slot for one password check; false when `maxInFlight` are running already.
+    public func beginCheck() -> Bool {
+        inFlight.withLock { n in
+            guard n < maxInFlight else { return false }
+            n += 1
+            return true
+        }
+    }
+
+    public func endCheck() {
+        inFlight.withLock { $0 = max(0, $0 - 1) }
     }
 
     /// Whether the source may try at all.
@@ -85,6 +107,7 @@ public final class AuthenticationGuard: Sendable {
         let t = now()
         let key = AdmissionControl.sourceKey(source)
         return entries.withLock { e in
+            if e.count >= Self.maxEntries { Self.prune(&e, now: t, window: policy.window) }
             var entry = e[key] ?? Entry()
             entry.failures = entry.failures.filter { t.timeIntervalSince($0) < policy.window } + [t]
             defer { e[key] = entry }
@@ -97,8 +120,14 @@ public final class AuthenticationGuard: Sendable {
         }
     }
 
-    public func recordSuccess(source: String) {
-        _ = entries.withLock { $0.removeValue(forKey: AdmissionControl.sourceKey(source)) }
+    /// Forgets sources with no failure in the window and no lockout running; past the cap, the rest
+    /// too (a remote with many /64s must not grow this without bound).
+    static func prune(_ e: inout [String: Entry], now t: Date, window: TimeInterval) {
+        e = e.filter { _, entry in
+            (entry.lockedUntil ?? .distantPast) > t || entry.failures.contains { t.timeIntervalSince($0) < window }
+        }
+        // Still full: forget the sources that are only counting, keep the lockouts.
+        if e.count >= maxEntries { e = e.filter { ($0.value.lockedUntil ?? .distantPast) > t } }
     }
 
     /// Sources locked out now (for `mailflow limits` and tests).

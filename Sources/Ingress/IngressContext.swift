@@ -23,6 +23,8 @@ public struct IngressContext: Sendable {
     public var authGuard: AuthenticationGuard
     /// Per-user message and recipient budgets of authenticated senders.
     public var submissionQuota = SubmissionQuota()
+    /// Where password checks (PBKDF2) run: not `threadPool`, whose two threads write spooled bodies.
+    public var kdfPool: NIOThreadPool = .singleton
     /// The secret an unknown user's SCRAM salt is derived from (random per process is enough).
     public var standInSecret: [UInt8]
     /// SPF, DKIM and DMARC for mail from other servers (port 25, not trusted, not authenticated);

@@ -58,7 +58,6 @@ extension SMTPServerHandler {
         case .succeeded(let account):
             let mechanism = sasl?.mechanism.rawValue ?? "?"
             sasl = nil
-            ctx.authGuard.recordSuccess(source: clientAddress)
             authenticatedAccount = account
             logger[metadataKey: "user"] = "\(account.username)"
             logger.info("authenticated", metadata: ["mechanism": "\(mechanism)"])
@@ -74,18 +73,42 @@ extension SMTPServerHandler {
         }
     }
 
-    /// Finds the account and lets the exchange use it (a PBKDF2 for PLAIN and LOGIN), on the pool.
+    /// Finds the account and lets the exchange use it (a PBKDF2 for PLAIN and LOGIN), on the KDF pool,
+    /// at most `AuthenticationGuard.maxInFlight` at once server-wide.
     func lookUp(_ username: String) {
         guard let accounts = ctx.accounts, let exchange = sasl, let context else { return }
+        // A source locked out while this exchange ran gets no more password checks.
+        if ctx.authGuard.isLockedOut(source: clientAddress) {
+            sasl = nil
+            perform(session.authenticationFinished(.failureAndClose(lockoutReply)))
+            return
+        }
+        guard ctx.authGuard.beginCheck() else {
+            sasl = nil
+            perform(
+                session.authenticationFinished(
+                    .failure(SMTPReply(454, .init(4, 7, 0), "Too many authentications in progress, try again later"))))
+            return
+        }
         mode = .waiting
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        ctx.threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> SASLExchange.Answer in
+        let guardian = ctx.authGuard
+        let source = clientAddress
+        let submission = policy.submission
+        ctx.kdfPool.runIfActive(eventLoop: context.eventLoop) { () throws -> SASLExchange.Answer in
             var x = exchange
             let step = x.account(try accounts.account(username: username))
             return SASLExchange.Answer(exchange: x, step: step)
         }.whenComplete { result in
+            guardian.endCheck()
             let handler = bound.value
-            guard case .waiting = handler.mode else { return }
+            guard case .waiting = handler.mode else {
+                // The client left while its password was checked: a wrong one still counts.
+                if case .success(let answer) = result, case .failed(.invalidCredentials) = answer.step {
+                    _ = guardian.recordFailure(source: source, policy: submission)
+                }
+                return
+            }
             handler.mode = .commands
             switch result {
             case .success(let answer):

@@ -65,6 +65,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
     var logger: Logger
     var pendingFlush = false
     var readPaused = false
+    /// The line limit the last line read was held to (for the reply that refuses it).
+    var limitOfLastLine = SMTPLimits.commandLineLength
+    /// Reading stopped because too much arrived while the session waited (not because of the sink).
+    var pausedWhileWaiting = false
     var chunkIsLast = false
 
     init(context: IngressContext, listener: SMTPListener = .mx) {
@@ -198,6 +202,9 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 tlsInfo = HeaderStamps.TLSInfo(version: Self.name(of: h.tlsVersion))
             }
             logger.debug("TLS established", metadata: ["tls": "\(tlsInfo?.version ?? "?")"])
+            // RFC 3207 §4.2 and RFC 4954 §4: nothing learnt before TLS survives it, a login included.
+            authenticatedAccount = nil
+            sasl = nil
             perform(session.tlsEstablished())
             mode = .commands
             armTimeout()
@@ -252,13 +259,14 @@ final class SMTPServerHandler: ChannelInboundHandler {
                     if restOfLineFollows { mode = .discardingLine }
                     rejectLine(
                         SMTPReply(
-                            500, .init(5, 5, 2), "Line too long, the limit is \(SMTPLimits.commandLineLength) octets"))
+                            500, .init(5, 5, 2), "Line too long, the limit is \(limitOfLastLine) octets"))
                 case .bad(let reply):
                     rejectLine(reply)
                 case .line(let text) where session.isAuthenticating:
                     // A SASL response, not a command: never parsed, never logged.
                     armTimeout()
                     perform(session.authenticationResponse(text))
+                    if !session.isAuthenticating, case .commands = mode { sasl = nil }
                 case .line(let text):
                     // A new request: its own deadline (a body's is set when the body starts).
                     armTimeout()
@@ -318,20 +326,32 @@ final class SMTPServerHandler: ChannelInboundHandler {
         case bad(SMTPReply)
     }
 
+    /// The longest line the next one may be: 512 octets for a command (RFC 5321 §4.5.3.1.4), 12,288
+    /// for `AUTH` and the SASL responses that follow it on a listener that offers AUTH (RFC 4954 §4).
+    var lineLimit: Int {
+        guard session.configuration.authentication != nil else { return SMTPLimits.commandLineLength }
+        if session.isAuthenticating { return SMTPLimits.authLineLength }
+        let view = input.readableBytesView
+        let start = view.prefix(5).map { $0 | 0x20 }  // ASCII lower case
+        return start == Array("auth ".utf8) ? SMTPLimits.authLineLength : SMTPLimits.commandLineLength
+    }
+
     /// The next CRLF-terminated command line. A bare CR or LF inside a command line is refused
     /// rather than taken as a line end.
     func nextCommandLine() -> LineResult? {
         let view = input.readableBytesView
         guard let lfIndex = view.firstIndex(of: 0x0A) else {
-            if view.count > SMTPLimits.commandLineLength {
+            limitOfLastLine = lineLimit
+            if view.count > limitOfLastLine {
                 input.clear()
                 return .tooLong(restOfLineFollows: true)
             }
             return nil
         }
         let lineLength = lfIndex - view.startIndex + 1
+        limitOfLastLine = lineLimit
         let line = input.readSlice(length: lineLength)!
-        if lineLength > SMTPLimits.commandLineLength { return .tooLong(restOfLineFollows: false) }
+        if lineLength > limitOfLastLine { return .tooLong(restOfLineFollows: false) }
         let lv = line.readableBytesView
         guard lv.count >= 2, lv[lv.endIndex - 2] == 0x0D else {
             return .bad(SMTPReply(500, .init(5, 5, 2), "Bare LF in command, lines must end with CRLF"))
@@ -354,10 +374,28 @@ final class SMTPServerHandler: ChannelInboundHandler {
         sink?.append(bytes)
     }
 
+    /// Input buffered while the session waits (a commit, a password check, a tarpit or failure delay)
+    /// beyond which reading stops until the wait is over: pipelining needs a few commands, not more.
+    static let maxBufferedWhileWaiting = 64 * 1024
+
     /// Stops reading from the socket while the spool writer is behind, so a fast sender cannot fill
-    /// memory with a large body; the sink calls back when it has drained.
+    /// memory with a large body (the sink calls back when it has drained), and while the session
+    /// waits with more than `maxBufferedWhileWaiting` octets already buffered.
     func applyBackpressure() {
-        guard !readPaused, let context, let sink, sink.isBehind else { return }
+        guard let context else { return }
+        if case .waiting = mode {
+            if !readPaused, input.readableBytes > Self.maxBufferedWhileWaiting {
+                readPaused = true
+                pausedWhileWaiting = true
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+            }
+            return
+        }
+        if pausedWhileWaiting {
+            pausedWhileWaiting = false
+            resumeReading()
+        }
+        guard !readPaused, let sink, sink.isBehind else { return }
         readPaused = true
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)

@@ -2,6 +2,8 @@
 public enum SMTPLimits {
     /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
     public static let commandLineLength = 512
+    /// An `AUTH` command line and each SASL response line (RFC 4954 §4: 12,288 octets, CRLF included).
+    public static let authLineLength = 12_288
     /// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF.
     public static let textLineLength = 1000
     /// RFC 5321 §4.5.3.1.1: a local part is at most 64 octets.

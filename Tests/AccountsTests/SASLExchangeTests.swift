@@ -59,7 +59,7 @@ struct SASLExchangeTests {
         ("n,,r=x,n=user", .malformed("expected n= first")),
         ("n,,n=us=41er,r=x", .malformed("bad user name encoding")),
         ("n,,n=user", .malformed("missing n= or r=")),
-        ("n,,n=user,r=x,m=ext", .unsupported("mandatory extension m=")),
+        ("n,,m=ext,n=user,r=x", .unsupported("mandatory extension m=")),
         ("n,a=other,n=user,r=x", .invalidCredentials),
         ("q,,n=user,r=x", .malformed("bad GS2 channel-binding flag")),
     ])

@@ -187,10 +187,11 @@ def test_auth_and_mail_before_tls_need_starttls(sub):
 
 
 def test_bad_input_inside_tls(sub):
-    a = _raw(sub.sub_port, b"EHLO c.test", b"AUTH PLAIN !!!notbase64", b"AUTH PLAIN " + b"A" * 10_000,
-             b"AUTH CRAM-MD5", b"AUTH PLAIN", b"*", b"AUTH LOGIN", b"@@@", b"MAIL FROM:<x@contoso.test>", b"NOOP")
+    a = _raw(sub.sub_port, b"EHLO c.test", b"AUTH PLAIN !!!notbase64", b"AUTH PLAIN " + b"A" * 13_000,
+             b"AUTH CRAM-MD5", b"AUTH PLAIN", b"*", b"AUTH LOGIN", b"@@@", b"MAIL FROM:<x@contoso.test>", b"NOOP",
+             b"AUTH PLAIN " + b"A" * 10_000, b"NOOP " + b"x" * 600)
     assert a[1].startswith("501 5.5.2 Invalid base64"), a[1]
-    assert a[2].startswith("500 5.5.2 Line too long"), a[2]
+    assert a[2].startswith("500 5.5.2 Line too long, the limit is 12288 octets"), a[2]
     assert a[3].startswith("504 5.5.4"), a[3]
     assert a[4].startswith("334 "), a[4]
     assert a[5].startswith("501 5.0.0 Authentication cancelled"), a[5]
@@ -198,6 +199,9 @@ def test_bad_input_inside_tls(sub):
     assert a[7].startswith("501 5.5.2"), a[7]
     assert a[8].startswith("530 5.7.0"), a[8]
     assert a[9].startswith("250"), "the session goes on"
+    # 10,000 octets fit an AUTH line (RFC 4954: 12,288), but they are not user NUL password.
+    assert a[10].startswith("501 5.5.2 Malformed authentication response"), a[10]
+    assert a[11].startswith("500 5.5.2 Line too long, the limit is 512 octets"), "other commands keep 512"
 
 
 def test_unknown_user_and_wrong_password_get_the_same_answer(sub):
@@ -365,3 +369,12 @@ def test_a_tenant_can_keep_its_users_addresses_out_of_received(mailflow_server):
     # The trace keeps the address for the administrator.
     queue_id = re.search(r"\bid ([0-9A-Z]{16})\b", text).group(1)
     assert "client=127.0.0.1" in srv.cli("queue", "show", queue_id).stdout
+
+
+def test_a_long_password_fits_an_auth_line(sub):
+    password = "p" * 1000
+    r = sub.cli("user", "add", "long@contoso.test", "--password-stdin", input_text=password + "\n")
+    assert r.returncode == 0, r.stderr
+    s = _starttls_client(sub.sub_port)
+    assert s.login("long@contoso.test", password)[0] == 235  # PLAIN with a 1.4 KB initial response
+    s.quit()
