@@ -16,6 +16,17 @@ public struct UserAccount: Sendable, Equatable {
 
     /// Login names are compared lower-cased (addresses are case-insensitive in practice).
     public static func normalize(_ username: String) -> String { username.lowercased() }
+
+    /// A login name a user may be given: an address (`local@domain`, one `@`, both parts non-empty),
+    /// at most 320 octets, without spaces, controls or NUL (which PLAIN could never carry).
+    public static func isValidUsername(_ name: String) -> Bool {
+        guard (3...320).contains(name.utf8.count),
+            !name.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F || $0.properties.isWhitespace }
+            ),
+            name.filter({ $0 == "@" }).count == 1, let at = name.firstIndex(of: "@")
+        else { return false }
+        return at != name.startIndex && name.index(after: at) != name.endIndex
+    }
 }
 
 /// One SASL exchange on the server side (RFC 4422) for PLAIN (RFC 4616), LOGIN (the

@@ -85,8 +85,27 @@ public struct SCRAMCredential: Sendable, Equatable {
 
     static func saltedPassword(_ password: String, salt: [UInt8], iterations: Int) throws -> SymmetricKey {
         try KDF.Insecure.PBKDF2.deriveKey(
-            from: Array(password.utf8), salt: salt, using: .sha256, outputByteCount: 32,
+            from: Array(prepared(password).utf8), salt: salt, using: .sha256, outputByteCount: 32,
             unsafeUncheckedRounds: iterations)
+    }
+
+    /// The password as SCRAM clients prepare it before hashing (RFC 5802 §2.2, SASLprep, RFC 4013):
+    /// non-ASCII spaces become a space, characters "commonly mapped to nothing" go, then NFKC. So the
+    /// same password works with PLAIN, LOGIN and SCRAM. (The prohibited-character checks of SASLprep
+    /// are not applied: a password is only ever compared, never displayed.)
+    static func prepared(_ password: String) -> String {
+        let spaces = Set<UInt32>([0xA0, 0x1680, 0x202F, 0x205F, 0x3000]).union(0x2000...0x200B)
+        let nothing = Set<UInt32>([0xAD, 0x34F, 0x1806, 0x180B, 0x180C, 0x180D, 0x200C, 0x200D, 0x2060, 0xFEFF])
+            .union(0xFE00...0xFE0F)
+        var out = String.UnicodeScalarView()
+        for u in password.unicodeScalars {
+            if spaces.contains(u.value) {
+                out.append(" ")
+            } else if !nothing.contains(u.value) {
+                out.append(u)
+            }
+        }
+        return String(out).precomposedStringWithCompatibilityMapping
     }
 
     static func hmac(_ key: SymmetricKey, _ data: [UInt8]) -> [UInt8] {

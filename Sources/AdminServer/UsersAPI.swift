@@ -40,12 +40,20 @@ extension AdminHTTPServer {
         api.post("users") { request, context in
             let body = try await Self.jsonObject(request, limit: 16 * 1024)
             let username = UserAccount.normalize(try Self.textField(body, "username", max: 320))
-            let password = try Self.password(body)
-            let tenant = try Self.tenant(forAddress: username, backend.tenants())
-            // A tenant admin adds users of its own tenant only.
-            if let own = context.tenant, own != tenant {
-                throw HTTPError(.forbidden, message: "\(username) is not an address of tenant \(own)")
+            guard UserAccount.isValidUsername(username) else {
+                throw HTTPError(.badRequest, message: "username must be an address (user@domain) without spaces")
             }
+            let password = try Self.password(body)
+            // A tenant admin adds users of its own tenant only, and learns nothing of other tenants'
+            // domains: every address outside its own is the same 403.
+            let tenants = backend.tenants()
+            if let own = context.tenant {
+                let domains = tenants.first { $0.name == own }?.domains.map { $0.lowercased() } ?? []
+                guard let at = username.lastIndex(of: "@"),
+                    domains.contains(String(username[username.index(after: at)...]))
+                else { throw HTTPError(.forbidden, message: "\(username) is not an address of tenant \(own)") }
+            }
+            let tenant = try Self.tenant(forAddress: username, tenants)
             let credential = try await Self.credential(password)
             do {
                 try backend.store.addUser(username: username, tenant: tenant, credential: credential.stored)

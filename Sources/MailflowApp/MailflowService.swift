@@ -125,7 +125,7 @@ public final class MailflowService: Sendable {
                         time: e.time, queueID: "", recipient: nil, kind: .throttled, detail: nil, forest: e.forest,
                         region: e.region, tenant: e.tenant, clientAddress: e.source, reply: e.reply))
             })
-        let ctx = IngressContext(
+        var ctx = IngressContext(
             policy: policy, admission: admission, committer: committer, spool: spool, threadPool: threadPool,
             tls: tls, logger: logger, metrics: IngressMetrics(factory: metrics?.factory ?? MetricsSystem.factory),
             accounts: StoredAccounts(store: store),
@@ -134,6 +134,7 @@ public final class MailflowService: Sendable {
                     authservID: config.hostname, resolver: dns,
                     metricsFactory: metrics?.factory ?? MetricsSystem.factory)
                 : nil)
+        ctx.standInSecret = try Self.standInSecret(dataDirectory: config.dataDirectory)
         server = SMTPServer(group: group, context: ctx)
         if config.healthEnabled {
             let admissionForPlacement = admission
@@ -349,6 +350,21 @@ public final class MailflowService: Sendable {
         } catch {
             throw StartupError("cannot listen on \(config.smtpListen.joined(separator: ", ")): \(error)")
         }
+    }
+
+    /// The secret an unknown user's SCRAM salt is derived from, kept in `<data>/auth.secret` (32
+    /// random octets, mode 0600) so the salt an attacker sees for a name that does not exist stays
+    /// the same across restarts, as a real user's does.
+    static func standInSecret(dataDirectory: String) throws -> [UInt8] {
+        let path = "\(dataDirectory)/auth.secret"
+        if let d = FileManager.default.contents(atPath: path), d.count == 32 { return Array(d) }
+        var rng = SystemRandomNumberGenerator()
+        let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        guard
+            FileManager.default.createFile(
+                atPath: path, contents: Data(secret), attributes: [.posixPermissions: 0o600])
+        else { throw StartupError("cannot write \(path)") }
+        return secret
     }
 
     /// Binds the submission listeners (`submission.starttls`, `submission.implicit_tls`), none by

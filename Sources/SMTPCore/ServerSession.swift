@@ -269,9 +269,13 @@ public struct ServerSession: Sendable {
             guard transaction == nil else { return reply(SMTPReply(503, .init(5, 5, 1), "Nested MAIL command")) }
             if helloKind == .helo
                 && (params.smtpUTF8 || params.body != nil || params.size != nil || params.ret != nil
-                    || params.envelopeID != nil)
+                    || params.envelopeID != nil || params.authenticatedSubmitter != nil)
             {
                 return reply(SMTPReply(555, .init(5, 5, 4), "MAIL parameters need EHLO"))
+            }
+            // RFC 4954 §5: AUTH= belongs to servers that offer AUTH.
+            if params.authenticatedSubmitter != nil, !authenticationUsable {
+                return reply(SMTPReply(555, .init(5, 5, 4), "Unsupported parameter AUTH"))
             }
             if configuration.authentication?.required == true, authenticatedIdentity == nil {
                 return reply(SMTPReply(530, .init(5, 7, 0), "Authentication required"))

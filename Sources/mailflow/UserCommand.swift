@@ -56,9 +56,9 @@ struct UserCommand: ParsableCommand {
         func run() throws {
             let config = try options.load()
             let username = UserAccount.normalize(address)
-            guard let at = username.lastIndex(of: "@"), at != username.startIndex,
-                username.index(after: at) != username.endIndex
-            else { throw FailureMessage(text: "mailflow: \(address) is not an address (user@domain)") }
+            guard UserAccount.isValidUsername(username), let at = username.lastIndex(of: "@") else {
+                throw FailureMessage(text: "mailflow: \(address) is not an address (user@domain, no spaces)")
+            }
             let domain = String(username[username.index(after: at)...])
             guard let tenant = config.tenants.first(where: { $0.domains.map { $0.lowercased() }.contains(domain) })
             else {

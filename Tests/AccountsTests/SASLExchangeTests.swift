@@ -143,3 +143,30 @@ struct SASLExchangeTests {
         #expect(throws: SCRAMCredential.Failure.emptyPassword) { try SCRAMCredential.derive(password: "") }
     }
 }
+
+/// SASLprep's mappings (RFC 4013) before hashing: what a SCRAM client sends matches what PLAIN checks.
+struct PasswordPreparationTests {
+    @Test(arguments: [
+        ("I\u{00AD}X", "IX"),  // soft hyphen: mapped to nothing
+        ("a\u{00A0}b", "a b"),  // no-break space: a space
+        ("\u{2168}", "IX"),  // ROMAN NUMERAL NINE: NFKC
+        ("\u{00AA}", "a"),  // FEMININE ORDINAL INDICATOR: NFKC
+        ("user", "user"),
+    ])
+    func rfc4013Examples(_ given: String, _ prepared: String) throws {
+        #expect(SCRAMCredential.prepared(given) == prepared)
+        let c = try SCRAMCredential.derive(password: given, iterations: 4096)
+        #expect(c.matches(password: prepared))
+    }
+}
+
+struct UsernameTests {
+    @Test(arguments: [
+        ("alice@contoso.test", true), ("a@b", true), ("no-at", false), ("@contoso.test", false), ("alice@", false),
+        ("al ice@contoso.test", false), ("alice@contoso.test\r\nX: y", false), ("a\u{0}b@c.test", false),
+        ("a@b@c.test", false), (String(repeating: "a", count: 320) + "@c.test", false),
+    ])
+    func validUsernames(_ name: String, _ valid: Bool) {
+        #expect(UserAccount.isValidUsername(name) == valid)
+    }
+}

@@ -172,3 +172,22 @@ struct ServerSessionAuthTests {
         #expect(SASLBase64.decode(text) == nil)
     }
 }
+
+/// `AUTH=` on MAIL (RFC 4954 §5) only where AUTH is offered, and never after HELO.
+struct MailAuthParameterTests {
+    @Test func refusedWithoutAnOfferAndAfterHelo() {
+        let params = MailParameters(authenticatedSubmitter: "<>")
+        var mx = ServerSession(configuration: ServerSessionConfiguration(hostname: "mx.test"))
+        _ = mx.greeting()
+        _ = mx.commandReceived(.ehlo("c.test"))
+        #expect(
+            mx.commandReceived(.mail(.null, params))
+                == .send(SMTPReply(555, .init(5, 5, 4), "Unsupported parameter AUTH")))
+        var helo = ServerSession(configuration: ServerSessionConfiguration(hostname: "mx.test"))
+        _ = helo.greeting()
+        _ = helo.commandReceived(.helo("c.test"))
+        #expect(
+            helo.commandReceived(.mail(.null, params))
+                == .send(SMTPReply(555, .init(5, 5, 4), "MAIL parameters need EHLO")))
+    }
+}

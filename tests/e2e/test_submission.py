@@ -378,3 +378,23 @@ def test_a_long_password_fits_an_auth_line(sub):
     s = _starttls_client(sub.sub_port)
     assert s.login("long@contoso.test", password)[0] == 235  # PLAIN with a 1.4 KB initial response
     s.quit()
+
+
+def test_an_unknown_users_scram_salt_survives_a_restart(sub):
+    def server_first(user: str) -> str:
+        s = _starttls_client(sub.sub_port)
+        client = ScramClient(["SCRAM-SHA-256"], user, "whatever it is")
+        code, reply = s.docmd("AUTH", "SCRAM-SHA-256 " + base64.b64encode(client.get_client_first().encode()).decode())
+        assert code == 334, reply
+        s.close()
+        fields = dict(f.split("=", 1) for f in base64.b64decode(reply).decode().split(","))
+        return fields["s"] + "/" + fields["i"]
+
+    ghost, real = server_first("ghost@contoso.test"), server_first(USER)
+    assert ghost == server_first("ghost@contoso.test"), "the same name gets the same salt"
+    sub.stop()
+    sub.start()
+    sub.sub_port, sub.subs_port = _ports(sub)
+    assert server_first("ghost@contoso.test") == ghost, "an unknown user's salt changed across a restart"
+    assert server_first(USER) == real
+    assert ghost.split("/")[1] == real.split("/")[1], "the same iteration count as a real user's"
