@@ -60,7 +60,7 @@ public struct HostProbe: HostProbing {
         findings += await mainHandshakeFindings(
             outcome, on: connection, heloName: options.heloName, subject: subject)
         await connection.close(quit: outcome.isEstablished)
-        guard case .established(_, let mainCipher) = outcome else {
+        guard case .established(_, let mainCipher, _) = outcome else {
             return HostProbeResult(findings: findings, presentedChainDER: chain, starttlsOffered: true)
         }
 
@@ -119,7 +119,7 @@ public struct HostProbe: HostProbing {
                 detail: detail)
         }
         switch outcome {
-        case .established(let version, let cipher):
+        case .established(let version, let cipher, _):
             var out = [
                 finding(
                     "starttls.handshake", .ok,

@@ -307,6 +307,23 @@ extension TLSProtocolVersion {
 }
 
 extension NCSCLevel {
+    /// The level the guideline (v2.1, key exchange table) gives a finite-field DH group by its size:
+    /// ffdhe3072 and ffdhe4096 sufficient, ffdhe2048 phase out, anything smaller insufficient.
+    /// Groups are judged by size only; the probe does not check that the prime is a named one.
+    public static func finiteFieldDHGroup(bits: Int) -> NCSCLevel {
+        switch bits {
+        case 3072...: .sufficient
+        case 2048..<3072: .phaseOut
+        default: .insufficient
+        }
+    }
+
+    /// The worse of two levels.
+    public func worse(_ other: NCSCLevel) -> NCSCLevel {
+        let order: [NCSCLevel] = [.good, .sufficient, .phaseOut, .insufficient]
+        return order.firstIndex(of: self)! >= order.firstIndex(of: other)! ? self : other
+    }
+
     /// The severity of a finding that something at this level is accepted: Good and Sufficient are
     /// fine, Phase out is a warning (it works today, plan its removal), Insufficient a failure.
     public var severityWhenAccepted: CheckSeverity {

@@ -111,6 +111,12 @@ final class ProbeChannelHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // A hand-made ClientHello's answer cut short by the close (a ServerHello whose DH group did
+        // not follow) is still an answer.
+        if case .waiting(let decoder) = helloAnswer, let answer = decoder.finish() {
+            helloAnswer = .decided
+            push(.tlsAnswer(answer))
+        }
         isClosed = true
         push(.closed)
         context.fireChannelInactive()

@@ -157,8 +157,10 @@ public struct TLSClientHello: Sendable, Equatable {
 /// The server's first answer to a ClientHello, read off the first bytes it sends.
 public enum TLSServerAnswer: Sendable, Equatable {
     /// A ServerHello: the version it chose (`legacy_version`, or supported_versions for TLS 1.3) and
-    /// the suite. The suite may not be one that was offered; the caller judges that.
-    case serverHello(version: UInt16, cipherSuite: UInt16)
+    /// the suite. The suite may not be one that was offered; the caller judges that. For a
+    /// finite-field DH suite (DHE, DH_anon) before TLS 1.3, `dhGroupBits` is the size of the prime
+    /// in the ServerKeyExchange that follows (RFC 5246 §7.4.3), when it came within `maxBytes`.
+    case serverHello(version: UInt16, cipherSuite: UInt16, dhGroupBits: Int? = nil)
     /// An alert record (RFC 5246 §7.2): level (1 warning, 2 fatal) and description.
     case alert(level: UInt8, description: UInt8)
     /// Bytes that are not a TLS record (e.g. an SMTP reply); the first of them.
@@ -169,7 +171,8 @@ public enum TLSServerAnswer: Sendable, Equatable {
 
 /// Decodes the server's first answer to a ClientHello from the bytes received so far. Handshake
 /// messages may be split across records (RFC 5246 §6.2.1), so handshake payloads are gathered until
-/// the first message is complete. At most `maxBytes` are looked at.
+/// the first message is complete; for a finite-field DH suite, on to the ServerKeyExchange (after
+/// the Certificate) for the size of the DH group. At most `maxBytes` are looked at.
 public struct TLSServerAnswerDecoder: Sendable {
     public static let maxBytes = 16 * 1024
 
@@ -183,14 +186,20 @@ public struct TLSServerAnswerDecoder: Sendable {
         return Self.decode(received)
     }
 
-    /// The answer in `bytes`, or nil when they end before it is decided.
-    public static func decode(_ bytes: [UInt8]) -> TLSServerAnswer? {
+    /// The answer from what arrived when the server closed the connection: a ServerHello without
+    /// its DH group if the group did not arrive; nil when nothing decidable came.
+    public func finish() -> TLSServerAnswer? { Self.decode(received, atEnd: true) }
+
+    /// The answer in `bytes`, or nil when they end before it is decided (`atEnd`: no more will come).
+    public static func decode(_ bytes: [UInt8], atEnd: Bool = false) -> TLSServerAnswer? {
         guard let first = bytes.first else { return nil }
         guard (20...23).contains(first), bytes.count < 2 || bytes[1] == 3 else {
             return .notTLS(Array(bytes.prefix(ServerHelloSniffer.keptBytes)))
         }
+        let cutOff = atEnd || bytes.count >= maxBytes
         var b = ByteBuffer(bytes: bytes.prefix(maxBytes))
         var handshake = ByteBuffer()
+        var hello: (version: UInt16, cipher: UInt16)?
         while b.readableBytes >= 5 {
             let type = b.readInteger(as: UInt8.self)!
             let major = b.readInteger(as: UInt8.self)!
@@ -201,30 +210,80 @@ public struct TLSServerAnswerDecoder: Sendable {
             guard var payload = b.readSlice(length: length) else { break }
             switch type {
             case 21:
+                if let hello { return .serverHello(version: hello.version, cipherSuite: hello.cipher) }
                 guard length >= 2 else { return .unexpected("a short alert") }
                 return .alert(level: payload.readInteger()!, description: payload.readInteger()!)
             case 22:
                 handshake.writeBuffer(&payload)
-                guard let messageType = handshake.getInteger(at: handshake.readerIndex, as: UInt8.self) else {
-                    continue
+                switch handshakeAnswer(handshake) {
+                case .decided(let answer): return answer
+                case .needMore(let h): hello = h
                 }
-                guard messageType == 2 else {
-                    return .unexpected("handshake message \(messageType) before a ServerHello")
-                }
-                guard handshake.readableBytes >= 4 else { continue }
-                let l0 = Int(handshake.getInteger(at: handshake.readerIndex + 1, as: UInt8.self)!)
-                let l1 = Int(handshake.getInteger(at: handshake.readerIndex + 2, as: UInt16.self)!)
-                guard handshake.readableBytes >= 4 + (l0 << 16 | l1) else { continue }
-                guard let hello = ServerHelloSniffer.parseServerHelloCodes(handshake) else {
-                    return .unexpected("a malformed ServerHello")
-                }
-                return .serverHello(version: hello.version, cipherSuite: hello.cipher)
             default:
+                if let hello { return .serverHello(version: hello.version, cipherSuite: hello.cipher) }
                 return .unexpected("a record of type \(type) before a ServerHello")
             }
         }
+        guard cutOff else { return nil }
+        if let hello { return .serverHello(version: hello.version, cipherSuite: hello.cipher) }
         if bytes.count >= maxBytes { return .unexpected("no ServerHello in the first \(maxBytes) bytes") }
         return nil
+    }
+
+    private enum HandshakeProgress {
+        case decided(TLSServerAnswer)
+        /// More is needed; the ServerHello's codes once it has been read.
+        case needMore((version: UInt16, cipher: UInt16)?)
+    }
+
+    /// Walks the handshake messages gathered so far: the ServerHello, then, for a finite-field DH
+    /// suite, up to the ServerKeyExchange (or the ServerHelloDone).
+    private static func handshakeAnswer(_ buffer: ByteBuffer) -> HandshakeProgress {
+        var h = buffer
+        guard let messageType = h.getInteger(at: h.readerIndex, as: UInt8.self) else { return .needMore(nil) }
+        guard messageType == 2 else {
+            return .decided(.unexpected("handshake message \(messageType) before a ServerHello"))
+        }
+        guard let first = nextMessage(&h) else { return .needMore(nil) }
+        guard let hello = ServerHelloSniffer.parseServerHelloCodes(first) else {
+            return .decided(.unexpected("a malformed ServerHello"))
+        }
+        let suite = TLSCipherSuite(code: hello.cipher)
+        let finiteFieldDH = suite.keyExchange == .dhe || suite.name.hasPrefix("TLS_DH_anon_")
+        guard finiteFieldDH, hello.version < TLSProtocolVersion.tls13.wireValue else {
+            return .decided(.serverHello(version: hello.version, cipherSuite: hello.cipher))
+        }
+        while let message = nextMessage(&h) {
+            var m = message
+            switch m.readInteger(as: UInt8.self) {
+            case 12:  // ServerKeyExchange: ServerDHParams { dh_p<1..2^16-1>; dh_g; dh_Ys }
+                _ = m.readSlice(length: 3)
+                guard let pLength = m.readInteger(as: UInt16.self), let p = m.readBytes(length: Int(pLength)) else {
+                    return .decided(.serverHello(version: hello.version, cipherSuite: hello.cipher))
+                }
+                return .decided(
+                    .serverHello(version: hello.version, cipherSuite: hello.cipher, dhGroupBits: bitLength(p)))
+            case 14:  // ServerHelloDone without a key exchange
+                return .decided(.serverHello(version: hello.version, cipherSuite: hello.cipher))
+            default:
+                continue  // Certificate, CertificateStatus
+            }
+        }
+        return .needMore(hello)
+    }
+
+    /// The next complete handshake message (header included), or nil when it has not all arrived.
+    private static func nextMessage(_ h: inout ByteBuffer) -> ByteBuffer? {
+        guard h.readableBytes >= 4 else { return nil }
+        let l0 = Int(h.getInteger(at: h.readerIndex + 1, as: UInt8.self)!)
+        let l1 = Int(h.getInteger(at: h.readerIndex + 2, as: UInt16.self)!)
+        return h.readSlice(length: 4 + (l0 << 16 | l1))
+    }
+
+    /// The size in bits of a big-endian unsigned number.
+    static func bitLength(_ bytes: [UInt8]) -> Int {
+        guard let i = bytes.firstIndex(where: { $0 != 0 }) else { return 0 }
+        return (bytes.count - i - 1) * 8 + (8 - bytes[i].leadingZeroBitCount)
     }
 }
 

@@ -56,7 +56,7 @@ extension TLSProbe {
     /// What the server's first answer to `hello` means.
     static func outcome(of answer: TLSServerAnswer, offered hello: TLSClientHello) -> TLSHandshakeOutcome {
         switch answer {
-        case .serverHello(let version, let suite):
+        case .serverHello(let version, let suite, let dhGroupBits):
             let cipher = TLSCipherSuite(code: suite)
             guard hello.cipherSuites.contains(suite) else {
                 return .refused("the server chose \(cipher.name), which was not offered")
@@ -66,7 +66,7 @@ extension TLSProbe {
                     "the server answered a ClientHello for \(hello.version.rawValue) with version "
                         + "0x\(String(version, radix: 16))")
             }
-            return .established(version: chosen, cipher: cipher)
+            return .established(version: chosen, cipher: cipher, dhGroupBits: dhGroupBits)
         case .alert(_, let description):
             return .refused("the server sent the TLS alert \(ServerHelloSniffer.alertName(description))")
         case .notTLS(let bytes):

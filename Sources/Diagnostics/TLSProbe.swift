@@ -152,7 +152,8 @@ struct NotProbed: Error, Sendable, Equatable {
 
 /// How one STARTTLS handshake went.
 enum TLSHandshakeOutcome: Sendable, Equatable {
-    case established(version: TLSProtocolVersion?, cipher: TLSCipherSuite?)
+    /// `dhGroupBits`: the size of a finite-field DH group the server sent (hand-made probes only).
+    case established(version: TLSProtocolVersion?, cipher: TLSCipherSuite?, dhGroupBits: Int? = nil)
     /// The server answered our ClientHello with an alert, or closed after it.
     case refused(String)
     /// The server closed the connection after the 220 to STARTTLS without a single TLS byte.
@@ -346,7 +347,7 @@ enum TLSProbe {
         let check = "tls.version." + version.checkSuffix
         let level = version.ncscLevel
         switch outcome {
-        case .established(let negotiated, let cipher):
+        case .established(let negotiated, let cipher, _):
             var out: [CheckFinding] = []
             if let negotiated, negotiated != version {
                 out.append(
@@ -408,13 +409,23 @@ enum TLSProbe {
     static func weakClassFinding(_ weak: WeakClass, outcome: TLSHandshakeOutcome, subject: String) -> CheckFinding {
         let check = "tls.cipher.weak." + weak.id
         switch outcome {
-        case .established(let version, let cipher):
-            let level = cipher?.ncscLevel ?? .insufficient
+        case .established(let version, let cipher, let dhGroupBits):
+            var level = cipher?.ncscLevel ?? .insufficient
+            var group = ""
+            var detail: String?
+            if let dhGroupBits {
+                let groupLevel = NCSCLevel.finiteFieldDHGroup(bits: dhGroupBits)
+                level = level.worse(groupLevel)
+                group = " with a \(dhGroupBits)-bit DH group"
+                detail =
+                    "DH group of \(dhGroupBits) bits (NCSC-NL: \(groupLevel.rawValue); 3072 bits or more is "
+                    + "sufficient, 2048 phase-out)"
+            }
             return CheckFinding(
                 category: .tls, subject: subject, check: check, severity: level.severityWhenAccepted,
-                summary: "\(weak.name) accepted: \(cipher?.name ?? "?") over \(version?.rawValue ?? "?") "
+                summary: "\(weak.name) accepted: \(cipher?.name ?? "?") over \(version?.rawValue ?? "?")\(group) "
                     + "(NCSC-NL: \(level.rawValue))",
-                ncsc: level)
+                detail: detail, ncsc: level)
         case .refused:
             return CheckFinding(
                 category: .tls, subject: subject, check: check, severity: .ok, summary: "\(weak.name) not accepted")
@@ -442,7 +453,7 @@ enum TLSProbe {
                 summary: "no forward secrecy: the server chose \(main.name) over a forward-secret suite",
                 ncsc: main.ncscLevel)
         }
-        if case .established(_, let cipher) = rsaKeyExchange {
+        if case .established(_, let cipher, _) = rsaKeyExchange {
             return CheckFinding(
                 category: .tls, subject: subject, check: check, severity: .warning,
                 summary: "forward secrecy preferred, but RSA key exchange (\(cipher?.name ?? "?")) is also accepted",

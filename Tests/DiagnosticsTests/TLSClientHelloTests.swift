@@ -89,17 +89,17 @@ import Testing
             + payload
     }
 
-    static let hello12 = serverHello(version: 0x0303, suite: 0x009E)
+    static let hello12 = serverHello(version: 0x0303, suite: 0xC02F)
 
     @Test(arguments: [
-        ("ServerHello", record(22, hello12), TLSServerAnswer?.some(.serverHello(version: 0x0303, cipherSuite: 0x009E))),
+        ("ServerHello", record(22, hello12), TLSServerAnswer?.some(.serverHello(version: 0x0303, cipherSuite: 0xC02F))),
         (
             "ServerHello then Certificate", record(22, hello12 + [11, 0, 0, 3, 0, 0, 0]),
-            .serverHello(version: 0x0303, cipherSuite: 0x009E)
+            .serverHello(version: 0x0303, cipherSuite: 0xC02F)
         ),
         (
             "ServerHello split over two records", record(22, Array(hello12[..<10])) + record(22, Array(hello12[10...])),
-            .serverHello(version: 0x0303, cipherSuite: 0x009E)
+            .serverHello(version: 0x0303, cipherSuite: 0xC02F)
         ),
         (
             "SSL 3.0 ServerHello", record(22, serverHello(version: 0x0300, suite: 0x0005), version: 0x0300),
@@ -128,11 +128,68 @@ import Testing
         #expect(TLSServerAnswerDecoder.decode(bytes) == expected, "\(name)")
     }
 
+    /// A ServerKeyExchange with DH parameters (RFC 5246 §7.4.3): a prime of `bytes` octets, its top
+    /// bit set, g = 2, a public value, no signature (enough for the decoder).
+    static func dhKeyExchange(primeBytes: Int) -> [UInt8] {
+        let p = [0xFF] + [UInt8](repeating: 0xAB, count: primeBytes - 1)
+        let body: [UInt8] =
+            [UInt8(primeBytes >> 8), UInt8(primeBytes & 0xFF)] + p + [0, 1, 2] + [0, 2, 9, 9]
+        return [12, 0, UInt8(body.count >> 8), UInt8(body.count & 0xFF)] + body
+    }
+
+    static let certificate: [UInt8] = [11, 0, 0, 6, 0, 0, 3, 0, 0, 0]
+    static let dheHello = serverHello(version: 0x0303, suite: 0x009E)
+
+    @Test(arguments: [
+        ("DHE, 2048-bit group", record(22, dheHello + certificate + dhKeyExchange(primeBytes: 256)), 2048),
+        (
+            "DHE, 3072-bit group",
+            record(22, dheHello) + record(22, certificate) + record(22, dhKeyExchange(primeBytes: 384)), 3072
+        ),
+        ("DHE, 1024-bit group", record(22, dheHello + certificate + dhKeyExchange(primeBytes: 128)), 1024),
+    ])
+    func dheGroupSize(name: String, bytes: [UInt8], bits: Int) {
+        #expect(
+            TLSServerAnswerDecoder.decode(bytes)
+                == .serverHello(version: 0x0303, cipherSuite: 0x009E, dhGroupBits: bits),
+            "\(name)")
+        // Without the key exchange yet, more is needed; when the server closes there, the ServerHello stands.
+        let cut = Self.record(22, Self.dheHello + Self.certificate)
+        #expect(TLSServerAnswerDecoder.decode(cut) == nil)
+        #expect(TLSServerAnswerDecoder.decode(cut, atEnd: true) == .serverHello(version: 0x0303, cipherSuite: 0x009E))
+    }
+
+    @Test func dhAnonHasNoCertificateAndHelloDoneEndsTheSearch() {
+        let anon = Self.serverHello(version: 0x0303, suite: 0x00A7)
+        #expect(
+            TLSServerAnswerDecoder.decode(Self.record(22, anon + Self.dhKeyExchange(primeBytes: 512)))
+                == .serverHello(version: 0x0303, cipherSuite: 0x00A7, dhGroupBits: 4096))
+        #expect(
+            TLSServerAnswerDecoder.decode(Self.record(22, Self.dheHello + Self.certificate + [14, 0, 0, 0]))
+                == .serverHello(version: 0x0303, cipherSuite: 0x009E))
+        // ECDHE needs nothing after the ServerHello.
+        #expect(
+            TLSServerAnswerDecoder.decode(Self.record(22, Self.serverHello(version: 0x0303, suite: 0xC02F)))
+                == .serverHello(version: 0x0303, cipherSuite: 0xC02F))
+        #expect(TLSServerAnswerDecoder.bitLength([0, 0, 1]) == 1 && TLSServerAnswerDecoder.bitLength([0x7F, 0]) == 15)
+    }
+
+    @Test(arguments: [(4096, NCSCLevel.sufficient), (3072, .sufficient), (2048, .phaseOut), (1024, .insufficient)])
+    func dhGroupLevels(bits: Int, level: NCSCLevel) {
+        #expect(NCSCLevel.finiteFieldDHGroup(bits: bits) == level)
+        let dhe = TLSProbe.weakClasses.first { $0.id == "dhe" }!
+        let f = TLSProbe.weakClassFinding(
+            dhe, outcome: .established(version: .tls12, cipher: TLSCipherSuite(code: 0x009E), dhGroupBits: bits),
+            subject: "s")
+        #expect(f.ncsc == level)
+        #expect(f.summary.contains("with a \(bits)-bit DH group"))
+    }
+
     @Test func answerArrivesByteByByte() {
         var decoder = TLSServerAnswerDecoder()
         let bytes = Self.record(22, Self.hello12)
         for b in bytes.dropLast() { #expect(decoder.feed([b]) == nil) }
-        #expect(decoder.feed([bytes.last!]) == .serverHello(version: 0x0303, cipherSuite: 0x009E))
+        #expect(decoder.feed([bytes.last!]) == .serverHello(version: 0x0303, cipherSuite: 0xC02F))
     }
 
     @Test func endlessHandshakeIsBounded() {
@@ -181,7 +238,8 @@ import Testing
         let hello = TLSClientHello(version: version, cipherSuites: [0x009E])
         let text: String
         switch TLSProbe.outcome(of: answer, offered: hello) {
-        case .established(let v, let c): text = "established \(v?.rawValue ?? "?") \(c?.name ?? "?")"
+        case .established(let v, let c, let bits):
+            text = "established \(v?.rawValue ?? "?") \(c?.name ?? "?")" + (bits.map { " DH \($0)" } ?? "")
         case .refused(let why): text = "refused: \(why)"
         default: text = "other"
         }

@@ -305,9 +305,11 @@ def by_name(port: int, dns) -> list[str]:
 def test_good_postfix(pki, postfixes, dns):
     key, chain = pki.leaf("good", [GOOD_NAME, "127.0.0.1"])
     # Postfix's defaults here still accept TLS 1.0 and 1.1, RSA key exchange (phase-out for NCSC-NL)
-    # and anonymous suites (insufficient); a good server drops them.
+    # and anonymous suites (insufficient), and serve DHE with a 2048-bit group (phase-out); a good
+    # server drops them and gives DHE a 3072-bit group.
     p = postfixes("good", tls_settings(key, chain, smtpd_tls_exclude_ciphers="kRSA, aNULL",
-                                       smtpd_tls_protocols=">=TLSv1.2"))
+                                       smtpd_tls_protocols=">=TLSv1.2",
+                                       smtpd_tls_dh1024_param_file=dh_params(pki, 3072)))
     code, report, f = check_host(*by_name(p.port, dns), "--ca-file", str(pki.ca_file))
     assert f["smtp.banner"]["severity"] == "ok" and GOOD_NAME in f["smtp.banner"]["summary"]
     assert f["starttls.offered"]["severity"] == "ok"
@@ -416,15 +418,38 @@ def test_weak_ciphers_allowed(pki, postfixes):
     assert code == 1
 
 
-def test_dhe_allowed(pki, postfixes):
-    # Postfix's built-in DH group (2048 bits) serves DHE; aNULL and RSA key exchange are excluded here.
+def dh_params(pki, bits: int) -> Path:
+    """An RFC 7919 ffdhe group as a PEM parameter file for smtpd_tls_dh1024_param_file."""
+    out = pki.dir / f"ffdhe{bits}.pem"
+    if not out.exists():
+        openssl("genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", f"group:ffdhe{bits}", "-out", out.name,
+                cwd=pki.dir)
+    return out
+
+
+def test_dhe_with_a_2048_bit_group(pki, postfixes):
+    # Postfix's built-in DH group (2048 bits) serves DHE: forward secret, but NCSC-NL rates ffdhe2048
+    # phase-out. aNULL and RSA key exchange are excluded here.
     key, chain = pki.leaf("dhe", [GOOD_NAME, "127.0.0.1"])
     p = postfixes("dhe", tls_settings(key, chain, smtpd_tls_exclude_ciphers="kRSA, aNULL",
                                       smtpd_tls_protocols=">=TLSv1.2"))
     code, report, f = check_host(f"127.0.0.1:{p.port}", "--ca-file", str(pki.ca_file))
     dhe = f["tls.cipher.weak.dhe"]
+    assert dhe["severity"] == "warning" and dhe["ncsc"] == "phase-out", dhe
+    assert "DHE key exchange accepted: TLS_DHE_RSA_WITH_" in dhe["summary"], dhe
+    assert "over TLSv1.2 with a 2048-bit DH group" in dhe["summary"], dhe
+    assert code == 1
+
+
+def test_dhe_with_a_3072_bit_group(pki, postfixes):
+    key, chain = pki.leaf("dhe3072", [GOOD_NAME, "127.0.0.1"])
+    p = postfixes("dhe3072", tls_settings(key, chain, smtpd_tls_exclude_ciphers="kRSA, aNULL",
+                                          smtpd_tls_protocols=">=TLSv1.2",
+                                          smtpd_tls_dh1024_param_file=dh_params(pki, 3072)))
+    code, report, f = check_host(f"127.0.0.1:{p.port}", "--ca-file", str(pki.ca_file))
+    dhe = f["tls.cipher.weak.dhe"]
     assert dhe["severity"] == "ok" and dhe["ncsc"] == "sufficient", dhe
-    assert "DHE key exchange accepted: TLS_DHE_RSA_WITH_" in dhe["summary"] and "over TLSv1.2" in dhe["summary"]
+    assert "over TLSv1.2 with a 3072-bit DH group" in dhe["summary"], dhe
     assert f["tls.cipher.weak.anon"]["summary"] == "anonymous key exchange (ADH, AECDH) not accepted"
     assert f["tls.version.ssl3"]["summary"] == "SSLv3 not accepted"
     assert f["tls.version.ssl3"]["severity"] == "ok"
