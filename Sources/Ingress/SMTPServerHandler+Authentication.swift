@@ -1,4 +1,5 @@
 import Accounts
+import MailMessage
 import NIOCore
 import SMTPCore
 
@@ -177,6 +178,22 @@ extension SMTPServerHandler {
             return reply
         }
         return nil
+    }
+
+    /// What an authenticated user submits says it is from its own tenant in the header too (Exchange's
+    /// SendAs check, `550 5.7.60`): one From address in one of the tenant's domains.
+    func headerFromRefusal(_ headers: HeaderScanner) -> SMTPReply? {
+        guard let account = authenticatedAccount else { return nil }
+        let domains = policy.directory.tenants.first { $0.name == account.tenant }?.domains ?? []
+        let froms = headers.fields.filter { $0.name.lowercased() == "from" }
+        guard froms.count == 1 else {
+            return SMTPReply(
+                550, .init(5, 7, 60), "The message needs exactly one From field (it has \(froms.count))")
+        }
+        if case .domain(let d) = FromField.identity(value: froms[0].value), domains.contains(d) { return nil }
+        return SMTPReply(
+            550, .init(5, 7, 60),
+            "Client does not have permission to send as the message's From (user \(account.username))")
     }
 
     /// An authenticated user's recipients count against its day budget (`554 5.2.0`, a throttle

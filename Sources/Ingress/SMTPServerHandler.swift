@@ -592,6 +592,13 @@ final class SMTPServerHandler: ChannelInboundHandler {
             perform(session.commitFailed())
             return
         }
+        if let refusal = headerFromRefusal(headerScanner) {
+            sink.discard()
+            self.sink = nil
+            self.assembly = nil
+            perform(session.messageRefused(refusal))
+            return
+        }
         mode = .waiting
         committing = true
         commitStarted = context.eventLoop.now

@@ -2,6 +2,7 @@ import DNSClient
 import Foundation
 import Ingress
 import MailAuth
+import MailMessage
 import MailQueue
 import Metrics
 import NIOPosix

@@ -29,7 +29,10 @@ struct ConfigSubmissionTests {
     }
 
     @Test(arguments: [
-        ("submission: {starttls: [\"mail.example:587\"]}", "submission.starttls[0]: 'mail.example' is not an IP address"),
+        (
+            "submission: {starttls: [\"mail.example:587\"]}",
+            "submission.starttls[0]: 'mail.example' is not an IP address"
+        ),
         ("submission: {implicit_tls: [\"127.0.0.1\"]}", "submission.implicit_tls[0]: '127.0.0.1' is not host:port"),
         ("submission: {max_failures: 0}", "submission.max_failures"),
         ("submission: {auth: [PLAIN]}", "submission.auth: unknown key"),

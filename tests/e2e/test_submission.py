@@ -388,7 +388,7 @@ def test_an_unknown_users_scram_salt_survives_a_restart(sub):
         assert code == 334, reply
         s.close()
         fields = dict(f.split("=", 1) for f in base64.b64decode(reply).decode().split(","))
-        return fields["s"] + "/" + fields["i"]
+        return fields["s"], fields["i"]
 
     ghost, real = server_first("ghost@contoso.test"), server_first(USER)
     assert ghost == server_first("ghost@contoso.test"), "the same name gets the same salt"
@@ -397,4 +397,17 @@ def test_an_unknown_users_scram_salt_survives_a_restart(sub):
     sub.sub_port, sub.subs_port = _ports(sub)
     assert server_first("ghost@contoso.test") == ghost, "an unknown user's salt changed across a restart"
     assert server_first(USER) == real
-    assert ghost.split("/")[1] == real.split("/")[1], "the same iteration count as a real user's"
+    assert ghost[1] == real[1], "the same iteration count as a real user's"
+
+
+def test_the_header_from_must_be_the_users_tenant_too(sub):
+    s = _starttls_client(sub.sub_port)
+    s.login(USER, PASSWORD)
+    spoof = b"From: CEO <ceo@fabrikam.test>\r\nTo: <bob@contoso.test>\r\nSubject: wire money\r\n\r\nnow\r\n"
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        s.sendmail(USER, ["bob@contoso.test"], spoof)
+    assert e.value.smtp_code == 550 and e.value.smtp_error.startswith(b"5.7.60"), e.value.smtp_error
+    s.rset()
+    display = b'From: "ceo@fabrikam.test" <alice@contoso.test>\r\nTo: <bob@contoso.test>\r\nSubject: ok\r\n\r\nhi\r\n'
+    assert s.sendmail(USER, ["bob@contoso.test"], display) == {}, "the address, not the display name, counts"
+    s.quit()

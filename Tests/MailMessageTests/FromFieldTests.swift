@@ -1,4 +1,4 @@
-import MailAuth
+import MailMessage
 import Testing
 
 /// The RFC5322.From identity DMARC judges: one field, one address, display names set aside.
