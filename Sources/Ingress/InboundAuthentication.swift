@@ -52,3 +52,12 @@ public struct InboundAuthenticationVerdict: Sendable {
         self.rewrittenBody = rewrittenBody
     }
 }
+
+/// Removes `Authentication-Results` fields that claim this server's authserv-id from mail that sender
+/// authentication does not check (submitted, relayed for a trusted network, or with checks off), as
+/// RFC 8601 §5 requires of every message: downstream readers trust fields with this server's id.
+public protocol ForgedResultsRemover: Sendable {
+    /// The body without such fields and its new size, or nil when it had none. Throws when the
+    /// stored body could not be rewritten (the message is then not taken: `451`).
+    func removeForgedResults(from body: MessageBody, stampLength: Int) async throws -> (body: MessageBody, size: Int)?
+}

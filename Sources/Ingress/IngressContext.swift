@@ -30,6 +30,8 @@ public struct IngressContext: Sendable {
     /// SPF, DKIM and DMARC for mail from other servers (port 25, not trusted, not authenticated);
     /// nil: not checked.
     public var inboundAuthenticator: (any InboundAuthenticator)?
+    /// Forged `Authentication-Results` out of the mail the authenticator does not see.
+    public var forgedResultsRemover: (any ForgedResultsRemover)?
 
     public init(
         policy: SharedPolicy, admission: AdmissionControl, committer: any MessageCommitter, spool: Spool,

@@ -626,7 +626,30 @@ final class SMTPServerHandler: ChannelInboundHandler {
                     submitted: submitted)
                 guard let request = bound.value.authenticationRequest(tx, body: body, stampLength: message.stampLength)
                 else {
-                    Self.hand(message, to: committer, bound)
+                    guard let remover = bound.value.ctx.forgedResultsRemover,
+                        headers.fields.contains(where: { $0.name.lowercased() == "authentication-results" })
+                    else {
+                        Self.hand(message, to: committer, bound)
+                        return
+                    }
+                    let cleaned = bound.eventLoop.makePromise(of: (body: MessageBody, size: Int)?.self)
+                    cleaned.completeWithTask {
+                        try await remover.removeForgedResults(from: body, stampLength: message.stampLength)
+                    }
+                    cleaned.futureResult.whenComplete { result in
+                        switch result {
+                        case .success(let rewritten):
+                            var clean = message
+                            if let rewritten {
+                                clean.body = rewritten.body
+                                clean.size = rewritten.size
+                            }
+                            Self.hand(clean, to: committer, bound)
+                        case .failure(let error):
+                            if case .spooled(let path) = body { Spool.unlinkQuietly(path) }
+                            bound.value.commitFinished(id: id, error: error)
+                        }
+                    }
                     return
                 }
                 let verdict = bound.eventLoop.makePromise(of: InboundAuthenticationVerdict.self)

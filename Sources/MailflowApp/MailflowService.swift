@@ -135,6 +135,7 @@ public final class MailflowService: Sendable {
                     metricsFactory: metrics?.factory ?? MetricsSystem.factory)
                 : nil)
         ctx.standInSecret = try Self.standInSecret(dataDirectory: config.dataDirectory)
+        ctx.forgedResultsRemover = StoredForgedResultsRemover(authservID: config.hostname, blockingPool: .singleton)
         server = SMTPServer(group: group, context: ctx)
         if config.healthEnabled {
             let admissionForPlacement = admission

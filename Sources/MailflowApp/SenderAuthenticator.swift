@@ -263,3 +263,37 @@ struct SenderAuthenticator: InboundAuthenticator {
         var description: String { "cannot rewrite \(path)" }
     }
 }
+
+/// RFC 8601 §5 for the mail `SenderAuthenticator` does not check: the header section is read on the
+/// blocking pool, fields claiming this server's authserv-id are removed, and the stored body is
+/// rewritten the same way.
+struct StoredForgedResultsRemover: ForgedResultsRemover {
+    let authservID: String
+    let blockingPool: NIOThreadPool
+
+    func removeForgedResults(from body: MessageBody, stampLength: Int) async throws -> (body: MessageBody, size: Int)? {
+        let authservID = self.authservID
+        return try await blockingPool.runIfActive {
+            let header = try SenderAuthenticator.readHeader(body, skip: stampLength)
+            let filtered = AuthenticationResultsFilter(authservIDs: [authservID]).filter(header)
+            guard filtered.removed > 0 else { return nil }
+            return try SenderAuthenticator.rewrite(
+                body, stampLength: stampLength, oldHeaderLength: header.count, header: filtered.header)
+        }
+    }
+}
+
+extension SenderAuthenticator {
+    /// Only the header section (at most `maxHeaderSize`), without this server's stamp. Blocking.
+    static func readHeader(_ body: MessageBody, skip: Int) throws -> [UInt8] {
+        switch body {
+        case .inline(let d):
+            return FromField.headerSection(Array(d.dropFirst(skip).prefix(maxHeaderSize)))
+        case .spooled(let path):
+            guard let h = FileHandle(forReadingAtPath: path) else { throw RewriteError(path: path) }
+            defer { try? h.close() }
+            try h.seek(toOffset: UInt64(skip))
+            return FromField.headerSection(Array(try h.read(upToCount: maxHeaderSize) ?? Data()))
+        }
+    }
+}

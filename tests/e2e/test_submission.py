@@ -411,3 +411,18 @@ def test_the_header_from_must_be_the_users_tenant_too(sub):
     display = b'From: "ceo@fabrikam.test" <alice@contoso.test>\r\nTo: <bob@contoso.test>\r\nSubject: ok\r\n\r\nhi\r\n'
     assert s.sendmail(USER, ["bob@contoso.test"], display) == {}, "the address, not the display name, counts"
     s.quit()
+
+
+def test_forged_authentication_results_are_removed_from_submitted_mail_too(sub):
+    s = _starttls_client(sub.sub_port)
+    s.login(USER, PASSWORD)
+    forged = (b"Authentication-Results: mx.example.test; dmarc=pass header.from=fabrikam.test\r\n"
+              b"Authentication-Results: other.example; spf=pass\r\n" + _message(USER, "bob@contoso.test"))
+    assert s.sendmail(USER, ["bob@contoso.test"], forged) == {}
+    s.quit()
+    box = sub.data_dir / "mailboxes" / "contoso.test" / "bob" / "new"
+    deadline = time.time() + 20
+    while time.time() < deadline and not list(box.glob("*")):
+        time.sleep(0.1)
+    text = next(box.glob("*")).read_text()
+    assert re.findall(r"^Authentication-Results: ([^;]*);", text, re.M) == ["other.example"], text[:500]
