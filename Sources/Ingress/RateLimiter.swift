@@ -36,6 +36,11 @@ public struct TokenBucket: Sendable, Equatable {
         return true
     }
 
+    /// Puts back a token taken for something that did not happen (never above capacity).
+    public mutating func giveBack() {
+        tokens = min(capacity, tokens + 1)
+    }
+
     /// Whether a token is there, without taking it.
     public mutating func available(now: NIODeadline) -> Bool {
         refill(now)

@@ -468,6 +468,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
             case .refuse(let r): decision = .reject(r)
             case .refuseAndClose(let r): decision = .rejectAndClose(r)
             }
+            // A refused MAIL does not spend the user's message budget.
+            if decision != .accept, let account = authenticatedAccount {
+                ctx.submissionQuota.refundMessage(user: account.username)
+            }
             perform(session.senderChecked(sender, params, decision))
         case .checkRecipient(let path, let params):
             checkRecipient(path, params)
@@ -534,6 +538,10 @@ final class SMTPServerHandler: ChannelInboundHandler {
             relayAllowed: clientTrusted || authenticatedAccount != nil, source: clientAddress)
         let verdict = recipients.decide(request, directory: policy.directory, admission: ctx.admission)
         recipients.apply(verdict)
+        // Only accepted recipients spend the user's day budget.
+        if let account = authenticatedAccount, !verdict.decision.isAccept {
+            ctx.submissionQuota.refundRecipient(user: account.username)
+        }
         perform(session.recipientChecked(path, params, verdict.decision))
     }
 
@@ -805,5 +813,12 @@ extension ServerSession.RefusalKind {
 extension Spool {
     static func unlinkQuietly(_ path: String) {
         _ = unlink(path)
+    }
+}
+
+extension ServerSession.RecipientDecision {
+    var isAccept: Bool {
+        if case .accept = self { return true }
+        return false
     }
 }

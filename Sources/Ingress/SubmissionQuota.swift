@@ -33,6 +33,16 @@ public final class SubmissionQuota: Sendable {
         }
     }
 
+    /// Gives back the message token of a MAIL that was refused after all.
+    public func refundMessage(user: String) {
+        users.withLock { $0[user]?.messages?.giveBack() }
+    }
+
+    /// Gives back the recipient token of a recipient that was refused after all.
+    public func refundRecipient(user: String) {
+        users.withLock { $0[user]?.recipients?.giveBack() }
+    }
+
     /// Takes one recipient from `user`'s day budget; false when it is spent (`0` is no limit).
     public func admitRecipient(user: String, policy: SubmissionPolicy) -> Bool {
         guard policy.recipientsPerDay > 0 else { return true }

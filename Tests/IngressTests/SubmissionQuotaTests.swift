@@ -35,3 +35,19 @@ struct SubmissionQuotaTests {
         #expect(quota.admitRecipient(user: "a", policy: policy))
     }
 }
+
+extension SubmissionQuotaTests {
+    @Test func refusedOnesAreGivenBack() {
+        let clock = Clock()
+        let quota = SubmissionQuota(now: { clock.t.withLock { $0 } })
+        let policy = SubmissionPolicy(messagesPerMinute: 1, recipientsPerDay: 1)
+        #expect(quota.admitMessage(user: "a", policy: policy))
+        quota.refundMessage(user: "a")
+        #expect(quota.admitMessage(user: "a", policy: policy), "the refused MAIL cost nothing")
+        #expect(quota.admitRecipient(user: "a", policy: policy))
+        quota.refundRecipient(user: "a")
+        quota.refundRecipient(user: "a")
+        #expect(quota.admitRecipient(user: "a", policy: policy))
+        #expect(!quota.admitRecipient(user: "a", policy: policy), "never more than the capacity")
+    }
+}
