@@ -215,7 +215,7 @@ let package = Package(
         .testTarget(
             name: "DiagnosticsTests",
             dependencies: [
-                "Diagnostics", "DNSClient", "MailQueue",
+                "Diagnostics", "DNSClient", "MailQueue", "MailAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,4 +1,5 @@
 import Foundation
+import MailAuth
 @_spi(DisableValidityCheck) import X509
 
 /// Judges the certificate chain a mail server presented after STARTTLS: order and completeness
@@ -421,28 +422,28 @@ struct DERCertificateFacts: Sendable, Equatable {
     var isSelfIssued: Bool
 
     init?(der: [UInt8]) {
-        var top = CertificateDERReader(der[...])
+        var top = DERReader(der[...])
         guard let cert = top.read(tag: 0x30) else { return nil }
-        var certFields = CertificateDERReader(cert)
+        var certFields = DERReader(cert)
         guard let tbs = certFields.read(tag: 0x30), let sigAlg = certFields.read(tag: 0x30) else { return nil }
-        var sigAlgFields = CertificateDERReader(sigAlg)
+        var sigAlgFields = DERReader(sigAlg)
         guard let oid = sigAlgFields.read(tag: 0x06) else { return nil }
         signatureOID = Array(oid)
-        var t = CertificateDERReader(tbs)
+        var t = DERReader(tbs)
         if t.peekTag == 0xA0 { _ = t.read(tag: 0xA0) }
         guard t.read(tag: 0x02) != nil, t.read(tag: 0x30) != nil, let issuer = t.read(tag: 0x30),
             t.read(tag: 0x30) != nil, let subject = t.read(tag: 0x30), let spki = t.read(tag: 0x30)
         else { return nil }
         isSelfIssued = Array(issuer) == Array(subject)
-        var s = CertificateDERReader(spki)
+        var s = DERReader(spki)
         guard let algorithm = s.read(tag: 0x30), let bits = s.read(tag: 0x03) else { return nil }
-        var a = CertificateDERReader(algorithm)
+        var a = DERReader(algorithm)
         guard let keyOID = a.read(tag: 0x06) else { return nil }
         switch Array(keyOID) {
         case [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01]:
-            var k = CertificateDERReader(bits.dropFirst())
+            var k = DERReader(bits.dropFirst())
             guard let rsa = k.read(tag: 0x30) else { return nil }
-            var r = CertificateDERReader(rsa)
+            var r = DERReader(rsa)
             guard let modulus = r.read(tag: 0x02) else { return nil }
             let digits = modulus.drop(while: { $0 == 0 })
             let top = digits.first.map { 8 - $0.leadingZeroBitCount } ?? 0
@@ -485,36 +486,4 @@ struct DERCertificateFacts: Sendable, Equatable {
     }
 
     var signatureIsWeak: Bool { Self.signatureNames[signatureOID]?.1 ?? false }
-}
-
-/// A minimal DER walker (X.690 §8.1): tag, definite length, contents. Enough for the fields
-/// `DERCertificateFacts` reads; anything else is nil.
-struct CertificateDERReader {
-    var bytes: ArraySlice<UInt8>
-
-    init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
-
-    var peekTag: UInt8? { bytes.first }
-
-    mutating func read(tag: UInt8) -> ArraySlice<UInt8>? {
-        guard bytes.count >= 2, bytes.first == tag else { return nil }
-        var i = bytes.startIndex + 1
-        let first = bytes[i]
-        i += 1
-        var length = 0
-        if first < 0x80 {
-            length = Int(first)
-        } else {
-            let n = Int(first & 0x7F)
-            guard n >= 1, n <= 4, bytes.endIndex - i >= n else { return nil }
-            for _ in 0..<n {
-                length = length << 8 | Int(bytes[i])
-                i += 1
-            }
-        }
-        guard bytes.endIndex - i >= length else { return nil }
-        let content = bytes[i..<(i + length)]
-        bytes = bytes[(i + length)...]
-        return content
-    }
 }

@@ -1,5 +1,6 @@
 import Crypto
 import DNSClient
+import MailAuth
 
 /// Matches a presented certificate chain against TLSA records (RFC 6698 §2.1, §4; RFC 7672 §3.1 for SMTP).
 ///

@@ -20,17 +20,7 @@ public final class SubmissionQuota: Sendable {
 
     /// Takes one message from `user`'s minute budget; false when it is spent (`0` is no limit).
     public func admitMessage(user: String, policy: SubmissionPolicy) -> Bool {
-        guard policy.messagesPerMinute > 0 else { return true }
-        let t = now()
-        return users.withLock { u in
-            var b = u[user] ?? Buckets()
-            var bucket = b.messages ?? TokenBucket(capacity: policy.messagesPerMinute, period: .minutes(1), now: t)
-            defer {
-                b.messages = bucket
-                u[user] = b
-            }
-            return bucket.take(now: t)
-        }
+        take(\.messages, user: user, capacity: policy.messagesPerMinute, period: .minutes(1))
     }
 
     /// Gives back the message token of a MAIL that was refused after all.
@@ -45,13 +35,18 @@ public final class SubmissionQuota: Sendable {
 
     /// Takes one recipient from `user`'s day budget; false when it is spent (`0` is no limit).
     public func admitRecipient(user: String, policy: SubmissionPolicy) -> Bool {
-        guard policy.recipientsPerDay > 0 else { return true }
+        take(\.recipients, user: user, capacity: policy.recipientsPerDay, period: .hours(24))
+    }
+
+    func take(_ which: WritableKeyPath<Buckets, TokenBucket?>, user: String, capacity: Int, period: TimeAmount) -> Bool
+    {
+        guard capacity > 0 else { return true }
         let t = now()
         return users.withLock { u in
             var b = u[user] ?? Buckets()
-            var bucket = b.recipients ?? TokenBucket(capacity: policy.recipientsPerDay, period: .hours(24), now: t)
+            var bucket = b[keyPath: which] ?? TokenBucket(capacity: capacity, period: period, now: t)
             defer {
-                b.recipients = bucket
+                b[keyPath: which] = bucket
                 u[user] = b
             }
             return bucket.take(now: t)

@@ -77,7 +77,7 @@ public struct DKIMKeyRecord: Sendable, Hashable {
         let keyType = (list["k"] ?? "rsa").lowercased()
         switch keyType {
         case "rsa":
-            guard let bits = DKIMDER.rsaModulusBits(publicKeyData) else {
+            guard let bits = try? DERReader.rsaModulusBits(publicKeyData) else {
                 throw .badKeyData("not a DER RSA public key")
             }
             key = .rsa(bits: bits)
@@ -87,81 +87,5 @@ public struct DKIMKeyRecord: Sendable, Hashable {
         default:
             throw .unknownKeyType(keyType)
         }
-    }
-}
-
-/// Just enough DER (ITU-T X.690) to find an RSA key's modulus size, given as SubjectPublicKeyInfo
-/// (RFC 5280 §4.1.2.7) or a bare RSAPublicKey (RFC 8017 §A.1.1); DKIM records carry either.
-enum DKIMDER {
-    /// (tag, contents range, end) of the element at `index`; nil when malformed.
-    static func element(_ der: [UInt8], at index: Int, in end: Int) -> (tag: UInt8, contents: Range<Int>)? {
-        guard end - index >= 2 else { return nil }
-        let tag = der[index]
-        var i = index + 1
-        let first = der[i]
-        i += 1
-        var length = 0
-        if first < 0x80 {
-            length = Int(first)
-        } else {
-            let count = Int(first & 0x7f)
-            guard (1...4).contains(count), end - i >= count else { return nil }
-            for _ in 0..<count {
-                length = length << 8 | Int(der[i])
-                i += 1
-            }
-        }
-        guard end - i >= length else { return nil }
-        return (tag, i..<(i + length))
-    }
-
-    /// The modulus size of an RSA private key, PKCS#8 (RFC 5208 §5) or PKCS#1 (RFC 8017 §A.1.2).
-    static func rsaPrivateModulusBits(_ der: [UInt8]) -> Int? {
-        guard let top = element(der, at: 0, in: der.count), top.tag == 0x30,
-            let version = element(der, at: top.contents.lowerBound, in: top.contents.upperBound), version.tag == 0x02,
-            let second = element(der, at: version.contents.upperBound, in: top.contents.upperBound)
-        else { return nil }
-        let modulus: Range<Int>
-        if second.tag == 0x02 {
-            modulus = second.contents
-        } else if second.tag == 0x30,
-            let octets = element(der, at: second.contents.upperBound, in: top.contents.upperBound), octets.tag == 0x04,
-            let inner = element(der, at: octets.contents.lowerBound, in: octets.contents.upperBound), inner.tag == 0x30,
-            let v = element(der, at: inner.contents.lowerBound, in: inner.contents.upperBound), v.tag == 0x02,
-            let n = element(der, at: v.contents.upperBound, in: inner.contents.upperBound), n.tag == 0x02
-        {
-            modulus = n.contents
-        } else {
-            return nil
-        }
-        return bits(der, modulus)
-    }
-
-    static func bits(_ der: [UInt8], _ range: Range<Int>) -> Int {
-        var modulus = range
-        while !modulus.isEmpty, der[modulus.lowerBound] == 0 { modulus = (modulus.lowerBound + 1)..<modulus.upperBound }
-        guard let lead = modulus.first.map({ der[$0] }) else { return 0 }
-        return (modulus.count - 1) * 8 + (8 - lead.leadingZeroBitCount)
-    }
-
-    static func rsaModulusBits(_ der: [UInt8]) -> Int? {
-        guard let top = element(der, at: 0, in: der.count), top.tag == 0x30,
-            let first = element(der, at: top.contents.lowerBound, in: top.contents.upperBound)
-        else { return nil }
-        let modulus: Range<Int>
-        if first.tag == 0x30 {
-            // SubjectPublicKeyInfo: AlgorithmIdentifier, then a BIT STRING holding RSAPublicKey.
-            guard let bits = element(der, at: first.contents.upperBound, in: top.contents.upperBound),
-                bits.tag == 0x03, !bits.contents.isEmpty, der[bits.contents.lowerBound] == 0,
-                let key = element(der, at: bits.contents.lowerBound + 1, in: bits.contents.upperBound), key.tag == 0x30,
-                let n = element(der, at: key.contents.lowerBound, in: key.contents.upperBound), n.tag == 0x02
-            else { return nil }
-            modulus = n.contents
-        } else if first.tag == 0x02 {
-            modulus = first.contents
-        } else {
-            return nil
-        }
-        return bits(der, modulus)
     }
 }

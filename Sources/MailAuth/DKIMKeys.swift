@@ -89,7 +89,7 @@ public enum DKIMPrivateKey: Sendable {
             self = .ed25519(seed: Array(der.suffix(32)))
             return
         }
-        if let bits = DKIMDER.rsaPrivateModulusBits(der), bits < Self.minimumRSABits { throw .rsaTooSmall(bits) }
+        if let bits = try? DERReader.rsaPrivateModulusBits(der), bits < Self.minimumRSABits { throw .rsaTooSmall(bits) }
         let key: _RSA.Signing.PrivateKey
         do {
             key = try _RSA.Signing.PrivateKey(unsafePEMRepresentation: pem)

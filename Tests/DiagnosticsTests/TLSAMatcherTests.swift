@@ -1,6 +1,7 @@
 import Crypto
 import DNSClient
 import Foundation
+import MailAuth
 import Testing
 import X509
 

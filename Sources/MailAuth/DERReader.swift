@@ -1,25 +1,35 @@
 /// Just enough DER (ITU-T X.690) to walk a certificate to its SubjectPublicKeyInfo and an RSA key to
 /// its modulus, keeping the exact bytes as received (DANE matches the bytes presented, RFC 6698 §2.1.2).
-struct DERReader {
-    struct Element {
-        var tag: UInt8
+/// The one DER reader of the code base: DKIM keys (MailAuth) and certificates (Diagnostics) use it.
+public struct DERReader {
+    public struct Element {
+        public var tag: UInt8
         /// The whole TLV.
-        var encoded: ArraySlice<UInt8>
+        public var encoded: ArraySlice<UInt8>
         /// The contents octets.
-        var contents: ArraySlice<UInt8>
+        public var contents: ArraySlice<UInt8>
     }
 
-    enum Failure: Error { case malformed }
+    public enum Failure: Error { case malformed }
 
     private var bytes: ArraySlice<UInt8>
 
-    init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
-    init(_ bytes: [UInt8]) { self.bytes = bytes[...] }
+    public init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
+    public init(_ bytes: [UInt8]) { self.bytes = bytes[...] }
 
-    var isAtEnd: Bool { bytes.isEmpty }
+    public var isAtEnd: Bool { bytes.isEmpty }
+
+    /// The tag of the next element, if there is one.
+    public var peekTag: UInt8? { bytes.first }
+
+    /// The contents of the next element when it carries `tag` (and moves past it); nil otherwise.
+    public mutating func read(tag: UInt8) -> ArraySlice<UInt8>? {
+        guard bytes.first == tag else { return nil }
+        return try? next().contents
+    }
 
     /// The next element; definite lengths only (DER), at most 4 length octets.
-    mutating func next() throws(Failure) -> Element {
+    public mutating func next() throws(Failure) -> Element {
         let start = bytes.startIndex
         guard bytes.count >= 2 else { throw .malformed }
         let tag = bytes[start]
@@ -45,20 +55,20 @@ struct DERReader {
     }
 
     /// The contents of the next element, which must carry `tag`.
-    mutating func expect(_ tag: UInt8) throws(Failure) -> Element {
+    public mutating func expect(_ tag: UInt8) throws(Failure) -> Element {
         let element = try next()
         guard element.tag == tag else { throw .malformed }
         return element
     }
 
-    static let sequence: UInt8 = 0x30
-    static let integer: UInt8 = 0x02
-    static let bitString: UInt8 = 0x03
-    static let objectIdentifier: UInt8 = 0x06
-    static let contextVersion: UInt8 = 0xa0
+    public static let sequence: UInt8 = 0x30
+    public static let integer: UInt8 = 0x02
+    public static let bitString: UInt8 = 0x03
+    public static let objectIdentifier: UInt8 = 0x06
+    public static let contextVersion: UInt8 = 0xa0
 
     /// The DER SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 §4.1).
-    static func subjectPublicKeyInfo(ofCertificate der: [UInt8]) throws(Failure) -> ArraySlice<UInt8> {
+    public static func subjectPublicKeyInfo(ofCertificate der: [UInt8]) throws(Failure) -> ArraySlice<UInt8> {
         var outer = DERReader(der)
         let certificate = try outer.expect(sequence)
         var certificateFields = DERReader(certificate.contents)
@@ -74,7 +84,7 @@ struct DERReader {
 
     /// The modulus size in bits of an RSA key given either as SubjectPublicKeyInfo (RFC 5280 §4.1.2.7)
     /// or as a bare RSAPublicKey (RFC 8017 §A.1.1); DKIM records carry either in practice.
-    static func rsaModulusBits(_ der: [UInt8]) throws(Failure) -> Int {
+    public static func rsaModulusBits(_ der: [UInt8]) throws(Failure) -> Int {
         var outer = DERReader(der)
         let top = try outer.expect(sequence)
         var inner = DERReader(top.contents)
@@ -92,6 +102,31 @@ struct DERReader {
         } else {
             throw .malformed
         }
+        return bitLength(modulus)
+    }
+
+    /// The modulus size of an RSA private key, PKCS#8 (RFC 5208 §5) or PKCS#1 (RFC 8017 §A.1.2).
+    public static func rsaPrivateModulusBits(_ der: [UInt8]) throws(Failure) -> Int {
+        var outer = DERReader(der)
+        var fields = DERReader(try outer.expect(sequence).contents)
+        _ = try fields.expect(integer)  // version
+        let second = try fields.next()
+        let modulus: ArraySlice<UInt8>
+        if second.tag == integer {
+            modulus = second.contents  // PKCS#1: version, then the modulus
+        } else if second.tag == sequence {
+            // PKCS#8: version, AlgorithmIdentifier, OCTET STRING holding the PKCS#1 key.
+            var octets = DERReader(try fields.expect(0x04).contents)
+            var key = DERReader(try octets.expect(sequence).contents)
+            _ = try key.expect(integer)
+            modulus = try key.expect(integer).contents
+        } else {
+            throw .malformed
+        }
+        return bitLength(modulus)
+    }
+
+    static func bitLength(_ modulus: ArraySlice<UInt8>) -> Int {
         let significant = modulus.drop { $0 == 0 }
         guard let lead = significant.first else { return 0 }
         return (significant.count - 1) * 8 + (8 - lead.leadingZeroBitCount)
