@@ -101,7 +101,7 @@ struct FakeServerTests {
             let elapsed = NIODeadline.now() - started
             #expect(error == .timeout)
             #expect(elapsed >= .milliseconds(380))
-            #expect(elapsed < .seconds(4))  // bounded; slack for a loaded machine
+            #expect(elapsed < .seconds(9))  // bounded; slack for a loaded machine (5.9 s seen elsewhere)
             #expect(server.received.udp.count == 2)
 
             let planError = await #expect(throws: MXPlanError.self) {

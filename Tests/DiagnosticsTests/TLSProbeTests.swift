@@ -229,9 +229,10 @@ final class FakeSMTPHandler: ChannelInboundHandler {
             host: "127.0.0.1", address: "127.0.0.1", port: server.port, options: options)
         let took = ContinuousClock.now - started
         await server.stop()
-        // One connection, one 500 ms deadline (the default probe timeout is 10 s); the slack is for a
-        // loaded test machine running 400 tests in parallel (2.4 s seen on two cores).
-        #expect(took < .seconds(5), "\(took)")
+        // One connection, one 500 ms deadline. Under 9 s: the 10 s default was not what stopped it.
+        // (A CI run with 583 tests in parallel on two cores took 5.9 s to get back to the awaiting task
+        // after the 0.5 s deadline, so a tighter bound measures the machine, not the probe.)
+        #expect(took < .seconds(9), "\(took)")
         let f = Dictionary(result.findings.map { ($0.check, $0) }, uniquingKeysWith: { a, _ in a })
         #expect(f["smtp.banner"]?.severity == .failure)
         #expect(f["smtp.banner"]?.summary.contains("within the probe timeout") == true)

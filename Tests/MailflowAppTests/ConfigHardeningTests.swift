@@ -139,7 +139,7 @@ struct ConfigHardeningTests {
         #expect(
             refusal(String(repeating: "&a ", count: 300_000) + "[" + String(repeating: "[],", count: 30_000) + "]")
                 == "line 1: anchors (&name) without values")
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(20))
     }
 
     @Test func aliasesThatExpandTooFarAreRefused() {
