@@ -134,6 +134,11 @@ func checkAccepted(_ command: SMTPCommand, _ line: String) {
         if let id = p.envelopeID {
             check(!id.isEmpty && isPrintableASCII(id), "ENVID \(escaped(id)) is not printable ASCII")
         }
+        if let submitter = p.authenticatedSubmitter {
+            check(
+                !submitter.isEmpty && submitter.utf8.allSatisfy { (33...126).contains($0) },
+                "AUTH= \(escaped(submitter)) is not printable ASCII without spaces")
+        }
     case .rcpt(let path, let p):
         if case .mailbox(let m) = path { checkPath(m, utf8Allowed: true, line) }
         if let o = p.originalRecipient {
@@ -156,6 +161,16 @@ func checkAccepted(_ command: SMTPCommand, _ line: String) {
         check(size >= 0, "negative BDAT size from \(escaped(line))")
     case .vrfy(let arg):
         check(!arg.isEmpty, "empty VRFY argument")
+    case .auth(let mechanism, let initial):
+        check(
+            (1...20).contains(mechanism.utf8.count)
+                && mechanism.utf8.allSatisfy {
+                    (65...90).contains($0) || (48...57).contains($0) || $0 == 45 || $0 == 95
+                },
+            "AUTH mechanism \(escaped(mechanism)) is not an upper-case SASL name")
+        if let initial {
+            check(initial == "=" || SASLBase64.isWellFormed(initial[...]), "AUTH initial response \(escaped(initial))")
+        }
     case .data, .rset, .noop, .quit, .help, .startTLS:
         break
     }

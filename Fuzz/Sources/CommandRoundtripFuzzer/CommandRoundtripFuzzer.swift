@@ -135,8 +135,9 @@ func texts(of command: SMTPCommand) -> [String] {
     switch command {
     case .ehlo(let s), .helo(let s), .vrfy(let s): return [s]
     case .mail(let path, let p):
-        guard case .mailbox(let m) = path else { return [p.envelopeID ?? ""] }
-        return [m.localPart, m.domain, p.envelopeID ?? ""]
+        guard case .mailbox(let m) = path else { return [p.envelopeID ?? "", p.authenticatedSubmitter ?? ""] }
+        return [m.localPart, m.domain, p.envelopeID ?? "", p.authenticatedSubmitter ?? ""]
+    case .auth(let mechanism, let initial): return [mechanism, initial ?? ""]
     case .rcpt(let path, let p):
         var out = [p.originalRecipient?.addressType ?? "", p.originalRecipient?.address ?? ""]
         if case .mailbox(let m) = path { out += [m.localPart, m.domain] }
