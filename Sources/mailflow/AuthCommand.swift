@@ -26,14 +26,7 @@ struct SPFCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard DNSIPAddress(ip) != nil else { throw ValidationError("--ip '\(ip)' is not an IP address") }
-        guard timeout > 0, timeout <= 60 else { throw ValidationError("--timeout must be in (0, 60] seconds") }
-        for s in dnsServers {
-            do {
-                _ = try CheckResolver.server(s)
-            } catch {
-                throw ValidationError("--dns-server \(error)")
-            }
-        }
+        try AuthCommandDNS.validate(dnsServers, timeout: timeout)
     }
 
     func run() async throws {
@@ -100,14 +93,7 @@ struct DMARCCommand: AsyncParsableCommand {
             throw ValidationError("--dkim '\(d)' is not DOMAIN=RESULT")
         }
         guard (0..<100).contains(pctSample) else { throw ValidationError("--pct-sample must be 0 to 99") }
-        guard timeout > 0, timeout <= 60 else { throw ValidationError("--timeout must be in (0, 60] seconds") }
-        for s in dnsServers {
-            do {
-                _ = try CheckResolver.server(s)
-            } catch {
-                throw ValidationError("--dns-server \(error)")
-            }
-        }
+        try AuthCommandDNS.validate(dnsServers, timeout: timeout)
     }
 
     func run() async throws {
@@ -144,6 +130,18 @@ struct DMARCCommand: AsyncParsableCommand {
 }
 
 enum AuthCommandDNS {
+    /// `--timeout` within (0, 60] seconds and every `--dns-server` an IP[:PORT].
+    static func validate(_ servers: [String], timeout: Double) throws {
+        guard timeout > 0, timeout <= 60 else { throw ValidationError("--timeout must be in (0, 60] seconds") }
+        for s in servers {
+            do {
+                _ = try CheckResolver.server(s)
+            } catch {
+                throw ValidationError("--dns-server \(error)")
+            }
+        }
+    }
+
     static func make(_ servers: [String], timeout: Double) throws -> ResolverSPFDNS {
         let list = try servers.map { try CheckResolver.server($0) }
         return ResolverSPFDNS(
