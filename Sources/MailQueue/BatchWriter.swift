@@ -75,6 +75,8 @@ public final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
     let postLimit: Int
     let writeBatch: Write
     let written: @Sendable ([Item]) -> Void
+    /// Told when each batch's write starts and ends, so background syncs can wait (acceptances).
+    let priority: SyncPriority?
     let state = Mutex(State())
     /// Signalled at most once per park (see `State.parked`), so its count never exceeds one.
     let wake = DispatchSemaphore(value: 0)
@@ -82,12 +84,14 @@ public final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
     /// Starts the writer thread, named `name` (it shows in `top -H` and in crash reports).
     /// `written` is told the items of each successful write after their completions have run:
     /// waking other work (the delivery scheduler) before the waiting callers would make them
-    /// compete for the CPU with the replies they are waiting to send. Call `shutdown` to stop it.
+    /// compete for the CPU with the replies they are waiting to send. With `priority`, each batch
+    /// is a foreground write that background writers give way to. Call `shutdown` to stop it.
     public init(
-        name: String, postLimit: Int = 100_000, written: @escaping @Sendable ([Item]) -> Void = { _ in },
-        write: @escaping Write
+        name: String, postLimit: Int = 100_000, priority: SyncPriority? = nil,
+        written: @escaping @Sendable ([Item]) -> Void = { _ in }, write: @escaping Write
     ) {
         self.name = name
+        self.priority = priority
         self.postLimit = postLimit
         self.written = written
         self.writeBatch = write
@@ -191,7 +195,10 @@ public final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
                 return .park
             }
             switch step {
-            case .write(let batch): write(batch[...])
+            case .write(let batch):
+                priority?.foregroundBegan()
+                write(batch[...])
+                priority?.foregroundEnded()
             case .park: wake.wait()
             case .stop(let waiters):
                 for w in waiters { w() }

@@ -20,12 +20,16 @@ public final class GroupCommitter: Sendable {
     let writer: BatchWriter<Entry, Void>
 
     /// `onCommitted` is told the IDs of each durable batch (the delivery scheduler's wake-up).
-    public init(store: SQLiteQueueStore, onCommitted: @escaping @Sendable ([String]) -> Void = { _ in }) {
+    /// `priority` lets Maildir deliveries give way to these syncs (see `SyncPriority`).
+    public init(
+        store: SQLiteQueueStore, priority: SyncPriority? = nil,
+        onCommitted: @escaping @Sendable ([String]) -> Void = { _ in }
+    ) {
         let written: @Sendable ([Entry]) -> Void = { entries in
             let ids = entries.compactMap { if case .message(let m) = $0 { m.id } else { nil } }
             if !ids.isEmpty { onCommitted(ids) }
         }
-        writer = BatchWriter(name: "mailflow-commit", written: written) { entries in
+        writer = BatchWriter(name: "mailflow-commit", priority: priority, written: written) { entries in
             var messages: [NewMessage] = []
             var events: [TraceEvent] = []
             for entry in entries {

@@ -89,6 +89,8 @@ public final class MailflowService: Sendable {
         let policy = SharedPolicy(initialPolicy)
         self.policy = policy
         let current = self.currentConfig
+        // Maildir deliveries give way to the syncs that acknowledge incoming mail.
+        let syncPriority = SyncPriority()
         let scheduler = DeliveryScheduler(
             store: store, spool: spool, maildir: MaildirDelivery(root: p.mailboxes, hostname: config.hostname),
             retry: RetrySchedule(intervals: config.retryIntervals, expiry: config.expiry),
@@ -108,9 +110,9 @@ public final class MailflowService: Sendable {
                 return nil
             },
             maxAbruptCloses: config.maxAbruptCloses, delayNotice: config.delayNotice,
-            metricsFactory: metrics?.factory ?? MetricsSystem.factory)
+            metricsFactory: metrics?.factory ?? MetricsSystem.factory, syncPriority: syncPriority)
         self.scheduler = scheduler
-        self.committer = GroupCommitter(store: store) { _ in scheduler.wakeUp() }
+        self.committer = GroupCommitter(store: store, priority: syncPriority) { _ in scheduler.wakeUp() }
         threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let tls = try TLSSetup.serverContext(
