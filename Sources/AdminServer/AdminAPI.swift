@@ -17,6 +17,8 @@ struct OverviewResponse: ResponseCodable {
     var queueSamples: [SQLiteQueueStore.QueueSample]
     /// The most frequent delivery errors and refusals in the last hour.
     var topErrors: [SQLiteQueueStore.ErrorSummary]
+    /// The data directory's free space and whether new mail is refused for storage (docs/queue.md).
+    var storage: StorageStatus
 }
 
 struct QueueListResponse: ResponseCodable {
@@ -182,7 +184,8 @@ extension AdminHTTPServer {
         return OverviewResponse(
             hostname: backend.hostname, version: backend.version, time: now, queue: counts,
             connections: usage?.connections, maxConnections: usage?.maxConnections, bucketSeconds: bucketSeconds,
-            activity: activity, queueSamples: samples, topErrors: try backend.store.topErrors(since: now - 3600))
+            activity: activity, queueSamples: samples, topErrors: try backend.store.topErrors(since: now - 3600),
+            storage: backend.store.storage.status())
     }
 
     /// The queue as listed; with `tenant`, that tenant's messages only.

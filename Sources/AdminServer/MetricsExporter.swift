@@ -3,6 +3,7 @@ import Ingress
 import MailQueue
 import Metrics
 import Prometheus
+import Synchronization
 
 /// The process's metrics registry: swift-metrics counters and timers from ingress and delivery
 /// land here (through `factory`), and the gauges that are a reading of current state (sessions by
@@ -10,6 +11,8 @@ import Prometheus
 public final class MetricsExporter: Sendable {
     public let registry: PrometheusCollectorRegistry
     public let factory: PrometheusMetricsFactory
+    /// The storage counters' totals last exported: each scrape adds what they grew by since.
+    let exportedTotals = Mutex<[String: Int]>([:])
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -32,7 +35,9 @@ public final class MetricsExporter: Sendable {
     }
 
     /// Prometheus text exposition (version 0.0.4) with the state gauges brought up to date.
-    public func render(usage: AdmissionUsage?, queue: SQLiteQueueStore.QueueCounts?) -> String {
+    public func render(
+        usage: AdmissionUsage?, queue: SQLiteQueueStore.QueueCounts?, storage: StorageStatus? = nil
+    ) -> String {
         if let usage {
             gauge("smtp", "connections", "", "SMTP sessions open now, server-wide").set(Double(usage.connections))
             gauge("smtp", "connections", "max", "Server-wide SMTP session limit").set(Double(usage.maxConnections))
@@ -54,6 +59,42 @@ public final class MetricsExporter: Sendable {
             gauge("queue", "pending", "recipients", "Recipients not yet delivered or failed").set(
                 Double(q.pendingRecipients))
         }
+        if let storage { export(storage) }
         return registry.emitToString()
+    }
+
+    /// The queue filesystem's free space and reserve, whether acceptance is paused for storage, and
+    /// the refusals and failed writes since start (docs/queue.md, "Full disks").
+    func export(_ s: StorageStatus) {
+        if let free = s.freeBytes {
+            gauge("storage", "free", "bytes", "Bytes free on the filesystem of the data directory").set(Double(free))
+        }
+        if let total = s.totalBytes {
+            gauge("storage", "size", "bytes", "Size of the filesystem of the data directory").set(Double(total))
+        }
+        gauge("storage", "min_free", "bytes", "Free space below which new messages are refused (queue_min_free)").set(
+            Double(s.minimumFreeBytes))
+        gauge("storage", "acceptance_paused", "", "1 while new messages are refused for lack of storage").set(
+            Double(s.acceptancePaused ? 1 : 0))
+        typealias Total = (name: String, label: String, value: String, total: Int, help: String)
+        var totals: [Total] = []
+        for (reason, n) in s.refusals {
+            totals.append(
+                ("mailflow_storage_refusals_total", "reason", reason, n, "Messages refused for lack of storage"))
+        }
+        for (kind, n) in s.faults {
+            totals.append(("mailflow_storage_faults_total", "kind", kind, n, "Failed queue and spool writes, by kind"))
+        }
+        exportedTotals.withLock { last in
+            for t in totals {
+                let key = "\(t.name) \(t.value)"
+                let counter = registry.makeCounter(name: t.name, labels: [(t.label, t.value)], help: t.help)
+                let grown = t.total - last[key, default: 0]
+                if grown > 0 {
+                    counter.increment(by: Int64(grown))
+                    last[key] = t.total
+                }
+            }
+        }
     }
 }

@@ -294,6 +294,9 @@ public final class DeliveryScheduler: Sendable {
             try await carryOut(decision, for: m, body: body, now: t)
         } catch {
             logger.error("delivery of \(id) could not be recorded: \(error)", metadata: ["queue_id": "\(id)"])
+            // The queue cannot write (a full disk): the message is still due, so hold its slot a
+            // while, or the loop would take it again at once and spin (and resend it to a remote).
+            if StorageFault(error) != nil { try? await clock.sleep(for: .seconds(5)) }
         }
     }
 
@@ -451,7 +454,7 @@ public final class DeliveryScheduler: Sendable {
                     bodyPrefix: prefix, body: reader, scanCur: scanCur)
                 outcomes[r.index] = .delivered(detail: "250 2.0.0 Delivered to maildir \(path)")
             } catch {
-                outcomes[r.index] = .deferred(reason: "451 4.3.0 Mailbox delivery failed: \(error)")
+                outcomes[r.index] = .deferred(reason: MaildirDelivery.deferral(for: error))
             }
         }
         return outcomes

@@ -14,6 +14,10 @@ import MailQueue
 /// fsynced, renamed into `new` and the directory fsynced. If the process dies after the rename but
 /// before the queue records the delivery, the retry finds the name already in `new` (or in `cur`,
 /// where a mail reader moves it) and does not deliver again.
+///
+/// A write that fails leaves nothing in `new` (the `tmp` file is removed) and is a deferral, never a
+/// failure: `452 4.3.1` when the filesystem is full (`deferral(for:)`), so the message waits and is
+/// retried by its schedule once space returns.
 public struct MaildirDelivery: Sendable {
     public let root: String
     public let hostname: String
@@ -25,6 +29,32 @@ public struct MaildirDelivery: Sendable {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        /// The `errno` of the failed call, when one failed (a full filesystem is `ENOSPC`).
+        public var errno: Int32?
+
+        public init(description: String, errno: Int32? = nil) {
+            self.description = description
+            self.errno = errno
+        }
+
+        /// `what path: strerror(errno)`, with the errno read before anything else can change it.
+        static func posix(_ what: String, _ path: String) -> Failure {
+            let code = lastErrno()
+            return Failure(description: "\(what) \(path): \(String(cString: strerror(code)))", errno: code)
+        }
+    }
+
+    /// The deferral recorded for a mailbox write that failed with `error`: `452 4.3.1` when the
+    /// mailbox filesystem is full (or over quota), `451 4.3.0` otherwise. Always temporary: the
+    /// message waits in the queue and is retried, it never bounces for a full disk before expiry.
+    public static func deferral(for error: any Error) -> String {
+        let fault: StorageFault?
+        if let f = error as? Failure {
+            fault = f.errno.flatMap { StorageFault(errno: $0) }
+        } else {
+            fault = StorageFault(error)
+        }
+        return (fault ?? .ioError).deferral("Mailbox delivery failed: \(error)")
     }
 
     public func mailboxPath(domain: String, localPart: String) -> String {
@@ -50,7 +80,7 @@ public struct MaildirDelivery: Sendable {
     ) throws -> String {
         let box = mailboxPath(domain: domain, localPart: localPart)
         for sub in ["tmp", "new", "cur"] {
-            try FileManager.default.createDirectory(atPath: "\(box)/\(sub)", withIntermediateDirectories: true)
+            try makeDirectory("\(box)/\(sub)")
         }
         let name = uniqueName(queueID: message.id, recipientIndex: recipientIndex)
         if alreadyDelivered(box: box, name: name, scanCur: scanCur) {
@@ -58,7 +88,9 @@ public struct MaildirDelivery: Sendable {
         }
         let tmp = "\(box)/tmp/\(name)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Failure(description: "open \(tmp): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw Failure.posix("open", tmp)
+        }
         var ok = false
         defer {
             close(fd)
@@ -66,14 +98,28 @@ public struct MaildirDelivery: Sendable {
         }
         try writeAll(fd, bodyPrefix, path: tmp)
         try body.forEachChunk { chunk in try writeAll(fd, chunk, path: tmp) }
-        guard fsync(fd) == 0 else { throw Failure(description: "fsync \(tmp): \(String(cString: strerror(errno)))") }
+        guard fsync(fd) == 0 else {
+            throw Failure.posix("fsync", tmp)
+        }
         let final = "\(box)/new/\(name)"
         guard rename(tmp, final) == 0 else {
-            throw Failure(description: "rename into \(final): \(String(cString: strerror(errno)))")
+            throw Failure.posix("rename into", final)
         }
         ok = true
         try FileSync.sync(path: "\(box)/new")
         return final
+    }
+
+    /// `mkdir -p` (mode 0777 less the umask, as FileManager's) with the errno kept: FileManager's
+    /// error hides it behind a Cocoa code.
+    func makeDirectory(_ path: String) throws {
+        var st = stat()
+        if stat(path, &st) == 0 { return }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty, parent != path { try makeDirectory(parent) }
+        guard mkdir(path, 0o777) == 0 || errno == EEXIST else {
+            throw Failure.posix("mkdir", path)
+        }
     }
 
     func alreadyDelivered(box: String, name: String, scanCur: Bool) -> Bool {
@@ -93,13 +139,16 @@ public struct MaildirDelivery: Sendable {
                 let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw Failure(description: "write \(path): \(String(cString: strerror(errno)))")
+                    throw Failure.posix("write", path)
                 }
                 offset += n
             }
         }
     }
 }
+
+/// The calling thread's `errno` (a function, so types with an `errno` member can read it).
+private func lastErrno() -> Int32 { errno }
 
 /// Reads a stored body in chunks, from the database blob or the spool file, skipping a prefix.
 public struct MessageBodyReader: Sendable {

@@ -13,6 +13,10 @@ import NIOPosix
 ///
 /// Lives on one event loop (it is part of the session's handler).
 ///
+/// A write that fails (`ENOSPC` on a full disk) fails the chain: the rest of the body is read and
+/// dropped, `finish` fails with the `FileSync.Failure` (its errno says `452 4.3.1` through
+/// `StorageFault`), and the file is closed and removed; nothing is acknowledged.
+///
 /// Backpressure: while more than `highWater` octets wait for the disk, `isBehind` is true and the
 /// session stops reading from its socket; `whenDrained` calls it back, on the event loop, once the
 /// writes in flight are down to `lowWater`. Memory per connection stays near `highWater` plus one
@@ -31,6 +35,9 @@ final class BodySink {
     var inline: ByteBuffer
     /// The chain of file writes; nil until the body spills to disk.
     var fileChain: EventLoopFuture<CInt>?
+    /// `finish` has taken the file: it closes the descriptor whatever happens, so `discard` after a
+    /// failed finish (an fsync that met a full disk) only removes the file and never closes twice.
+    private var finished = false
     private(set) var size = 0
     /// Bytes handed to the thread pool and not yet written.
     private(set) var outstanding = 0
@@ -105,7 +112,10 @@ final class BodySink {
                         let n = write(fd, raw.baseAddress! + off, raw.count - off)
                         if n < 0 {
                             if errno == EINTR { continue }
-                            throw FileSync.Failure(operation: "write", path: path, errno: errno)
+                            let failure = FileSync.Failure(operation: "write", path: path, errno: errno)
+                            // The failed chain never reaches `finish` or `discard`'s close: close here.
+                            close(fd)
+                            throw failure
                         }
                         off += n
                     }
@@ -126,6 +136,7 @@ final class BodySink {
         let path = self.path
         let pool = threadPool
         let loop = eventLoop
+        finished = true
         return chain.flatMap { fd in
             pool.runIfActive(eventLoop: loop) { () throws -> MessageBody in
                 defer { close(fd) }
@@ -150,6 +161,10 @@ final class BodySink {
         let pool = threadPool
         let loop = eventLoop
         fileChain = nil
+        if finished {
+            _ = pool.runIfActive(eventLoop: loop) { unlink(path) }
+            return
+        }
         chain.flatMap { fd in
             pool.runIfActive(eventLoop: loop) {
                 close(fd)

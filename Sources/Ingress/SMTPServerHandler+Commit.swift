@@ -7,7 +7,8 @@ import SMTPCore
 
 /// The end of a transaction: the body made durable, sender authentication or the forged-field
 /// removal asked when they apply, the message handed to the queue, and the answer carried back to
-/// the session on the event loop.
+/// the session on the event loop. A body or queue write that fails is answered with a transient
+/// reply that says why (`452 4.3.1` for a full disk), and the session goes on.
 extension SMTPServerHandler {
     /// Makes the body durable, then hands the assembled message to the queue; the answer comes
     /// back to `commitFinished` on the event loop.
@@ -149,7 +150,13 @@ extension SMTPServerHandler {
         if case .waiting = mode { mode = .commands }
         if let error {
             logger.error("commit failed: \(error)", metadata: ["queue_id": "\(id)"])
-            perform(session.commitFailed())
+            // A full disk is `452 4.3.1`, an I/O error or a locked queue `451 4.3.0` (StorageFault);
+            // anything else the session's generic `451 4.3.0`. Never a `250`, never a `5xx`.
+            if let reply = ctx.committer.storageReply(for: error) {
+                perform(session.messageRefused(reply))
+            } else {
+                perform(session.commitFailed())
+            }
         } else {
             logger.info("queued")
             let now = context?.eventLoop.now ?? commitStarted

@@ -463,10 +463,15 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 return
             }
             let decision: ServerSession.SenderDecision
-            switch ctx.admission.admitMessage(source: clientAddress) {
-            case .admit: decision = .accept
-            case .refuse(let r): decision = .reject(r)
-            case .refuseAndClose(let r): decision = .rejectAndClose(r)
+            // No room in the queue's filesystem: 452 4.3.1 before the client sends a body (StorageGuard).
+            if let full = ctx.committer.storageRefusal(declaredSize: params.size) {
+                decision = .reject(full)
+            } else {
+                switch ctx.admission.admitMessage(source: clientAddress) {
+                case .admit: decision = .accept
+                case .refuse(let r): decision = .reject(r)
+                case .refuseAndClose(let r): decision = .rejectAndClose(r)
+                }
             }
             // A refused MAIL does not spend the user's message budget.
             if decision != .accept, let account = authenticatedAccount {

@@ -8,7 +8,16 @@ public final class AttemptRecorder: Sendable {
     let writer: BatchWriter<SQLiteQueueStore.Attempt, String?>
 
     public init(store: SQLiteQueueStore) {
-        writer = BatchWriter(name: "mailflow-record") { try store.recordAttempts($0) }
+        writer = BatchWriter(name: "mailflow-record") { attempts in
+            do {
+                return try store.recordAttempts(attempts)
+            } catch {
+                // Not recorded: the messages stay due and are delivered again (a Maildir copy is
+                // found by its name and not written twice); the fault shows in the admin API.
+                store.storage.recordFault(error, during: "delivery record")
+                throw error
+            }
+        }
     }
 
     /// Records `attempt` in the next batch; returns the spool path to remove once the message is

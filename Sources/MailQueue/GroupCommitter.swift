@@ -6,7 +6,8 @@
 /// A completion is called only after the batch holding its message is on disk, or with the error
 /// that stopped it; the session says `250` only after a successful completion. If a batch fails,
 /// it is written again in smaller parts, so one bad message gets its `451` alone instead of
-/// taking every session that committed at the same moment with it.
+/// taking every session that committed at the same moment with it. A batch that fails for lack of
+/// space is recorded in the store's `StorageGuard`; the session answers `452 4.3.1` (`StorageFault`).
 public final class GroupCommitter: Sendable {
     public typealias Completion = @Sendable ((any Error)?) -> Void
     public typealias CommitterStopped = BatchWriterStopped
@@ -38,10 +39,21 @@ public final class GroupCommitter: Sendable {
                 case .event(let e): events.append(e)
                 }
             }
-            try store.insert(messages, events: events)
+            do {
+                try store.insert(messages, events: events)
+            } catch {
+                // A full disk or a failed sync: recorded where the admin API and /metrics read it,
+                // and (for a full disk) new messages are refused at MAIL for a while.
+                store.storage.recordFault(error, during: "commit")
+                throw error
+            }
             return Array(repeating: (), count: entries.count)
         }
+        storage = store.storage
     }
+
+    /// The filesystem watch of the queue this committer writes to.
+    public let storage: StorageGuard
 
     /// Queues `message` for the next batch.
     public func commit(_ message: NewMessage, completion: @escaping Completion) {

@@ -10,6 +10,9 @@ import SMTPCore
 public final class SQLiteQueueStore: Sendable {
     public let pool: DatabasePool
     public let path: String
+    /// Free space and write faults of the filesystem holding the queue: the queue's writers record
+    /// their failures here, ingress asks it before a new message starts (see `StorageGuard`).
+    public let storage: StorageGuard
 
     public init(path: String, readOnly: Bool = false) throws {
         var config = Configuration()
@@ -19,6 +22,7 @@ public final class SQLiteQueueStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         self.path = path
+        self.storage = StorageGuard(path: URL(fileURLWithPath: path).deletingLastPathComponent().path)
         self.pool = try DatabasePool(path: path, configuration: config)
         if !readOnly { try Self.migrator.migrate(pool) }
     }

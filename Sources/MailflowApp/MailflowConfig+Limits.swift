@@ -1,4 +1,5 @@
 import Foundation
+import MailQueue
 
 extension MailflowConfig {
     /// The range `limits.max_message_size` and a tenant's `max_message_size` must lie in.
@@ -10,7 +11,7 @@ extension MailflowConfig {
         try limits.only([
             "max_message_size", "recipients_per_message", "max_errors_per_session",
             "recipients_per_domain_per_transaction", "max_connections", "per_source", "mailbox_messages_per_hour",
-            "mailbox_messages_per_hour_per_sender", "tarpit", "greet_pause",
+            "mailbox_messages_per_hour_per_sender", "tarpit", "greet_pause", "queue_min_free",
         ])
         if let v = try limits.int("recipients_per_domain_per_transaction", in: 1...1000) {
             recipientsPerDomainPerTransaction = v
@@ -48,5 +49,13 @@ extension MailflowConfig {
         }
         if let r = try limits.int("recipients_per_message", in: 1...1000) { recipientsPerMessage = r }
         if let e = try limits.int("max_errors_per_session", in: 1...1000) { maxErrorsPerSession = e }
+        if let f = try limits.size("queue_min_free") { queueMinFree = f }
+    }
+
+    /// The reserve of free space `StorageGuard` keeps on the data directory's filesystem:
+    /// `limits.queue_min_free`, by default one and a half times `limits.max_message_size` (Postfix's
+    /// `queue_minfree` default). 0 turns the reserve off; a write that fails still pauses acceptance.
+    public var queueMinimumFree: Int64 {
+        queueMinFree.map(Int64.init) ?? StorageGuard.defaultMinimumFree(maxMessageSize: maxMessageSize)
     }
 }

@@ -36,6 +36,9 @@ public struct MailflowConfig: Sendable, Equatable {
     /// Server-wide, per-source and per-mailbox caps (`limits`) and the resource forests (`forests`),
     /// exactly as admission control takes them.
     public var admissionLimits = AdmissionLimits()
+    /// Free space the data directory's filesystem keeps; below it new messages get `452 4.3.1`
+    /// (`limits.queue_min_free`; nil: `queueMinimumFree`'s default).
+    public var queueMinFree: Int?
     /// Delay before every error reply (0: none; Exchange on-premises uses 5 s).
     public var tarpit: TimeInterval = 0
     /// Wait this long before the greeting; a client that talks first is refused (0: off).

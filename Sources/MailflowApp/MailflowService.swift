@@ -66,6 +66,14 @@ public final class MailflowService: Sendable {
             throw StartupError("cannot create data directory \(config.dataDirectory): \(error.localizedDescription)")
         }
         store = try SQLiteQueueStore(path: p.queue)
+        store.storage.minimumFree = config.queueMinimumFree
+        store.storage.observePause { paused, reason in
+            if paused {
+                logger.warning("storage: new mail is refused with 452 4.3.1: \(reason ?? "no room")")
+            } else {
+                logger.notice("storage: accepting new mail again")
+            }
+        }
         spool = try Spool(directory: p.spool)
         let removed = spool.removeOrphans(keeping: try store.referencedSpoolPaths())
         if removed > 0 { logger.notice("removed \(removed) spool files of messages never committed") }
@@ -177,7 +185,11 @@ public final class MailflowService: Sendable {
                     }
                 },
                 wakeDelivery: { scheduler.wakeUp() },
-                metrics: { metrics?.render(usage: admission.usage(), queue: try? store.queueCounts()) ?? "" },
+                metrics: {
+                    let storage = store.storage.status()
+                    return metrics?.render(usage: admission.usage(), queue: try? store.queueCounts(), storage: storage)
+                        ?? ""
+                },
                 healthIssues: { [health] in health?.issues ?? [] },
                 healthAct: { [health] id, action, actor in
                     guard let health else { throw HealthActionError.unknownIssue(id) }
@@ -237,6 +249,7 @@ public final class MailflowService: Sendable {
             logger.warning("changes to \(waiting.joined(separator: ", ")) take effect at the next restart")
         }
         admission.update(new.admissionLimits)
+        store.storage.minimumFree = new.queueMinimumFree
         policy.replace(newPolicy)
         logger.notice(
             "configuration reloaded: \(new.admissionLimits.forests.count) forest(s), \(new.tenants.count) tenant(s)")
