@@ -45,19 +45,18 @@ public struct OutboundSettings: Sendable {
     public var mxPort: Int
     public var initialWindow: Int
     public var maxWindow: Int
-    public var connectTimeout: TimeAmount
-    public var replyTimeout: TimeAmount
+    /// Deadlines of each session (`timeouts.outbound` in the config).
+    public var timeouts: OutboundTimeouts
 
     public init(
         heloName: String, mxPort: Int = 25, initialWindow: Int = 2, maxWindow: Int = 20,
-        connectTimeout: TimeAmount = .seconds(30), replyTimeout: TimeAmount = .seconds(300)
+        timeouts: OutboundTimeouts = OutboundTimeouts()
     ) {
         self.heloName = heloName
         self.mxPort = mxPort
         self.initialWindow = initialWindow
         self.maxWindow = maxWindow
-        self.connectTimeout = connectTimeout
-        self.replyTimeout = replyTimeout
+        self.timeouts = timeouts
     }
 }
 
@@ -191,7 +190,7 @@ public final class OutboundDelivery: Sendable {
                     (connection, host) = try await connect(hosts: hosts, port: port, tls: tls, verifyName: verifyName)
                 } catch let f as SMTPClientFailure {
                     lastReply = f.reply
-                    let throttled = DestinationConcurrency.isThrottle(f.reply)
+                    let throttled = f.isThrottle
                     await pool.release(
                         key, connection: nil, host: nil, signal: throttled ? .throttle : .failure, error: f.reply,
                         openedAt: openedAt)
@@ -208,14 +207,21 @@ public final class OutboundDelivery: Sendable {
             let results = await connection.send(envelope, body: body)
             let tlsInfo = await connection.tlsInfo
             let usable = await connection.isUsable
+            // A session Mailflow had to end (a remote that went silent, trickled past a deadline or
+            // sent an unparseable or oversized reply) is a failure of the destination, as a refused
+            // connection is: it narrows the window instead of counting as a delivery, and its reply
+            // (Mailflow's own words) is never read as the remote asking to slow down.
+            let failure = connection.failure.flatMap { $0.isMailflowsOwn ? $0 : nil }
             let throttled =
-                results.allSatisfy { $0.disposition == .deferred }
+                failure == nil && results.allSatisfy { $0.disposition == .deferred }
                 && results.contains {
                     DestinationConcurrency.isThrottle($0.reply) || $0.reply == ClientSession.abruptClose
                 }
+            let failed = !usable && failure != nil && results.allSatisfy { $0.disposition == .deferred }
+            let signal: DestinationPool.Signal = throttled ? .throttle : failed ? .failure : .success
             await pool.release(
-                key, connection: usable ? connection : nil, host: host, signal: throttled ? .throttle : .success,
-                error: throttled ? results.first?.reply : nil)
+                key, connection: usable ? connection : nil, host: host, signal: signal,
+                error: throttled || failed ? results.first?.reply : nil)
             if throttled, results.first?.reply != ClientSession.abruptClose {
                 lastReply = results.first?.reply ?? lastReply
                 continue
@@ -258,13 +264,12 @@ public final class OutboundDelivery: Sendable {
                     let c = try await SMTPClientConnection.connect(
                         to: sa, group: group, heloName: settings.heloName, tls: tls, tlsContext: context,
                         serverName: verifyName ?? ((try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil),
-                        verify: verifyName != nil, connectTimeout: settings.connectTimeout,
-                        replyTimeout: settings.replyTimeout)
+                        verify: verifyName != nil, timeouts: settings.timeouts)
                     return (c, host)
                 } catch let f as SMTPClientFailure {
                     last = f
                     // A throttling refusal is the destination's answer, not this host's: stop here.
-                    if DestinationConcurrency.isThrottle(f.reply) { throw f }
+                    if f.isThrottle { throw f }
                 }
             }
         }
@@ -399,5 +404,24 @@ actor DestinationPool {
 extension DestinationConcurrency {
     func parkedUntilIfParked(_ now: Date) -> Date? {
         isParked(at: now) ? parkedUntil : nil
+    }
+}
+
+extension SMTPClientFailure {
+    /// Whether the remote itself asked to slow down (a `421`, a busy or rate reply at greeting or
+    /// EHLO). Only a remote's reply can say so: Mailflow's own words for a failure ("reply has too
+    /// many lines", a timeout) never do, whatever they contain.
+    var isThrottle: Bool {
+        if case .refused(let reply) = self { return DestinationConcurrency.isThrottle(reply) }
+        return false
+    }
+
+    /// Whether Mailflow ended the session (a deadline, a reply it could not take, a failed
+    /// handshake), rather than the remote (a reply, a dropped connection).
+    var isMailflowsOwn: Bool {
+        switch self {
+        case .timeout, .replyParse, .tlsHandshake: return true
+        case .connect, .noAddress, .addressLookup, .closed, .refused: return false
+        }
     }
 }

@@ -44,8 +44,69 @@ public struct OutboundTLSInfo: Sendable, Hashable {
     public var verified: Bool
 }
 
+/// The deadlines of an outbound session, one per thing the remote owes (RFC 5321 §4.5.3.2; Postfix's
+/// `smtp_*_timeout`).
+///
+/// Each is a deadline for a whole reply, not an idle timer: a remote that trickles its reply one
+/// byte at a time, each byte well within any per-read timeout, still has only `command` (or the
+/// deadline of what it owes) for all of it. A reply that arrives re-arms the deadline for the next
+/// one, so a pipelined envelope gets one deadline per reply. The body has `dataBlock` for each chunk
+/// the remote must take (a remote that stops reading stalls the write), then `dataTermination` for
+/// the reply to the final dot.
+public struct OutboundTimeouts: Sendable, Hashable {
+    /// TCP connect (Postfix `smtp_connect_timeout`).
+    public var connect: TimeAmount
+    /// The `220` greeting (RFC 5321 §4.5.3.2.1: 5 minutes).
+    public var greeting: TimeAmount
+    /// Replies to EHLO/HELO, STARTTLS, MAIL, RCPT and RSET (§4.5.3.2.2-3: 5 minutes).
+    public var command: TimeAmount
+    /// The TLS handshake after `220` to STARTTLS (Postfix `smtp_starttls_timeout`: 5 minutes).
+    public var tlsHandshake: TimeAmount
+    /// The `354` to DATA (§4.5.3.2.4: 2 minutes).
+    public var dataInitiation: TimeAmount
+    /// Each chunk of the body the remote must take (§4.5.3.2.5: 3 minutes).
+    public var dataBlock: TimeAmount
+    /// The reply to the final dot or `BDAT LAST` (§4.5.3.2.6: 10 minutes).
+    public var dataTermination: TimeAmount
+
+    public init(
+        connect: TimeAmount = .seconds(30), greeting: TimeAmount = .seconds(300), command: TimeAmount = .seconds(300),
+        tlsHandshake: TimeAmount = .seconds(300), dataInitiation: TimeAmount = .seconds(120),
+        dataBlock: TimeAmount = .seconds(180), dataTermination: TimeAmount = .seconds(600)
+    ) {
+        self.connect = connect
+        self.greeting = greeting
+        self.command = command
+        self.tlsHandshake = tlsHandshake
+        self.dataInitiation = dataInitiation
+        self.dataBlock = dataBlock
+        self.dataTermination = dataTermination
+    }
+
+    /// The deadline for what the session awaits.
+    public func deadline(for awaiting: ClientSession.Awaiting) -> TimeAmount {
+        switch awaiting {
+        case .greeting: return greeting
+        case .hello, .startTLS, .mail, .recipient, .reset, .quit: return command
+        case .tlsHandshake: return tlsHandshake
+        case .dataInitiation: return dataInitiation
+        case .dataTermination: return dataTermination
+        }
+    }
+
+    /// The longest of them: the backstop of a task waiting on the session, should a deadline be
+    /// missing somewhere.
+    var longest: TimeAmount {
+        [greeting, command, tlsHandshake, dataInitiation, dataBlock, dataTermination].max() ?? .seconds(600)
+    }
+}
+
 /// The I/O shell around `ClientSession`: parses replies, writes commands, runs STARTTLS, and hands
 /// body writing to the task that drives the connection (so a large body streams with backpressure).
+///
+/// It keeps one deadline running while the remote owes something (`OutboundTimeouts`), re-armed
+/// when a whole reply arrives (never by a byte), and ends the session with a precise
+/// `SMTPClientFailure.timeout` when it passes.
 final class SMTPClientHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -63,11 +124,17 @@ final class SMTPClientHandler: ChannelInboundHandler {
     var inHandshake = false
     /// Why the session closed, readable even after the handler is gone from the pipeline.
     let closeReason: CloseReason
+    let timeouts: OutboundTimeouts
+    /// The deadline running now, and what for.
+    var deadline: Scheduled<Void>?
+    /// True while the task driving the connection writes the body: its chunks carry the deadline.
+    var writingBody = false
 
     init(
         machine: ClientSession, tlsContext: NIOSSLContext?, serverName: String?, verify: Bool,
-        closeReason: CloseReason
+        closeReason: CloseReason, timeouts: OutboundTimeouts = OutboundTimeouts()
     ) {
+        self.timeouts = timeouts
         self.closeReason = closeReason
         self.machine = machine
         self.tlsContext = tlsContext
@@ -75,11 +142,70 @@ final class SMTPClientHandler: ChannelInboundHandler {
         self.verify = verify
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { rearm() }
+    }
 
     /// NIO's context holds its handler strongly and is never told to let go: keeping it after the
     /// handler is removed would keep both (and the session's buffers) alive for good (issue 10).
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancelDeadline()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        rearm()
+        context.fireChannelActive()
+    }
+
+    // MARK: deadlines
+
+    /// Starts the deadline for what the session awaits now (or none), replacing the one running.
+    /// While the body is being written the body writer owns the deadline (`bodyChunkStarted`).
+    func rearm() {
+        guard !writingBody else { return }
+        guard let awaiting = machine.awaiting else {
+            cancelDeadline()
+            return
+        }
+        arm(timeouts.deadline(for: awaiting), waitingFor: awaiting.rawValue)
+    }
+
+    func arm(_ after: TimeAmount, waitingFor what: String) {
+        cancelDeadline()
+        guard let context else { return }
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: after) { [weak self] in
+            self?.deadlinePassed(after: after, waitingFor: what)
+        }
+    }
+
+    func cancelDeadline() {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    /// The remote owed a reply (or to take the body) and did not deliver it in time.
+    func deadlinePassed(after: TimeAmount, waitingFor what: String) {
+        deadline = nil
+        var detail = what
+        let partial = input.readableBytes + parser.pendingOctets
+        if partial > 0 { detail += " (\(partial) octets of a reply had come, not a whole one)" }
+        fail(.timeout(after: after, waitingFor: detail))
+        context?.close(promise: nil)
+    }
+
+    /// The body writer is about to write a chunk the remote must take within `dataBlock`.
+    func bodyChunkStarted() {
+        writingBody = true
+        arm(timeouts.dataBlock, waitingFor: "the remote to take the message body")
+    }
+
+    /// The whole body is written: now the reply to its end is owed.
+    func bodyWritten() {
+        writingBody = false
+        rearm()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
@@ -89,9 +215,12 @@ final class SMTPClientHandler: ChannelInboundHandler {
                 handle(machine.replyReceived(reply))
                 if machine.isClosed { break }
             }
+            if machine.isClosed { input.clear() }
             input.discardReadBytes()
         } catch {
             fail(.replyParse("\(error)"))
+            // The refused reply is dropped, not kept until the channel is gone.
+            input.clear()
         }
     }
 
@@ -157,6 +286,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
 
     func handle(_ action: ClientSession.Action) {
         guard let context else { return }
+        defer { rearm() }
         switch action {
         case .none:
             if machine.isReady { deliver(.ready) }
@@ -183,6 +313,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
             deliver(.finished(results))
             if machine.isReady { deliver(.ready) }
         case .close(let results, let reason):
+            writingBody = false
             if let reason { closeReason.set(reason) }
             deliver(.closed(results, reason))
             context.close(promise: nil)
@@ -239,8 +370,9 @@ public enum SMTPClientFailure: Error, Hashable, CustomStringConvertible {
     case tlsHandshake(String)
     /// The remote sent something that is not an SMTP reply (RFC 5321 §4.2).
     case replyParse(String)
-    /// No reply within the reply timeout (RFC 5321 §4.5.3.2).
-    case timeout(after: TimeAmount)
+    /// No (whole) reply within the deadline for what was awaited (RFC 5321 §4.5.3.2), or the remote
+    /// did not take the body; `waitingFor` says what (`ClientSession.Awaiting`'s words).
+    case timeout(after: TimeAmount, waitingFor: String? = nil)
     /// The remote closed the connection or it broke (Exchange's SuspiciousRemoteServerError).
     case closed
     /// The remote answered and ended the session: a `421` greeting, a refused EHLO, no STARTTLS
@@ -256,15 +388,27 @@ public enum SMTPClientFailure: Error, Hashable, CustomStringConvertible {
             return SMTPReply(451, .init(4, 7, 5), "TLS handshake with the remote failed: \(why)")
         case .replyParse(let why):
             return SMTPReply(451, .init(4, 5, 0), "Protocol error: the remote's reply could not be parsed: \(why)")
-        case .timeout(let after):
-            return SMTPReply(
-                451, .init(4, 4, 2), "No reply from the remote within \(after.nanoseconds / 1_000_000_000) s")
+        case .timeout(let after, let what):
+            let text = "No reply from the remote within \(Self.seconds(after))"
+            return SMTPReply(451, .init(4, 4, 2), what.map { "\(text) waiting for \($0)" } ?? text)
         case .closed: return ClientSession.abruptClose
         case .refused(let reply), .addressLookup(let reply): return reply
         }
     }
 
     public var description: String { reply.description }
+
+    /// `300 s`, `1.5 s`.
+    static func seconds(_ t: TimeAmount) -> String {
+        let ns = t.nanoseconds
+        if ns % 1_000_000_000 == 0 { return "\(ns / 1_000_000_000) s" }
+        // Milliseconds at most, written without a locale: "1.5 s", "0.25 s".
+        let ms = ns / 1_000_000
+        var fraction = String(ms % 1000)
+        while fraction.count < 3 { fraction = "0" + fraction }
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return fraction.isEmpty ? "\(ms / 1000) s" : "\(ms / 1000).\(fraction) s"
+    }
 }
 
 /// One outbound SMTP connection: connect, greet, STARTTLS per policy, then any number of messages.
@@ -274,32 +418,42 @@ public enum SMTPClientFailure: Error, Hashable, CustomStringConvertible {
 public final class SMTPClientConnection: Sendable {
     let channel: Channel
     let handler: NIOLoopBound<SMTPClientHandler>
-    let replyTimeout: TimeAmount
+    let timeouts: OutboundTimeouts
+    let closeReason: CloseReason
     public let remoteAddress: SocketAddress
 
-    init(channel: Channel, handler: NIOLoopBound<SMTPClientHandler>, replyTimeout: TimeAmount, remote: SocketAddress) {
+    init(
+        channel: Channel, handler: NIOLoopBound<SMTPClientHandler>, timeouts: OutboundTimeouts,
+        closeReason: CloseReason, remote: SocketAddress
+    ) {
         self.channel = channel
         self.handler = handler
-        self.replyTimeout = replyTimeout
+        self.timeouts = timeouts
+        self.closeReason = closeReason
         self.remoteAddress = remote
     }
+
+    /// Why Mailflow ended the session (a deadline, a reply it could not parse, a failed handshake),
+    /// nil while it runs or when the remote ended it.
+    public var failure: SMTPClientFailure? { closeReason.failure.withLock { $0 } }
 
     /// Connects and runs the greeting, EHLO and STARTTLS. Throws an `SMTPClientFailure` whose reply
     /// is recorded (the remote's own, or Mailflow's for what went wrong).
     public static func connect(
         to address: SocketAddress, group: EventLoopGroup, heloName: String, tls: TLSRequirement,
         tlsContext: NIOSSLContext?, serverName: String?, verify: Bool = false,
-        connectTimeout: TimeAmount = .seconds(30), replyTimeout: TimeAmount = .seconds(300)
+        timeouts: OutboundTimeouts = OutboundTimeouts()
     ) async throws -> SMTPClientConnection {
         let closeReason = CloseReason()
         let bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(connectTimeout)
+            .connectTimeout(timeouts.connect)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let h = SMTPClientHandler(
                         machine: ClientSession(heloName: heloName, tls: tls),
-                        tlsContext: tlsContext, serverName: serverName, verify: verify, closeReason: closeReason)
+                        tlsContext: tlsContext, serverName: serverName, verify: verify, closeReason: closeReason,
+                        timeouts: timeouts)
                     try channel.pipeline.syncOperations.addHandler(h)
                 }
             }
@@ -321,7 +475,8 @@ public final class SMTPClientConnection: Sendable {
             try? await channel.closeFuture.get()
             throw closeReason.asFailure
         }
-        let conn = SMTPClientConnection(channel: channel, handler: handler, replyTimeout: replyTimeout, remote: address)
+        let conn = SMTPClientConnection(
+            channel: channel, handler: handler, timeouts: timeouts, closeReason: closeReason, remote: address)
         switch await conn.nextStep() {
         case .ready:
             return conn
@@ -333,12 +488,13 @@ public final class SMTPClientConnection: Sendable {
         }
     }
 
-    /// The next step, or a close after `replyTimeout` of silence (RFC 5321 §4.5.3.2).
+    /// The next step. The handler's deadlines end a silent or trickling remote (RFC 5321 §4.5.3.2);
+    /// a backstop of twice the longest deadline guards against a wait no deadline covers.
     func nextStep() async -> ClientStep {
         let loop = channel.eventLoop
         let handler = self.handler
         let channel = self.channel
-        let timeout = replyTimeout
+        let timeout = timeouts.longest + timeouts.longest
         let future = loop.flatSubmit { () -> EventLoopFuture<ClientStep> in
             let f = handler.value.next(loop)
             let t = loop.scheduleTask(in: timeout) {
@@ -382,15 +538,20 @@ public final class SMTPClientConnection: Sendable {
         }
     }
 
+    /// Writes the body with backpressure; each chunk must be taken within `dataBlock` (a remote that
+    /// stops reading would otherwise hold the write, and the destination's slot, for good).
     func writeBody(_ body: OutboundBody, chunked: Bool) async {
         var stuffer = DotStuffer()
         let channel = self.channel
+        let handler = self.handler
         func put(_ data: Data) async throws {
             var b = channel.allocator.buffer(capacity: data.count)
             b.writeBytes(data)
             let out = chunked ? b : stuffer.stuff(b)
+            channel.eventLoop.execute { handler.value.bodyChunkStarted() }
             try await channel.writeAndFlush(out).get()
         }
+        defer { channel.eventLoop.execute { handler.value.bodyWritten() } }
         do {
             try await put(body.prefix)
             // Chunks are read from the spool one at a time, so memory stays at one chunk.
@@ -399,6 +560,7 @@ public final class SMTPClientConnection: Sendable {
             if !chunked {
                 var t = channel.allocator.buffer(capacity: 5)
                 t.writeString(stuffer.terminator)
+                channel.eventLoop.execute { handler.value.bodyChunkStarted() }
                 try await channel.writeAndFlush(t).get()
             }
         } catch {

@@ -78,6 +78,8 @@ public struct MailflowConfig: Sendable, Equatable {
     /// Octets a second a body must keep up to earn more time (`timeouts.min_data_rate`, as Postfix's
     /// `smtpd_min_data_rate`).
     public var minDataRate = SessionTimeouts().minDataRate
+    /// Deadlines of outbound sessions (`timeouts.outbound`).
+    public var outboundTimeouts = Self.outboundDefaults.timeouts
     // health
     /// Service health: the live monitor (`health.enabled`), its webhook (URL and HMAC secret), the
     /// admin addresses mailed on open, classification change and restore, and how much trace history

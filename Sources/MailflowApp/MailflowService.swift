@@ -90,7 +90,8 @@ public final class MailflowService: Sendable {
         outbound = try OutboundDelivery(
             settings: OutboundSettings(
                 heloName: config.heloName ?? config.hostname, mxPort: config.mxPort,
-                initialWindow: config.destinationInitialConcurrency, maxWindow: config.destinationMaxConcurrency),
+                initialWindow: config.destinationInitialConcurrency, maxWindow: config.destinationMaxConcurrency,
+                timeouts: config.outboundTimeouts),
             resolver: DNSMailExchangerResolver(resolver: dns), group: group, logger: logger)
         // Every reader of tenants below asks `policy` or `current` at the time it reads, so a reload
         // (SIGHUP) reaches outbound connectors, DSN routes and notices as it reaches new sessions.

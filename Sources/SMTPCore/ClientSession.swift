@@ -184,6 +184,48 @@ public struct ClientSession: Sendable {
     public var isReady: Bool { phase == .ready }
     public var isClosed: Bool { phase == .closed }
 
+    /// What the session waits for from the remote, one case per class of RFC 5321 §4.5.3.2 timeout
+    /// (5 minutes for the greeting, MAIL and RCPT, 2 for the reply to DATA, 10 for the reply to the
+    /// end of the data; RFC 3207 sets none for the handshake, Postfix's `smtp_starttls_timeout` is 5
+    /// minutes). The raw value is how the trace names it: "No reply from the remote within 5 s
+    /// waiting for the reply to DATA".
+    public enum Awaiting: String, Sendable, Hashable, CaseIterable {
+        case greeting = "the greeting"
+        case hello = "the reply to EHLO"
+        case startTLS = "the reply to STARTTLS"
+        case tlsHandshake = "the TLS handshake"
+        case mail = "the reply to MAIL"
+        case recipient = "the reply to RCPT"
+        case dataInitiation = "the reply to DATA"
+        /// The reply to the final dot (or to `BDAT LAST`), once the body is written.
+        case dataTermination = "the reply to the end of the data"
+        case reset = "the reply to RSET"
+        case quit = "the reply to QUIT"
+    }
+
+    /// What the remote owes this session now; nil while Mailflow is the one to act (a ready session
+    /// between messages, a closed one).
+    public var awaiting: Awaiting? {
+        switch phase {
+        case .greeting: return .greeting
+        case .ehlo, .helo: return .hello
+        case .startTLS: return .startTLS
+        case .tlsHandshake: return .tlsHandshake
+        case .ready, .closed: return nil
+        case .envelope:
+            switch expected.first {
+            case .mail?: return .mail
+            case .rcpt?: return .recipient
+            case .data?: return .dataInitiation
+            case nil: return nil
+            }
+        case .data: return .dataInitiation
+        case .body: return .dataTermination
+        case .rset: return .reset
+        case .quit: return .quit
+        }
+    }
+
     // MARK: events
 
     public mutating func replyReceived(_ reply: SMTPReply) -> Action {

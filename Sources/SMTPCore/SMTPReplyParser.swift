@@ -4,8 +4,11 @@ import NIOCore
 /// `ddd text` (or a bare `ddd`), CRLF-terminated, with an optional enhanced status code (RFC 2034)
 /// at the start of each line's text.
 ///
-/// Limits protect the client from a hostile server: a line over 512 octets plus slack, or a reply
-/// over 100 lines, is a protocol error rather than unbounded memory.
+/// Limits protect the client from a hostile server: a line over 2,048 octets (512 in RFC 5321
+/// §4.5.3.1.5, with slack), a reply over 100 lines or over 64 KiB in all is a protocol error rather
+/// than unbounded memory. A remote that answers EHLO with 100,000 lines is cut off at line 101, with
+/// at most one line plus what the last read brought held in memory. Real replies stay far below:
+/// an EHLO reply of a busy provider has about a dozen lines.
 ///
 /// ```swift
 /// var p = SMTPReplyParser()
@@ -15,10 +18,17 @@ import NIOCore
 public struct SMTPReplyParser: Sendable {
     public static let maxLineLength = 2048
     public static let maxLines = 100
+    /// The octets one reply may take, CRLFs included.
+    public static let maxReplyOctets = 65_536
 
     var code: Int?
     var lines: [String] = []
     var enhanced: EnhancedStatusCode?
+    var octets = 0
+
+    /// Octets of the reply in progress taken so far (complete lines of an unfinished multi-line
+    /// reply), for a timeout's detail.
+    public var pendingOctets: Int { octets }
 
     public init() {}
 
@@ -36,6 +46,10 @@ public struct SMTPReplyParser: Sendable {
             }
             let length = lf - view.startIndex + 1
             guard length <= Self.maxLineLength else { throw ProtocolError(description: "reply line too long") }
+            octets += length
+            guard octets <= Self.maxReplyOctets else {
+                throw ProtocolError(description: "reply too long (over \(Self.maxReplyOctets) octets)")
+            }
             var line = buffer.readSlice(length: length)!
             var bytes = Array(line.readBytes(length: line.readableBytes) ?? [])
             bytes.removeLast()  // LF
@@ -70,7 +84,9 @@ public struct SMTPReplyParser: Sendable {
                 text = text[sp...].drop(while: { $0 == " " })
             }
             lines.append(String(text))
-            guard lines.count <= Self.maxLines else { throw ProtocolError(description: "reply has too many lines") }
+            guard lines.count <= Self.maxLines else {
+                throw ProtocolError(description: "reply has too many lines (over \(Self.maxLines))")
+            }
             if !more {
                 let reply = SMTPReply(c, enhanced, lines: lines)
                 self = SMTPReplyParser()

@@ -2,7 +2,9 @@
 
 The fake is what outbound-delivery tests and scripts/bench-throttle talk to, so it is checked on its
 own: acceptance and recording, the 421 past --max-sessions, RCPT rejects, the reset in the middle of
-DATA, BDAT, pipelining, STARTTLS, and the script mode (port 0, stats on SIGTERM).
+DATA, BDAT, pipelining, STARTTLS, and the script mode (port 0, stats on SIGTERM); and the hostile
+modes of --fault (never greet, no reply to DATA or to the dot, trickled replies, a 100,000-line
+reply, a stalled TLS handshake), each only for the first --fault-sessions sessions.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 import re
 import shutil
+import socket
 import signal
 import smtplib
 import ssl
@@ -273,6 +276,154 @@ def test_script_mode_port0_and_stats_on_sigterm(tmp_path):
         recs = [json.loads(l) for l in rec.read_text().splitlines()]
         assert [r["rcpt_to"] for r in recs] == [["b@remote.test"]]
         assert "data" not in recs[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# hostile modes (--fault)
+
+
+def _raw(port: int, timeout: float = 2.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return s
+
+
+def _wait(fn, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while not fn():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_fault_never_greet_then_behaves():
+    with start_in_thread(fault="never-greet", fault_sessions=1) as fake:
+        s = _raw(fake.port, timeout=0.5)
+        with pytest.raises(socket.timeout):
+            s.recv(100)
+        s.sendall(b"EHLO client.test\r\n")  # talking first changes nothing
+        with pytest.raises(socket.timeout):
+            s.recv(100)
+        assert fake.stats()["fault_sessions_open"] == 1
+        s.close()
+        _wait(lambda: fake.stats()["fault_sessions_open"] == 0)
+        assert fake.stats()["fault_sessions"] == 1 and len(fake.stats()["fault_held_seconds"]) == 1
+        with _smtp(fake.port) as c:  # the second session behaves
+            c.sendmail("a@src.test", ["b@remote.test"], MESSAGE)
+        assert fake.stats()["accepted"] == 1
+
+
+def test_fault_no_data_reply():
+    with start_in_thread(fault="no-data-reply") as fake:
+        with SMTPClient(fake.port) as c:
+            c.ehlo()
+            assert c.cmd("MAIL FROM:<a@src.test>").code == 250
+            assert c.cmd("RCPT TO:<b@remote.test>").code == 250
+            c.sock.settimeout(0.5)
+            c.send(b"DATA\r\n")
+            with pytest.raises(socket.timeout):
+                c.sock.recv(100)
+        _wait(lambda: fake.stats()["fault_sessions_open"] == 0)
+        assert fake.stats()["accepted"] == 0
+
+
+@pytest.mark.parametrize("bdat", [False, True])
+def test_fault_no_dot_reply(bdat):
+    with start_in_thread(fault="no-dot-reply") as fake:
+        with SMTPClient(fake.port) as c:
+            c.ehlo()
+            assert c.cmd("MAIL FROM:<a@src.test>").code == 250
+            assert c.cmd("RCPT TO:<b@remote.test>").code == 250
+            if bdat:
+                c.send(b"BDAT 5 LAST\r\nhi\r\n")
+            else:
+                assert c.cmd("DATA").code == 354
+                c.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+            c.sock.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                c.sock.recv(100)
+        _wait(lambda: fake.stats()["fault_sessions_open"] == 0)
+        assert fake.stats()["accepted"] == 0
+
+
+def test_fault_trickle_sends_one_byte_at_a_time():
+    with start_in_thread(fault="trickle", trickle_delay_ms=20) as fake:
+        s = _raw(fake.port)
+        t0 = time.monotonic()
+        first = s.recv(100)
+        assert first == b"2"  # one byte per write
+        got = first
+        while not got.endswith(b"\r\n"):
+            got += s.recv(100)
+        elapsed = time.monotonic() - t0
+        assert got.startswith(b"220 mx.fake-remote.test")
+        assert elapsed >= 0.02 * (len(got) - 2), elapsed
+        s.close()
+
+
+def test_fault_giant_reply_is_100000_lines():
+    with start_in_thread(fault="giant-reply") as fake:
+        with SMTPClient(fake.port) as c:
+            c.sock.settimeout(10)
+            c.send(b"EHLO client.test\r\n")
+            data = b""
+            while not re.search(rb"(^|\n)250 [^\n]*\r\n$", data):
+                chunk = c.sock.recv(1 << 16)
+                assert chunk
+                data += chunk
+        lines = data.split(b"\r\n")[:-1]
+        assert len(lines) == 100_000
+        assert all(l.startswith(b"250-") for l in lines[:-1]) and lines[-1].startswith(b"250 ")
+        assert fake.stats()["giant_bytes_sent"] == len(data)
+
+
+def test_fault_giant_reply_stops_when_the_client_leaves():
+    with start_in_thread(fault="giant-reply") as fake:
+        s = _raw(fake.port)
+        assert s.recv(100).startswith(b"220 ")
+        s.sendall(b"EHLO client.test\r\n")
+        s.recv(4096)
+        s.close()
+        _wait(lambda: fake.stats()["fault_sessions_open"] == 0, timeout=15)
+
+
+def test_fault_stall_tls_needs_no_certificate():
+    with start_in_thread(fault="stall-tls") as fake:
+        with SMTPClient(fake.port) as c:
+            r = c.ehlo()
+            assert "STARTTLS" in r.text.upper()
+            assert c.cmd("STARTTLS").code == 220
+            c.sock.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                c.sock.recv(100)  # no ServerHello ever comes, whatever is sent
+            c.send(b"\x16\x03\x01\x00\x05hello")
+            with pytest.raises(socket.timeout):
+                c.sock.recv(100)
+        _wait(lambda: fake.stats()["fault_sessions_open"] == 0)
+
+
+def test_fault_rejects_an_unknown_mode():
+    with pytest.raises(ValueError):
+        start_in_thread(fault="explode")
+
+
+def test_script_mode_fault_option():
+    proc = subprocess.Popen(
+        [sys.executable, str(FAKES / "remote_smtp.py"), "--listen", "127.0.0.1:0", "--fault", "never-greet",
+         "--fault-sessions", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", proc.stdout.readline())
+        assert m
+        s = _raw(int(m.group(1)), timeout=0.5)
+        with pytest.raises(socket.timeout):
+            s.recv(100)
+        s.close()
+        with _smtp(int(m.group(1))) as c:
+            assert c.ehlo()[0] == 250
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -83,7 +83,8 @@ func checkReply(_ reply: SMTPReply) {
 
 func reparse(_ reply: SMTPReply) -> SMTPReply? {
     let text = reply.encoded
-    guard text.split(separator: "\r\n").allSatisfy({ $0.utf8.count + 2 <= SMTPReplyParser.maxLineLength })
+    guard text.split(separator: "\r\n").allSatisfy({ $0.utf8.count + 2 <= SMTPReplyParser.maxLineLength }),
+        text.utf8.count <= SMTPReplyParser.maxReplyOctets
     else { return nil }
     let o = parseAll([Array(text.utf8)[...]])
     check(

@@ -29,6 +29,16 @@ Faults:
   --reject-mail REGEX=REPLY  the same for MAIL FROM (an empty reverse path is "")
   --reset-mid-data K       the first K message transfers (DATA or BDAT) end in a TCP RST
                            (SO_LINGER 0) after part of the body has arrived
+
+Hostile remotes (--fault MODE, for the first --fault-sessions N sessions, all when N is 0; later
+sessions behave). A hostile session never closes first: it waits for the client to give up, and
+`fault_sessions_open` in the stats says how many are still held open.
+  never-greet              accept TCP, never send the 220 greeting
+  no-data-reply            answer everything until DATA, then never answer DATA
+  no-dot-reply             take the body, then never answer the final dot
+  trickle                  send every reply one byte at a time, --trickle-delay MS apart
+  giant-reply              answer EHLO with a --giant-lines line multiline reply (default 100,000)
+  stall-tls                offer STARTTLS (no certificate needed), answer 220, then never handshake
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ FOREST_REPLY = (
 )
 DEFAULT_EXTENSIONS = ["PIPELINING", "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
 MAX_LINE = 1 << 20  # generous: the fake is not where line-length limits are tested
+FAULTS = ("never-greet", "no-data-reply", "no-dot-reply", "trickle", "giant-reply", "stall-tls")
 
 
 @dataclass
@@ -78,6 +89,10 @@ class FakeRemoteConfig:
     idle_timeout: float = 300.0
     esmtp: bool = True  # False: EHLO gets 502 (an old HELO-only server)
     keep_records: bool = True  # keep records in memory for records() (off in script mode)
+    fault: str = ""  # one of FAULTS, or "" for a well-behaved remote
+    fault_sessions: int = 0  # sessions that get the fault (0 = all); later ones behave
+    trickle_delay_ms: float = 100.0
+    giant_lines: int = 100_000
 
     def tls_enabled(self) -> bool:
         return bool(self.tls_cert and self.tls_key)
@@ -113,6 +128,8 @@ class FakeRemote:
         # Rejects may be given as "REGEX=REPLY" strings too.
         config.rcpt_rejects = [parse_reject(r) if isinstance(r, str) else r for r in config.rcpt_rejects]
         config.mail_rejects = [parse_reject(r) if isinstance(r, str) else r for r in config.mail_rejects]
+        if config.fault and config.fault not in FAULTS:
+            raise ValueError(f"unknown fault {config.fault!r} (expected one of {', '.join(FAULTS)})")
         self.config = config
         self.port: int | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -134,6 +151,10 @@ class FakeRemote:
         self.sessions_total = 0
         self.rejected_rcpts = 0
         self._transfers = 0  # message transfers begun (for --reset-mid-data)
+        self.faulted = 0  # sessions that got the fault
+        self.fault_open = 0  # faulted sessions the client has not closed yet
+        self.fault_held: list[float] = []  # seconds each faulted session lasted until the client closed it
+        self.giant_bytes_sent = 0
         self._records: list[dict] = []
 
     # ---------------------------------------------------------------- lifecycle
@@ -182,6 +203,10 @@ class FakeRemote:
                 "active_sessions": self.active,
                 "sessions": self.sessions_total,
                 "rejected_rcpts": self.rejected_rcpts,
+                "fault_sessions": self.faulted,
+                "fault_sessions_open": self.fault_open,
+                "fault_held_seconds": list(self.fault_held),
+                "giant_bytes_sent": self.giant_bytes_sent,
                 "time": time.time(),
             }
 
@@ -242,6 +267,21 @@ class FakeRemote:
             self._transfers += 1
             return self._transfers <= self.config.reset_mid_data
 
+    def take_fault(self) -> str:
+        """The fault for a new session ("" once --fault-sessions have had theirs)."""
+        with self._lock:
+            cfg = self.config
+            if not cfg.fault or (cfg.fault_sessions and self.faulted >= cfg.fault_sessions):
+                return ""
+            self.faulted += 1
+            self.fault_open += 1
+            return cfg.fault
+
+    def fault_ended(self, seconds: float) -> None:
+        with self._lock:
+            self.fault_open -= 1
+            self.fault_held.append(round(seconds, 3))
+
     def note_reset(self) -> None:
         with self._lock:
             self.resets += 1
@@ -293,6 +333,8 @@ class _Session:
         self.writer = writer
         self.greeted = False
         self.tls = False
+        self.fault = server.take_fault()
+        self.fault_started = time.monotonic()
         self.reset_transaction()
 
     def reset_transaction(self) -> None:
@@ -304,8 +346,40 @@ class _Session:
     # ----------------------------------------------------------- I/O helpers
 
     async def reply(self, text: str) -> None:
-        self.writer.write((text + "\r\n").encode())
+        await self.send((text + "\r\n").encode())
+
+    async def send(self, data: bytes) -> None:
+        if self.fault == "trickle":
+            for i in range(len(data)):
+                self.writer.write(data[i:i + 1])
+                await self.writer.drain()
+                await asyncio.sleep(self.cfg.trickle_delay_ms / 1000.0)
+            return
+        self.writer.write(data)
         await self.writer.drain()
+
+    async def hang(self) -> bool:
+        """Say nothing more: read and drop whatever comes until the client closes (or the idle
+        timeout); returns False to end the session."""
+        while True:
+            chunk = await asyncio.wait_for(self.reader.read(65536), self.cfg.idle_timeout)
+            if not chunk:
+                return False
+
+    async def giant_reply(self) -> None:
+        """A multiline EHLO reply of --giant-lines lines, written in blocks while the client reads."""
+        n = self.cfg.giant_lines
+        block = 1000
+        for start in range(0, n, block):
+            lines = []
+            for i in range(start, min(n, start + block)):
+                sep = " " if i == n - 1 else "-"
+                lines.append(f"250{sep}X-FILLER-{i:06d} a capability line of a remote that does not stop\r\n")
+            data = "".join(lines).encode()
+            self.writer.write(data)
+            await self.writer.drain()
+            with self.srv._lock:
+                self.srv.giant_bytes_sent += len(data)
 
     async def readline(self) -> bytes:
         line = await asyncio.wait_for(self.reader.readline(), self.cfg.idle_timeout)
@@ -315,6 +389,8 @@ class _Session:
 
     def extensions(self) -> list[str]:
         exts = list(self.cfg.extensions)
+        if self.fault == "stall-tls":
+            return exts + ["STARTTLS"]
         if self.cfg.tls_enabled() and not self.tls and not any(e.upper() == "STARTTLS" for e in exts):
             exts.append("STARTTLS")
         if self.tls or not self.cfg.tls_enabled():
@@ -344,6 +420,16 @@ class _Session:
     # ----------------------------------------------------------- main loop
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.fault:
+                self.srv.fault_ended(time.monotonic() - self.fault_started)
+
+    async def _run(self) -> None:
+        if self.fault == "never-greet":
+            await self.hang()
+            return
         await self.reply(f"220 {self.cfg.hostname} ESMTP fake remote ready")
         while True:
             raw = await self.readline()
@@ -368,10 +454,12 @@ class _Session:
             return
         self.reset_transaction()
         self.greeted = True
+        if self.fault == "giant-reply":
+            await self.giant_reply()
+            return
         lines = [f"{self.cfg.hostname} greets {arg}"] + self.extensions()
         out = [f"250-{l}" for l in lines[:-1]] + [f"250 {lines[-1]}"]
-        self.writer.write(("\r\n".join(out) + "\r\n").encode())
-        await self.writer.drain()
+        await self.send(("\r\n".join(out) + "\r\n").encode())
 
     async def cmd_helo(self, line: str) -> None:
         arg = line[4:].strip()
@@ -382,7 +470,10 @@ class _Session:
         self.greeted = True
         await self.reply(f"250 {self.cfg.hostname}")
 
-    async def cmd_starttls(self, line: str) -> None:
+    async def cmd_starttls(self, line: str) -> bool | None:
+        if self.fault == "stall-tls":
+            await self.reply("220 2.0.0 Ready to start TLS")
+            return await self.hang()
         if not self.cfg.tls_enabled() or self.tls:
             await self.reply("502 5.5.1 STARTTLS not available")
             return
@@ -442,7 +533,7 @@ class _Session:
         self.rcpts.append(addr)
         await self.reply("250 2.1.5 Ok")
 
-    async def cmd_data(self, line: str) -> None:
+    async def cmd_data(self, line: str) -> bool | None:
         if line.strip().upper() != "DATA":
             await self.reply("501 5.5.4 Syntax: DATA")
             return
@@ -455,6 +546,8 @@ class _Session:
         if not self.rcpts:
             await self.reply("554 5.5.1 Error: no valid recipients")
             return
+        if self.fault == "no-data-reply":
+            return await self.hang()
         await self.reply("354 End data with <CR><LF>.<CR><LF>")
         reset = self.srv.begin_transfer()
         body = bytearray()
@@ -469,9 +562,11 @@ class _Session:
             body += raw
             if reset:
                 self.reset_socket()
+        if self.fault == "no-dot-reply":
+            return await self.hang()
         await self.finish_message(bytes(body))
 
-    async def cmd_bdat(self, line: str) -> None:
+    async def cmd_bdat(self, line: str) -> bool | None:
         m = _BDAT_RE.match(line)
         if not m:
             await self.reply("501 5.5.4 Syntax: BDAT size [LAST]")
@@ -507,6 +602,8 @@ class _Session:
             await self.reply(f"250 2.0.0 {size} octets received")
             return
         data, failed = bytes(self.bdat_buf), self.bdat_failed
+        if self.fault == "no-dot-reply":
+            return await self.hang()
         if failed:
             self.reset_transaction()
             await self.reply("552 5.3.4 Message size exceeds fixed maximum message size")
@@ -621,6 +718,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="how often --stats is rewritten (default 1)")
     p.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="close a session silent for this long (default 300)")
+    p.add_argument("--fault", choices=FAULTS, help="a hostile remote (see the module's doc)")
+    p.add_argument("--fault-sessions", type=int, default=0, metavar="N",
+                   help="sessions that get --fault (0 = all); later sessions behave")
+    p.add_argument("--trickle-delay", type=float, default=100.0, metavar="MS",
+                   help="milliseconds between the bytes of a reply with --fault trickle (default 100)")
+    p.add_argument("--giant-lines", type=int, default=100_000, metavar="N",
+                   help="lines of the EHLO reply with --fault giant-reply (default 100000)")
     return p
 
 
@@ -656,6 +760,10 @@ def config_from_args(args: argparse.Namespace) -> FakeRemoteConfig:
         idle_timeout=args.idle_timeout,
         esmtp=not args.no_esmtp,
         keep_records=False,
+        fault=args.fault or "",
+        fault_sessions=args.fault_sessions,
+        trickle_delay_ms=args.trickle_delay,
+        giant_lines=args.giant_lines,
     )
 
 
