@@ -11,6 +11,7 @@ import PackageDescription
 // - swift-argument-parser: the `mailflow` CLI.
 // - swift-log: structured logs.
 // - Hummingbird: the admin HTTP listener (JSON API and web admin center); its swift-configuration trait is off.
+//   HummingbirdTLS (same package) serves it over TLS when `admin.tls` is set.
 //   swift-http-types (its request and header types) and swift-service-lifecycle (the listener runs as a
 //   ServiceGroup) are named for the admin server's own imports.
 // - swift-mustache: server-rendered admin pages, templates compiled into the binary.
@@ -88,6 +89,8 @@ let package = Package(
             dependencies: [
                 "MailQueue", "Ingress", "Delivery", "ServiceHealth", "Accounts",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -25,20 +25,23 @@ public enum AdminTokens {
     }
 
     /// The token `presented` is (its name and scope), or nil. Looks the hash up (an index lookup on a
-    /// hash of a high-entropy secret leaks nothing useful through timing) and notes its last use at
-    /// most once a minute. Throws `StoreUnavailable` when the store cannot be read: that is not an
+    /// hash of a high-entropy secret leaks nothing useful through timing), compares the stored hash
+    /// with the presented one in constant time all the same, and notes its last use at most once a
+    /// minute. Throws `StoreUnavailable` when the store cannot be read: that is not an
     /// invalid token, and a caller must not answer as if it were.
     static func verify(_ presented: String, store: SQLiteQueueStore, lastUse: LastUse) throws
         -> SQLiteQueueStore.AdminToken?
     {
         guard presented.hasPrefix("mf_"), presented.utf8.count < 200 else { return nil }
-        let found: SQLiteQueueStore.AdminToken?
+        let presentedHash = hash(presented)
+        let found: (token: SQLiteQueueStore.AdminToken, storedHash: Data)?
         do {
-            found = try store.adminToken(hash: hash(presented))
+            found = try store.adminTokenRecord(hash: presentedHash)
         } catch {
             throw StoreUnavailable(underlying: error)
         }
-        guard let token = found else { return nil }
+        guard let found, ConstantTime.equal(found.storedHash, presentedHash) else { return nil }
+        let token = found.token
         if lastUse.shouldRecord(token.name) {
             // Bookkeeping for `mailflow admin token list`, not access control: a failed write must
             // not refuse a valid token, and a later use writes it again.
@@ -75,9 +78,27 @@ public enum AdminTokens {
     }
 }
 
+/// Comparison of secrets (token hashes, CSRF tokens) whose time depends only on the lengths, never
+/// on where the first difference is: every octet is looked at and the differences OR-ed together.
+///
+/// ```swift
+/// ConstantTime.equal(Array("abc".utf8), Array("abd".utf8))  // false, after all three octets
+/// ```
+enum ConstantTime {
+    static func equal<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
+    }
+
+    static func equal(_ a: String, _ b: String) -> Bool { equal(Array(a.utf8), Array(b.utf8)) }
+}
+
 /// Browser sessions of the web admin center: a random session ID in an HttpOnly, SameSite=Strict
 /// cookie, and a per-session CSRF token every form posts back. Kept in memory: a restart logs
-/// everyone out.
+/// everyone out. Sessions are kept under the SHA-256 of their ID, so finding one compares hashes,
+/// never the secret itself.
 final class AdminSessions: Sendable {
     struct Session: Sendable {
         var tokenName: String
@@ -96,23 +117,27 @@ final class AdminSessions: Sendable {
         let s = Session(
             tokenName: tokenName, actor: "web:\(tokenName)", csrf: String(AdminTokens.generate().dropFirst(3)),
             expires: now + lifetime)
+        let key = Self.key(id)
         sessions.withLock { all in
             all = all.filter { $0.value.expires > now }
-            all[id] = s
+            all[key] = s
         }
         return (id, s)
     }
 
+    static func key(_ id: String) -> String { AdminTokens.base64URL(AdminTokens.hash(id)) }
+
     func lookup(_ id: String, now: Date = Date()) -> Session? {
-        sessions.withLock { all in
-            guard let s = all[id] else { return nil }
+        let key = Self.key(id)
+        return sessions.withLock { all in
+            guard let s = all[key] else { return nil }
             if s.expires <= now {
-                all[id] = nil
+                all[key] = nil
                 return nil
             }
             return s
         }
     }
 
-    func remove(_ id: String) { _ = sessions.withLock { $0.removeValue(forKey: id) } }
+    func remove(_ id: String) { _ = sessions.withLock { $0.removeValue(forKey: Self.key(id)) } }
 }

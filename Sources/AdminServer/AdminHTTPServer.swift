@@ -1,10 +1,12 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdTLS
 import Logging
 import MailQueue
 import Mustache
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
@@ -18,9 +20,16 @@ public struct AdminRequestContext: RequestContext {
     /// The tenant of a tenant admin's token: it sees only this tenant's mail and issues. Nil for an
     /// operator token, which sees everything.
     public var tenant: String?
+    /// What the caller's token may do (`read-only` or `operator`), read at every request.
+    public var scope: AdminTokenScope = .operator
+    /// The peer's address (nil in in-process tests): sign-in throttling and the audit trail.
+    public var remoteAddress: SocketAddress?
+    /// The peer's IP address as text, for the audit trail.
+    var source: String? { remoteAddress?.ipAddress }
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
     }
 
     public var responseEncoder: JSONEncoder {
@@ -47,14 +56,23 @@ public final class AdminHTTPServer: Sendable {
     /// The checks (`/api/v1/check/...`, `/diagnostics`) running at once, and each one's bound.
     let checkGate: CheckGate
     let checkTimeout: Duration
+    /// Failed sign-ins (web and bearer) per source.
+    let throttle: SignInThrottle
+    let audit: AdminAuditTrail
+    /// The TLS configuration of the listener; nil serves plain HTTP.
+    let tls: TLSConfiguration?
     /// How long a web admin center sign-in lasts (a working day and then some).
     public static let defaultSessionLifetime: TimeInterval = 12 * 3600
 
     public init(
         backend: AdminBackend, sessionLifetime: TimeInterval = defaultSessionLifetime, maxConcurrentChecks: Int = 2,
-        checkTimeout: Duration = .seconds(60), group: any EventLoopGroup, logger: Logger
+        checkTimeout: Duration = .seconds(60), throttle: SignInThrottle = SignInThrottle(),
+        tls: TLSConfiguration? = nil, group: any EventLoopGroup, logger: Logger
     ) throws {
         self.backend = backend
+        self.throttle = throttle
+        self.tls = tls
+        self.audit = AdminAuditTrail(store: backend.store, logger: logger)
         self.checkGate = CheckGate(limit: maxConcurrentChecks)
         self.checkTimeout = checkTimeout
         self.logger = logger
@@ -68,7 +86,11 @@ public final class AdminHTTPServer: Sendable {
         let router = makeRouter()
         let bound = BoundOnce()
         let app = Application(
-            router: router, server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+            router: router,
+            server: try tls.map {
+                try .tls(.http1(configuration: .init(idleTimeout: .seconds(60))), tlsConfiguration: $0)
+            }
+                ?? .http1(configuration: .init(idleTimeout: .seconds(60))),
             configuration: .init(address: .hostname(host, port: port)),
             onServerRunning: { channel in bound.resolve(.success(channel.localAddress)) },
             eventLoopGroupProvider: .shared(group), logger: logger)
@@ -98,8 +120,15 @@ public final class AdminHTTPServer: Sendable {
     func makeRouter() -> Router<AdminRequestContext> {
         let router = Router(context: AdminRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: SecurityHeaders())
-        router.add(middleware: AdminAuth(store: backend.store, lastUse: lastUse, sessions: sessions))
+        router.add(
+            middleware: AdminAuth(
+                store: backend.store, lastUse: lastUse, sessions: sessions, throttle: throttle, audit: audit))
+        router.add(middleware: AdminAuditRecorder(trail: audit))
         router.add(middleware: TenantScope(forbiddenPage: { [self] context in tenantForbiddenPage(context) }))
+        router.add(
+            middleware: ReadOnlyScope(forbiddenPage: { [self] context, message in
+                tenantForbiddenPage(context, message: message)
+            }))
         router.add(middleware: MethodNotAllowed())
         addPublicRoutes(router)
         let api = router.group("api/v1")
@@ -107,6 +136,7 @@ public final class AdminHTTPServer: Sendable {
         addHealthAPIRoutes(api)
         addCheckAPIRoutes(api)
         addUsersAPIRoutes(api)
+        addAuditAPIRoutes(api)
         router.get("metrics") { [backend] _, _ -> Response in
             let text = backend.metrics()
             return Response(
@@ -146,10 +176,11 @@ public final class AdminHTTPServer: Sendable {
             }
             return html(render("login", page))
         }
-        router.post("login") { [self] request, _ -> Response in
+        router.post("login") { [self] request, context -> Response in
             let body = try await request.body.collect(upTo: 4096)
             let form = Self.form(String(buffer: body))
             let token = (form["token"] ?? "").trimmingCharacters(in: .whitespaces)
+            let sourceKey = SignInThrottle.sourceKey(context.remoteAddress)
             let verified: SQLiteQueueStore.AdminToken?
             do {
                 verified = try AdminTokens.verify(token, store: backend.store, lastUse: lastUse)
@@ -160,7 +191,15 @@ public final class AdminHTTPServer: Sendable {
                     status: .serviceUnavailable)
             }
             guard let found = verified else {
-                logger.notice("admin sign-in refused: not a valid token")
+                if case .refuse(let retryAfter) = throttle.check(sourceKey) {
+                    var r = html(
+                        render("login", ["title": "Sign in", "error": Self.throttledMessage]),
+                        status: .tooManyRequests)
+                    r.headers[.retryAfter] = "\(retryAfter)"
+                    return r
+                }
+                logger.notice("admin sign-in refused: not a valid token", metadata: ["source": "\(sourceKey)"])
+                await AdminAuth.failed(request, context, sourceKey: sourceKey, throttle: throttle, audit: audit)
                 return html(
                     render("login", ["title": "Sign in", "error": Self.loginErrors["invalid_token"]!]),
                     status: .unauthorized)
@@ -168,10 +207,14 @@ public final class AdminHTTPServer: Sendable {
             let name = found.name
             let (id, _) = sessions.create(tokenName: name)
             logger.notice("admin signed in", metadata: ["token": "\(name)"])
+            audit.record(
+                audit.event(
+                    request, actor: "web:\(name)", source: context.source, status: .seeOther, result: "signed-in"))
             // A tenant admin has no overview: its first page is the message trace.
             var r = Response(status: .seeOther, headers: [.location: found.tenant == nil ? "/" : "/trace"])
             r.headers[.setCookie] =
                 "\(AdminAuth.cookie)=\(id); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(Int(sessions.lifetime))"
+                + (tls == nil ? "" : "; Secure")
             return r
         }
     }
@@ -182,6 +225,8 @@ public final class AdminHTTPServer: Sendable {
         "invalid_token": "That token is not valid.",
         "session_expired": "Your session has ended; sign in again.",
     ]
+
+    static let throttledMessage = "Too many failed sign-ins from your address; wait a few minutes and try again."
 
     // MARK: rendering
 
@@ -296,6 +341,8 @@ struct AdminAuth: RouterMiddleware {
     let store: SQLiteQueueStore
     let lastUse: AdminTokens.LastUse
     let sessions: AdminSessions
+    let throttle: SignInThrottle
+    let audit: AdminAuditTrail
 
     enum Area: Equatable {
         case open, bearer, session
@@ -332,12 +379,20 @@ struct AdminAuth: RouterMiddleware {
                 throw AdminTokens.StoreUnavailable.response(error, logger: context.logger)
             }
             guard let found = verified else {
+                let sourceKey = SignInThrottle.sourceKey(context.remoteAddress)
+                if case .refuse(let retryAfter) = throttle.check(sourceKey) {
+                    throw HTTPError(
+                        .tooManyRequests, headers: [.retryAfter: "\(retryAfter)"],
+                        message: "too many failed sign-ins from this address; try again in \(retryAfter) s")
+                }
+                await Self.failed(request, context, sourceKey: sourceKey, throttle: throttle, audit: audit)
                 throw HTTPError(
                     .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"mailflow\", error=\"invalid_token\""],
                     message: "the admin token is not valid")
             }
             context.actor = "api:\(found.name)"
             context.tenant = found.tenant
+            context.scope = found.scope
         case .session:
             // The token's scope is read at every request: a token removed and added again under
             // the same name with another scope does not keep the old one in its sessions.
@@ -360,8 +415,29 @@ struct AdminAuth: RouterMiddleware {
             context.actor = s.actor
             context.csrf = s.csrf
             context.tenant = token.tenant
+            context.scope = token.scope
         }
         return try await next(request, context)
+    }
+
+    /// A failed sign-in (web) or bearer token: counted for its source, in the audit trail, and
+    /// answered after the source's growing delay. The failure that closes the door is a
+    /// `throttled` event, logged as a warning.
+    static func failed(
+        _ request: Request, _ context: Context, sourceKey: String, throttle: SignInThrottle, audit: AdminAuditTrail
+    ) async {
+        let (delay, closed) = throttle.fail(sourceKey)
+        audit.record(
+            audit.event(
+                request, actor: "-", source: context.source, status: .unauthorized,
+                result: closed ? "throttled" : "refused"))
+        if closed {
+            context.logger.warning(
+                "admin sign-ins throttled: \(throttle.limit) failures within \(Int(throttle.window)) s",
+                metadata: ["source": "\(sourceKey)"])
+        }
+        // Cancelled only when the connection goes: nothing is left to answer then.
+        if delay > .zero { try? await Task.sleep(for: delay) }
     }
 }
 
@@ -386,7 +462,7 @@ struct MethodNotAllowed: RouterMiddleware {
         ("/api/v1/health/issues/:id/review", [.post]), ("/api/v1/health/reports", [.post]),
         ("/diagnostics", [.get]), ("/api/v1/check/domain/:target", [.get]), ("/api/v1/check/host/:target", [.get]),
         ("/api/v1/check/ip/:target", [.get]), ("/api/v1/users", [.get, .post]), ("/api/v1/users/:username", [.delete]),
-        ("/api/v1/users/:username/password", [.put]),
+        ("/api/v1/users/:username/password", [.put]), ("/api/v1/audit", [.get]),
     ].map { ($0.0.split(separator: "/"), $0.1) }
 
     static func allowedMethods(path: String) -> [HTTPRequest.Method] {

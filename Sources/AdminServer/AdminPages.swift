@@ -74,7 +74,7 @@ extension AdminHTTPServer {
     func csrfForm(_ request: Request, _ context: AdminRequestContext, limit: Int) async throws -> [String: String] {
         let body = try await request.body.collect(upTo: limit)
         let form = Self.form(String(buffer: body))
-        guard let expected = context.csrf, let got = form["csrf"], got == expected else {
+        guard let expected = context.csrf, let got = form["csrf"], ConstantTime.equal(got, expected) else {
             throw HTTPError(.forbidden, message: "the form is stale or did not come from this admin center; reload it")
         }
         return form

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import MailQueue
 import ServiceHealth
 
 /// What a tenant admin's token may reach, checked for every request after `AdminAuth`: a short list
@@ -61,11 +62,10 @@ struct TenantScope: RouterMiddleware {
 }
 
 extension AdminHTTPServer {
-    func tenantForbiddenPage(_ context: AdminRequestContext) -> Response {
+    func tenantForbiddenPage(_ context: AdminRequestContext, message: String = TenantScope.message) -> Response {
         html(
-            render(
-                "error", base(context, title: "Not available", tab: "").merging(["message": TenantScope.message]) { $1 }
-            ), status: .forbidden)
+            render("error", base(context, title: "Not available", tab: "").merging(["message": message]) { $1 }),
+            status: .forbidden)
     }
 
     /// The issues a caller sees: every one for an operator, those whose scope names its tenant for a
@@ -91,5 +91,32 @@ extension AdminHTTPServer {
         default: break  // not a string: 400 from the field's check
         }
         return object
+    }
+}
+
+/// What a `read-only` token may do, checked for every request after `AdminAuth`: read (`GET` and
+/// `HEAD`) and sign out of the web admin center; every other method is `403` before any handler
+/// runs, in the API (JSON) and the pages (HTML) alike. An `operator` token passes untouched.
+/// Independent of the tenant scope: a tenant admin's read-only token is held by both.
+struct ReadOnlyScope: RouterMiddleware {
+    typealias Context = AdminRequestContext
+
+    static let message = "this admin token is read-only: this needs an operator token"
+
+    /// The web admin center's `403` page, rendered by the server.
+    let forbiddenPage: @Sendable (AdminRequestContext, String) -> Response
+
+    static func allows(_ method: HTTPRequest.Method, path: String) -> Bool {
+        method == .get || method == .head || (method == .post && path.split(separator: "/") == ["logout"])
+    }
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        guard context.scope == .readOnly, !Self.allows(request.method, path: request.uri.path) else {
+            return try await next(request, context)
+        }
+        if AdminAuth.area(path: request.uri.path) == .session { return forbiddenPage(context, Self.message) }
+        throw HTTPError(.forbidden, message: Self.message)
     }
 }

@@ -40,6 +40,9 @@ public struct AdmissionLimits: Sendable, Equatable {
     public var mailboxMessagesPerHour = 3600
     public var mailboxMessagesPerHourPerSender = 1200
     public var forests: [ResourceForest] = []
+    /// Descriptors new sessions may not take (`limits.descriptor_reserve`); nil: a tenth of the
+    /// limit, at least 64 (`DescriptorTable.defaultReserve`).
+    public var descriptorReserve: Int?
 
     public init() {}
 }
@@ -95,6 +98,17 @@ public struct AdmissionUsage: Sendable, Codable, Equatable {
     public var forests: [Forest]
     public var busiestSources: [Source]
     public var refusals: [String: Int]
+    /// Open descriptors against the process limit, as last counted (nil before the first count).
+    public var descriptors: Descriptors?
+
+    /// Open descriptors (`/proc/self/fd`), the soft `RLIMIT_NOFILE` (nil: unlimited) and the
+    /// reserve new sessions may not take: connections are refused with `421 4.3.2` from
+    /// `limit - reserve` open descriptors on.
+    public struct Descriptors: Sendable, Codable, Equatable {
+        public var open: Int
+        public var limit: Int?
+        public var reserve: Int
+    }
 }
 
 /// Admission control shared by every session of a server: server-wide and per-source connection
@@ -119,6 +133,15 @@ public final class AdmissionControl: Sendable {
         var mailboxSenderRate: [String: TokenBucket] = [:]
         var refusals: [String: Int] = [:]
         var operations = 0
+        var descriptors: DescriptorSample?
+    }
+
+    /// The last count of open descriptors, and the sessions open at that moment: until the next
+    /// count, the descriptors in use are estimated as the count plus the sessions opened since.
+    struct DescriptorSample: Sendable {
+        var open: Int
+        var limit: Int?
+        var connections: Int
     }
 
     let state: Mutex<State>
@@ -210,6 +233,18 @@ public final class AdmissionControl: Sendable {
         return state.withLock { s in
             s.operations += 1
             if s.operations % 4096 == 0 { Self.prune(&s, now) }
+            if let d = s.descriptors, let limit = d.limit,
+                d.open - d.connections + s.connections + 1 > limit - Self.reserve(s.limits, limit: limit)
+            {
+                // Refused while a descriptor is still there to refuse with: what is left is kept for
+                // the queue, the spool and the deliveries of the sessions already in.
+                let r = SMTPReply(
+                    421, .init(4, 3, 2),
+                    "Too many open connections to this server (descriptor limit), try again later, "
+                        + "closing transmission channel")
+                throttle(&s, kind: "descriptors", forest: nil, tenant: nil, source: address, reply: r)
+                return .refuseAndClose(r)
+            }
             if s.connections >= s.limits.maxConnections {
                 let r = SMTPReply(
                     421, .init(4, 3, 2),
@@ -238,6 +273,24 @@ public final class AdmissionControl: Sendable {
             s.perSource[key, default: 0] += 1
             return .admit
         }
+    }
+
+    static func reserve(_ limits: AdmissionLimits, limit: Int) -> Int {
+        limits.descriptorReserve ?? DescriptorTable.defaultReserve(limit: limit)
+    }
+
+    /// A fresh count of open descriptors (`DescriptorTable`): new connections are refused with
+    /// `421 4.3.2` once the count, plus the sessions opened since, reaches the limit less the
+    /// reserve. Called every second with the `limits.json` snapshot; never on an event loop (it
+    /// reads `/proc`).
+    public func sampleDescriptors() {
+        guard let open = DescriptorTable.openCount() else { return }
+        noteDescriptors(open: open, limit: DescriptorTable.limit())
+    }
+
+    /// Records a count of open descriptors taken now (tests hand in their own).
+    public func noteDescriptors(open: Int, limit: Int?) {
+        state.withLock { s in s.descriptors = DescriptorSample(open: open, limit: limit, connections: s.connections) }
     }
 
     public func releaseConnection(source address: String) {
@@ -413,9 +466,13 @@ public final class AdmissionControl: Sendable {
                     AdmissionUsage.Source(
                         source: $0.key, sessions: $0.value, maxConnections: s.limits.perSourceMaxConnections)
                 }
+            let descriptors = s.descriptors.map {
+                AdmissionUsage.Descriptors(
+                    open: $0.open, limit: $0.limit, reserve: $0.limit.map { Self.reserve(s.limits, limit: $0) } ?? 0)
+            }
             return AdmissionUsage(
                 time: now, connections: s.connections, maxConnections: s.limits.maxConnections, forests: forests,
-                busiestSources: Array(sources), refusals: s.refusals)
+                busiestSources: Array(sources), refusals: s.refusals, descriptors: descriptors)
         }
     }
 }

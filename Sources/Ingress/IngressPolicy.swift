@@ -20,16 +20,20 @@ public struct SessionTimeouts: Sendable, Equatable {
     public var requestDeadline: Bool
     /// Octets per second a body must keep up to extend its deadline (Postfix's `smtpd_min_data_rate`).
     public var minDataRate: Int
+    /// A TLS handshake (after STARTTLS, or on an implicit-TLS listener) must be complete within this;
+    /// a client that stalls in it is closed without a reply (none can reach it).
+    public var tlsHandshake: TimeAmount
 
     public init(
         command: TimeAmount = .seconds(300), data: TimeAmount = .seconds(180), session: TimeAmount = .seconds(3600),
-        requestDeadline: Bool = true, minDataRate: Int = 500
+        requestDeadline: Bool = true, minDataRate: Int = 500, tlsHandshake: TimeAmount = .seconds(30)
     ) {
         self.command = command
         self.data = data
         self.session = session
         self.requestDeadline = requestDeadline
         self.minDataRate = minDataRate
+        self.tlsHandshake = tlsHandshake
     }
 }
 

@@ -70,6 +70,16 @@ final class SMTPServerHandler: ChannelInboundHandler {
     /// Reading stopped because too much arrived while the session waited (not because of the sink).
     var pausedWhileWaiting = false
     var chunkIsLast = false
+    /// The client is not reading its replies (the channel is above its write high-water mark): no
+    /// command is taken, and nothing read, until it does; the command deadline still runs.
+    var outputBlocked = false
+    /// Reply octets written since the last flush: flushed every `flushEvery`, so a long pipeline's
+    /// replies reach the socket (and its writability) as they are made, also through TLS, which
+    /// holds writes until a flush.
+    var unflushedBytes = 0
+    static let flushEvery = 16 * 1024
+    /// Closes a TLS handshake (STARTTLS or implicit TLS) not finished in `timeouts.tlsHandshake`.
+    var handshakeDeadline: Scheduled<Void>?
 
     init(context: IngressContext, listener: SMTPListener = .mx) {
         self.ctx = context
@@ -99,6 +109,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
         timeoutTask = nil
         sessionDeadline?.cancel()
         sessionDeadline = nil
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
         if !committing { sink?.discard() }
         sink = nil
         mode = .closed
@@ -126,6 +138,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             bound.value.fireTimeout()
         }
         armTimeout()
+        if listener == .submissionImplicitTLS { armHandshakeDeadline(context) }
         if policy.greetPause > .zero, listener == .mx {
             mode = .greetPause
             context.eventLoop.scheduleTask(in: policy.greetPause) { bound.value.greetPauseEnded() }
@@ -155,6 +168,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timeoutTask?.cancel()
         sessionDeadline?.cancel()
+        handshakeDeadline?.cancel()
         session.connectionClosed()
         if !committing {
             // A commit in flight completes on its own and its reply goes nowhere.
@@ -196,8 +210,23 @@ final class SMTPServerHandler: ChannelInboundHandler {
         context.fireChannelReadComplete()
     }
 
+    /// The client has read enough of its replies for the channel to take more: take its commands
+    /// again.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if outputBlocked, context.channel.isWritable {
+            outputBlocked = false
+            logger.debug("client reads its replies again")
+            resumeReading()
+            process()
+            flushIfNeeded()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let tlsEvent = event as? TLSUserEvent, case .handshakeCompleted = tlsEvent {
+            handshakeDeadline?.cancel()
+            handshakeDeadline = nil
             if let h = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) {
                 tlsInfo = HeaderStamps.TLSInfo(version: Self.name(of: h.tlsVersion))
             }
@@ -251,6 +280,9 @@ final class SMTPServerHandler: ChannelInboundHandler {
                 input.moveReaderIndex(to: lf + 1)
                 mode = .commands
             case .commands:
+                // A client that pipelines commands and never reads the replies would otherwise have
+                // them pile up here without bound: stop until it reads (or its deadline passes).
+                if outputStalled() { break loop }
                 guard let line = nextCommandLine() else { break loop }
                 switch line {
                 case .tooLong(let restOfLineFollows):
@@ -403,9 +435,30 @@ final class SMTPServerHandler: ChannelInboundHandler {
     }
 
     func resumeReading() {
-        guard readPaused, let context else { return }
+        guard readPaused, !outputBlocked, let context else { return }
         readPaused = false
         context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+    }
+
+    /// True when the replies already written are more than the channel takes (its write high-water
+    /// mark, 64 KiB): the client is not reading them. Reading stops until `channelWritabilityChanged`
+    /// says it does; the command deadline armed by the last command closes it if it never does.
+    func outputStalled() -> Bool {
+        guard let context, !context.channel.isWritable else { return false }
+        if !outputBlocked {
+            // What is written but not flushed may yet go (a flush can make the channel writable at
+            // once): flush before deciding, while a writability change here still means nothing.
+            flushIfNeeded()
+            guard !context.channel.isWritable else { return false }
+            outputBlocked = true
+            ctx.metrics.outputStalls.increment()
+            logger.info("client does not read its replies, reading stops until it does")
+            if !readPaused {
+                readPaused = true
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+            }
+        }
+        return true
     }
 
     // MARK: actions
@@ -435,8 +488,19 @@ final class SMTPServerHandler: ChannelInboundHandler {
             ctx.metrics.reply(code: reply.code)
             logger.info("closing", metadata: ["reply": "\(reply)"])
             pendingFlush = false
+            unflushedBytes = 0
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(buf)).whenComplete { _ in
+            if channel.isWritable {
+                context.writeAndFlush(wrapOutboundOut(buf)).whenComplete { _ in
+                    channel.close(promise: nil)
+                }
+                // A last reply the client does not take in `closeGrace` is not waited for.
+                let forced = context.eventLoop.scheduleTask(in: Self.closeGrace) { channel.close(promise: nil) }
+                channel.closeFuture.whenComplete { _ in forced.cancel() }
+            } else {
+                // The client has not read what it was sent: this reply would wait behind that for
+                // ever. Close now (the pending writes are dropped).
+                context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
                 channel.close(promise: nil)
             }
         case .startTLS(let reply):
@@ -450,6 +514,7 @@ final class SMTPServerHandler: ChannelInboundHandler {
             // Whatever the client sent after STARTTLS in plaintext is dropped, never interpreted.
             input.clear()
             mode = .tlsHandshake
+            armHandshakeDeadline(context)
             do {
                 try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
             } catch {
@@ -558,19 +623,26 @@ final class SMTPServerHandler: ChannelInboundHandler {
     func write(_ reply: SMTPReply, _ context: ChannelHandlerContext) {
         var buf = context.channel.allocator.buffer(capacity: 64)
         reply.write(into: &buf)
+        unflushedBytes += buf.readableBytes
         context.write(wrapOutboundOut(buf), promise: nil)
         ctx.metrics.reply(code: reply.code)
         pendingFlush = true
         if reply.code >= 400 {
             logger.info("reply", metadata: ["reply": "\(reply)"])
         }
+        if unflushedBytes >= Self.flushEvery { flushIfNeeded() }
     }
 
     func flushIfNeeded() {
         guard pendingFlush, let context else { return }
         pendingFlush = false
+        unflushedBytes = 0
         context.flush()
     }
+
+    /// How long the last reply before a close (`421`, `221`, a refusal at connect) may take to reach
+    /// a client that has stopped reading, before the connection is closed without it.
+    static let closeGrace = TimeAmount.seconds(10)
 
     func startBody(_ context: ChannelHandlerContext) {
         guard let tx = session.transaction else { return }
@@ -632,6 +704,27 @@ final class SMTPServerHandler: ChannelInboundHandler {
         timeoutTask?.cancel()
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         timeoutTask = context.eventLoop.scheduleTask(deadline: deadline) { bound.value.fireTimeout() }
+    }
+
+    func armHandshakeDeadline(_ context: ChannelHandlerContext) {
+        handshakeDeadline?.cancel()
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        handshakeDeadline = context.eventLoop.scheduleTask(in: policy.timeouts.tlsHandshake) {
+            bound.value.handshakeTimedOut()
+        }
+    }
+
+    /// A TLS handshake that did not finish in time (a stalled or partial ClientHello, or silence on
+    /// an implicit-TLS port): no reply can reach the client, so the connection is just closed.
+    func handshakeTimedOut() {
+        handshakeDeadline = nil
+        guard let context else { return }
+        if case .closed = mode { return }
+        logger.info("TLS handshake timed out")
+        ctx.metrics.tlsHandshakeTimeouts.increment()
+        mode = .closed
+        session.connectionClosed()
+        context.close(promise: nil)
     }
 
     func fireTimeout() {

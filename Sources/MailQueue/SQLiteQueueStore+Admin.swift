@@ -14,6 +14,8 @@ extension SQLiteQueueStore {
         public var lastUsedAt: Date?
         /// The tenant a tenant admin's token is scoped to; nil for an operator token (sees everything).
         public var tenant: String?
+        /// What the token may do: read only, or also change the queue (chosen when it is made).
+        public var scope: AdminTokenScope = .operator
     }
 
     /// Why a token could not be added.
@@ -42,7 +44,9 @@ extension SQLiteQueueStore {
     /// Stores a token's hash under `name`; the token itself is never stored. With `tenant`, the token
     /// is a tenant admin's and sees only that tenant's mail and issues (the caller checks that the
     /// tenant exists in the configuration).
-    public func addAdminToken(name: String, hash: Data, tenant: String? = nil, now: Date = Date()) throws {
+    public func addAdminToken(
+        name: String, hash: Data, tenant: String? = nil, scope: AdminTokenScope = .operator, now: Date = Date()
+    ) throws {
         guard Self.isValidTokenName(name) else { throw AdminTokenError.badName(name) }
         if let tenant, tenant.isEmpty || tenant.utf8.count > 200 { throw AdminTokenError.badTenant(tenant) }
         try pool.write { db in
@@ -52,31 +56,41 @@ extension SQLiteQueueStore {
                 throw AdminTokenError.exists(name)
             }
             try db.execute(
-                sql: "INSERT INTO admin_token (name, hash, created_at, tenant) VALUES (?, ?, ?, ?)",
-                arguments: [name, hash, now.timeIntervalSince1970, tenant])
+                sql: "INSERT INTO admin_token (name, hash, created_at, tenant, scope) VALUES (?, ?, ?, ?, ?)",
+                arguments: [name, hash, now.timeIntervalSince1970, tenant, scope.rawValue])
         }
     }
 
     public func adminTokens() throws -> [AdminToken] {
         try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, created_at, last_used_at, tenant FROM admin_token ORDER BY name")
-                .map(Self.adminToken)
+            try Row.fetchAll(
+                db, sql: "SELECT name, created_at, last_used_at, tenant, scope FROM admin_token ORDER BY name"
+            )
+            .map(Self.adminToken)
         }
     }
 
     static func adminToken(_ r: Row) -> AdminToken {
         AdminToken(
             name: r["name"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
-            lastUsedAt: (r["last_used_at"] as Double?).map { Date(timeIntervalSince1970: $0) }, tenant: r["tenant"])
+            lastUsedAt: (r["last_used_at"] as Double?).map { Date(timeIntervalSince1970: $0) }, tenant: r["tenant"],
+            // An unknown value (a newer version's scope) is read as the narrowest one.
+            scope: AdminTokenScope(rawValue: r["scope"] ?? "") ?? .readOnly)
     }
 
     /// The token with this hash (its name and scope), if any.
     public func adminToken(hash: Data) throws -> AdminToken? {
+        try adminTokenRecord(hash: hash)?.token
+    }
+
+    /// The token with this hash and the hash as stored, so the caller can compare the two in
+    /// constant time after the index lookup.
+    public func adminTokenRecord(hash: Data) throws -> (token: AdminToken, storedHash: Data)? {
         try pool.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT name, created_at, last_used_at, tenant FROM admin_token WHERE hash = ?",
+                db, sql: "SELECT name, created_at, last_used_at, tenant, scope, hash FROM admin_token WHERE hash = ?",
                 arguments: [hash]
-            ).map(Self.adminToken)
+            ).map { r -> (token: AdminToken, storedHash: Data) in (Self.adminToken(r), r["hash"]) }
         }
     }
 
@@ -84,7 +98,7 @@ extension SQLiteQueueStore {
     public func adminToken(name: String) throws -> AdminToken? {
         try pool.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT name, created_at, last_used_at, tenant FROM admin_token WHERE name = ?",
+                db, sql: "SELECT name, created_at, last_used_at, tenant, scope FROM admin_token WHERE name = ?",
                 arguments: [name]
             ).map(Self.adminToken)
         }

@@ -155,6 +155,7 @@ public final class SQLiteQueueStore: Sendable {
         m.registerMigration("v10-add-date") { db in
             try db.execute(sql: "ALTER TABLE message ADD COLUMN add_date INTEGER NOT NULL DEFAULT 0")
         }
+        registerAdminSecurityMigration(&m)
         return m
     }
 

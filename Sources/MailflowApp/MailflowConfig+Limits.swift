@@ -11,8 +11,9 @@ extension MailflowConfig {
         try limits.only([
             "max_message_size", "recipients_per_message", "max_errors_per_session",
             "recipients_per_domain_per_transaction", "max_connections", "per_source", "mailbox_messages_per_hour",
-            "mailbox_messages_per_hour_per_sender", "tarpit", "greet_pause", "queue_min_free",
+            "mailbox_messages_per_hour_per_sender", "tarpit", "greet_pause", "queue_min_free", "descriptor_reserve",
         ])
+        if let v = try limits.int("descriptor_reserve", in: 0...1_000_000) { admissionLimits.descriptorReserve = v }
         if let v = try limits.int("recipients_per_domain_per_transaction", in: 1...1000) {
             recipientsPerDomainPerTransaction = v
         }

@@ -6,7 +6,10 @@ extension MailflowConfig {
     /// grace (RFC 5321 §4.5.3.2 sets the command minimum), and `timeouts.outbound`, the deadlines
     /// Mailflow gives remote servers (`OutboundTimeouts`).
     mutating func decodeTimeouts(_ t: ConfigReader) throws {
-        try t.only(["command", "data", "session", "shutdown_grace", "request_deadline", "min_data_rate", "outbound"])
+        try t.only([
+            "command", "data", "session", "shutdown_grace", "request_deadline", "min_data_rate", "outbound",
+            "tls_handshake",
+        ])
         if let v = try t.bool("request_deadline") { requestDeadline = v }
         if let v = try t.int("min_data_rate") {
             guard (1...1_000_000_000).contains(v) else {
@@ -17,6 +20,7 @@ extension MailflowConfig {
         if let v = try t.duration("command") { commandTimeout = v }
         if let v = try t.duration("data") { dataTimeout = v }
         if let v = try t.duration("session") { sessionTimeout = v }
+        if let v = try t.duration("tls_handshake") { tlsHandshakeTimeout = v }
         if let v = try t.duration("shutdown_grace") { shutdownGrace = v }
         if let o = try t.mapping("outbound") { try decodeOutboundTimeouts(o) }
     }

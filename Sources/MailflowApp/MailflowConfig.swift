@@ -78,6 +78,8 @@ public struct MailflowConfig: Sendable, Equatable {
     /// Octets a second a body must keep up to earn more time (`timeouts.min_data_rate`, as Postfix's
     /// `smtpd_min_data_rate`).
     public var minDataRate = SessionTimeouts().minDataRate
+    /// A TLS handshake not finished in this is closed (`timeouts.tls_handshake`).
+    public var tlsHandshakeTimeout = Self.seconds(SessionTimeouts().tlsHandshake)
     /// Deadlines of outbound sessions (`timeouts.outbound`).
     public var outboundTimeouts = Self.outboundDefaults.timeouts
     // health

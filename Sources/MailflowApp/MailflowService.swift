@@ -228,7 +228,7 @@ public final class MailflowService: Sendable {
             timeouts: SessionTimeouts(
                 command: .seconds(config.commandTimeout), data: .seconds(config.dataTimeout),
                 session: .seconds(config.sessionTimeout), requestDeadline: config.requestDeadline,
-                minDataRate: config.minDataRate),
+                minDataRate: config.minDataRate, tlsHandshake: .seconds(config.tlsHandshakeTimeout)),
             directory: tenants, tarpit: .seconds(config.tarpit), greetPause: .seconds(config.greetPause),
             trustedNetworks: try config.trustedNetworkBlocks())
         policy.submission = config.submissionPolicy
@@ -317,6 +317,7 @@ public final class MailflowService: Sendable {
     }
 
     func writeLimitsSnapshot() {
+        admission.sampleDescriptors()
         let enc = JSONEncoder()
         enc.dateEncodingStrategy = .iso8601
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]

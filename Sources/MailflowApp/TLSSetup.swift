@@ -11,6 +11,31 @@ public enum TLSSetup {
     public static func serverContext(
         certificate: String?, key: String?, dataDirectory: String, hostname: String, logger: Logger
     ) throws -> NIOSSLContext {
+        try NIOSSLContext(
+            configuration: serverConfiguration(
+                certificate: certificate, key: key, dataDirectory: dataDirectory, hostname: hostname, logger: logger))
+    }
+
+    /// The admin listener's TLS: `generated` takes the SMTP side's pair (`tls.certificate` and
+    /// `tls.key` when set, else the generated one in `<data>/tls`), `files` its own.
+    public static func adminConfiguration(
+        _ admin: MailflowConfig.AdminTLS, config: MailflowConfig, logger: Logger
+    ) throws -> TLSConfiguration {
+        switch admin {
+        case .generated:
+            return try serverConfiguration(
+                certificate: config.tlsCertificate, key: config.tlsKey, dataDirectory: config.dataDirectory,
+                hostname: config.hostname, logger: logger)
+        case .files(let certificate, let key):
+            return try serverConfiguration(
+                certificate: certificate, key: key, dataDirectory: config.dataDirectory, hostname: config.hostname,
+                logger: logger)
+        }
+    }
+
+    static func serverConfiguration(
+        certificate: String?, key: String?, dataDirectory: String, hostname: String, logger: Logger
+    ) throws -> TLSConfiguration {
         var certPath = certificate
         var keyPath = key
         if certPath == nil {
@@ -38,12 +63,13 @@ public enum TLSSetup {
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
         config.minimumTLSVersion = .tlsv12
         config.maximumTLSVersion = .tlsv13
-        return try NIOSSLContext(configuration: config)
+        return config
     }
 
     public static func generateSelfSigned(hostname: String, certPath: String, keyPath: String) throws {
         let dir = URL(fileURLWithPath: certPath).deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let key = P256.Signing.PrivateKey()
         let name = try DistinguishedName { CommonName(hostname) }
         let now = Date()
@@ -60,11 +86,10 @@ public enum TLSSetup {
             },
             issuerPrivateKey: Certificate.PrivateKey(key))
         let certPEM = try cert.serializeAsPEM().pemString
-        guard
-            FileManager.default.createFile(
-                atPath: keyPath, contents: Data(key.pemRepresentation.utf8), attributes: [.posixPermissions: 0o600]),
-            FileManager.default.createFile(atPath: certPath, contents: Data(certPEM.utf8))
-        else {
+        // The key is 0600 from its first byte (a half-made pair from an earlier start is replaced).
+        try? FileManager.default.removeItem(atPath: keyPath)
+        try DataDirectoryPermissions.writeSecret(Data(key.pemRepresentation.utf8), to: keyPath)
+        guard FileManager.default.createFile(atPath: certPath, contents: Data(certPEM.utf8)) else {
             throw StartupError("cannot write the generated TLS pair into \(dir)")
         }
     }

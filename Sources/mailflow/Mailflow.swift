@@ -209,6 +209,15 @@ struct Limits: ParsableCommand {
         let age = Date().timeIntervalSince(u.time)
         print("Snapshot \(isoDate(u.time))" + (age > 5 ? " (\(Int(age)) s old: is the server running?)" : ""))
         print("Server: \(u.connections) of \(u.maxConnections) connections")
+        if let d = u.descriptors {
+            if let limit = d.limit {
+                print(
+                    "Descriptors: \(d.open) of \(limit) open (\(d.open * 100 / max(1, limit))%); new sessions refused "
+                        + "from \(max(0, limit - d.reserve)) (\(d.reserve) kept for the queue, spool and deliveries)")
+            } else {
+                print("Descriptors: \(d.open) open (no limit)")
+            }
+        }
         print("")
         printTable(
             ["FOREST", "REGION", "SESSIONS", "LIMIT", "USE", "MSGS/MIN LIMIT", "REFUSED"],

@@ -29,7 +29,8 @@ struct AdminRouterFixture {
     init(
         issues: [HealthIssue] = FakeHealth.sample(), wakeDelivery: @escaping @Sendable () -> Void = {},
         runCheck: (@Sendable (AdminCheckRequest) async throws -> AdminCheckResult)? = FakeCheck.run,
-        maxConcurrentChecks: Int = 2, checkTimeout: Duration = .seconds(60)
+        maxConcurrentChecks: Int = 2, checkTimeout: Duration = .seconds(60),
+        throttle: SignInThrottle = SignInThrottle()
     ) throws {
         let dir = NSTemporaryDirectory() + "mf-admin-http-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -65,7 +66,7 @@ struct AdminRouterFixture {
                 wakeDelivery: wakeDelivery, metrics: { "m_total 1\n" }, healthIssues: { health.issues },
                 healthAct: health.act,
                 healthReport: health.report, runCheck: runCheck),
-            maxConcurrentChecks: maxConcurrentChecks, checkTimeout: checkTimeout,
+            maxConcurrentChecks: maxConcurrentChecks, checkTimeout: checkTimeout, throttle: throttle,
             group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "admin-test"))
         let (id, session) = server.sessions.create(tokenName: "ops")
         cookie = "\(AdminAuth.cookie)=\(id)"
@@ -143,7 +144,7 @@ struct AdminHTTPTests {
                 + r.pattern.map { $0 == ":id" ? id : $0 == ":target" ? target : String($0) }.joined(
                     separator: "/")
         }
-        #expect(paths.count == 27)
+        #expect(paths.count == 28)
         try await f.test { client in
             for path in paths {
                 let headers: HTTPFields =

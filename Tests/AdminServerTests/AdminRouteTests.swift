@@ -195,6 +195,10 @@ struct RouteCase: Sendable, CustomTestStringConvertible {
         .init(
             method: .delete, route: "/api/v1/users/:username", uri: "/api/v1/users/anne@contoso.test",
             credential: .bearer, contentType: json, tenant: .answers(.ok)),
+        // The admin audit trail: operators only.
+        .init(
+            method: .get, route: "/api/v1/audit", uri: "/api/v1/audit", credential: .bearer, contentType: json,
+            tenant: .forbidden),
     ]
 }
 
