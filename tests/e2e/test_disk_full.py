@@ -166,6 +166,19 @@ def metric(text: str, name: str, labels: str = "") -> float | None:
     return float(m.group(1)) if m else None
 
 
+def open_deleted_files(pid: int) -> list[str]:
+    """Files the process holds open that are already removed (their space is not given back)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(" (deleted)"):
+            out.append(target)
+    return out
+
+
 def storage_status(srv, token: str) -> dict:
     """The `storage` object of the admin overview."""
     return srv.api_json("GET", "/api/v1/overview", token)["storage"]
@@ -264,6 +277,8 @@ def test_a_write_that_fails_at_the_end_of_data_is_452_and_nothing_is_lost(tmpfs_
     assert srv.running()
     wait_for(lambda: not list((srv.data_dir / "spool").iterdir()), timeout=5,
              what="the refused body's spool file removed")
+    # ... and closed: a descriptor left open on it would keep its blocks in use (it leaked before).
+    assert not open_deleted_files(srv.pid), open_deleted_files(srv.pid)
 
     status = storage_status(srv, token)
     assert status["acceptancePaused"] is True
