@@ -102,10 +102,19 @@ struct ConfigReader {
         return try Self.duration(n, path: path(key), allowZero: allowZero)
     }
 
+    /// The longest duration a config value may name: ten years. Every duration ends up as whole
+    /// nanoseconds in an `Int64` (`TimeAmount`, `Duration`) or divided into buckets, and `1e300s`
+    /// there traps; no real timeout, retry interval or retention is longer.
+    static let maxDuration: TimeInterval = 3650 * 86400
+
     static func duration(_ n: Node, path: String, allowZero: Bool = false) throws -> TimeInterval {
         guard let s = n.scalar?.string, let v = DurationText.seconds(s), v > 0 || (allowZero && v == 0) else {
             throw MailflowConfig.ConfigError(
                 path: path, message: "expected a duration such as 30, 30s, 5m, 24h or 2d", line: n.mark?.line)
+        }
+        guard v <= maxDuration else {
+            throw MailflowConfig.ConfigError(
+                path: path, message: "is longer than 3650d, the longest duration allowed", line: n.mark?.line)
         }
         return v
     }
@@ -124,7 +133,9 @@ struct ConfigReader {
             break
         }
         guard let v = Int(s), v >= 0 else { throw error(key, "expected a size such as 35MB") }
-        return v * mult
+        let (octets, overflow) = v.multipliedReportingOverflow(by: mult)
+        guard !overflow else { throw error(key, "is larger than a size can be") }
+        return octets
     }
 
     /// The line of the `index`-th item of the list at `key`, for errors about one item.

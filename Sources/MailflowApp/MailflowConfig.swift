@@ -100,6 +100,11 @@ public struct MailflowConfig: Sendable, Equatable {
     /// The admin HTTP listener (API, web admin center, /metrics); nil when `admin.enabled` is false.
     public var adminListen: String? = "127.0.0.1:8025"
     public var adminSessionLifetime = AdminHTTPServer.defaultSessionLifetime
+    /// TLS on the admin listener (`admin.tls`); nil serves plain HTTP. Failed sign-ins per source
+    /// before `429` (`admin.signin_failures`) within `admin.signin_window`.
+    public var adminTLS: AdminTLS?
+    public var adminSignInFailures = SignInThrottle.defaultLimit
+    public var adminSignInWindow = SignInThrottle.defaultWindow
     // sender_auth
     /// SPF, DKIM and DMARC for mail received from other servers (`sender_auth.verify`); off by default.
     public var senderAuthVerify = false
@@ -194,7 +199,7 @@ public struct MailflowConfig: Sendable, Equatable {
         let root = try ConfigReader(node, "")
         try root.only(sections)
         if let r = try root.mapping("health") { try config.decodeHealth(r) }
-        if let r = try root.mapping("admin") { try config.decodeAdmin(r) }
+        if let r = try root.mapping("admin") { try config.decodeAdmin(r, baseDirectory: baseDirectory) }
         if let r = try root.mapping("trace") { try config.decodeTrace(r) }
         if let r = try root.mapping("relay") { try config.decodeRelay(r) }
         if let r = try root.mapping("submission") { try config.decodeSubmission(r) }

@@ -59,6 +59,7 @@ public final class MailflowService: Sendable {
         self.currentConfig = Shared(config)
         self.logger = logger
         let p = Self.paths(dataDirectory: config.dataDirectory)
+        try DataDirectoryPermissions.prepare(dataDirectory: config.dataDirectory, logger: logger)
         do {
             try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: p.mailboxes, withIntermediateDirectories: true)
@@ -146,6 +147,7 @@ public final class MailflowService: Sendable {
                     metricsFactory: metrics?.factory ?? MetricsSystem.factory)
                 : nil)
         ctx.standInSecret = try Self.standInSecret(dataDirectory: config.dataDirectory)
+        try DataDirectoryPermissions.secure(config: config, logger: logger)
         ctx.forgedResultsRemover = StoredForgedResultsRemover(authservID: config.hostname, blockingPool: .singleton)
         server = SMTPServer(group: group, context: ctx)
         if config.healthEnabled {
@@ -203,7 +205,10 @@ public final class MailflowService: Sendable {
             var adminLogger = logger
             adminLogger[metadataKey: "listener"] = "admin"
             admin = try AdminHTTPServer(
-                backend: backend, sessionLifetime: config.adminSessionLifetime, group: group, logger: adminLogger)
+                backend: backend, sessionLifetime: config.adminSessionLifetime,
+                throttle: SignInThrottle(limit: config.adminSignInFailures, window: config.adminSignInWindow),
+                tls: try config.adminTLS.map { try TLSSetup.adminConfiguration($0, config: config, logger: logger) },
+                group: group, logger: adminLogger)
         } else {
             admin = nil
         }
@@ -274,7 +279,11 @@ public final class MailflowService: Sendable {
                     || differ(\.destinationMaxConcurrency) || differ(\.deliveryConcurrency)
                     || differ(\.retryIntervals) || differ(\.expiry)
             ),
-            ("admin", differ(\.adminListen) || differ(\.adminSessionLifetime)),
+            (
+                "admin",
+                differ(\.adminListen) || differ(\.adminSessionLifetime) || differ(\.adminTLS)
+                    || differ(\.adminSignInFailures) || differ(\.adminSignInWindow)
+            ),
             ("trace", differ(\.traceRetention) || differ(\.tracePruneInterval) || differ(\.queueSampleInterval)),
             (
                 "health",
@@ -407,13 +416,17 @@ public final class MailflowService: Sendable {
         }
     }
 
+    /// `https` when the admin listener has TLS (`admin.tls`), else `http`: the scheme of its URL.
+    public var adminScheme: String { config.adminTLS == nil ? "http" : "https" }
+
     /// Starts the admin listener, when configured; returns its address.
     public func startAdmin() async throws -> SocketAddress? {
         guard let admin, let listen = config.adminListen else { return nil }
         guard let (host, port) = ListenAddress.parse(listen) else { throw StartupError("bad admin address \(listen)") }
-        if !(host.hasPrefix("127.") || host == "::1") {
+        if config.adminTLS == nil, !(host.hasPrefix("127.") || host == "::1") {
             logger.warning(
-                "the admin listener \(listen) is not on loopback: it is plain HTTP, keep it on a management network")
+                "the admin listener \(listen) is not on loopback and is plain HTTP: tokens cross the network in the clear; set admin.tls (docs/admin.md)"
+            )
         }
         do {
             return try await admin.start(host: host, port: port)

@@ -94,7 +94,8 @@ struct Serve: AsyncParsableCommand {
                 "mailflow: \(label) on \(list.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" }.joined(separator: " "))")
         }
         if let admin {
-            let url = "http://\(admin.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "?"):\(admin.port ?? 0)/"
+            let host = admin.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "?"
+            let url = "\(service.adminScheme)://\(host):\(admin.port ?? 0)/"
             logger.notice("admin center on \(url)")
             print("mailflow: admin center on \(url)")
             if (try? service.store.adminTokens().isEmpty) ?? false {
