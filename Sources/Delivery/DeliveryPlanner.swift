@@ -240,6 +240,31 @@ public struct DeliveryPlanner: Sendable, Equatable {
             reports: reports(message, outcomes: outcomes, remote: results.remote, now: now, delay: delayNoticeDue))
     }
 
+    /// The latest next attempt this policy ever sets after an attempt at `now`: the longest retry
+    /// interval with its jitter, three times over after an abrupt close.
+    public func latestNextAttempt(after now: Date) -> Date {
+        let longest = policy.retry.intervals.max() ?? 60
+        return now.addingTimeInterval(longest * (1 + policy.retry.jitter) * 3)
+    }
+
+    /// A stored next attempt, read back at `now` after the wall clock may have been stepped back.
+    ///
+    /// `next_attempt` is wall-clock time. When NTP or an administrator steps the clock back by two
+    /// hours, every deferred message would wait those two hours on top of its interval: the queue
+    /// looks stuck. A next attempt later than any this policy sets (`latestNextAttempt(after:)`) can
+    /// only come from such a step, and is brought back to one longest interval from `now`, so
+    /// deferred mail is retried within its normal rhythm. A forward step needs nothing: due
+    /// messages are tried once each, at most `concurrency` at a time, and get fresh intervals.
+    ///
+    /// ```swift
+    /// planner.clampedNextAttempt(now + 7200, now: now)  // now + 900 with the default schedule
+    /// ```
+    public func clampedNextAttempt(_ stored: Date, now: Date) -> Date {
+        guard stored > latestNextAttempt(after: now) else { return stored }
+        let longest = policy.retry.intervals.max() ?? 60
+        return now.addingTimeInterval(longest)
+    }
+
     /// RFC 3461/3464: which recipients the sender hears about, and how.
     func reports(
         _ message: StoredMessage, outcomes: [Int: RecipientOutcome], remote: [Int: RemoteOutcome], now: Date,
