@@ -167,6 +167,79 @@ BODIES = {
 }
 
 
+# DNS messages as a resolver gets them (RFC 1035 §4.1): good answers of every type the decoder
+# knows, compressed, and the hostile ones (truncated, compression loops, oversized names and counts).
+def dns_name(name):
+    out = b""
+    for label in name.split(".") if name else []:
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\x00"
+
+
+def dns_header(qd=1, an=0, ns=0, ar=0, flags=0x8180, ident=0xBEEF):
+    return ident.to_bytes(2, "big") + flags.to_bytes(2, "big") + b"".join(
+        n.to_bytes(2, "big") for n in (qd, an, ns, ar))
+
+
+def dns_question(name, qtype):
+    return dns_name(name) + qtype.to_bytes(2, "big") + b"\x00\x01"
+
+
+def dns_rr(owner, rtype, rdata, ttl=300, rclass=1):
+    return owner + rtype.to_bytes(2, "big") + rclass.to_bytes(2, "big") + ttl.to_bytes(4, "big") + \
+        len(rdata).to_bytes(2, "big") + rdata
+
+
+PTR_Q = b"\xc0\x0c"  # a pointer to the question name at offset 12
+OPT = dns_rr(b"\x00", 41, b"", ttl=0, rclass=1232)
+DNS = {
+    "mx-compressed": dns_header(an=2, ar=1) + dns_question("example.com", 15)
+    + dns_rr(PTR_Q, 15, b"\x00\x0a" + b"\x03mx1" + PTR_Q)
+    + dns_rr(PTR_Q, 15, b"\x00\x14" + b"\x03mx2" + PTR_Q) + OPT,
+    "mx-null": dns_header(an=1) + dns_question("nullmx.test", 15) + dns_rr(PTR_Q, 15, b"\x00\x00\x00"),
+    "a": dns_header(an=1) + dns_question("mx1.example.com", 1) + dns_rr(PTR_Q, 1, bytes([192, 0, 2, 1])),
+    "aaaa": dns_header(an=1) + dns_question("mx1.example.com", 28)
+    + dns_rr(PTR_Q, 28, bytes([0x20, 0x01, 0x0d, 0xb8] + [0] * 11 + [1])),
+    "txt": dns_header(an=1) + dns_question("example.com", 16)
+    + dns_rr(PTR_Q, 16, b"\x12v=spf1 -all x y z\x00\x05hello"),
+    "tlsa": dns_header(an=1) + dns_question("_25._tcp.mx1.example.com", 52)
+    + dns_rr(PTR_Q, 52, b"\x03\x01\x01" + bytes(range(32))),
+    "ptr": dns_header(an=1) + dns_question("1.2.0.192.in-addr.arpa", 12) + dns_rr(PTR_Q, 12, dns_name("mx1.example.com")),
+    "cname-chain": dns_header(an=2) + dns_question("www.example.com", 1)
+    + dns_rr(PTR_Q, 5, b"\x04host\xc0\x10") + dns_rr(b"\x04host\xc0\x10", 1, bytes([192, 0, 2, 7])),
+    "nxdomain-soa": dns_header(ns=1, flags=0x8183) + dns_question("nope.example.com", 15)
+    + dns_rr(b"\xc0\x11", 6, b"\x02ns\xc0\x11\x0ahostmaster\xc0\x11" + bytes(20)),
+    "ns-and-opt-option": dns_header(an=1, ar=1) + dns_question("example.com", 2) + dns_rr(PTR_Q, 2, b"\x02ns" + PTR_Q)
+    + dns_rr(b"\x00", 41, b"\x00\x0a\x00\x08" + bytes(8), ttl=0x8000, rclass=1232),
+    "servfail-extended-rcode": dns_header(ar=1, flags=0x8182) + dns_question("example.com", 15)
+    + dns_rr(b"\x00", 41, b"", ttl=0x01000000, rclass=4096),
+    "truncated-tc": dns_header(flags=0x8380) + dns_question("example.com", 15),
+    "unknown-type": dns_header(an=1) + dns_question("example.com", 99) + dns_rr(PTR_Q, 99, b"opaque data"),
+    "query": dns_header(flags=0x0100, ar=1) + dns_question("example.com", 15) + OPT,
+    "header-only": dns_header(qd=0),
+    "short-header": dns_header()[:7],
+    "cut-in-question": (dns_header() + dns_question("example.com", 15))[:20],
+    "cut-in-rdata": (dns_header(an=1) + dns_question("example.com", 1) + dns_rr(PTR_Q, 1, bytes(4)))[:-2],
+    "loop-self": dns_header() + b"\xc0\x0c\x00\x01\x00\x01",
+    "loop-two": dns_header() + b"\xc0\x0e\xc0\x0c\x00\x01\x00\x01",
+    "loop-label-back": dns_header() + b"\x01a\xc0\x0c\x00\x01\x00\x01",
+    "loop-in-mx": dns_header(an=1) + dns_question("example.com", 15)
+    + dns_rr(PTR_Q, 15, b"\x00\x0a\xc0\x2b"),
+    "pointer-out-of-bounds": dns_header() + b"\xc3\xff\x00\x01\x00\x01",
+    "pointer-into-header": dns_header() + b"\xc0\x02\x00\x01\x00\x01",
+    "pointer-chain": dns_header(qd=4) + dns_question("a", 1) + b"\xc0\x0c\x00\x01\x00\x01"
+    + b"\xc0\x13\x00\x01\x00\x01" + b"\xc0\x19\x00\x01\x00\x01",
+    "label-64": dns_header() + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01",
+    "name-over-255": dns_header() + (b"\x3f" + b"a" * 63) * 5 + b"\x00\x00\x01\x00\x01",
+    "counts-65535": dns_header(qd=0xFFFF, an=0xFFFF, ns=0xFFFF, ar=0xFFFF),
+    "rdlength-past-end": dns_header(an=1) + dns_question("example.com", 1) + PTR_Q
+    + b"\x00\x01\x00\x01\x00\x00\x01\x2c\x00\xc8\x01\x02",
+    "a-with-5-octets": dns_header(an=1) + dns_question("example.com", 1) + dns_rr(PTR_Q, 1, bytes(5)),
+    "txt-overrun": dns_header(an=1) + dns_question("example.com", 16) + dns_rr(PTR_Q, 16, b"\x09abc"),
+    "soa-short": dns_header(ns=1) + dns_question("example.com", 6) + dns_rr(PTR_Q, 6, b"\x00\x00" + bytes(10)),
+}
+
+
 def write(folder, items, encode):
     path = os.path.join(HERE, "Corpus", folder)
     shutil.rmtree(path, ignore_errors=True)
@@ -182,3 +255,4 @@ write("CommandRoundtripFuzzer", ROUNDTRIP, lambda b: b)
 write("ReplyParserFuzzer", REPLIES, lambda s: s.encode("utf-8"))
 # Bodies are bytes: latin-1 keeps \xff as one octet.
 write("BodyDecoderFuzzer", BODIES, lambda s: s.encode("latin-1"))
+write("DNSMessageFuzzer", DNS, lambda b: b)
