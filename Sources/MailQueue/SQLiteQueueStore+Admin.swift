@@ -333,12 +333,14 @@ extension SQLiteQueueStore {
         public var traceEvents = 0
         public var messages = 0
         public var samples = 0
+        /// Admin audit events (`admin_audit`), kept as long as the trace.
+        public var auditEvents = 0
         public init() {}
-        public var total: Int { traceEvents + messages + samples }
+        public var total: Int { traceEvents + messages + samples + auditEvents }
     }
 
-    /// Deletes at most `batch` trace events, finished messages (with their recipients) and samples
-    /// older than `cutoff`, in one short transaction. Messages still queued or held are never
+    /// Deletes at most `batch` trace events, finished messages (with their recipients), samples and
+    /// admin audit events older than `cutoff`, in one short transaction. Messages still queued or held are never
     /// pruned, whatever their age. Call repeatedly (with a pause) until it returns zero, so the
     /// acceptance writer never waits long behind it.
     public func prune(before cutoff: Date, batch: Int = 2000) throws -> PruneResult {
@@ -359,6 +361,10 @@ extension SQLiteQueueStore {
                 sql: "DELETE FROM stats_sample WHERE time IN (SELECT time FROM stats_sample WHERE time < ? LIMIT ?)",
                 arguments: [t, batch])
             r.samples = db.changesCount
+            try db.execute(
+                sql: "DELETE FROM admin_audit WHERE id IN (SELECT id FROM admin_audit WHERE time < ? LIMIT ?)",
+                arguments: [t, batch])
+            r.auditEvents = db.changesCount
             return r
         }
     }

@@ -474,6 +474,7 @@ public final class MailflowService: Sendable {
             total.traceEvents += r.traceEvents
             total.messages += r.messages
             total.samples += r.samples
+            total.auditEvents += r.auditEvents
             if r.total == 0 { break }
             usleep(20_000)
         }

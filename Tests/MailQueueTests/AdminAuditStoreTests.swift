@@ -46,4 +46,19 @@ struct AdminAuditStoreTests {
         #expect(try s.adminAudit(limit: 1).map(\.target) == ["X2"])
         #expect(try s.adminAudit(limit: 1).first?.source == "127.0.0.1")
     }
+
+    @Test func auditEventsArePrunedWithTheTrace() throws {
+        let s = try store()
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        for (i, age) in [100.0, 10.0].enumerated() {
+            try s.appendAdminAudit(
+                AdminAuditEvent(
+                    time: t0 - age * 86400, actor: "api:ops", source: nil, method: "DELETE",
+                    path: "/api/v1/queue/X\(i)",
+                    target: "X\(i)", status: 200, result: "ok"))
+        }
+        let r = try s.prune(before: t0 - 90 * 86400)
+        #expect(r.auditEvents == 1 && r.total >= 1)
+        #expect(try s.adminAudit().map(\.target) == ["X1"])
+    }
 }
