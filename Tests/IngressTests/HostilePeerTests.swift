@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOEmbedded
 import SMTPCore
@@ -139,5 +140,34 @@ struct HostilePeerTests {
         // Other tests run in parallel in this process: at least the ten opened here.
         #expect(after - before >= 10 || after >= 10)
         #expect(DescriptorTable.limit() ?? Int.max >= after)
+    }
+
+    /// Records the errors that reach the end of the listener's pipeline.
+    final class ErrorSink: ChannelInboundHandler {
+        typealias InboundIn = Channel
+        var errors: [Error] = []
+        func errorCaught(context: ChannelHandlerContext, error: Error) { errors.append(error) }
+    }
+
+    @Test func aListenerOutOfDescriptorsPausesItsAcceptsAndResumes() throws {
+        let channel = EmbeddedChannel()
+        let pause = AcceptPause(logger: Logger(label: "test"), metrics: IngressMetrics())
+        let sink = ErrorSink()
+        try channel.pipeline.syncOperations.addHandler(pause)
+        try channel.pipeline.syncOperations.addHandler(sink)
+        channel.pipeline.fireErrorCaught(IOError(errnoCode: EMFILE, reason: "accept"))
+        #expect(pause.paused, "an accept that failed with EMFILE did not pause the listener")
+        // A second failure while paused does not schedule a second resume.
+        channel.pipeline.fireErrorCaught(IOError(errnoCode: ENFILE, reason: "accept"))
+        channel.embeddedEventLoop.advanceTime(by: SMTPServer.acceptBackoff - .milliseconds(1))
+        #expect(pause.paused)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(!pause.paused, "the listener did not resume after the backoff")
+        #expect(sink.errors.isEmpty)
+        // A connection reset before it was accepted is not a shortage: no pause, passed on.
+        channel.pipeline.fireErrorCaught(IOError(errnoCode: ECONNABORTED, reason: "accept"))
+        #expect(!pause.paused)
+        #expect(sink.errors.count == 1)
+        _ = try? channel.finish()
     }
 }
