@@ -447,7 +447,7 @@ public final class SMTPClientConnection: Sendable {
         let closeReason = CloseReason()
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeouts.connect)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let h = SMTPClientHandler(

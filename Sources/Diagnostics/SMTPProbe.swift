@@ -273,7 +273,7 @@ final class SMTPProbeConnection: Sendable {
         let slot = HandlerSlot()
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(remaining)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ProbeChannelHandler()

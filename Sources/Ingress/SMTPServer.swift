@@ -63,7 +63,7 @@ public final class SMTPServer: Sendable {
                             AcceptPause(logger: ctx.logger, metrics: ctx.metrics))
                     }
                 }
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         if listener == .submissionImplicitTLS, let tls = ctx.tls {

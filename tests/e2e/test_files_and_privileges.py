@@ -207,12 +207,6 @@ def test_running_as_a_system_user_with_only_the_bind_capability(unprivileged_ser
     assert re.search(r"(?i)permission denied", r.stdout + r.stderr), r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Ingress/SMTPServer.swift (and Delivery/SMTPClientConnection.swift, Diagnostics/SMTPProbe.swift) set "
-    ".socketOption(.tcp_nodelay), which is SOL_SOCKET option 1 = SO_DEBUG, not TCP_NODELAY: root may set it, "
-    "an unprivileged process gets EACCES and every accepted connection is closed at once (strace: "
-    "setsockopt(fd, SOL_SOCKET, SO_DEBUG, [1]) = -1 EACCES). The fix is .tcpOption(.tcp_nodelay) in those "
-    "files (not this helper's); strict: this test fails as soon as it passes, to drop the marker."))
 def test_an_unprivileged_server_takes_and_delivers_mail(unprivileged_server):
     user, proc, port, data, _, _ = unprivileged_server
     import smtplib
