@@ -49,6 +49,17 @@ public final class MetricsExporter: Sendable {
                 gauge("forest", "refused", "sessions", "Sessions refused at the forest limit since start", l).set(
                     Double(f.refused))
             }
+            if let d = usage.descriptors {
+                gauge("process", "open", "descriptors", "Open file descriptors, as last counted").set(Double(d.open))
+                if let limit = d.limit {
+                    gauge("process", "max", "descriptors", "The soft descriptor limit (RLIMIT_NOFILE)").set(
+                        Double(limit))
+                    gauge(
+                        "smtp", "descriptor_threshold", "",
+                        "Open descriptors from which new SMTP sessions get 421 4.3.2 (the limit less the reserve)"
+                    ).set(Double(max(0, limit - d.reserve)))
+                }
+            }
         }
         if let q = queue {
             for (state, n) in [

@@ -311,6 +311,10 @@ def test_metrics_count_sessions_replies_latency_and_attempts(admin):
     assert 'mailflow_smtp_sessions{forest="NAMPR01"}' in after
     assert after['mailflow_smtp_sessions_max{forest="NAMPR01"}'] == 7
     assert after['mailflow_queue_messages{state="queued"}'] >= 0
+    # Descriptors, counted every second: open ones below the limit, the refusal threshold below both.
+    d = wait_for(lambda: (m := metrics()).get("mailflow_process_open_descriptors") and m, what="descriptors counted")
+    assert 0 < d["mailflow_process_open_descriptors"] < d["mailflow_process_max_descriptors"]
+    assert d["mailflow_smtp_descriptor_threshold"] < d["mailflow_process_max_descriptors"]
     assert any(k.startswith('mailflow_delivery_attempts_total{outcome="deferred",destination="remote.test"}')
                for k in after), [k for k in after if "attempts" in k]
 
