@@ -308,6 +308,8 @@ public final class MailflowService: Sendable {
 
     /// Where `mailflow limits` reads the live usage; rewritten every second while serving.
     public static func limitsSnapshotPath(dataDirectory: String) -> String { "\(dataDirectory)/limits.json" }
+    /// The queue filesystem's state (`StorageStatus`), rewritten with the limits snapshot.
+    public static func storageSnapshotPath(dataDirectory: String) -> String { "\(dataDirectory)/storage.json" }
 
     /// Where `mailflow queue destinations` reads each destination's window; rewritten every second.
     public static func destinationsSnapshotPath(dataDirectory: String) -> String {
@@ -330,11 +332,15 @@ public final class MailflowService: Sendable {
         let enc = JSONEncoder()
         enc.dateEncodingStrategy = .iso8601
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        guard let data = try? enc.encode(admission.usage()) else { return }
-        let path = Self.limitsSnapshotPath(dataDirectory: config.dataDirectory)
-        let tmp = path + ".tmp"
-        if FileManager.default.createFile(atPath: tmp, contents: data) {
-            _ = rename(tmp, path)
+        for (path, data) in [
+            (Self.limitsSnapshotPath(dataDirectory: config.dataDirectory), try? enc.encode(admission.usage())),
+            (Self.storageSnapshotPath(dataDirectory: config.dataDirectory), try? enc.encode(store.storage.status())),
+        ] {
+            guard let data else { continue }
+            let tmp = path + ".tmp"
+            if FileManager.default.createFile(atPath: tmp, contents: data) {
+                _ = rename(tmp, path)
+            }
         }
     }
 

@@ -219,6 +219,12 @@ struct Limits: ParsableCommand {
                 print("Descriptors: \(d.open) open (no limit)")
             }
         }
+        let storagePath = MailflowService.storageSnapshotPath(dataDirectory: config.dataDirectory)
+        if FileManager.default.fileExists(atPath: storagePath),
+            let s = try readSnapshot(StorageStatus.self, path: storagePath, what: "storage status", json: false)
+        {
+            print(Self.storageLine(s))
+        }
         print("")
         printTable(
             ["FOREST", "REGION", "SESSIONS", "LIMIT", "USE", "MSGS/MIN LIMIT", "REFUSED"],
@@ -238,6 +244,30 @@ struct Limits: ParsableCommand {
             printTable(
                 ["REFUSED BY", "COUNT"], u.refusals.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })
         }
+    }
+
+    /// `Storage: 1.2 GB free of 20.0 GB (reserve 52.4 MB); accepting`, or `REFUSING new mail (why)`.
+    static func storageLine(_ s: StorageStatus) -> String {
+        func size(_ b: Int64) -> String {
+            let units = ["B", "KB", "MB", "GB", "TB"]
+            var v = Double(b)
+            var i = 0
+            while v >= 1000, i < units.count - 1 {
+                v /= 1000
+                i += 1
+            }
+            return i == 0 ? "\(b) B" : String(format: "%.1f %@", v, units[i])
+        }
+        let space =
+            if let free = s.freeBytes, let total = s.totalBytes {
+                "\(size(free)) free of \(size(total))"
+            } else {
+                "free space unknown"
+            }
+        let state = s.acceptancePaused ? "REFUSING new mail with 452 4.3.1 (\(s.reason ?? "no room"))" : "accepting"
+        let faults = s.faults.values.reduce(0, +)
+        return "Storage: \(space) (reserve \(size(s.minimumFreeBytes))); \(state)"
+            + (faults > 0 ? "; \(faults) failed writes since start" : "")
     }
 }
 

@@ -234,6 +234,11 @@ def test_below_the_reserve_mail_is_refused_and_flow_resumes_when_space_returns(t
     assert metric(text, "mailflow_storage_free_bytes") < 2 << 20
     assert metric(text, "mailflow_storage_min_free_bytes") == 2 << 20
     assert metric(text, "mailflow_storage_refusals_total", '{reason="free_space"}') >= 1
+    # `mailflow limits` says so too (from the snapshot the server rewrites every second).
+    limits = wait_for(lambda: (r := srv.cli("limits")).returncode == 0 and "REFUSING" in r.stdout and r.stdout,
+                      what="mailflow limits showing the pause")
+    assert re.search(r"^Storage: .* free of .* \(reserve 2\.1 MB\); REFUSING new mail with 452 4\.3\.1 \(.*below the reserve",
+                     limits, re.M), limits
 
     # 3 MB free: a declared 2 MB does not fit above the 2 MB reserve, a small one does.
     shrink(filler, 2 << 20)
@@ -255,6 +260,8 @@ def test_below_the_reserve_mail_is_refused_and_flow_resumes_when_space_returns(t
     assert all(o.accepted for o in outcomes[-4:]), outcomes[-4:]
     assert storage_status(srv, token)["acceptancePaused"] is False
     assert metric(metrics(srv, token), "mailflow_storage_acceptance_paused") == 0
+    wait_for(lambda: re.search(r"^Storage: .*; accepting", srv.cli("limits").stdout, re.M),
+             what="mailflow limits showing acceptance again")
     assert_nothing_lost(srv, outcomes)
 
 
