@@ -95,6 +95,8 @@ public final class DeliveryScheduler: Sendable {
     let planningPool: NIOThreadPool
     let startedAt: Date
     let outbound: OutboundDelivery?
+    /// Local routes go here instead of Maildir when set (`delivery.lmtp`).
+    let lmtp: LMTPDelivery?
     let connectorFor: @Sendable (String) -> OutboundConnector?
     let signingFor: @Sendable (String) -> OutboundSigning?
     let dsnRoute: (@Sendable (String) -> Route?)?
@@ -114,8 +116,9 @@ public final class DeliveryScheduler: Sendable {
         metricsFactory: any MetricsFactory = MetricsSystem.factory,
         random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
         clock: any Clock<Duration> = ContinuousClock(), trigger: TriggerLocation = .besideQueue,
-        eventLoopGroup: (any EventLoopGroup)? = nil, syncPriority: SyncPriority? = nil
+        eventLoopGroup: (any EventLoopGroup)? = nil, syncPriority: SyncPriority? = nil, lmtp: LMTPDelivery? = nil
     ) {
+        self.lmtp = lmtp
         self.syncPriority = syncPriority
         self.metricsFactory = metricsFactory
         self.outbound = outbound
@@ -175,6 +178,7 @@ public final class DeliveryScheduler: Sendable {
         await recorder.shutdownGracefully()
         try? await workers.shutdownGracefully()
         try? await mailboxWriters.shutdownGracefully()
+        await lmtp?.shutdown()
         try? await planningPool.shutdownGracefully()
     }
 
@@ -305,7 +309,9 @@ public final class DeliveryScheduler: Sendable {
             }
             let work = planner.work(for: m, relayAvailable: outbound != nil)
             var results = AttemptResults(unroutable: work.unroutable)
-            if !work.local.isEmpty {
+            if !work.local.isEmpty, let lmtp {
+                results.local = await deliverByLMTP(m, body: body, recipients: work.local, through: lmtp)
+            } else if !work.local.isEmpty {
                 results.local = try await mailboxWriters.runIfActive {
                     self.syncPriority?.waitForTurn()
                     return self.deliverLocally(m, body: body, recipients: work.local)

@@ -442,26 +442,29 @@ public final class SMTPClientConnection: Sendable {
     public static func connect(
         to address: SocketAddress, group: EventLoopGroup, heloName: String, tls: TLSRequirement,
         tlsContext: NIOSSLContext?, serverName: String?, verify: Bool = false,
-        timeouts: OutboundTimeouts = OutboundTimeouts()
+        timeouts: OutboundTimeouts = OutboundTimeouts(), protocol clientProtocol: ClientProtocol = .smtp
     ) async throws -> SMTPClientConnection {
         let closeReason = CloseReason()
-        let bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(timeouts.connect)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let h = SMTPClientHandler(
-                        machine: ClientSession(heloName: heloName, tls: tls),
-                        tlsContext: tlsContext, serverName: serverName, verify: verify, closeReason: closeReason,
-                        timeouts: timeouts)
-                    try channel.pipeline.syncOperations.addHandler(h)
-                }
+        var bootstrap = ClientBootstrap(group: group).connectTimeout(timeouts.connect)
+        // A UNIX socket (LMTP to a local mailbox server) has no TCP options.
+        if address.protocol != .unix {
+            bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        }
+        bootstrap = bootstrap.channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let h = SMTPClientHandler(
+                    machine: ClientSession(heloName: heloName, tls: tls, protocol: clientProtocol),
+                    tlsContext: tlsContext, serverName: serverName, verify: verify, closeReason: closeReason,
+                    timeouts: timeouts)
+                try channel.pipeline.syncOperations.addHandler(h)
             }
+        }
         let channel: Channel
         do {
             channel = try await bootstrap.connect(to: address).get()
         } catch {
-            throw SMTPClientFailure.connect(address: address.ipAddress ?? "?", detail: "\(error)")
+            throw SMTPClientFailure.connect(
+                address: address.ipAddress ?? address.pathname ?? "?", detail: "\(error)")
         }
         let handler: NIOLoopBound<SMTPClientHandler>
         do {

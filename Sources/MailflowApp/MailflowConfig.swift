@@ -59,6 +59,8 @@ public struct MailflowConfig: Sendable, Equatable {
     // delivery
     public var mxPort = Self.outboundDefaults.mxPort
     public var heloName: String?
+    /// Local routes over LMTP to a mailbox server instead of Maildir; nil: Maildir.
+    public var lmtp: LMTPSettings?
     public var maxAbruptCloses = DeliveryPolicy.defaultMaxAbruptCloses
     /// After this long undelivered the sender gets one delay DSN; nil: never.
     public var delayNotice: TimeInterval? = DeliveryPolicy.defaultDelayNotice

@@ -120,7 +120,12 @@ public final class MailflowService: Sendable {
                 return nil
             },
             maxAbruptCloses: config.maxAbruptCloses, delayNotice: config.delayNotice,
-            metricsFactory: metrics?.factory ?? MetricsSystem.factory, syncPriority: syncPriority)
+            metricsFactory: metrics?.factory ?? MetricsSystem.factory, syncPriority: syncPriority,
+            lmtp: config.lmtp.map { [group] in
+                LMTPDelivery(
+                    settings: $0, heloName: config.heloName ?? config.hostname, group: group,
+                    timeouts: config.outboundTimeouts)
+            })
         self.scheduler = scheduler
         self.committer = GroupCommitter(store: store, priority: syncPriority) { _ in scheduler.wakeUp() }
         threadPool = NIOThreadPool(numberOfThreads: 2)
@@ -277,7 +282,7 @@ public final class MailflowService: Sendable {
                 differ(\.mxPort) || (old.heloName ?? old.hostname) != (new.heloName ?? new.hostname)
                     || differ(\.maxAbruptCloses) || differ(\.delayNotice) || differ(\.destinationInitialConcurrency)
                     || differ(\.destinationMaxConcurrency) || differ(\.deliveryConcurrency)
-                    || differ(\.retryIntervals) || differ(\.expiry)
+                    || differ(\.retryIntervals) || differ(\.expiry) || differ(\.lmtp)
             ),
             (
                 "admin",

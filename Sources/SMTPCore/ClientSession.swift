@@ -109,9 +109,18 @@ public struct ServerCapabilities: Sendable, Hashable {
     }
 }
 
+/// The protocol a `ClientSession` speaks: SMTP (RFC 5321) or LMTP (RFC 2033), its local twin for
+/// handing mail to a mailbox server (Dovecot, Cyrus) that can answer for each recipient.
+public enum ClientProtocol: String, Sendable, Hashable {
+    case smtp
+    /// RFC 2033: `LHLO` instead of `EHLO` (no `HELO` fallback, §4.1), and after the final dot (or
+    /// `BDAT LAST`) one reply per recipient that RCPT accepted, in RCPT order (§4.2).
+    case lmtp
+}
+
 /// The client side of an SMTP session as a state machine, free of I/O (RFC 5321 §3, §4.1; RFC 2920
 /// PIPELINING, RFC 3030 CHUNKING, RFC 3207 STARTTLS, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531
-/// SMTPUTF8, RFC 3461 DSN).
+/// SMTPUTF8, RFC 3461 DSN), or of an LMTP session (RFC 2033) with `protocol: .lmtp`.
 ///
 /// One connection may carry several messages (`send(_:)` when `isReady`). Every recipient of a
 /// message ends with a `RecipientResult`: `2xx` delivered, `4xx` deferred, `5xx` failed. A `421`, a
@@ -163,6 +172,7 @@ public struct ClientSession: Sendable {
 
     public let heloName: String
     public let tls: TLSRequirement
+    public let clientProtocol: ClientProtocol
     public private(set) var capabilities = ServerCapabilities()
     public private(set) var tlsActive = false
     public private(set) var remoteGreeting: SMTPReply?
@@ -176,9 +186,10 @@ public struct ClientSession: Sendable {
     /// The encoded RCPT commands of the message in flight that are not yet written, by recipient.
     var unsentRecipients: [Int: ByteBuffer] = [:]
 
-    public init(heloName: String, tls: TLSRequirement) {
+    public init(heloName: String, tls: TLSRequirement, protocol clientProtocol: ClientProtocol = .smtp) {
         self.heloName = heloName
         self.tls = tls
+        self.clientProtocol = clientProtocol
     }
 
     public var isReady: Bool { phase == .ready }
@@ -238,13 +249,13 @@ public struct ClientSession: Sendable {
             remoteGreeting = reply
             guard reply.code == 220 else { return closeDeferringPending(reply) }
             phase = .ehlo
-            return write(.ehlo(heloName))
+            return hello()
         case .ehlo:
             if reply.code / 100 == 2 {
                 capabilities = ServerCapabilities(ehloReply: reply)
                 return afterHello()
             }
-            if reply.code / 100 == 5 && !tlsActive {
+            if reply.code / 100 == 5 && !tlsActive && clientProtocol == .smtp {
                 phase = .helo
                 return write(.helo(heloName))
             }
@@ -287,6 +298,12 @@ public struct ClientSession: Sendable {
             accepted = []
             return finishWithRset()
         case .body:
+            if clientProtocol == .lmtp && !accepted.isEmpty {
+                // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+                let i = accepted.removeFirst()
+                results[i] = RecipientResult.from(reply, index: i)
+                return accepted.isEmpty ? finish() : .none
+            }
             for i in accepted { results[i] = RecipientResult.from(reply, index: i) }
             accepted = []
             return finish()
@@ -321,7 +338,16 @@ public struct ClientSession: Sendable {
         // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
         capabilities = ServerCapabilities()
         phase = .ehlo
-        return write(.ehlo(heloName))
+        return hello()
+    }
+
+    /// `EHLO`, or for LMTP `LHLO` (RFC 2033 §4.1), which takes the same argument: it is encoded as
+    /// EHLO (so the name is checked the same way) and the verb swapped.
+    mutating func hello() -> Action {
+        let action = write(.ehlo(heloName))
+        guard clientProtocol == .lmtp, case .send(var bytes) = action else { return action }
+        bytes.setString("LHLO", at: bytes.readerIndex)
+        return .send(bytes)
     }
 
     public mutating func tlsFailed(_ why: String) -> Action {
@@ -417,10 +443,11 @@ public struct ClientSession: Sendable {
 
     /// MAIL with the parameters the server announced: SIZE (RFC 1870; also to a pipelining server,
     /// which may refuse early), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET and ENVID (RFC 3461 §4.3,
-    /// §4.4, only to a DSN server).
+    /// §4.4, only to a DSN server). LMTP sends SIZE only where announced: Dovecot's LMTP announces
+    /// PIPELINING without SIZE and refuses the parameter (`555 5.5.4 Unsupported parameters`).
     func mailCommand(_ env: OutboundEnvelope) -> SMTPCommand {
         var p = MailParameters()
-        if capabilities.size != nil || capabilities.pipelining { p.size = env.size }
+        if capabilities.size != nil || (capabilities.pipelining && clientProtocol == .smtp) { p.size = env.size }
         if env.eightBit { p.body = .eightBitMIME }
         p.smtpUTF8 = env.smtpUTF8
         if capabilities.dsn {
