@@ -32,7 +32,9 @@ from mfutil import QUEUED_RE
 from test_outbound import parse_dsn, queue_show, wait_for, wait_status
 
 SENDER = "sender@src.test"
-PASSWORDS = {"alice@contoso.test": "alice-secret", SENDER: "sender-secret"}
+PASSWORDS = {"alice@contoso.test": "alice-secret", SENDER: "sender-secret", "carol@contoso.test": "carol-secret"}
+# Carol's mailbox holds 1 KiB: Dovecot refuses a larger message after the final dot, for her alone.
+EXTRA = {"carol@contoso.test": "userdb_quota_rule=*:storage=1K"}
 MAIL_UID = 8  # Debian's `mail` user: Dovecot refuses uid 0 for mail
 MAIL_GID = 8
 
@@ -58,7 +60,8 @@ class Dovecot:
             os.chown(root / d, MAIL_UID, MAIL_GID)
         users = root / "users"
         users.write_text("".join(
-            f"{u}:{{PLAIN}}{p}:{MAIL_UID}:{MAIL_GID}::{root}/home/{u}::\n" for u, p in PASSWORDS.items()))
+            f"{u}:{{PLAIN}}{p}:{MAIL_UID}:{MAIL_GID}::{root}/home/{u}::{EXTRA.get(u, '')}\n"
+            for u, p in PASSWORDS.items()))
         self.conf.write_text(f"""
 base_dir = {root}/run
 state_dir = {root}/state
@@ -75,6 +78,14 @@ default_internal_group = root
 default_login_user = dovenull
 first_valid_uid = {MAIL_UID}
 mail_location = maildir:{root}/mail/%d/%n
+mail_plugins = $mail_plugins quota
+plugin {{
+  quota = maildir:User quota
+}}
+# Quota is checked when the message is saved, after the final dot (not at RCPT), and a full mailbox
+# is a permanent 552 5.2.2 (Dovecot's defaults, pinned here because the quota test relies on them).
+lmtp_rcpt_check_quota = no
+quota_full_tempfail = no
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {users}
@@ -182,7 +193,7 @@ def config(lmtp, **delivery) -> dict:
         "dns": {"servers": ["127.0.0.1:9"], "timeout": "1s", "attempts": 1},
         "delivery": {"retry_intervals": ["1s"], "expiry": "24h", "lmtp": lmtp, **delivery},
         "tenants": [
-            {"name": "contoso", "domains": ["contoso.test"], "mailboxes": ["alice", "bob"]},
+            {"name": "contoso", "domains": ["contoso.test"], "mailboxes": ["alice", "bob", "carol"]},
             {"name": "src", "domains": ["src.test"], "mailboxes": ["sender"]},
         ],
     }
@@ -307,3 +318,23 @@ def test_dovecot_down_defers_then_delivers_once_it_is_back(mailflow_server, dove
     for t in [first, *tokens]:
         assert sum(t.encode() in m for m in inbox) == 1, f"{t}: not exactly one copy"
     assert len(inbox) == 1 + len(tokens)
+
+
+def test_over_quota_after_the_dot_fails_that_recipient_alone(mailflow_server, dovecot):
+    """Dovecot checks the quota when it saves, after the final dot: the per-recipient replies of RFC
+    2033 §4.2 are what tells alice's 250 from carol's 552."""
+    srv = mailflow_server(config(f"unix:{dovecot.socket}"))
+    token = uuid.uuid4().hex
+    msg = message(token, "alice@contoso.test", ["y" * 70] * 40)  # ~3 KB, over carol's 1 KiB
+    qid = send(srv.port, ["carol@contoso.test", "alice@contoso.test"], msg)
+    wait_status(srv, qid, "alice@contoso.test", "delivered")
+    shown = wait_status(srv, qid, "carol@contoso.test", "failed")
+    [reason] = shown.events("failed", "carol@contoso.test")
+    assert reason.startswith("552 5.2.2 <carol@contoso.test> Quota exceeded"), reason
+    assert [m for m in dovecot.inbox("alice@contoso.test") if token.encode() in m]
+    assert not dovecot.inbox("carol@contoso.test")
+    dsns = wait_for(lambda: [m for m in dovecot.inbox(SENDER) if b"multipart/report" in m], 15,
+                    lambda: f"no DSN for {SENDER}: {queue_show(srv, qid).text}")
+    dsn = parse_dsn(dsns[0][dsns[0].index(b"\r\n") + 2:])
+    assert dsn.recipient("carol@contoso.test")["status"] == "5.2.2"
+
