@@ -80,6 +80,9 @@ public struct RecipientResult: Sendable, Hashable {
 /// The extensions a server announced in its EHLO reply.
 public struct ServerCapabilities: Sendable, Hashable {
     public var pipelining = false
+    /// SIZE was announced (RFC 1870), with or without a limit: the client may send `SIZE=`.
+    public var announcesSize = false
+    /// The announced fixed limit; nil for `SIZE`, `SIZE 0` (no fixed limit) or no SIZE at all.
     public var size: Int?
     public var eightBitMIME = false
     public var smtpUTF8 = false
@@ -96,7 +99,9 @@ public struct ServerCapabilities: Sendable, Hashable {
             guard let kw = parts.first?.uppercased() else { continue }
             switch kw {
             case "PIPELINING": pipelining = true
-            case "SIZE": size = parts.count > 1 ? Int(parts[1]).flatMap { $0 > 0 ? $0 : nil } : nil
+            case "SIZE":
+                announcesSize = true
+                size = parts.count > 1 ? Int(parts[1]).flatMap { $0 > 0 ? $0 : nil } : nil
             case "8BITMIME": eightBitMIME = true
             case "SMTPUTF8": smtpUTF8 = true
             case "CHUNKING": chunking = true
@@ -441,13 +446,13 @@ public struct ClientSession: Sendable {
         return .send(out)
     }
 
-    /// MAIL with the parameters the server announced: SIZE (RFC 1870; also to a pipelining server,
-    /// which may refuse early), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET and ENVID (RFC 3461 §4.3,
-    /// §4.4, only to a DSN server). LMTP sends SIZE only where announced: Dovecot's LMTP announces
-    /// PIPELINING without SIZE and refuses the parameter (`555 5.5.4 Unsupported parameters`).
+    /// MAIL with the parameters the server announced, and only those (RFC 5321 §4.1.1.11): SIZE (RFC
+    /// 1870 §6), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET and ENVID (RFC 3461 §4.3, §4.4). A server
+    /// that announces PIPELINING without SIZE may refuse the parameter: Dovecot's LMTP answers
+    /// `555 5.5.4 Unsupported parameters`.
     func mailCommand(_ env: OutboundEnvelope) -> SMTPCommand {
         var p = MailParameters()
-        if capabilities.size != nil || (capabilities.pipelining && clientProtocol == .smtp) { p.size = env.size }
+        if capabilities.announcesSize { p.size = env.size }
         if env.eightBit { p.body = .eightBitMIME }
         p.smtpUTF8 = env.smtpUTF8
         if capabilities.dsn {

@@ -111,8 +111,26 @@ struct ClientSessionTests {
         #expect(results.allSatisfy { $0.reply.code == 451 })
     }
 
+    /// RFC 1870 §6 and RFC 5321 §4.1.1.11: no SIZE= to a server that did not announce SIZE, even one
+    /// that pipelines (Dovecot's LMTP refuses it with 555 5.5.4).
+    @Test func sizeIsSentOnlyWhereAnnounced() {
+        for (keywords, expected) in [
+            (["PIPELINING"], "MAIL FROM:<s@mailflow.test>"),
+            (["PIPELINING", "SIZE"], "MAIL FROM:<s@mailflow.test> SIZE=100"),
+            (["SIZE 1000"], "MAIL FROM:<s@mailflow.test> SIZE=100"),
+            (["SIZE 0"], "MAIL FROM:<s@mailflow.test> SIZE=100"),
+        ] {
+            var c = ready(keywords)
+            guard case .send(let bytes) = c.send(env(["a@remote.test"])) else {
+                Issue.record("expected a send for \(keywords)")
+                continue
+            }
+            #expect(String(buffer: bytes).hasPrefix(expected + "\r\n"), "\(keywords)")
+        }
+    }
+
     @Test func chunkingSendsBDATAfterRecipients() {
-        var c = ready(["PIPELINING", "CHUNKING"])
+        var c = ready(["PIPELINING", "CHUNKING", "SIZE"])
         #expect(
             c.send(env(["a@remote.test"]))
                 == sent("MAIL FROM:<s@mailflow.test> SIZE=100", "RCPT TO:<a@remote.test>"))
@@ -205,7 +223,7 @@ struct ClientSessionTests {
     /// and never written; the others go out as usual.
     @Test func smugglingRecipientIsRefusedNotSent() {
         for pipelining in [true, false] {
-            var c = ready(pipelining ? ["PIPELINING"] : [])
+            var c = ready(pipelining ? ["PIPELINING", "SIZE"] : [])
             let e = env(["a@remote.test", "b@remote.test>\r\nRCPT TO:<victim@evil.test", "c@remote.test"])
             if pipelining {
                 #expect(
@@ -274,7 +292,7 @@ struct ClientSessionTests {
     }
 
     @Test func bareSenderlessAndPostmasterPathsAndEmptyData() {
-        var c = ready(["PIPELINING", "DSN"])
+        var c = ready(["PIPELINING", "DSN", "SIZE"])
         var e = OutboundEnvelope(
             sender: "", recipients: [OutboundRecipient(address: "Postmaster", notify: DSNNotify(never: true))], size: 7)
         e.recipients[0].originalRecipient = OriginalRecipient(addressType: "utf-8", address: "pöstmaster@remote.test")
