@@ -216,15 +216,8 @@ public final class DeliveryScheduler: Sendable {
         let t = now()
         do {
             let store = self.store
-            let (due, earliest, latest) = try await planningPool.runIfActive {
-                (
-                    capacity > 0 ? try store.dueMessageIDs(now: t, limit: limit) : [], try store.nextDueTime(),
-                    try store.latestDueTime()
-                )
-            }
-            var next = earliest
-            if let latest, latest > planner.latestNextAttempt(after: t) {
-                next = min(next ?? .distantFuture, await pullInAfterClockStep(latest: latest, now: t))
+            let (due, next) = try await planningPool.runIfActive {
+                (capacity > 0 ? try store.dueMessageIDs(now: t, limit: limit) : [], try store.nextDueTime())
             }
             let taken = state.withLock { s -> [String] in
                 var out: [String] = []
@@ -245,25 +238,6 @@ public final class DeliveryScheduler: Sendable {
             logger.error("delivery scheduler: \(error)")
             return ([], .seconds(1))
         }
-    }
-
-    /// A next attempt later than any the planner sets means the wall clock was stepped back (the
-    /// queue stores wall-clock times): those messages are brought back within one longest retry
-    /// interval, or deferred mail would wait out the step on top of its interval.
-    /// Returns the time they are now due.
-    func pullInAfterClockStep(latest: Date, now t: Date) async -> Date {
-        let bound = planner.latestNextAttempt(after: t)
-        let target = planner.clampedNextAttempt(latest, now: t)
-        let store = self.store
-        do {
-            let moved = try await planningPool.runIfActive { try store.pullIn(nextAttemptsAfter: bound, to: target) }
-            logger.warning(
-                "the wall clock was stepped back: \(moved) deferred messages were due later than any retry interval sets; they are retried by \(target)"
-            )
-        } catch {
-            logger.error("delivery scheduler: could not bring back next attempts after a clock step: \(error)")
-        }
-        return target
     }
 
     /// Waits for a wake-up, or `duration` on `clock`, whichever comes first. False once the wake-ups

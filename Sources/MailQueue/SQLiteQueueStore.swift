@@ -251,28 +251,6 @@ public final class SQLiteQueueStore: Sendable {
         }
     }
 
-    /// The latest next attempt of any queued message (the same index, from the other end): how the
-    /// delivery scheduler notices that the wall clock was stepped back.
-    public func latestDueTime() throws -> Date? {
-        try pool.read { db in
-            try Double.fetchOne(db, sql: "SELECT MAX(next_attempt) FROM message WHERE next_attempt IS NOT NULL")
-                .map { Date(timeIntervalSince1970: $0) }
-        }
-    }
-
-    /// Brings every next attempt later than `bound` back to `time`, returning how many moved.
-    /// Held messages (no next attempt) are not touched. For a wall clock stepped back: see
-    /// `DeliveryPlanner.clampedNextAttempt`.
-    @discardableResult
-    public func pullIn(nextAttemptsAfter bound: Date, to time: Date) throws -> Int {
-        try pool.write { db in
-            try db.execute(
-                sql: "UPDATE message SET next_attempt = ? WHERE next_attempt > ?",
-                arguments: [time.timeIntervalSince1970, bound.timeIntervalSince1970])
-            return db.changesCount
-        }
-    }
-
     /// One delivery attempt's results for a message, as `recordAttempt` writes them.
     public struct Attempt: Sendable {
         public var messageID: String
