@@ -78,6 +78,9 @@ struct Serve: AsyncParsableCommand {
         // SIGHUP is trapped before the ports are printed: a reload sent as soon as the server says it
         // listens must reach it, not kill it (the default action) or be lost.
         let hangups = options.config == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
+        // SIGTERM and SIGINT likewise: one that arrives after the ports are bound but before the
+        // service group below has set up its own handlers must shut down gracefully, not kill.
+        let earlyStops = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         let addresses = try await service.start()
         for a in addresses { logger.notice("listening for SMTP on \(a)") }
         let submission = try await service.startSubmission()
@@ -113,7 +116,16 @@ struct Serve: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await withThrowingDiscardingTaskGroup { tasks in
+            tasks.addTask {
+                for await _ in earlyStops {
+                    await group.triggerGracefulShutdown()
+                    return
+                }
+            }
+            try await group.run()
+            tasks.cancelAll()
+        }
     }
 }
 

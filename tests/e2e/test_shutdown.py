@@ -121,3 +121,17 @@ def test_signal_without_sessions_exits_zero(mailflow_server, sig):
     wait_for_delivery(srv.data_dir, qid)
     srv.proc.send_signal(sig)
     assert srv.wait(timeout=20) == 0, srv.stderr()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_right_after_the_listening_line_is_graceful(mailflow_server, sig):
+    # The first moments after the ports are printed, before the service group has set up its own
+    # handlers: a stop sent then (systemd, a supervisor, a script) must still be a graceful one. Before
+    # the fix about half of these runs were killed by the signal's default action (exit -15).
+    srv = mailflow_server()
+    for _ in range(3):
+        srv.proc.send_signal(sig)
+        assert srv.wait(timeout=20) == 0, srv.stderr()
+        srv.start()
+    srv.proc.send_signal(sig)
+    assert srv.wait(timeout=20) == 0, srv.stderr()
