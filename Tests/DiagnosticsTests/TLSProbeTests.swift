@@ -229,10 +229,11 @@ final class FakeSMTPHandler: ChannelInboundHandler {
             host: "127.0.0.1", address: "127.0.0.1", port: server.port, options: options)
         let took = ContinuousClock.now - started
         await server.stop()
-        // One connection, one 500 ms deadline. Under 9 s: the 10 s default was not what stopped it.
-        // (A CI run with 583 tests in parallel on two cores took 5.9 s to get back to the awaiting task
-        // after the 0.5 s deadline, so a tighter bound measures the machine, not the probe.)
-        #expect(took < .seconds(9), "\(took)")
+        // One connection, one 500 ms deadline: the probe ends by itself and says why. The bound only
+        // catches a hang: CI runs with 583-689 tests in parallel on two cores took 5.9 s and 14 s to
+        // get back to the awaiting task after the 0.5 s deadline, so wall time here measures the
+        // machine and cannot tell the 500 ms deadline from the 10 s default.
+        #expect(took < .seconds(60), "\(took)")
         let f = Dictionary(result.findings.map { ($0.check, $0) }, uniquingKeysWith: { a, _ in a })
         #expect(f["smtp.banner"]?.severity == .failure)
         #expect(f["smtp.banner"]?.summary.contains("within the probe timeout") == true)
