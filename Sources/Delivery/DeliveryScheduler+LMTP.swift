@@ -15,17 +15,15 @@ extension DeliveryScheduler {
         _ m: StoredMessage, body: MessageBody, recipients: [StoredRecipient], through lmtp: LMTPDelivery
     ) async -> [Int: RecipientOutcome] {
         var outcomes: [Int: RecipientOutcome] = [:]
-        var prefix = Data((m.authentication?.field ?? "").utf8)
+        let prefix: Data
         do {
-            prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
+            prefix = try deliveryStamps(m, body: body)
         } catch {
             for r in recipients {
                 outcomes[r.index] = .deferred(reason: "451 4.3.0 Cannot read the stored message: \(error)")
             }
             return outcomes
         }
-        if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
-        if m.addDate { prefix.append(Data("Date: \(HeaderStamps.rfc5322Date(m.receivedAt))\r\n".utf8)) }
         let outBody = OutboundBody(prefix: prefix, reader: MessageBodyReader(body: body, skip: m.stampLength))
         let local = recipients.compactMap { r -> (StoredRecipient, String)? in
             guard case .local(let domain, let mailbox) = r.recipient.route else { return nil }

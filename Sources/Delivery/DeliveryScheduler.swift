@@ -433,6 +433,17 @@ public final class DeliveryScheduler: Sendable {
         try await workers.runIfActive(work)
     }
 
+    /// What a mailbox copy carries above the stored message (Maildir and LMTP alike): the
+    /// `Authentication-Results` field, the stored stamps (`Received:`), and the `Message-ID` and
+    /// `Date` the message was accepted without.
+    func deliveryStamps(_ m: StoredMessage, body: MessageBody) throws -> Data {
+        var stamps = Data((m.authentication?.field ?? "").utf8)
+        stamps.append(try MessageBodyReader(body: body).prefix(m.stampLength))
+        if m.addMessageID, let mid = m.messageID { stamps.append(Data("Message-ID: \(mid)\r\n".utf8)) }
+        if m.addDate { stamps.append(Data("Date: \(HeaderStamps.rfc5322Date(m.receivedAt))\r\n".utf8)) }
+        return stamps
+    }
+
     /// Mailbox deliveries: `.delivered`, or `.deferred` with the error (the planner decides about
     /// expiry).
     func deliverLocally(_ m: StoredMessage, body: MessageBody, recipients: [StoredRecipient]) -> [Int: RecipientOutcome]
@@ -440,17 +451,14 @@ public final class DeliveryScheduler: Sendable {
         var outcomes: [Int: RecipientOutcome] = [:]
         let reader = MessageBodyReader(body: body, skip: m.stampLength)
         var prefix = Data("Return-Path: <\(m.sender)>\r\n".utf8)
-        prefix.append(Data((m.authentication?.field ?? "").utf8))
         do {
-            prefix.append(try MessageBodyReader(body: body).prefix(m.stampLength))
+            prefix.append(try deliveryStamps(m, body: body))
         } catch {
             for r in recipients {
                 outcomes[r.index] = .deferred(reason: "451 4.3.0 Cannot read the stored message: \(error)")
             }
             return outcomes
         }
-        if m.addMessageID, let mid = m.messageID { prefix.append(Data("Message-ID: \(mid)\r\n".utf8)) }
-        if m.addDate { prefix.append(Data("Date: \(HeaderStamps.rfc5322Date(m.receivedAt))\r\n".utf8)) }
         let scanCur = m.attempts > 0 || m.receivedAt < startedAt
         for r in recipients {
             guard case .local(let domain, let mailbox) = r.recipient.route else { continue }
