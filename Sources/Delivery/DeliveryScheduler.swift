@@ -196,7 +196,7 @@ public final class DeliveryScheduler: Sendable {
                 let (taken, wait) = await dueWork()
                 for id in taken {
                     deliveries.addTask {
-                        await self.process(id)
+                        await self.process(id, onlyIfDue: true)
                         _ = self.state.withLock { $0.inFlight.remove(id) }
                         self.wakeUp()
                     }
@@ -208,36 +208,66 @@ public final class DeliveryScheduler: Sendable {
     }
 
     /// Takes due messages up to the free capacity (marking them in flight) and says how long to
-    /// sleep if no wake-up comes: until the earliest deferred message falls due, at most
-    /// `safetyPoll`.
+    /// sleep if no wake-up comes: until the earliest message not in flight falls due, at most
+    /// `safetyPoll`. Messages in flight wake the loop as they finish, so they do not count: a slow
+    /// delivery (a remote that takes minutes) must not hold back the rest of the queue.
     func dueWork() async -> (taken: [String], wait: Duration) {
-        let capacity = concurrency - state.withLock { $0.inFlight.count }
-        let limit = capacity + concurrency
         let t = now()
         do {
             let store = self.store
-            let (due, next) = try await planningPool.runIfActive {
-                (capacity > 0 ? try store.dueMessageIDs(now: t, limit: limit) : [], try store.nextDueTime())
-            }
-            let taken = state.withLock { s -> [String] in
-                var out: [String] = []
-                for id in due where !s.inFlight.contains(id) && out.count < capacity {
-                    s.inFlight.insert(id)
-                    out.append(id)
+            let (taken, earliest, latest) = try await planningPool.runIfActive {
+                let capacity = self.concurrency - self.state.withLock { $0.inFlight.count }
+                let due = capacity > 0 ? try store.dueMessageIDs(now: t, limit: capacity + self.concurrency) : []
+                let taken = self.state.withLock { s -> [String] in
+                    var out: [String] = []
+                    for id in due where !s.inFlight.contains(id) && out.count < capacity {
+                        s.inFlight.insert(id)
+                        out.append(id)
+                    }
+                    return out
                 }
-                return out
+                let busy = self.state.withLock { $0.inFlight }
+                return (taken, try store.nextDueTime(excluding: busy), try store.latestDueTime())
+            }
+            var next = earliest
+            if let latest, latest > planner.latestNextAttempt(after: t) {
+                next = min(next ?? .distantFuture, await pullInAfterClockStep(latest: latest, now: t))
             }
             var wait = Self.safetyPoll
-            if let next {
-                // Due work still in flight or over capacity (dt <= 0): a finishing delivery wakes us.
-                let dt = next.timeIntervalSince(now())
-                if dt > 0 { wait = min(wait, .milliseconds(Int64((dt * 1000).rounded(.up)))) }
+            if let next, next > t {
+                // Measured from the query's time, not from now: a message that fell due between the
+                // two (the timer is monotonic, `next` is wall time, and they drift by microseconds)
+                // is slept for a millisecond, not for the safety poll. (CI saw a whole throttled
+                // queue left overdue for 15-60 s, until an unrelated wake-up.)
+                let dt = max(0.001, next.timeIntervalSince(now()))
+                wait = min(wait, .milliseconds(Int64((dt * 1000).rounded(.up))))
             }
+            // Otherwise it was due at the query and not taken: over capacity, and a finishing
+            // delivery wakes the loop.
             return (taken, wait)
         } catch {
             logger.error("delivery scheduler: \(error)")
             return ([], .seconds(1))
         }
+    }
+
+    /// A next attempt later than any the planner sets means the wall clock was stepped back (the
+    /// queue stores wall-clock times): those messages are brought back within one longest retry
+    /// interval, or deferred mail would wait out the step on top of its interval.
+    /// Returns the time they are now due.
+    func pullInAfterClockStep(latest: Date, now t: Date) async -> Date {
+        let bound = planner.latestNextAttempt(after: t)
+        let target = planner.clampedNextAttempt(latest, now: t)
+        let store = self.store
+        do {
+            let moved = try await planningPool.runIfActive { try store.pullIn(nextAttemptsAfter: bound, to: target) }
+            logger.warning(
+                "the wall clock was stepped back: \(moved) deferred messages were due later than any retry interval sets; they are retried by \(target)"
+            )
+        } catch {
+            logger.error("delivery scheduler: could not bring back next attempts after a clock step: \(error)")
+        }
+        return target
     }
 
     /// Waits for a wake-up, or `duration` on `clock`, whichever comes first. False once the wake-ups
@@ -275,9 +305,14 @@ public final class DeliveryScheduler: Sendable {
     /// mailbox writers, remote domains through `outbound` (one transaction per domain, in
     /// parallel); then the planner decides and one queue transaction records its decisions, trace
     /// events and any DSN.
-    public func process(_ id: String) async {
+    ///
+    /// `onlyIfDue` (the loop's case): skipped unless still due. The loop may read a message as due
+    /// just before an attempt on it finishes and sets a later next attempt (in flight, then not):
+    /// taking it again would be a second attempt at once.
+    public func process(_ id: String, onlyIfDue: Bool = false) async {
         do {
-            guard let m = try await blocking({ try self.store.message(id) }), m.state == .queued, let body = m.body
+            guard let m = try await blocking({ try self.store.message(id) }), m.state == .queued, let body = m.body,
+                !onlyIfDue || (m.nextAttempt.map { $0 <= now() } ?? false)
             else {
                 return
             }

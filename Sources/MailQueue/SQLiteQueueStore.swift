@@ -243,11 +243,44 @@ public final class SQLiteQueueStore: Sendable {
         }
     }
 
-    /// The earliest pending attempt time, if any work is waiting.
-    public func nextDueTime() throws -> Date? {
+    /// The earliest pending attempt time of a message not in `busy`, if any work is waiting.
+    ///
+    /// `busy` is what the delivery scheduler has in flight: those still carry the next attempt they
+    /// were taken at (now past) until their attempt is recorded, and counting them would make every
+    /// later message look due at once, so the scheduler would sleep until a delivery finishes instead
+    /// of until the next message falls due. The index is walked from its earliest end and stops at
+    /// the first message not in `busy` (at most `busy.count + 1` rows).
+    public func nextDueTime(excluding busy: Set<String> = []) throws -> Date? {
         try pool.read { db in
-            try Double.fetchOne(db, sql: "SELECT MIN(next_attempt) FROM message WHERE next_attempt IS NOT NULL")
+            let rows = try Row.fetchCursor(
+                db, sql: "SELECT id, next_attempt FROM message WHERE next_attempt IS NOT NULL ORDER BY next_attempt")
+            while let row = try rows.next() {
+                let id: String = row[0]
+                if !busy.contains(id) { return Date(timeIntervalSince1970: row[1]) }
+            }
+            return nil
+        }
+    }
+
+    /// The latest next attempt of any queued message (the same index, from the other end): how the
+    /// delivery scheduler notices that the wall clock was stepped back.
+    public func latestDueTime() throws -> Date? {
+        try pool.read { db in
+            try Double.fetchOne(db, sql: "SELECT MAX(next_attempt) FROM message WHERE next_attempt IS NOT NULL")
                 .map { Date(timeIntervalSince1970: $0) }
+        }
+    }
+
+    /// Brings every next attempt later than `bound` back to `time`, returning how many moved.
+    /// Held messages (no next attempt) are not touched. For a wall clock stepped back: see
+    /// `DeliveryPlanner.clampedNextAttempt`.
+    @discardableResult
+    public func pullIn(nextAttemptsAfter bound: Date, to time: Date) throws -> Int {
+        try pool.write { db in
+            try db.execute(
+                sql: "UPDATE message SET next_attempt = ? WHERE next_attempt > ?",
+                arguments: [time.timeIntervalSince1970, bound.timeIntervalSince1970])
+            return db.changesCount
         }
     }
 

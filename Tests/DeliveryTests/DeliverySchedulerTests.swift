@@ -104,7 +104,9 @@ struct DeliverySchedulerTests {
         let clock: ManualClock
         let scheduler: DeliveryScheduler
 
-        init(trigger: DeliveryScheduler.TriggerLocation = .disabled) throws {
+        /// `now` replaces the manual clock's date as the scheduler's wall clock (the loop still sleeps
+        /// on the manual clock).
+        init(trigger: DeliveryScheduler.TriggerLocation = .disabled, now: (@Sendable () -> Date)? = nil) throws {
             dir =
                 FileManager.default.temporaryDirectory.appendingPathComponent("mailflow-sched-\(UUID().uuidString)")
                 .path
@@ -116,7 +118,7 @@ struct DeliverySchedulerTests {
                 store: store, spool: try Spool(directory: "\(dir)/spool"),
                 maildir: MaildirDelivery(root: "\(dir)/mailboxes", hostname: "mx.test"),
                 retry: RetrySchedule(intervals: [60], expiry: 86_400, jitter: 0), logger: Logger(label: "t"),
-                now: { clock.date }, random: SeededRandom(seed: 1), clock: clock, trigger: trigger)
+                now: now ?? { clock.date }, random: SeededRandom(seed: 1), clock: clock, trigger: trigger)
         }
 
         func insert(_ id: String) throws {
@@ -177,6 +179,84 @@ struct DeliverySchedulerTests {
         f.clock.advance(by: .seconds(30))
         #expect(try await eventually { try f.state("A") == .done })
         await f.scheduler.shutdown()
+    }
+
+    /// A delivery in flight still carries the past next attempt it was taken at. Counted, it made
+    /// every later message look due, so the loop slept the 60 s safety poll until the slow delivery
+    /// ended: CI saw a throttling remote's queue go untried for 15-60 s while four deliveries waited
+    /// for a session.
+    @Test func aDeliveryInFlightDoesNotHoldBackTheNextDueMessage() async throws {
+        let f = try Fixture()
+        try f.insert("SLOW")
+        try f.insert("LATER")
+        try f.store.recordAttempt(
+            messageID: "LATER", outcomes: [:], nextAttempt: f.clock.date.addingTimeInterval(30), now: f.clock.date)
+        _ = f.scheduler.state.withLock { $0.inFlight.insert("SLOW") }
+        let (taken, wait) = await f.scheduler.dueWork()
+        #expect(taken.isEmpty, "SLOW is in flight, LATER is not due")
+        #expect(wait == .seconds(30), "sleeps until LATER falls due, not the safety poll")
+        _ = f.scheduler.state.withLock { $0.inFlight.remove("SLOW") }
+        let again = await f.scheduler.dueWork()
+        #expect(again.taken == ["SLOW"])
+        #expect(again.wait == .seconds(30))
+    }
+
+    /// A message that falls due between the loop's query and its reading of the clock (the
+    /// monotonic timer and the wall clock drift apart by microseconds) was slept on for the safety
+    /// poll, not taken and not waited for: in CI a whole throttled queue sat overdue for 15-60 s.
+    @Test func aMessageFallingDueJustAfterTheQueryIsNotLeftForTheSafetyPoll() async throws {
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        let reads = Mutex(0)
+        // The first reading (the query's time) is `start`; every later one is a second on.
+        let f = try Fixture(now: {
+            reads.withLock { n in
+                n += 1
+                return n == 1 ? start : start.addingTimeInterval(1)
+            }
+        })
+        try f.insert("A")
+        try f.store.recordAttempt(
+            messageID: "A", outcomes: [:], nextAttempt: start.addingTimeInterval(0.5), now: start)
+        reads.withLock { $0 = 0 }
+        let (taken, wait) = await f.scheduler.dueWork()
+        #expect(taken.isEmpty, "not due at the query's time")
+        #expect(wait == .milliseconds(1), "due by now: the next pass comes at once")
+    }
+
+    /// The loop's read of due work can be older than an attempt that just finished: a message it
+    /// takes that is no longer due is left for its next attempt, not tried twice in a row.
+    @Test func theLoopDoesNotRetryAMessageThatIsNoLongerDue() async throws {
+        let f = try Fixture()
+        try f.insert("A")
+        try f.store.recordAttempt(
+            messageID: "A", outcomes: [:], nextAttempt: f.clock.date.addingTimeInterval(30), now: f.clock.date)
+        await f.scheduler.process("A", onlyIfDue: true)
+        #expect(try f.store.message("A")?.attempts == 1, "skipped: due in 30 s")
+        #expect(try f.state("A") == .queued)
+        await f.scheduler.process("A")
+        #expect(try f.state("A") == .done, "an explicit attempt still runs")
+    }
+
+    /// After the wall clock is stepped back, deferred messages carry next attempts later than any
+    /// the retry schedule sets; the loop brings them back within one longest interval (60 s here).
+    @Test func nextAttemptsLeftLateByAClockStepBackAreBroughtBack() async throws {
+        let f = try Fixture()
+        for id in ["A", "B"] {
+            try f.insert(id)
+            try f.store.recordAttempt(
+                messageID: id, outcomes: [:], nextAttempt: f.clock.date.addingTimeInterval(7200 + 60),
+                now: f.clock.date)
+        }
+        try f.insert("C")
+        try f.store.recordAttempt(
+            messageID: "C", outcomes: [:], nextAttempt: f.clock.date.addingTimeInterval(45), now: f.clock.date)
+        let (taken, wait) = await f.scheduler.dueWork()
+        #expect(taken.isEmpty)
+        #expect(wait == .seconds(45), "C is still first")
+        let late = try ["A", "B"].map { try #require(f.store.message($0)?.nextAttempt) }
+        #expect(late.allSatisfy { abs($0.timeIntervalSince(f.clock.date) - 60) < 0.001 }, "\(late)")
+        let c = try #require(f.store.message("C")?.nextAttempt)
+        #expect(abs(c.timeIntervalSince(f.clock.date) - 45) < 0.001, "within the schedule: left alone")
     }
 
     @Test func aPokeThroughTheTriggerFromAnotherProcessWakesTheScheduler() async throws {

@@ -275,12 +275,6 @@ def test_forward_jump_retries_each_deferred_message_once_then_at_its_interval(tm
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 15, open: next_attempt is wall-clock time and nothing brings back a next attempt later than any "
-    "the planner sets (DeliveryPlanner.clampedNextAttempt exists, unused); after a step back of 2 h deferred "
-    "mail waits 2 h. A first wiring into DeliveryScheduler.dueWork (12b0424) was reverted: with it "
-    "test_health_live's throttling-remote test stalled the scheduler for 30-60 s, cause not found. "
-    "Remove this mark with the fix (docs/reliability.md)."))
 def test_backward_jump_does_not_hold_deferred_mail(tmp_path, wall_clock):
     # Not `clock.set("-2h")`: libfaketime also moves every absolute timerfd the process arms (its
     # timerfd_settime wrapper adds the offset even with DONT_FAKE_MONOTONIC), so with a negative
