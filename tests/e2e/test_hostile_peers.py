@@ -149,7 +149,9 @@ def test_a_client_that_never_reads_its_replies_is_bounded_and_closed(mailflow_se
             # Other clients are served meanwhile.
             other = served(srv.port, "meanwhile")
     s.close()
-    assert other is not None and other < 5, other
+    # Served, not starved: typically well under a second here; a fresh-clone CI run on two busy
+    # cores once took 6.2 s. A starved client would hit served()'s 20 s timeout.
+    assert other is not None and other < 15, other
     # Closed at the command deadline: 4 s after the last command taken, which is before the last
     # octets the kernel took from the client.
     assert closed_at is not None, f"the session of a client that never reads was not closed ({sent} octets sent)"
