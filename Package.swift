@@ -16,6 +16,8 @@ import PackageDescription
 //   ServiceGroup) are named for the admin server's own imports.
 // - swift-mustache: server-rendered admin pages, templates compiled into the binary.
 // - swift-metrics + swift-prometheus: `/metrics` in Prometheus text format.
+// - postgres-nio: cluster mode (issue 16): the nodes' membership and heartbeats in a shared PostgreSQL,
+//   from which each node takes its part of every resource forest's limits.
 let package = Package(
     name: "Mailflow",
     platforms: [.macOS(.v14)],
@@ -38,6 +40,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .target(
@@ -100,11 +103,24 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Cluster mode (issue 16): membership and heartbeats in PostgreSQL, each node's part of the
+        // resource forests' limits (the split is pure; the PostgreSQL side is `ClusterDirectory`).
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "Ingress",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "MailflowApp",
             dependencies: [
                 "SMTPCore", "MailQueue", "Ingress", "Delivery", "MailMessage", "DNSClient", "AdminServer",
-                "ServiceHealth", "Diagnostics", "Accounts", "MailAuth",
+                "ServiceHealth", "Diagnostics", "Accounts", "MailAuth", "Cluster",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -153,7 +169,7 @@ let package = Package(
             name: "mailflow",
             dependencies: [
                 "MailflowApp", "MailQueue", "Ingress", "Delivery", "AdminServer", "ServiceHealth", "Diagnostics",
-                "MailAuth", "Accounts",
+                "MailAuth", "Accounts", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -204,6 +220,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]),
         .testTarget(name: "AccountsTests", dependencies: ["Accounts"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Ingress"]),
         .testTarget(
             name: "MailAuthTests",
             dependencies: [

@@ -84,6 +84,8 @@ public struct AdmissionUsage: Sendable, Codable, Equatable {
         public var maxConnections: Int
         public var maxMessagesPerMinute: Int
         public var refused: Int
+        /// This node's part of the forest's limits in a cluster (nil: the whole forest).
+        public var share: ForestShare?
     }
 
     public struct Source: Sendable, Codable, Equatable {
@@ -134,6 +136,9 @@ public final class AdmissionControl: Sendable {
         var refusals: [String: Int] = [:]
         var operations = 0
         var descriptors: DescriptorSample?
+        /// Each forest's part held by this node in a cluster (`setForestShares`); empty: the whole
+        /// forest.
+        var forestShares: [String: ForestShare] = [:]
     }
 
     /// The last count of open descriptors, and the sessions open at that moment: until the next
@@ -176,6 +181,25 @@ public final class AdmissionControl: Sendable {
     }
 
     public var limits: AdmissionLimits { state.withLock { $0.limits } }
+
+    /// This node's part of each forest's limits, from the cluster membership after each heartbeat
+    /// (nil or empty: the whole forest). Sessions already held stay; a node holding more than a new,
+    /// smaller share admits nobody into that forest until it is below it.
+    public func setForestShares(_ shares: [String: ForestShare]?) {
+        let now = clock()
+        state.withLock { s in
+            s.forestShares = shares ?? [:]
+            // Each message-rate bucket takes its new size now, so the time from here on refills at
+            // the new rate (the bucket keeps the tokens it has, up to the new size).
+            for f in s.limits.forests where f.maxMessagesPerMinute > 0 {
+                let rate = s.forestShares[f.name]?.messagesPerMinute ?? f.maxMessagesPerMinute
+                s.forestMessageRate[f.name] = s.forestMessageRate[f.name]?.resized(to: rate, now: now)
+            }
+        }
+    }
+
+    /// The sessions this node holds in each forest (what a cluster heartbeat publishes).
+    public var forestSessions: [String: Int] { state.withLock { $0.forestSessions } }
 
     /// The forest a tenant's mail lands on.
     public func forest(forTenant tenant: String) -> ResourceForest {
@@ -331,7 +355,8 @@ public final class AdmissionControl: Sendable {
     ) -> (AdmissionDecision, ResourceForest) {
         state.withLock { s in
             let f = Self.forest(s, tenant)
-            if s.forestSessions[f.name, default: 0] >= f.maxConnections {
+            let cap = s.forestShares[f.name]?.connections ?? f.maxConnections
+            if s.forestSessions[f.name, default: 0] >= cap {
                 let text =
                     "The maximum number of concurrent connections per resource forest has exceeded a limit"
                 if holdsOtherForest {
@@ -361,9 +386,10 @@ public final class AdmissionControl: Sendable {
         return state.withLock { s in
             let f = Self.forest(s, tenant)
             guard f.maxMessagesPerMinute > 0 else { return .admit }
+            let rate = s.forestShares[f.name]?.messagesPerMinute ?? f.maxMessagesPerMinute
             var bucket =
-                s.forestMessageRate[f.name]
-                ?? TokenBucket(capacity: f.maxMessagesPerMinute, period: .minutes(1), now: now)
+                s.forestMessageRate[f.name].map { $0.resized(to: rate, now: now) }
+                ?? TokenBucket(capacity: rate, period: .minutes(1), now: now)
             defer { s.forestMessageRate[f.name] = bucket }
             guard bucket.take(now: now) else {
                 let r = SMTPReply(
@@ -452,14 +478,14 @@ public final class AdmissionControl: Sendable {
                 AdmissionUsage.Forest(
                     name: f.name, region: f.region, sessions: s.forestSessions[f.name, default: 0],
                     maxConnections: f.maxConnections, maxMessagesPerMinute: f.maxMessagesPerMinute,
-                    refused: s.forestRefused[f.name, default: 0])
+                    refused: s.forestRefused[f.name, default: 0], share: s.forestShares[f.name])
             }
             forests.append(
                 AdmissionUsage.Forest(
                     name: ResourceForest.defaultName, region: "default",
                     sessions: s.forestSessions[ResourceForest.defaultName, default: 0],
                     maxConnections: s.limits.maxConnections, maxMessagesPerMinute: 0,
-                    refused: s.forestRefused[ResourceForest.defaultName, default: 0]))
+                    refused: s.forestRefused[ResourceForest.defaultName, default: 0], share: nil))
             let sources = s.perSource.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }
                 .prefix(topSources)
                 .map {

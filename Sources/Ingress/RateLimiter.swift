@@ -11,12 +11,14 @@ import NIOCore
 public struct TokenBucket: Sendable, Equatable {
     public let capacity: Double
     public let perNanosecond: Double
+    public let period: TimeAmount
     public private(set) var tokens: Double
     public private(set) var updated: NIODeadline
 
     public init(capacity: Int, period: TimeAmount, now: NIODeadline) {
         self.capacity = Double(capacity)
         self.perNanosecond = Double(capacity) / Double(max(period.nanoseconds, 1))
+        self.period = period
         self.tokens = Double(capacity)
         self.updated = now
     }
@@ -26,6 +28,17 @@ public struct TokenBucket: Sendable, Equatable {
             tokens = min(capacity, tokens + Double((now - updated).nanoseconds) * perNanosecond)
             updated = now
         }
+    }
+
+    /// The same bucket with a new capacity (a cluster node's share of a forest's rate changed),
+    /// keeping the tokens it has up to the new capacity; itself when the capacity is unchanged.
+    public func resized(to capacity: Int, now: NIODeadline) -> TokenBucket {
+        guard Double(capacity) != self.capacity else { return self }
+        var b = self
+        b.refill(now)
+        var resized = TokenBucket(capacity: capacity, period: period, now: now)
+        resized.tokens = min(Double(capacity), b.tokens)
+        return resized
     }
 
     /// Takes one token if there is one.

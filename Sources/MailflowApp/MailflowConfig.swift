@@ -1,4 +1,5 @@
 import AdminServer
+import Cluster
 import DNSClient
 import Delivery
 import Foundation
@@ -84,6 +85,9 @@ public struct MailflowConfig: Sendable, Equatable {
     public var tlsHandshakeTimeout = Self.seconds(SessionTimeouts().tlsHandshake)
     /// Deadlines of outbound sessions (`timeouts.outbound`).
     public var outboundTimeouts = Self.outboundDefaults.timeouts
+    // cluster
+    /// Cluster mode (`cluster`): the shared PostgreSQL, this node's name, heartbeats; nil: one node.
+    public var cluster: ClusterSettings?
     // health
     /// Service health: the live monitor (`health.enabled`), its webhook (URL and HMAC secret), the
     /// admin addresses mailed on open, classification change and restore, and how much trace history
@@ -192,7 +196,7 @@ public struct MailflowConfig: Sendable, Equatable {
     /// a forest names tenants).
     static let sections = [
         "server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns", "admin", "trace",
-        "health", "diagnostics", "submission", "sender_auth",
+        "health", "diagnostics", "submission", "sender_auth", "cluster",
     ]
 
     public static func parse(yaml: String, baseDirectory: String = ".") throws -> MailflowConfig {
@@ -203,6 +207,7 @@ public struct MailflowConfig: Sendable, Equatable {
         if let r = try root.mapping("health") { try config.decodeHealth(r) }
         if let r = try root.mapping("admin") { try config.decodeAdmin(r, baseDirectory: baseDirectory) }
         if let r = try root.mapping("trace") { try config.decodeTrace(r) }
+        if let r = try root.mapping("cluster") { try config.decodeCluster(r) }
         if let r = try root.mapping("relay") { try config.decodeRelay(r) }
         if let r = try root.mapping("submission") { try config.decodeSubmission(r) }
         if let r = try root.mapping("sender_auth") { try config.decodeSenderAuth(r) }

@@ -1,4 +1,5 @@
 import AdminServer
+import Cluster
 import DNSClient
 import Delivery
 import Dispatch
@@ -42,6 +43,8 @@ public final class MailflowService: Sendable {
     let admin: AdminHTTPServer?
     /// The live service-health monitor (nil with `health.enabled: false`).
     public let health: HealthService?
+    /// This node's cluster membership (nil without `cluster`).
+    public let cluster: ClusterMember?
     public static let version = "0.2.0"
 
     public static func paths(dataDirectory: String) -> (queue: String, spool: String, mailboxes: String) {
@@ -175,6 +178,14 @@ public final class MailflowService: Sendable {
                 }, notifier: notifier, logger: logger, policy: config.healthPolicy)
         } else {
             health = nil
+        }
+        if let settings = config.cluster {
+            let admission = self.admission
+            cluster = ClusterMember(
+                settings: settings, address: config.smtpListen.joined(separator: ","),
+                forests: { admission.limits.forests }, admission: admission, group: group, logger: logger)
+        } else {
+            cluster = nil
         }
         if config.adminListen != nil {
             let store = self.store
@@ -360,6 +371,7 @@ public final class MailflowService: Sendable {
         }
         snapshotTask.withLock { $0 = task }
         startHousekeeping()
+        await cluster?.start()
         if let health {
             // Baselines come back from the stored trace off the start path (on the blocking pool:
             // a week of trace is read); then the monitor runs.
@@ -384,7 +396,11 @@ public final class MailflowService: Sendable {
             }
         }
         do {
-            return try await server.start(addresses: addresses)
+            let bound = try await server.start(addresses: addresses)
+            cluster?.setAddress(
+                bound.map { a in a.ipAddress.map { "\($0.contains(":") ? "[\($0)]" : $0):\(a.port ?? 0)" } ?? "\(a)" }
+                    .joined(separator: ","))
+            return bound
         } catch {
             throw StartupError("cannot listen on \(config.smtpListen.joined(separator: ", ")): \(error)")
         }
@@ -503,6 +519,7 @@ public final class MailflowService: Sendable {
         logger.notice("shutting down")
         await server.shutdown(grace: .seconds(currentConfig.mutex.withLock { $0.shutdownGrace }))
         await admin?.shutdown()
+        await cluster?.stop()
         health?.stop()
         snapshotTask.withLock { $0?.cancel() }
         housekeeping.withLock { tasks in for t in tasks { t.cancel() } }

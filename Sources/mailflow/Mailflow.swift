@@ -23,7 +23,7 @@ struct Mailflow: AsyncParsableCommand {
         abstract: "Mailflow: an ESMTP gateway, durable queue and delivery pipeline.",
         subcommands: [
             Serve.self, Config.self, Queue.self, Trace.self, Limits.self, Health.self, Admin.self, CheckCommand.self,
-            DKIMCommand.self, SPFCommand.self, DMARCCommand.self, UserCommand.self, Version.self,
+            DKIMCommand.self, SPFCommand.self, DMARCCommand.self, UserCommand.self, ClusterCommand.self, Version.self,
         ])
 }
 
@@ -238,14 +238,23 @@ struct Limits: ParsableCommand {
             print(Self.storageLine(s))
         }
         print("")
+        // In a cluster the limits are the whole cluster's; THIS NODE is this node's part of them.
+        let clustered = u.forests.contains { $0.share != nil }
         printTable(
-            ["FOREST", "REGION", "SESSIONS", "LIMIT", "USE", "MSGS/MIN LIMIT", "REFUSED"],
+            ["FOREST", "REGION", "SESSIONS", "LIMIT"] + (clustered ? ["THIS NODE"] : []) + [
+                "USE", "MSGS/MIN LIMIT", "REFUSED",
+            ],
             u.forests.map { f in
-                [
-                    f.name, f.region, String(f.sessions), String(f.maxConnections),
-                    "\(f.maxConnections > 0 ? f.sessions * 100 / f.maxConnections : 0)%",
-                    f.maxMessagesPerMinute == 0 ? "-" : String(f.maxMessagesPerMinute), String(f.refused),
-                ]
+                let cap = f.share?.connections ?? f.maxConnections
+                let part = f.share.map { s in
+                    "\(s.connections) of \(f.maxConnections), \(s.nodes) node\(s.nodes == 1 ? "" : "s")"
+                        + (s.messagesPerMinute.map { ", \($0) msgs/min" } ?? "")
+                }
+                return [f.name, f.region, String(f.sessions), String(f.maxConnections)]
+                    + (clustered ? [part ?? "-"] : []) + [
+                        "\(cap > 0 ? f.sessions * 100 / cap : (f.sessions > 0 ? 100 : 0))%",
+                        f.maxMessagesPerMinute == 0 ? "-" : String(f.maxMessagesPerMinute), String(f.refused),
+                    ]
             })
         print("")
         printTable(

@@ -71,6 +71,34 @@ struct AdmissionControlTests {
         #expect(a.usage().forests.first { $0.name == "NAMPR01" }?.refused == 2)
     }
 
+    /// In a cluster a node admits up to its part of the forest; a smaller part stops new sessions
+    /// until the node is below it, and a rate part of 0 refuses every message.
+    @Test func aClusterPartCapsTheForestOnThisNode() {
+        var l = limits()
+        l.forests[0].maxConnections = 10
+        let clock = FakeClock()
+        let a = AdmissionControl(limits: l, clock: clock.read)
+        a.setForestShares(["NAMPR01": ForestShare(connections: 3, messagesPerMinute: 1, nodes: 3)])
+        for _ in 0..<3 {
+            #expect(a.admitForestSession(tenant: "contoso", source: "192.0.2.1", holdsOtherForest: false).0 == .admit)
+        }
+        #expect(a.admitForestSession(tenant: "contoso", source: "192.0.2.1", holdsOtherForest: false).0 != .admit)
+        #expect(a.forestSessions == ["NAMPR01": 3])
+        #expect(a.usage().forests.first { $0.name == "NAMPR01" }?.share?.connections == 3)
+        // A node gone: this one's part grows to 5.
+        a.setForestShares(["NAMPR01": ForestShare(connections: 5, messagesPerMinute: 2, nodes: 2)])
+        #expect(a.admitForestSession(tenant: "contoso", source: "192.0.2.1", holdsOtherForest: false).0 == .admit)
+        // A node joined: the part shrinks below what is held; nobody new until below it.
+        a.setForestShares(["NAMPR01": ForestShare(connections: 2, messagesPerMinute: 0, nodes: 5)])
+        #expect(a.admitForestSession(tenant: "contoso", source: "192.0.2.1", holdsOtherForest: false).0 != .admit)
+        #expect(a.admitForestMessage(tenant: "contoso", source: "192.0.2.1") != .admit, "a rate part of 0")
+        a.setForestShares(nil)
+        #expect(a.admitForestSession(tenant: "contoso", source: "192.0.2.1", holdsOtherForest: false).0 == .admit)
+        // The bucket keeps the tokens it had (none) and refills at the whole forest's rate.
+        clock.advance(.seconds(20))
+        #expect(a.admitForestMessage(tenant: "contoso", source: "192.0.2.1") == .admit, "the whole forest's rate")
+    }
+
     @Test func tenantsOutsideForestsShareTheDefault() {
         let a = AdmissionControl(limits: limits())
         #expect(a.forest(forTenant: "unlisted").name == ResourceForest.defaultName)
@@ -149,7 +177,7 @@ struct AdmissionControlTests {
         if case .admit = a.admitForestMessage(tenant: "contoso", source: "192.0.2.1") { Issue.record("not enforced") }
         // 0 means no limit.
         for _ in 0..<100 { #expect(a.admitForestMessage(tenant: "fabrikam", source: "192.0.2.1") == .admit) }
-        clock.advance(.seconds(15))
+        clock.advance(.seconds(20))
         #expect(a.admitForestMessage(tenant: "contoso", source: "192.0.2.1") == .admit)
     }
 

@@ -1,0 +1,19 @@
+/// This node's part of a resource forest's limits when several nodes share them (`cluster`): the
+/// forest's `max_connections` and message rate are for the whole cluster, and each live node admits
+/// up to its share, so the sum over the nodes is the forest's limit. Set by the cluster membership
+/// (`ClusterMember`) after each heartbeat; without a cluster a node has the whole forest.
+public struct ForestShare: Sendable, Equatable, Codable {
+    /// Sessions this node may hold in the forest.
+    public var connections: Int
+    /// Messages a minute this node may take into the forest; nil when the forest has no rate limit.
+    /// 0 refuses every message (the forest's rate is smaller than the number of nodes).
+    public var messagesPerMinute: Int?
+    /// Live nodes the forest's limits are split over, this one included.
+    public var nodes: Int
+
+    public init(connections: Int, messagesPerMinute: Int?, nodes: Int) {
+        self.connections = connections
+        self.messagesPerMinute = messagesPerMinute
+        self.nodes = nodes
+    }
+}

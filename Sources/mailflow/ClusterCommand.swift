@@ -1,0 +1,96 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import MailflowApp
+
+struct ClusterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster", abstract: "Nodes sharing the resource forests' limits through PostgreSQL.",
+        subcommands: [Status.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Each node: its heartbeat, whether it counts, its part of each forest and the sessions it holds.",
+            discussion: """
+                Reads the cluster's database (`cluster.postgres` in the config). A node counts while its last \
+                heartbeat is younger than `cluster.node_timeout`; the forests' limits are split over the nodes that \
+                count (docs/cluster.md). Exit status 1 when the database cannot be read.
+                """)
+        @OptionGroup var options: ConfigOption
+        @Flag(help: "Print JSON instead of tables.") var json = false
+
+        func run() async throws {
+            let config = try options.load()
+            guard let settings = config.cluster else {
+                throw FailureMessage(text: "no cluster section in the config: this is a single node")
+            }
+            let directory = ClusterDirectory(
+                database: settings.database, nodeTimeout: settings.nodeTimeout, timeout: .seconds(10),
+                logger: .init(label: "mailflow.cluster"))
+            let nodes: [ClusterNodeStatus]
+            do {
+                nodes = try await directory.readOnce()
+            } catch {
+                throw FailureMessage(text: "cannot read the cluster database \(settings.database): \(error)")
+            }
+            let alive = nodes.filter(\.alive).map(\.name)
+            let forests = config.admissionLimits.forests
+            if json {
+                struct Out: Encodable {
+                    var database: String
+                    var nodeTimeout: Double
+                    var nodes: [ClusterNodeStatus]
+                    var forests: [Forest]
+                }
+                struct Forest: Encodable {
+                    var name: String
+                    var maxConnections: Int
+                    var sessions: Int
+                    var parts: [String: Int]
+                }
+                let out = Out(
+                    database: settings.database.description, nodeTimeout: settings.nodeTimeout, nodes: nodes,
+                    forests: forests.map { f in
+                        Forest(
+                            name: f.name, maxConnections: f.maxConnections,
+                            sessions: nodes.filter(\.alive).reduce(0) { $0 + ($1.sessions[f.name] ?? 0) },
+                            parts: Dictionary(
+                                uniqueKeysWithValues: alive.map {
+                                    ($0, ForestSplit.shares([f], nodes: alive, me: $0)[f.name]?.connections ?? 0)
+                                }))
+                    })
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                enc.dateEncodingStrategy = .iso8601
+                print(String(decoding: try enc.encode(out), as: UTF8.self))
+                return
+            }
+            print(
+                "Database \(settings.database); a node counts for \(String(format: "%g", settings.nodeTimeout)) s "
+                    + "after its last heartbeat")
+            print("\(alive.count) of \(nodes.count) node(s) counting")
+            print("")
+            let names = forests.map(\.name)
+            printTable(
+                ["NODE", "ADDRESS", "HEARTBEAT", "COUNTS"] + names.map { "\($0) SESSIONS/PART" },
+                nodes.map { n in
+                    let parts = n.alive ? ForestSplit.shares(forests, nodes: alive, me: n.name) : [:]
+                    return [
+                        n.name, n.address, String(format: "%.1f s ago", n.heartbeatAge), n.alive ? "yes" : "no (gone)",
+                    ]
+                        + forests.map { f in
+                            "\(n.sessions[f.name] ?? 0)/\(parts[f.name].map { String($0.connections) } ?? "-")"
+                        }
+                })
+            print("")
+            printTable(
+                ["FOREST", "SESSIONS", "LIMIT"],
+                forests.map { f in
+                    [
+                        f.name, String(nodes.filter(\.alive).reduce(0) { $0 + ($1.sessions[f.name] ?? 0) }),
+                        String(f.maxConnections),
+                    ]
+                })
+        }
+    }
+}

@@ -1,0 +1,279 @@
+"""Cluster mode (issue 16): three Mailflow nodes on loopback ports share one PostgreSQL (a throw-away
+server from Debian's packages, started here) and hold a resource forest's session cap across the
+cluster.
+
+What must hold:
+- forest NAMPR01 capped at 10 across three nodes, 60 concurrent senders spread over the nodes: exactly
+  10 admitted, the other 50 refused with Exchange's `421 4.3.2`, never more than 10 sessions in the
+  forest (each node's own count, sampled);
+- one node killed with SIGKILL: its part goes to the two left within the node timeout, and the cap
+  still holds (10, not 10 plus the dead node's part);
+- counters back to 0 when the senders leave; `mailflow cluster status` shows the dead node as gone;
+- a clean stop removes the node at once, so the last node takes the whole forest.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mfutil import run_cli, wait_for
+
+FOREST_TEXT = "421 4.3.2 The maximum number of concurrent connections per resource forest has exceeded a limit"
+NODE_TIMEOUT = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster: initdb into a temporary folder, pg_ctl start on a loopback
+    port, trust authentication for the `mailflow` superuser. As root it runs as the `postgres` user
+    (the server refuses root)."""
+
+    def __init__(self):
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        assert found, "PostgreSQL's server is missing: apt-get install postgresql (scripts/install-test-deps)"
+        self.bin = Path(found[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="mailflow-pg-", dir="/tmp"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+
+    @property
+    def url(self) -> str:
+        return f"postgres://mailflow@127.0.0.1:{self.port}/postgres"
+
+    def run(self, *args: str) -> None:
+        r = subprocess.run(self.as_user + [str(self.bin / args[0]), *args[1:]], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, f"{args[0]}: {r.stdout}{r.stderr}"
+
+    def start(self) -> "Postgres":
+        self.run("initdb", "-D", str(self.data), "-U", "mailflow", "-A", "trust", "--no-sync", "-E", "UTF8")
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o",
+                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(self.as_user + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    pg = Postgres().start()
+    yield pg
+    pg.stop()
+
+
+def node_config(pg: Postgres, name: str, cap: int = 10) -> dict:
+    return {
+        "cluster": {"postgres": pg.url, "node": name, "node_timeout": f"{NODE_TIMEOUT:g}s"},
+        "forests": [{"name": "NAMPR01", "region": "north-america", "tenants": ["contoso", "fabrikam"],
+                     "max_connections": cap}],
+    }
+
+
+def forest_sessions(srv) -> int:
+    """The node's own count of sessions in NAMPR01 (`mailflow limits --json`, rewritten every second)."""
+    r = srv.cli("limits", "--json")
+    assert r.returncode == 0, r.stderr
+    return next(f["sessions"] for f in json.loads(r.stdout)["forests"] if f["name"] == "NAMPR01")
+
+
+def seen_nodes(srv) -> int:
+    """How many nodes the node itself last split NAMPR01 over (its `mailflow limits --json`)."""
+    r = srv.cli("limits", "--json")
+    assert r.returncode == 0, r.stderr
+    share = next(f for f in json.loads(r.stdout)["forests"] if f["name"] == "NAMPR01").get("share")
+    return share["nodes"] if share else 0
+
+
+def cluster_status(srv) -> dict:
+    r = srv.cli("cluster", "status", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+class Sender:
+    """One client that opens a session, gets to RCPT in NAMPR01 and holds the session until released."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reply = ""
+        self.sock: socket.socket | None = None
+
+    def open(self) -> str:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        f = s.makefile("rb")
+        f.readline()
+        for line in ("EHLO sender.test", "MAIL FROM:<x@example.net>", "RCPT TO:<alice@contoso.test>"):
+            s.sendall(line.encode() + b"\r\n")
+            r = f.readline()
+            while r[3:4] == b"-":
+                r = f.readline()
+            self.reply = r.decode().strip()
+            if not self.reply.startswith("250"):
+                s.close()
+                return self.reply
+        self.sock = s
+        return self.reply
+
+    @property
+    def admitted(self) -> bool:
+        return self.sock is not None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.sendall(b"QUIT\r\n")
+            except OSError:
+                pass
+            self.sock.close()
+            self.sock = None
+
+
+def open_all(senders: list[Sender]) -> None:
+    threads = [threading.Thread(target=s.open) for s in senders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
+def test_a_forest_cap_holds_across_three_nodes_and_a_killed_nodes_part_is_taken_over(mailflow_server, postgres):
+    nodes = [mailflow_server(node_config(postgres, n)) for n in ("node-a", "node-b", "node-c")]
+    wait_for(lambda: sum(n["alive"] for n in cluster_status(nodes[0])["nodes"]) == 3, timeout=10,
+             what="three nodes alive")
+    # Each node splits the forest by what its own last heartbeat saw: a node that started first
+    # saw fewer nodes until its next heartbeat (the documented tolerance while nodes join).
+    wait_for(lambda: all(seen_nodes(n) == 3 for n in nodes), timeout=10, what="every node to see three nodes")
+    # Each node publishes the address it listens on (the config says port 0).
+    wait_for(lambda: {n["name"]: n["address"] for n in cluster_status(nodes[0])["nodes"]}
+             == {n.config["cluster"]["node"]: f"127.0.0.1:{n.port}" for n in nodes}, timeout=5,
+             what="each node's listening address")
+    parts = cluster_status(nodes[0])["forests"][0]["parts"]
+    assert sorted(parts.values()) == [3, 3, 4] and sum(parts.values()) == 10, parts
+
+    # 60 concurrent senders, spread over the nodes as a load balancer would.
+    senders = [Sender(nodes[i % 3].port) for i in range(60)]
+    peak = [0]
+    sampling = threading.Event()
+
+    def sample():
+        while not sampling.is_set():
+            peak[0] = max(peak[0], sum(forest_sessions(n) for n in nodes if n.running()))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    open_all(senders)
+    admitted = [s for s in senders if s.admitted]
+    refused = [s for s in senders if not s.admitted]
+    assert len(admitted) == 10, [s.reply for s in senders]
+    assert all(s.reply.startswith(FOREST_TEXT) for s in refused), {s.reply for s in refused}
+    # Each node took exactly its part.
+    by_node = {n.port: sum(1 for s in admitted if s.port == n.port) for n in nodes}
+    assert sorted(by_node.values()) == [3, 3, 4], by_node
+    wait_for(lambda: cluster_status(nodes[0])["forests"][0]["sessions"] == 10, timeout=5,
+             what="the heartbeats to publish 10 sessions")
+
+    # Kill the node holding the most: its part goes to the other two.
+    victim = max(nodes, key=lambda n: by_node[n.port])
+    victim.kill()
+    killed_at = time.monotonic()
+    survivors = [n for n in nodes if n is not victim]
+    for s in admitted:
+        if s.port == victim.port:
+            s.close()
+    held = sum(1 for s in admitted if s.port != victim.port)
+    # New senders on the survivors, until the forest is full again.
+    extra: list[Sender] = []
+    while time.monotonic() - killed_at < NODE_TIMEOUT + 5:
+        batch = [Sender(survivors[i % 2].port) for i in range(4)]
+        open_all(batch)
+        extra += [s for s in batch if s.admitted]
+        if held + len(extra) >= 10:
+            break
+        time.sleep(0.2)
+    took_over = time.monotonic() - killed_at
+    assert held + len(extra) == 10, (held, len(extra))
+    assert took_over < NODE_TIMEOUT + 3, took_over
+    more = [Sender(survivors[i % 2].port) for i in range(10)]
+    open_all(more)
+    assert not any(s.admitted for s in more), "the cap is 10 with a node gone, not 10 plus its part"
+    print(f"after SIGKILL: the two left took the dead node's part in {took_over:.1f} s (node timeout {NODE_TIMEOUT} s)")
+
+    status = cluster_status(survivors[0])
+    gone = {n["name"]: n["alive"] for n in status["nodes"]}
+    assert gone[victim.config["cluster"]["node"]] is False, status
+    r = survivors[0].cli("cluster", "status")
+    assert r.returncode == 0 and "no (gone)" in r.stdout and "2 of 3 node(s) counting" in r.stdout, r.stdout
+
+    # Everyone leaves: counters back to 0.
+    for s in admitted + extra:
+        s.close()
+    wait_for(lambda: all(forest_sessions(n) == 0 for n in survivors), timeout=10, what="forest sessions back to 0")
+    wait_for(lambda: cluster_status(survivors[0])["forests"][0]["sessions"] == 0, timeout=5,
+             what="published sessions back to 0")
+    sampling.set()
+    sampler.join(5)
+    assert peak[0] <= 10, f"{peak[0]} sessions in a forest capped at 10"
+
+    # A clean stop leaves at once: the last node takes the whole forest.
+    assert survivors[1].stop() == 0
+    stopped_at = time.monotonic()
+    wait_for(lambda: seen_nodes(survivors[0]) == 1, timeout=3, what="the last node to see itself alone")
+    print(f"after a clean stop: the last node had the whole forest in {time.monotonic() - stopped_at:.1f} s")
+    assert cluster_status(survivors[0])["forests"][0]["parts"] == {survivors[0].config["cluster"]["node"]: 10}
+    alone = [Sender(survivors[0].port) for _ in range(12)]
+    open_all(alone)
+    assert sum(s.admitted for s in alone) == 10
+    for s in alone:
+        s.close()
+
+
+def test_a_node_without_its_database_keeps_serving(mailflow_server, postgres, tmp_path):
+    """The database unreachable at start (a port nobody listens on): the node starts, takes mail with
+    the whole forest as its part, and says why in its log."""
+    cfg = node_config(postgres, "node-lonely")
+    cfg["cluster"]["postgres"] = f"postgres://mailflow@127.0.0.1:{free_port()}/postgres"
+    srv = mailflow_server(cfg)
+    s = Sender(srv.port)
+    assert s.open().startswith("250"), s.reply
+    s.close()
+    assert "cluster database unreachable" in srv.stderr()
+    r = srv.cli("cluster", "status")
+    assert r.returncode == 1 and "cannot read the cluster database" in r.stderr, r.stdout + r.stderr
+    assert ":***@" not in r.stderr and "postgres://mailflow@127.0.0.1" in r.stderr
+
+
+@pytest.mark.parametrize("value,message", [
+    ("mysql://u@h/db", "is not a postgres:// URL"),
+    ("postgres://u@h/db?sslmode=verify-full", "sslmode must be disable or require"),
+])
+def test_a_bad_cluster_database_url_is_refused_by_name(tmp_path, value, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"cluster:\n  postgres: '{value}'\n")
+    r = run_cli("config", "check", str(cfg))
+    assert r.returncode == 1 and f"cluster.postgres: {message}" in r.stderr, r.stdout + r.stderr
