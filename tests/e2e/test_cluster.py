@@ -277,3 +277,62 @@ def test_a_bad_cluster_database_url_is_refused_by_name(tmp_path, value, message)
     cfg.write_text(f"cluster:\n  postgres: '{value}'\n")
     r = run_cli("config", "check", str(cfg))
     assert r.returncode == 1 and f"cluster.postgres: {message}" in r.stderr, r.stdout + r.stderr
+
+
+def send_one(port: int) -> str:
+    """One whole transaction to alice@contoso.test (NAMPR01); the reply to RCPT, or to the dot."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    f = s.makefile("rb")
+    f.readline()
+    try:
+        for line in ("EHLO sender.test", "MAIL FROM:<x@example.net>", "RCPT TO:<alice@contoso.test>", "DATA"):
+            s.sendall(line.encode() + b"\r\n")
+            r = f.readline()
+            while r[3:4] == b"-":
+                r = f.readline()
+            if not r.startswith((b"250", b"354")):
+                return r.decode().strip()
+        s.sendall(b"Subject: rate\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        return f.readline().decode().strip()
+    finally:
+        s.close()
+
+
+def test_a_forest_message_rate_is_split_across_the_nodes(mailflow_server, postgres):
+    """max_messages_per_minute 6 over three nodes: 2 a minute each, 6 for the cluster."""
+    cfg = [node_config(postgres, n) for n in ("rate-a", "rate-b", "rate-c")]
+    for c in cfg:
+        c["forests"][0]["max_messages_per_minute"] = 6
+    nodes = [mailflow_server(c) for c in cfg]
+    # Exactly three: nodes of the tests before stay alive in the table for the node timeout.
+    wait_for(lambda: all(seen_nodes(n) == 3 for n in nodes), timeout=15, what="every node to see three nodes")
+    replies = [send_one(n.port) for n in nodes for _ in range(3)]
+    accepted = [r for r in replies if r.startswith("250")]
+    refused = [r for r in replies if not r.startswith("250")]
+    assert len(accepted) == 6, "\n".join(replies)
+    assert all(r.startswith("451 4.7.1 Resource forest NAMPR01 is receiving too many messages") for r in refused), refused
+
+
+def test_a_database_restart_does_not_stop_mail_and_heartbeats_resume(mailflow_server):
+    """PostgreSQL stopped under two nodes: both keep serving with their last part (2 of a cap of 4
+    each), say so once, and pick the heartbeats up again when it is back."""
+    pg = Postgres().start()
+    try:
+        nodes = [mailflow_server(node_config(pg, n, cap=4)) for n in ("pg-a", "pg-b")]
+        wait_for(lambda: all(seen_nodes(n) == 2 for n in nodes), timeout=10, what="both nodes to see two nodes")
+        pg.run("pg_ctl", "-D", str(pg.data), "-m", "fast", "-w", "stop")
+        wait_for(lambda: all("cluster database unreachable" in n.stderr() for n in nodes), timeout=10,
+                 what="both nodes to notice")
+        senders = [Sender(nodes[i % 2].port) for i in range(6)]
+        open_all(senders)
+        assert sum(s.admitted for s in senders) == 4, [s.reply for s in senders]
+        assert all(seen_nodes(n) == 2 for n in nodes), "each node kept its last part"
+        for s in senders:
+            s.close()
+        pg.run("pg_ctl", "-D", str(pg.data), "-l", str(pg.root / "log"), "-w", "-t", "60", "-o",
+               f"-p {pg.port} -k {pg.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        wait_for(lambda: sum(n["alive"] for n in cluster_status(nodes[0])["nodes"]) == 2, timeout=15,
+                 what="heartbeats after the restart")
+        assert all(n.running() for n in nodes)
+    finally:
+        pg.stop()
