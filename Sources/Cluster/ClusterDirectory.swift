@@ -17,9 +17,12 @@ public struct ClusterNodeStatus: Sendable, Equatable, Codable {
     public var alive: Bool
     /// Sessions it holds in each forest, as of its last heartbeat.
     public var sessions: [String: Int]
+    /// Sessions it may hold in each forest (`ForestClaim`), as of its last heartbeat.
+    public var claims: [String: Int]
 
     public init(
-        name: String, address: String, startedAt: Date, heartbeatAge: Double, alive: Bool, sessions: [String: Int]
+        name: String, address: String, startedAt: Date, heartbeatAge: Double, alive: Bool, sessions: [String: Int],
+        claims: [String: Int] = [:]
     ) {
         self.name = name
         self.address = address
@@ -27,6 +30,7 @@ public struct ClusterNodeStatus: Sendable, Equatable, Codable {
         self.heartbeatAge = heartbeatAge
         self.alive = alive
         self.sessions = sessions
+        self.claims = claims
     }
 }
 
@@ -87,9 +91,14 @@ public struct ClusterDirectory: Sendable {
                       address text NOT NULL,
                       started_at timestamptz NOT NULL,
                       heartbeat_at timestamptz NOT NULL,
-                      sessions jsonb NOT NULL DEFAULT '{}'
+                      sessions jsonb NOT NULL DEFAULT '{}',
+                      claims jsonb NOT NULL DEFAULT '{}'
                     )
                     """, logger: logger)
+                // A table from before claims (a node of an older build created it).
+                try await c.query(
+                    "ALTER TABLE mailflow_node ADD COLUMN IF NOT EXISTS claims jsonb NOT NULL DEFAULT '{}'",
+                    logger: logger)
                 try await c.query("COMMIT", logger: logger)
             } catch {
                 _ = try? await c.query("ROLLBACK", logger: logger)
@@ -98,21 +107,39 @@ public struct ClusterDirectory: Sendable {
         }
     }
 
-    /// Writes this node's heartbeat and sessions, then reads every node.
+    /// Writes this node's heartbeat and sessions, reads every node, and stores the claims `claim`
+    /// makes from what it read, in one transaction under an advisory lock: nodes claim one at a
+    /// time, each against the others' standing claims (`ForestClaim`). Returns the nodes as read,
+    /// this one with its new claims.
     public func heartbeat(
-        _ c: PostgresConnection, node: String, address: String, startedAt: Date, sessions: [String: Int]
+        _ c: PostgresConnection, node: String, address: String, startedAt: Date, sessions: [String: Int],
+        claim: @escaping @Sendable ([ClusterNodeStatus]) -> [String: Int]
     ) async throws -> [ClusterNodeStatus] {
         let json = String(decoding: try JSONEncoder().encode(sessions), as: UTF8.self)
         let started = startedAt.timeIntervalSince1970
         return try await bounded {
-            try await c.query(
-                """
-                INSERT INTO mailflow_node (name, address, started_at, heartbeat_at, sessions)
-                VALUES (\(node), \(address), to_timestamp(\(started)), now(), \(json)::jsonb)
-                ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, started_at = EXCLUDED.started_at,
-                  heartbeat_at = now(), sessions = EXCLUDED.sessions
-                """, logger: logger)
-            return try await readNodes(c)
+            try await c.query("BEGIN", logger: logger)
+            do {
+                try await c.query("SELECT pg_advisory_xact_lock(7264101)", logger: logger)
+                try await c.query(
+                    """
+                    INSERT INTO mailflow_node (name, address, started_at, heartbeat_at, sessions)
+                    VALUES (\(node), \(address), to_timestamp(\(started)), now(), \(json)::jsonb)
+                    ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, started_at = EXCLUDED.started_at,
+                      heartbeat_at = now(), sessions = EXCLUDED.sessions
+                    """, logger: logger)
+                var nodes = try await readNodes(c)
+                let claims = claim(nodes)
+                let claimsJSON = String(decoding: try JSONEncoder().encode(claims), as: UTF8.self)
+                try await c.query(
+                    "UPDATE mailflow_node SET claims = \(claimsJSON)::jsonb WHERE name = \(node)", logger: logger)
+                try await c.query("COMMIT", logger: logger)
+                if let i = nodes.firstIndex(where: { $0.name == node }) { nodes[i].claims = claims }
+                return nodes
+            } catch {
+                _ = try? await c.query("ROLLBACK", logger: logger)
+                throw error
+            }
         }
     }
 
@@ -147,18 +174,19 @@ public struct ClusterDirectory: Sendable {
         let rows = try await c.query(
             """
             SELECT name, address, extract(epoch FROM started_at)::float8,
-                   extract(epoch FROM (now() - heartbeat_at))::float8, sessions::text
+                   extract(epoch FROM (now() - heartbeat_at))::float8, sessions::text, claims::text
             FROM mailflow_node ORDER BY name
             """, logger: logger)
         var out: [ClusterNodeStatus] = []
-        for try await (name, address, started, age, sessions) in rows.decode(
-            (String, String, Double, Double, String).self)
+        for try await (name, address, started, age, sessions, claims) in rows.decode(
+            (String, String, Double, Double, String, String).self)
         {
             let counts = (try? JSONDecoder().decode([String: Int].self, from: Data(sessions.utf8))) ?? [:]
+            let claimed = (try? JSONDecoder().decode([String: Int].self, from: Data(claims.utf8))) ?? [:]
             out.append(
                 ClusterNodeStatus(
                     name: name, address: address, startedAt: Date(timeIntervalSince1970: started), heartbeatAge: age,
-                    alive: age < nodeTimeout, sessions: counts))
+                    alive: age < nodeTimeout, sessions: counts, claims: claimed))
         }
         return out
     }

@@ -6,13 +6,14 @@ import PostgresNIO
 import Synchronization
 
 /// This node's membership in a cluster: every `heartbeat` it writes its heartbeat and the sessions
-/// it holds per forest to the shared database, reads the other nodes, and gives admission control
-/// its part of every forest's limits (`ForestSplit`) among the nodes alive at that moment.
+/// it holds per forest to the shared database, reads the other nodes, claims its sessions of every
+/// forest against their claims (`ForestClaim`) and gives admission control the claim, with an even
+/// split of each forest's message rate (`ForestSplit`).
 ///
-/// When the database cannot be reached the node keeps its last part (mail keeps flowing) and says
+/// When the database cannot be reached the node keeps its last claim (mail keeps flowing) and says
 /// so in the log; the others count it out after the node timeout, so until it is back the forest's
-/// sessions can exceed its limit by this node's part (docs/cluster.md). A clean stop removes the
-/// node's row, so the others take its part at their next heartbeat.
+/// sessions can exceed its limit by this node's claim (docs/cluster.md). A clean stop removes the
+/// node's row, so the others can claim its sessions at their next heartbeat.
 public final class ClusterMember: Sendable {
     /// What the last heartbeat saw, for logs and tests.
     public struct Snapshot: Sendable, Equatable {
@@ -59,7 +60,7 @@ public final class ClusterMember: Sendable {
     public func setAddress(_ text: String) { address.withLock { $0 = text } }
 
     /// Starts the heartbeats; returns after the first one (or its failure), so a node that joins
-    /// knows its part before it takes sessions.
+    /// has its claim before it takes sessions.
     public func start() async {
         await withCheckedContinuation { (first: CheckedContinuation<Void, Never>) in
             let t = Task.detached { [self] in await self.run(afterFirst: { first.resume() }) }
@@ -97,11 +98,24 @@ public final class ClusterMember: Sendable {
                     connection = c
                     try await directory.migrate(c)
                 }
-                let nodes = try await directory.heartbeat(
-                    c, node: settings.node, address: address.withLock { $0 }, startedAt: startedAt,
-                    sessions: admission.forestSessions)
+                let forests = forests()
+                let me = settings.node
+                let admission = self.admission
+                let before = admission.forestShares
+                let nodes: [ClusterNodeStatus]
+                do {
+                    nodes = try await directory.heartbeat(
+                        c, node: me, address: address.withLock { $0 }, startedAt: startedAt,
+                        sessions: admission.forestSessions,
+                        claim: { nodes in Self.claim(forests, me: me, nodes: nodes, admission: admission) })
+                } catch {
+                    // Not committed: the others still count the claims from before.
+                    admission.setForestShares(before)
+                    throw error
+                }
                 let now = nodes.filter(\.alive).map(\.name)
-                let shares = ForestSplit.shares(forests(), nodes: now, me: settings.node)
+                let claims = nodes.first { $0.name == me }?.claims ?? [:]
+                let shares = ForestClaim.shares(forests, me: me, claims: claims, nodes: nodes)
                 admission.setForestShares(shares)
                 if failing || now != alive {
                     logger.notice(
@@ -119,7 +133,7 @@ public final class ClusterMember: Sendable {
             } catch {
                 if !failing {
                     logger.warning(
-                        "cluster database unreachable; this node keeps its last part of each forest: \(error)",
+                        "cluster database unreachable; this node keeps its last claim on each forest: \(error)",
                         metadata: ["database": "\(settings.database)"])
                 }
                 failing = true
@@ -133,6 +147,30 @@ public final class ClusterMember: Sendable {
         }
         afterFirst?()
         if let c = connection { try? await c.close() }
+    }
+
+    /// This node's new claims, made inside the heartbeat's transaction (the others wait on its
+    /// lock). A smaller claim takes effect here, before it is committed, and sessions admitted
+    /// since the heartbeat began keep their place (the claim is raised to them; they fitted the old
+    /// claim, which the others' claims left room for), so this node never holds more than the claim
+    /// the others see. A larger claim takes effect once committed.
+    static func claim(
+        _ forests: [ResourceForest], me: String, nodes: [ClusterNodeStatus], admission: AdmissionControl
+    ) -> [String: Int] {
+        var claims = ForestClaim.claims(forests, me: me, mine: admission.forestSessions, nodes: nodes)
+        var interim = admission.forestShares
+        for (name, claim) in claims {
+            if let old = interim[name] {
+                interim[name]?.connections = min(old.connections, claim)
+            } else if let f = forests.first(where: { $0.name == name }) {
+                interim[name] = ForestShare(connections: min(f.maxConnections, claim), messagesPerMinute: nil, nodes: 1)
+            }
+        }
+        admission.setForestShares(interim)
+        for (name, held) in admission.forestSessions where held > claims[name] ?? Int.max {
+            claims[name] = held
+        }
+        return claims
     }
 
     /// One heartbeat interval, cut short by `stop()`.

@@ -1,7 +1,9 @@
 import Ingress
 
-/// Splits each resource forest's limits over the live nodes of a cluster, so that the parts add up
-/// to the forest's limit exactly when every node sees the same members.
+/// Splits each resource forest's limits evenly over the live nodes of a cluster, so that the parts
+/// add up to the forest's limit exactly when every node sees the same members. The message rate is
+/// shared this way; sessions are claimed by use instead (`ForestClaim`), which replaces the
+/// `connections` this computes.
 ///
 /// Each node gets `limit / n`; the remainder goes one each to the nodes that follow a starting
 /// point chosen from the forest's name, so that with many small forests the extra sessions do not

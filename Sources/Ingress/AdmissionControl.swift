@@ -198,6 +198,9 @@ public final class AdmissionControl: Sendable {
         }
     }
 
+    /// This node's part of each forest, as last set (empty: the whole forest).
+    public var forestShares: [String: ForestShare] { state.withLock { $0.forestShares } }
+
     /// The sessions this node holds in each forest (what a cluster heartbeat publishes).
     public var forestSessions: [String: Int] { state.withLock { $0.forestSessions } }
 

@@ -10,11 +10,12 @@ struct ClusterCommand: AsyncParsableCommand {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Each node: its heartbeat, whether it counts, its part of each forest and the sessions it holds.",
+            abstract: "Each node: its heartbeat, whether it counts, the sessions it holds and claims in each forest.",
             discussion: """
                 Reads the cluster's database (`cluster.postgres` in the config). A node counts while its last \
-                heartbeat is younger than `cluster.node_timeout`; the forests' limits are split over the nodes that \
-                count (docs/cluster.md). Exit status 1 when the database cannot be read.
+                heartbeat is younger than `cluster.node_timeout`; the nodes that count claim each forest's sessions \
+                between them by use, never more than its limit (docs/cluster.md). Exit status 1 when the database \
+                cannot be read.
                 """)
         @OptionGroup var options: ConfigOption
         @Flag(help: "Print JSON instead of tables.") var json = false
@@ -46,7 +47,8 @@ struct ClusterCommand: AsyncParsableCommand {
                     var name: String
                     var maxConnections: Int
                     var sessions: Int
-                    var parts: [String: Int]
+                    /// Each live node's claim: the sessions it may hold.
+                    var claims: [String: Int]
                 }
                 let out = Out(
                     database: settings.database.description, nodeTimeout: settings.nodeTimeout, nodes: nodes,
@@ -54,10 +56,9 @@ struct ClusterCommand: AsyncParsableCommand {
                         Forest(
                             name: f.name, maxConnections: f.maxConnections,
                             sessions: nodes.filter(\.alive).reduce(0) { $0 + ($1.sessions[f.name] ?? 0) },
-                            parts: Dictionary(
-                                uniqueKeysWithValues: alive.map {
-                                    ($0, ForestSplit.shares([f], nodes: alive, me: $0)[f.name]?.connections ?? 0)
-                                }))
+                            claims: Dictionary(
+                                uniqueKeysWithValues: nodes.filter(\.alive).map { ($0.name, $0.claims[f.name] ?? 0) }
+                            ))
                     })
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -72,14 +73,13 @@ struct ClusterCommand: AsyncParsableCommand {
             print("")
             let names = forests.map(\.name)
             printTable(
-                ["NODE", "ADDRESS", "HEARTBEAT", "COUNTS"] + names.map { "\($0) SESSIONS/PART" },
+                ["NODE", "ADDRESS", "HEARTBEAT", "COUNTS"] + names.map { "\($0) SESSIONS/CLAIM" },
                 nodes.map { n in
-                    let parts = n.alive ? ForestSplit.shares(forests, nodes: alive, me: n.name) : [:]
-                    return [
+                    [
                         n.name, n.address, String(format: "%.1f s ago", n.heartbeatAge), n.alive ? "yes" : "no (gone)",
                     ]
                         + forests.map { f in
-                            "\(n.sessions[f.name] ?? 0)/\(parts[f.name].map { String($0.connections) } ?? "-")"
+                            "\(n.sessions[f.name] ?? 0)/\(n.alive ? String(n.claims[f.name] ?? 0) : "-")"
                         }
                 })
             print("")
