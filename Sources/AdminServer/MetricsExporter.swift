@@ -48,6 +48,12 @@ public final class MetricsExporter: Sendable {
                     Double(f.maxConnections))
                 gauge("forest", "refused", "sessions", "Sessions refused at the forest limit since start", l).set(
                     Double(f.refused))
+                if let share = f.share {
+                    gauge("cluster", "claim", "sessions", "This node's claim on the forest's sessions (cluster mode)", l)
+                        .set(Double(share.connections))
+                    gauge("cluster", "nodes", "", "Live nodes sharing the forest's limits (cluster mode)", l).set(
+                        Double(share.nodes))
+                }
             }
             if let d = usage.descriptors {
                 gauge("process", "open", "descriptors", "Open file descriptors, as last counted").set(Double(d.open))

@@ -183,7 +183,10 @@ struct MetricsExporterTests {
                 """
                 {"time": "2026-11-29T10:00:00Z", "connections": 3, "maxConnections": 100, "busiestSources": [],
                  "refusals": {}, "forests": [{"name": "NAMPR01", "region": "nam", "sessions": 2,
-                 "maxConnections": 10, "maxMessagesPerMinute": 0, "refused": 4}]}
+                 "maxConnections": 10, "maxMessagesPerMinute": 0, "refused": 4,
+                 "share": {"connections": 4, "nodes": 3}},
+                 {"name": "EURPR01", "region": "eu", "sessions": 0, "maxConnections": 5,
+                  "maxMessagesPerMinute": 0, "refused": 0}]}
                 """.utf8))
         let queue = try dec.decode(
             SQLiteQueueStore.QueueCounts.self,
@@ -194,6 +197,10 @@ struct MetricsExporterTests {
         #expect(text.contains("mailflow_smtp_sessions{forest=\"NAMPR01\"} 2.0"))
         #expect(text.contains("mailflow_smtp_sessions_max{forest=\"NAMPR01\"} 10.0"))
         #expect(text.contains("mailflow_forest_refused_sessions{forest=\"NAMPR01\"} 4.0"))
+        // Cluster mode: this node's claim and the nodes sharing the forest; not for a forest it has whole.
+        #expect(text.contains("mailflow_cluster_claim_sessions{forest=\"NAMPR01\"} 4.0"))
+        #expect(text.contains("mailflow_cluster_nodes{forest=\"NAMPR01\"} 3.0"))
+        #expect(!text.contains("mailflow_cluster_claim_sessions{forest=\"EURPR01\"}"))
         #expect(text.contains("mailflow_smtp_connections 3.0"))
         #expect(text.contains("mailflow_queue_messages{state=\"held\"} 1.0"))
         #expect(text.contains("mailflow_queue_pending_recipients 9.0"))
