@@ -49,8 +49,10 @@ public final class MetricsExporter: Sendable {
                 gauge("forest", "refused", "sessions", "Sessions refused at the forest limit since start", l).set(
                     Double(f.refused))
                 if let share = f.share {
-                    gauge("cluster", "claim", "sessions", "This node's claim on the forest's sessions (cluster mode)", l)
-                        .set(Double(share.connections))
+                    gauge(
+                        "cluster", "claim", "sessions", "This node's claim on the forest's sessions (cluster mode)", l
+                    )
+                    .set(Double(share.connections))
                     gauge("cluster", "nodes", "", "Live nodes sharing the forest's limits (cluster mode)", l).set(
                         Double(share.nodes))
                 }
