@@ -100,11 +100,19 @@ public final class OutboundDelivery: Sendable {
     let pool: DestinationPool
     let logger: Logger
     /// The time that adaptive concurrency decides by (parking, quiet periods); injected for tests.
+    /// Monotonic by default (`monotonicNow`): a wall clock stepped back must not keep a parked
+    /// destination parked for the step.
     let now: @Sendable () -> Date
+
+    /// The monotonic clock as a `Date` (seconds since boot after the reference date): only its
+    /// differences mean anything; `DestinationPool.wallTime` turns one into a wall-clock time.
+    public static let monotonicNow: @Sendable () -> Date = {
+        Date(timeIntervalSinceReferenceDate: Double(DispatchTime.now().uptimeNanoseconds) / 1e9)
+    }
 
     public init(
         settings: OutboundSettings, resolver: MailExchangerResolving, group: EventLoopGroup, logger: Logger,
-        now: @escaping @Sendable () -> Date = { Date() }
+        now: @escaping @Sendable () -> Date = OutboundDelivery.monotonicNow
     ) throws {
         self.now = now
         self.settings = settings
@@ -179,7 +187,7 @@ public final class OutboundDelivery: Sendable {
                 return all(
                     SMTPReply(
                         451, .init(4, 4, 5),
-                        "Destination \(key) is parked after repeated failures until \(until), last: "
+                        "Destination \(key) is parked after repeated failures until \(await pool.wallTime(until)), last: "
                             + (lastError ?? lastReply.description)))
             case .reuse(let c, let h):
                 connection = c
@@ -304,7 +312,7 @@ actor DestinationPool {
     let now: @Sendable () -> Date
     var destinations: [String: Destination] = [:]
 
-    init(settings: OutboundSettings, now: @escaping @Sendable () -> Date = { Date() }) {
+    init(settings: OutboundSettings, now: @escaping @Sendable () -> Date = OutboundDelivery.monotonicNow) {
         self.settings = settings
         self.now = now
     }
@@ -370,6 +378,9 @@ actor DestinationPool {
         }
     }
 
+    /// A time on `now`'s timeline (monotonic by default) as wall-clock time, for people.
+    func wallTime(_ t: Date) -> Date { Date().addingTimeInterval(t.timeIntervalSince(now())) }
+
     func sessionClosed(_ key: String) {
         destinations[key]?.sessions -= 1
         wakeWaiters(key, now: now())
@@ -396,7 +407,7 @@ actor DestinationPool {
                 key: k, window: d.concurrency.window, ceiling: d.concurrency.ceiling, sessions: d.sessions,
                 waiting: d.waiters.count, delivered: d.delivered, deferred: d.deferred,
                 throttles: d.concurrency.throttles,
-                parkedUntil: d.concurrency.parkedUntil, lastError: d.lastError)
+                parkedUntil: d.concurrency.parkedUntil.map(wallTime), lastError: d.lastError)
         }.sorted { $0.key < $1.key }
     }
 }
