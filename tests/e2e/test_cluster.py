@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from mfutil import run_cli, wait_for
+from mfutil import SMTPClient, run_cli, wait_for
 
 FOREST_TEXT = "421 4.3.2 The maximum number of concurrent connections per resource forest has exceeded a limit"
 NODE_TIMEOUT = 3.0
@@ -122,36 +122,31 @@ class Sender:
     def __init__(self, port: int):
         self.port = port
         self.reply = ""
-        self.sock: socket.socket | None = None
+        self.client: SMTPClient | None = None
 
     def open(self) -> str:
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=20)
-        f = s.makefile("rb")
-        f.readline()
+        c = SMTPClient(self.port, timeout=20)
         for line in ("EHLO sender.test", "MAIL FROM:<x@example.net>", "RCPT TO:<alice@contoso.test>"):
-            s.sendall(line.encode() + b"\r\n")
-            r = f.readline()
-            while r[3:4] == b"-":
-                r = f.readline()
-            self.reply = r.decode().strip()
-            if not self.reply.startswith("250"):
-                s.close()
+            r = c.cmd(line)
+            self.reply = f"{r.code} {r.text}"
+            if r.code != 250:
+                c.close()
                 return self.reply
-        self.sock = s
+        self.client = c
         return self.reply
 
     @property
     def admitted(self) -> bool:
-        return self.sock is not None
+        return self.client is not None
 
     def close(self) -> None:
-        if self.sock is not None:
+        if self.client is not None:
             try:
-                self.sock.sendall(b"QUIT\r\n")
+                self.client.send("QUIT\r\n")
             except OSError:
                 pass
-            self.sock.close()
-            self.sock = None
+            self.client.close()
+            self.client = None
 
 
 def open_all(senders: list[Sender]) -> None:
@@ -309,22 +304,15 @@ def test_a_bad_cluster_database_url_is_refused_by_name(tmp_path, value, message)
 
 
 def send_one(port: int) -> str:
-    """One whole transaction to alice@contoso.test (NAMPR01); the reply to RCPT, or to the dot."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=20)
-    f = s.makefile("rb")
-    f.readline()
-    try:
+    """One whole transaction to alice@contoso.test (NAMPR01); the first reply that is not 250 or 354,
+    or the reply to the dot."""
+    with SMTPClient(port, timeout=20) as c:
         for line in ("EHLO sender.test", "MAIL FROM:<x@example.net>", "RCPT TO:<alice@contoso.test>", "DATA"):
-            s.sendall(line.encode() + b"\r\n")
-            r = f.readline()
-            while r[3:4] == b"-":
-                r = f.readline()
-            if not r.startswith((b"250", b"354")):
-                return r.decode().strip()
-        s.sendall(b"Subject: rate\r\n\r\nhi\r\n.\r\nQUIT\r\n")
-        return f.readline().decode().strip()
-    finally:
-        s.close()
+            r = c.cmd(line)
+            if r.code not in (250, 354):
+                return f"{r.code} {r.text}"
+        r = c.cmd("Subject: rate\r\n\r\nhi\r\n.")
+        return f"{r.code} {r.text}"
 
 
 def test_a_forest_message_rate_is_split_across_the_nodes(mailflow_server, postgres):
