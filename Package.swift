@@ -108,7 +108,7 @@ let package = Package(
         .target(
             name: "Cluster",
             dependencies: [
-                "Ingress",
+                "Ingress", "MailQueue", "SMTPCore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -220,7 +220,12 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]),
         .testTarget(name: "AccountsTests", dependencies: ["Accounts"]),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Ingress"]),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: [
+                "Cluster", "Ingress", "MailQueue", "SMTPCore", .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "MailAuthTests",
             dependencies: [
