@@ -20,7 +20,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
