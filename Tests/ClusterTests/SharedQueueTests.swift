@@ -256,6 +256,42 @@ struct SharedQueueTests {
         try await c.close()
     }
 
+    /// A failed attempt's DSN is queued, and its `dsn` event written, in the attempt's own
+    /// transaction; the retry time, abrupt close and delay notice are kept.
+    @Test func anAttemptStoresItsDSNInTheSameTransaction() async throws {
+        let q = try await Self.queue()
+        let c = try await connect(q)
+        let m = Self.message(1, recipients: 2)
+        try await q.insert(c, [m])
+        let a = try await q.claimDue(c, node: "node-a", limit: 1, lease: .seconds(30))
+        try #require(a.count == 1)
+        var dsn = Self.message(99)
+        dsn.sender = ""
+        dsn.subject = "Undelivered Mail Returned to Sender"
+        let attempt = SQLiteQueueStore.Attempt(
+            messageID: m.id,
+            outcomes: [0: .failed(reason: "550 5.1.1 no such user"), 1: .deferred(reason: "451 later")],
+            nextAttempt: Date().addingTimeInterval(60), now: Date(), notifications: [dsn], abruptClose: true,
+            delayNoticeSent: true)
+        #expect(
+            try await q.recordAttempt(c, node: "node-a", lease: a[0].lease, attempt: attempt)
+                == .recorded(finished: false))
+        let events = try await q.traceEvents(c, queueID: m.id)
+        #expect(events.map(\.kind) == [.received, .dsn, .failed, .deferred])
+        #expect(events[1].detail?.contains(dsn.id) == true)
+        #expect(events[2].recipient == "r0@example.net")
+        #expect(try await q.status(c, dsn.id)?.state == .queued)
+        let b = try await q.claimDue(c, node: "node-b", limit: 10, lease: .seconds(30))
+        #expect(b.map(\.id) == [dsn.id], "the DSN is due now, the message in a minute")
+        let rows = try await c.query(
+            "SELECT abrupt_closes, delay_notice_at IS NOT NULL FROM mailflow_message WHERE id = \(m.id)",
+            logger: Self.logger)
+        var kept: [(Int, Bool)] = []
+        for try await row in rows.decode((Int, Bool).self) { kept.append(row) }
+        #expect(kept.count == 1 && kept[0] == (1, true))
+        try await c.close()
+    }
+
     /// What `insert` returned for is committed: a new connection after the first is gone reads the
     /// envelope, recipients, body and `received` event back. A batch is all or nothing.
     @Test func durableInsertSurvivesAConnectionDrop() async throws {
