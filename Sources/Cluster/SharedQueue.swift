@@ -515,12 +515,18 @@ public struct SharedQueue: Sendable {
         } catch let e as SharedQueueError {
             throw e
         } catch let e as PSQLError {
-            if let state = e.serverInfo?[.sqlState] {
-                throw .refused(sqlState: state, message: e.serverInfo?[.message] ?? "")
+            guard let state = e.serverInfo?[.sqlState] else { throw .unavailable(String(describing: e.code)) }
+            let message = e.serverInfo?[.message] ?? ""
+            // Connection exceptions (08), resources (53) and an operator's intervention (57: a
+            // shutdown, a restart, "the database system is starting up") mean the database is away.
+            if ["08", "53", "57"].contains(String(state.prefix(2))) {
+                throw .unavailable("\(state): \(message)")
             }
-            throw .unavailable(String(describing: e.code))
+            throw .refused(sqlState: state, message: message)
         } catch let e as ClusterTimeout {
             throw .unavailable(e.description)
+        } catch let e as DecodingError {
+            throw .unreadable("a claimed message's envelope: \(e)")
         } catch {
             throw .unavailable(String(describing: type(of: error)))
         }
