@@ -104,6 +104,57 @@ struct SharedQueueTests {
         try await c.close()
     }
 
+    /// The whole cycle on four nodes: 200 messages inserted in one batch, claimed five at a time
+    /// and each recorded as delivered by the node that claimed it: every message done, with
+    /// exactly one `delivered` event, and no record refused.
+    @Test func fourNodesDeliverEveryMessageOnce() async throws {
+        let q = try await Self.queue()
+        let c = try await connect(q)
+        let messages = (0..<200).map { Self.message($0) }
+        let inserting = ContinuousClock.now
+        try await q.insert(c, messages)
+        let inserted = ContinuousClock.now - inserting
+        let started = ContinuousClock.now
+        let recorded = try await withThrowingTaskGroup(of: Int.self) { group in
+            for n in 0..<4 {
+                group.addTask {
+                    let mine = try await self.connect(q)
+                    var count = 0
+                    while true {
+                        let claimed = try await q.claimDue(mine, node: "node-\(n)", limit: 5, lease: .seconds(30))
+                        if claimed.isEmpty { break }
+                        for m in claimed {
+                            let r = try await q.recordAttempt(
+                                mine, node: "node-\(n)", lease: m.lease, attempt: Self.attempt(m.id, Self.delivered(1)))
+                            #expect(r == .recorded(finished: true))
+                            count += 1
+                        }
+                    }
+                    try await mine.close()
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(recorded == 200)
+        let rows = try await c.query(
+            """
+            SELECT (SELECT count(*) FROM mailflow_message WHERE state = 'done' AND lease_owner IS NULL),
+                   (SELECT count(DISTINCT queue_id) FROM mailflow_trace_event WHERE kind = 'delivered'),
+                   (SELECT count(*) FROM mailflow_trace_event WHERE kind = 'delivered')
+            """, logger: Self.logger)
+        for try await (done, distinct, events) in rows.decode((Int, Int, Int).self) {
+            #expect(done == 200)
+            #expect(distinct == 200)
+            #expect(events == 200)
+        }
+        print(
+            "shared queue: 200 messages inserted in one batch in \(inserted); claimed and recorded by 4 nodes in \(elapsed)"
+        )
+        try await c.close()
+    }
+
     /// A lease that runs out is taken by the next node that claims; the first node's renewal and
     /// record are then refused, and only the second node's delivery is in the trace.
     @Test func anExpiredLeaseIsClaimedByAnotherNode() async throws {
