@@ -296,6 +296,54 @@ public struct SharedQueue: Sendable {
         let id = lease.queueID
         let next = attempt.nextAttempt?.timeIntervalSince1970 ?? attempt.now.timeIntervalSince1970
         let now = attempt.now.timeIntervalSince1970
+        let abrupt = attempt.abruptClose ? 1 : 0
+        let delayNotice: Double? = attempt.delayNoticeSent ? now : nil
+        guard let notifications else {
+            // The usual case, in one statement (one round trip): every change joins `mine`, the
+            // row locked only while this claim holds the lease, so without it nothing changes.
+            // `p` counts what will be pending from the snapshot before the updates plus `o`.
+            return try await bounded(c) { c, logger in
+                let rows = try await c.query(
+                    """
+                    WITH mine AS (
+                      SELECT id FROM mailflow_message
+                      WHERE id = \(id) AND lease_owner = \(node) AND lease_epoch = \(lease.epoch) FOR UPDATE),
+                    o AS (
+                      SELECT * FROM jsonb_to_recordset(\(outcomes)::jsonb) AS o(idx integer, status text, kind text,
+                        detail text)),
+                    r AS (
+                      UPDATE mailflow_recipient r SET status = o.status, attempts = r.attempts + 1, last_reply = o.detail
+                      FROM o, mine WHERE r.message = mine.id AND r.idx = o.idx
+                      RETURNING r.idx, r.address, o.kind, o.detail),
+                    t AS (
+                      INSERT INTO mailflow_trace_event (time, queue_id, recipient, kind, detail)
+                      SELECT to_timestamp(\(now)), \(id), r.address, r.kind, r.detail FROM r ORDER BY r.idx
+                      RETURNING 1),
+                    p AS (
+                      SELECT count(*) AS pending FROM mine
+                      JOIN mailflow_recipient x ON x.message = mine.id LEFT JOIN o ON o.idx = x.idx
+                      WHERE coalesce(o.status, x.status) = 'pending'),
+                    m AS (
+                      UPDATE mailflow_message SET
+                        state = CASE WHEN p.pending = 0 THEN 'done' ELSE state END,
+                        next_attempt = CASE WHEN p.pending = 0 OR state = 'held' THEN NULL
+                          WHEN bounce_requested THEN now() ELSE to_timestamp(\(next)) END,
+                        body = CASE WHEN p.pending = 0 THEN NULL ELSE body END,
+                        attempts = attempts + 1, abrupt_closes = abrupt_closes + \(abrupt),
+                        delay_notice_at = coalesce(to_timestamp(\(delayNotice)), delay_notice_at),
+                        lease_owner = NULL, lease_until = NULL
+                      FROM p, mine WHERE mailflow_message.id = mine.id
+                      RETURNING p.pending = 0 AS finished)
+                    SELECT (SELECT count(*) FROM mine), (SELECT count(*) FROM t), coalesce((SELECT finished FROM m), false)
+                    """, logger: logger)
+                var record = AttemptRecord.leaseLost
+                for try await (held, _, finished) in rows.decode((Int, Int, Bool).self) where held == 1 {
+                    record = .recorded(finished: finished)
+                }
+                return record
+            }
+        }
+        // With DSNs to queue: the same changes as a transaction of several statements.
         return try await transaction(c) { c, logger in
             let held = try await c.query(
                 """
@@ -305,7 +353,7 @@ public struct SharedQueue: Sendable {
             var state: String?
             for try await s in held.decode(String.self) { state = s }
             guard state != nil else { return .leaseLost }
-            if let notifications {
+            do {
                 try await Self.runInsert(c, notifications, logger: logger)
                 try await Self.exec(
                     c,
@@ -326,8 +374,6 @@ public struct SharedQueue: Sendable {
                 INSERT INTO mailflow_trace_event (time, queue_id, recipient, kind, detail)
                 SELECT to_timestamp(\(now)), \(id), r.address, o.kind, o.detail FROM r JOIN o ON o.idx = r.idx ORDER BY r.idx
                 """, logger: logger)
-            let abrupt = attempt.abruptClose ? 1 : 0
-            let delayNotice: Double? = attempt.delayNoticeSent ? now : nil
             let done = try await c.query(
                 """
                 UPDATE mailflow_message SET

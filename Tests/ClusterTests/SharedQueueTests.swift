@@ -57,12 +57,13 @@ struct SharedQueueTests {
         let c = try await connect(q)
         let batchOfMessages = (0..<messages).map { Self.message($0) }
         try await q.insert(c, batchOfMessages)
+        var connections: [PostgresConnection] = []
+        for _ in 0..<claimers { connections.append(try await connect(q)) }
         let started = ContinuousClock.now
         let perNode = try await withThrowingTaskGroup(of: (String, [String]).self) { group in
-            for n in 0..<claimers {
+            for (n, mine) in connections.enumerated() {
                 group.addTask {
                     let node = "node-\(n)"
-                    let mine = try await self.connect(q)
                     var ids: [String] = []
                     while true {
                         let claimed = try await q.claimDue(mine, node: node, limit: batch, lease: .seconds(30))
@@ -84,7 +85,10 @@ struct SharedQueueTests {
         let all = perNode.values.flatMap { $0 }
         #expect(all.count == messages, "every message claimed, none twice")
         #expect(Set(all) == Set(batchOfMessages.map(\.id)))
-        #expect(perNode.values.filter { !$0.isEmpty }.count >= 2, "the work was shared: \(perNode.mapValues(\.count))")
+        if messages >= batch * claimers * 4 {  // enough rounds that one node cannot take it all first
+            #expect(
+                perNode.values.filter { !$0.isEmpty }.count >= 2, "the work was shared: \(perNode.mapValues(\.count))")
+        }
         print(
             "shared queue: \(claimers) claimers, batch \(batch): \(messages) messages claimed in \(elapsed) "
                 + "(\(Int(Double(messages) / (Double(elapsed.components.attoseconds) / 1e18 + Double(elapsed.components.seconds)))) claims/s)"
