@@ -80,11 +80,12 @@ public struct ClusterDirectory: Sendable {
     /// Creates the table if it is missing. Nodes starting together serialise on an advisory lock
     /// (a concurrent `CREATE TABLE IF NOT EXISTS` can otherwise fail on the type's unique index).
     public func migrate(_ c: PostgresConnection) async throws {
-        try await bounded {
-            try await c.query("BEGIN", logger: logger)
+        try await bounded(c) { c, logger in
+            try await PostgresCall.exec(c, "BEGIN", logger: logger)
             do {
-                try await c.query("SELECT pg_advisory_xact_lock(7264100)", logger: logger)
-                try await c.query(
+                try await PostgresCall.exec(c, "SELECT pg_advisory_xact_lock(7264100)", logger: logger)
+                try await PostgresCall.exec(
+                    c,
                     """
                     CREATE TABLE IF NOT EXISTS mailflow_node (
                       name text PRIMARY KEY,
@@ -96,12 +97,12 @@ public struct ClusterDirectory: Sendable {
                     )
                     """, logger: logger)
                 // A table from before claims (a node of an older build created it).
-                try await c.query(
-                    "ALTER TABLE mailflow_node ADD COLUMN IF NOT EXISTS claims jsonb NOT NULL DEFAULT '{}'",
+                try await PostgresCall.exec(
+                    c, "ALTER TABLE mailflow_node ADD COLUMN IF NOT EXISTS claims jsonb NOT NULL DEFAULT '{}'",
                     logger: logger)
-                try await c.query("COMMIT", logger: logger)
+                try await PostgresCall.exec(c, "COMMIT", logger: logger)
             } catch {
-                _ = try? await c.query("ROLLBACK", logger: logger)
+                try? await PostgresCall.exec(c, "ROLLBACK", logger: logger)
                 throw error
             }
         }
@@ -117,27 +118,29 @@ public struct ClusterDirectory: Sendable {
     ) async throws -> [ClusterNodeStatus] {
         let json = String(decoding: try JSONEncoder().encode(sessions), as: UTF8.self)
         let started = startedAt.timeIntervalSince1970
-        return try await bounded {
-            try await c.query("BEGIN", logger: logger)
+        return try await bounded(c) { c, logger in
+            try await PostgresCall.exec(c, "BEGIN", logger: logger)
             do {
-                try await c.query("SELECT pg_advisory_xact_lock(7264101)", logger: logger)
-                try await c.query(
+                // Not 7264100 (the schema's) nor the shared queue's 7264101.
+                try await PostgresCall.exec(c, "SELECT pg_advisory_xact_lock(7264102)", logger: logger)
+                try await PostgresCall.exec(
+                    c,
                     """
                     INSERT INTO mailflow_node (name, address, started_at, heartbeat_at, sessions)
                     VALUES (\(node), \(address), to_timestamp(\(started)), now(), \(json)::jsonb)
                     ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, started_at = EXCLUDED.started_at,
                       heartbeat_at = now(), sessions = EXCLUDED.sessions
                     """, logger: logger)
-                var nodes = try await readNodes(c)
+                var nodes = try await readNodes(c, logger: logger)
                 let claims = claim(nodes)
                 let claimsJSON = String(decoding: try JSONEncoder().encode(claims), as: UTF8.self)
-                try await c.query(
-                    "UPDATE mailflow_node SET claims = \(claimsJSON)::jsonb WHERE name = \(node)", logger: logger)
-                try await c.query("COMMIT", logger: logger)
+                try await PostgresCall.exec(
+                    c, "UPDATE mailflow_node SET claims = \(claimsJSON)::jsonb WHERE name = \(node)", logger: logger)
+                try await PostgresCall.exec(c, "COMMIT", logger: logger)
                 if let i = nodes.firstIndex(where: { $0.name == node }) { nodes[i].claims = claims }
                 return nodes
             } catch {
-                _ = try? await c.query("ROLLBACK", logger: logger)
+                try? await PostgresCall.exec(c, "ROLLBACK", logger: logger)
                 throw error
             }
         }
@@ -145,7 +148,7 @@ public struct ClusterDirectory: Sendable {
 
     /// Every node the table knows, alive or not, by name.
     public func nodes(_ c: PostgresConnection) async throws -> [ClusterNodeStatus] {
-        try await bounded { try await readNodes(c) }
+        try await bounded(c) { c, logger in try await readNodes(c, logger: logger) }
     }
 
     /// Every node, read once on a connection of its own (`mailflow cluster status`).
@@ -164,13 +167,12 @@ public struct ClusterDirectory: Sendable {
     /// Removes this node (a clean stop): the others take its part at their next heartbeat instead
     /// of after the node timeout.
     public func leave(_ c: PostgresConnection, node: String) async throws {
-        try await bounded {
-            try await c.query("DELETE FROM mailflow_node WHERE name = \(node)", logger: logger)
-            return ()
+        try await bounded(c) { c, logger in
+            try await PostgresCall.exec(c, "DELETE FROM mailflow_node WHERE name = \(node)", logger: logger)
         }
     }
 
-    func readNodes(_ c: PostgresConnection) async throws -> [ClusterNodeStatus] {
+    func readNodes(_ c: PostgresConnection, logger: Logger) async throws -> [ClusterNodeStatus] {
         let rows = try await c.query(
             """
             SELECT name, address, extract(epoch FROM started_at)::float8,
@@ -191,22 +193,10 @@ public struct ClusterDirectory: Sendable {
         return out
     }
 
-    /// Runs `body`, or throws `ClusterTimeout` after `timeout` (the body's task is cancelled).
-    func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let limit = Duration.nanoseconds(timeout.nanoseconds)
-        return try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                throw ClusterTimeout(after: limit)
-            }
-            defer { group.cancelAll() }
-            return try await group.next()!
-        }
+    /// Runs `body`, or throws `ClusterTimeout` after `timeout` (`PostgresCall.bounded`).
+    func bounded<T: Sendable>(
+        _ c: PostgresConnection, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
+    ) async throws -> T {
+        try await PostgresCall.bounded(c, timeout: timeout, logger: logger, body)
     }
-}
-
-public struct ClusterTimeout: Error, CustomStringConvertible {
-    public var after: Duration
-    public var description: String { "the cluster database did not answer within \(after)" }
 }

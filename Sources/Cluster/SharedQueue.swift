@@ -64,9 +64,9 @@ public struct SharedQueue: Sendable {
     /// starting together do not race on `CREATE ... IF NOT EXISTS`.
     public func migrate(_ c: PostgresConnection) async throws(SharedQueueError) {
         try await transaction(c) { c, logger in
-            try await Self.exec(c, "SELECT pg_advisory_xact_lock(7264101)", logger: logger)
+            try await PostgresCall.exec(c, "SELECT pg_advisory_xact_lock(7264101)", logger: logger)
             for statement in Self.schema {
-                try await Self.exec(c, PostgresQuery(unsafeSQL: statement), logger: logger)
+                try await PostgresCall.exec(c, PostgresQuery(unsafeSQL: statement), logger: logger)
             }
         }
     }
@@ -159,7 +159,7 @@ public struct SharedQueue: Sendable {
 
     static func runInsert(_ c: PostgresConnection, _ rows: SharedQueueRows, logger: Logger) async throws {
         // Data-modifying CTEs: the three inserts commit together or not at all.
-        try await Self.exec(
+        try await PostgresCall.exec(
             c,
             """
             WITH m AS (
@@ -355,14 +355,14 @@ public struct SharedQueue: Sendable {
             guard state != nil else { return .leaseLost }
             do {
                 try await Self.runInsert(c, notifications, logger: logger)
-                try await Self.exec(
+                try await PostgresCall.exec(
                     c,
                     """
                     INSERT INTO mailflow_trace_event (time, queue_id, recipient, kind, detail)
                     SELECT to_timestamp(\(now)), \(id), NULL, 'dsn', d FROM unnest(\(notifications.dsnDetails)::text[]) AS d
                     """, logger: logger)
             }
-            try await Self.exec(
+            try await PostgresCall.exec(
                 c,
                 """
                 WITH o AS (
@@ -436,8 +436,8 @@ public struct SharedQueue: Sendable {
             guard allowed.contains(state) else {
                 throw SharedQueueError.notApplicable(id, "cannot \(action) a message that is \(state)")
             }
-            try await Self.exec(c, change(id), logger: logger)
-            try await Self.exec(
+            try await PostgresCall.exec(c, change(id), logger: logger)
+            try await PostgresCall.exec(
                 c,
                 """
                 INSERT INTO mailflow_trace_event (time, queue_id, kind, detail)
@@ -493,14 +493,6 @@ public struct SharedQueue: Sendable {
 
     // MARK: plumbing
 
-    /// Runs a statement and reads its answer to the end: postgres-nio hands back the row sequence
-    /// before the statement has finished, and an error during execution (a duplicate key, a lock
-    /// timeout) or the commit's confirmation only arrives with the end of that sequence.
-    static func exec(_ c: PostgresConnection, _ query: PostgresQuery, logger: Logger) async throws {
-        let rows = try await c.query(query, logger: logger)
-        for try await _ in rows {}
-    }
-
     static func seconds(_ d: Duration) -> Double {
         Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
@@ -510,49 +502,29 @@ public struct SharedQueue: Sendable {
         _ c: PostgresConnection, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws(SharedQueueError) -> T {
         try await bounded(c) { c, logger in
-            try await Self.exec(c, "BEGIN", logger: logger)
+            try await PostgresCall.exec(c, "BEGIN", logger: logger)
             do {
                 let value = try await body(c, logger)
                 if let lost = value as? AttemptRecord, lost == .leaseLost {
-                    try await Self.exec(c, "ROLLBACK", logger: logger)
+                    try await PostgresCall.exec(c, "ROLLBACK", logger: logger)
                 } else {
-                    try await Self.exec(c, "COMMIT", logger: logger)
+                    try await PostgresCall.exec(c, "COMMIT", logger: logger)
                 }
                 return value
             } catch {
-                try? await Self.exec(c, "ROLLBACK", logger: logger)
+                try? await PostgresCall.exec(c, "ROLLBACK", logger: logger)
                 throw error
             }
         }
     }
 
-    /// Runs `body`, or fails with `.unavailable` after `timeout`, whether or not `body` has ended
-    /// by then: a query waiting on the server (a row lock, a stalled database) does not end when its
-    /// task is cancelled, so the answer must not wait for it. At the timeout the connection is
-    /// closed (its transaction state is unknown, and closing ends the query on our side).
+    /// Runs `body`, or fails with `.unavailable` after `timeout` (`PostgresCall.bounded`).
     func bounded<T: Sendable>(
         _ c: PostgresConnection, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws(SharedQueueError) -> T {
-        let limit = Duration.nanoseconds(timeout.nanoseconds)
+        let timeout = self.timeout
         let logger = self.logger
-        return try await Self.mapErrors {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-                let race = SharedQueueRace(continuation)
-                let timer = Task {
-                    try await Task.sleep(for: limit)
-                    if race.finish(.failure(ClusterTimeout(after: limit))) {
-                        let closed: EventLoopFuture<Void> = c.close()
-                        closed.whenComplete { _ in }
-                    }
-                }
-                Task {
-                    let result: Result<T, any Error>
-                    do { result = .success(try await body(c, logger)) } catch { result = .failure(error) }
-                    timer.cancel()
-                    _ = race.finish(result)
-                }
-            }
-        }
+        return try await Self.mapErrors { try await PostgresCall.bounded(c, timeout: timeout, logger: logger, body) }
     }
 
     static func mapErrors<T>(_ body: () async throws -> T) async throws(SharedQueueError) -> T {
@@ -576,19 +548,5 @@ public struct SharedQueue: Sendable {
         } catch {
             throw .unavailable(String(describing: type(of: error)))
         }
-    }
-}
-
-/// The first of a call's answer and its timeout, delivered once.
-final class SharedQueueRace<T: Sendable>: Sendable {
-    let continuation: Mutex<CheckedContinuation<T, any Error>?>
-
-    init(_ continuation: CheckedContinuation<T, any Error>) { self.continuation = Mutex(continuation) }
-
-    /// Resumes the caller with `result` unless it was answered already; true if this did it.
-    func finish(_ result: Result<T, any Error>) -> Bool {
-        guard let c = continuation.withLock({ $0.take() }) else { return false }
-        c.resume(with: result)
-        return true
     }
 }

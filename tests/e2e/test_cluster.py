@@ -20,6 +20,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -351,4 +352,39 @@ def test_a_database_restart_does_not_stop_mail_and_heartbeats_resume(mailflow_se
                  what="heartbeats after the restart")
         assert all(n.running() for n in nodes)
     finally:
+        pg.stop()
+
+
+def test_a_stopped_database_process_holds_neither_mail_nor_shutdown(mailflow_server):
+    """PostgreSQL frozen (SIGSTOP on the postmaster and its backends: a hung server, no reset): each
+    heartbeat gives up at its bound, the nodes keep serving with their claims, and a node still stops
+    cleanly and quickly."""
+    pg = Postgres().start()
+    frozen: list[int] = []
+    try:
+        nodes = [mailflow_server(node_config(pg, n, cap=4)) for n in ("stall-a", "stall-b")]
+        wait_for(lambda: all(seen_nodes(n) == 2 for n in nodes), timeout=10, what="both nodes to see two nodes")
+        postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        frozen = [postmaster] + [int(p) for p in children]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: all("cluster database unreachable" in n.stderr() for n in nodes), timeout=15,
+                 what="both nodes to give up on the frozen database")
+        senders = [Sender(nodes[i % 2].port) for i in range(6)]
+        open_all(senders)
+        assert sum(s.admitted for s in senders) == 4, [s.reply for s in senders]
+        for s in senders:
+            s.close()
+        t0 = time.monotonic()
+        assert nodes[0].stop(timeout=30) == 0
+        took = time.monotonic() - t0
+        assert took < 10, f"stopping took {took:.1f} s with the database frozen"
+        print(f"a node stopped in {took:.1f} s with its database frozen")
+    finally:
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
         pg.stop()
