@@ -97,6 +97,12 @@ public final class DeliveryScheduler: Sendable {
     let outbound: OutboundDelivery?
     /// Local routes go here instead of Maildir when set (`delivery.lmtp`).
     let lmtp: LMTPDelivery?
+
+    /// The mailbox server, when local routes go over LMTP, as a destination (`queue destinations`).
+    public func localDestinations() async -> [DestinationStatus] {
+        guard let lmtp else { return [] }
+        return [await lmtp.status()]
+    }
     let connectorFor: @Sendable (String) -> OutboundConnector?
     let signingFor: @Sendable (String) -> OutboundSigning?
     let dsnRoute: (@Sendable (String) -> Route?)?

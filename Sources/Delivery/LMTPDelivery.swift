@@ -122,12 +122,14 @@ public final class LMTPDelivery: Sendable {
                 do {
                     conn = try await connect()
                 } catch {
-                    await pool.release(nil)
                     let reply = (error as? SMTPClientFailure)?.reply ?? SMTPReply(451, .init(4, 4, 1), "\(error)")
-                    return envelope.recipients.indices.map {
+                    let results = envelope.recipients.indices.map {
                         RecipientResult(
                             index: $0, disposition: reply.code / 100 == 5 ? .failed : .deferred, reply: reply)
                     }
+                    await pool.count(results)
+                    await pool.release(nil)
+                    return results
                 }
             }
             guard let c = conn else { continue }
@@ -140,6 +142,7 @@ public final class LMTPDelivery: Sendable {
                 continue
             }
             let results = await c.send(envelope, body: body)
+            await pool.count(results)
             if await c.isUsable {
                 await pool.release(c)
             } else {
@@ -162,6 +165,13 @@ public final class LMTPDelivery: Sendable {
             timeouts: timeouts, protocol: .lmtp)
     }
 
+    /// The mailbox server as `mailflow queue destinations` shows it: a fixed window of
+    /// `max_connections`, the transactions in flight and waiting, and recipients delivered and
+    /// deferred since start.
+    public func status() async -> DestinationStatus {
+        await pool.status(key: "lmtp:\(settings.address)")
+    }
+
     /// Closes idle connections (at shutdown).
     public func shutdown() async {
         for c in await pool.drain() { await c.close() }
@@ -174,8 +184,29 @@ actor LMTPConnectionPool {
     var inUse = 0
     var idle: [SMTPClientConnection] = []
     var waiters: [CheckedContinuation<Void, Never>] = []
+    var delivered = 0
+    var deferred = 0
+    var lastError: String?
 
     init(limit: Int) { self.limit = limit }
+
+    /// Counts one transaction's results per recipient; a refusal is remembered as the last error.
+    func count(_ results: [RecipientResult]) {
+        for r in results {
+            switch r.disposition {
+            case .delivered: delivered += 1
+            case .deferred, .failed:
+                deferred += 1
+                lastError = r.reply.description
+            }
+        }
+    }
+
+    func status(key: String) -> DestinationStatus {
+        DestinationStatus(
+            key: key, window: limit, ceiling: nil, sessions: inUse, waiting: waiters.count, delivered: delivered,
+            deferred: deferred, throttles: 0, parkedUntil: nil, lastError: lastError)
+    }
 
     func acquire() async {
         if inUse < limit {

@@ -194,7 +194,7 @@ public final class MailflowService: Sendable {
             let backend = AdminBackend(
                 store: store, hostname: config.hostname, version: Self.version,
                 usage: { admission.usage(topSources: 20) },
-                destinations: { await outbound.destinations() },
+                destinations: { [scheduler] in await outbound.destinations() + scheduler.localDestinations() },
                 tenants: {
                     let now = current.mutex.withLock { $0 }
                     return now.tenants.map { t in
@@ -336,7 +336,8 @@ public final class MailflowService: Sendable {
         let enc = JSONEncoder()
         enc.dateEncodingStrategy = .iso8601
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        guard let data = try? enc.encode(await outbound.destinations()) else { return }
+        let all = await outbound.destinations() + scheduler.localDestinations()
+        guard let data = try? enc.encode(all) else { return }
         let path = Self.destinationsSnapshotPath(dataDirectory: config.dataDirectory)
         if FileManager.default.createFile(atPath: path + ".tmp", contents: data) {
             _ = rename(path + ".tmp", path)

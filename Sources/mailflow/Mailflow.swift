@@ -475,7 +475,8 @@ struct Queue: ParsableCommand {
 
     struct Destinations: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Show each outbound destination: concurrency window, sessions, waiting, deferrals, parking.",
+            abstract:
+                "Show each outbound destination (and the LMTP mailbox server): window, sessions, waiting, deferrals, parking.",
             discussion: "Reads the snapshot the running server rewrites every second in <data>/destinations.json.")
         @OptionGroup var options: ConfigOption
         @Flag(help: "Print JSON instead of a table.") var json = false

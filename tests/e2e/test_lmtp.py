@@ -15,6 +15,7 @@ from __future__ import annotations
 import email
 import email.policy
 import imaplib
+import json
 import os
 import shutil
 import signal
@@ -292,6 +293,17 @@ def test_one_recipient_refused_by_dovecot_fails_with_dsn_other_delivered(mailflo
     assert "User doesn't exist" in bob.get("diagnostic-code", ""), bob
     assert all("alice" not in r.get("final-recipient", "") for r in dsn.per_recipient), dsn.per_recipient
     assert token.encode() in dsn.returned
+    # `mailflow queue destinations` lists the mailbox server beside the outbound destinations.
+    def lmtp_row():
+        r = srv.cli("queue", "destinations", "--json")
+        assert r.returncode == 0, r.stderr
+        rows = [d for d in json.loads(r.stdout) if d["key"] == f"lmtp:inet:127.0.0.1:{dovecot.lmtp_port}"]
+        return rows[0] if rows and rows[0]["delivered"] >= 2 else None
+    row = wait_for(lmtp_row, 10, "the LMTP server in queue destinations")
+    assert row["window"] == 10 and row["deferred"] == 1 and row["sessions"] == 0, row
+    assert "User doesn't exist" in row["lastError"], row
+    r = srv.cli("queue", "destinations")
+    assert f"lmtp:inet:127.0.0.1:{dovecot.lmtp_port}" in r.stdout, r.stdout
 
 
 def test_dovecot_down_defers_then_delivers_once_it_is_back(mailflow_server, dovecot):
