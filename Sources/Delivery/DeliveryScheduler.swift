@@ -44,6 +44,8 @@ public final class DeliveryScheduler: Sendable {
         var failed = 0
         /// The loop started by `start()`.
         var loop: Task<Void, Never>?
+        /// A mailbox write found the mailbox filesystem full: its free bytes then (`MailboxSpace`).
+        var mailboxFullAt: Int64?
     }
 
     /// Where the scheduler listens for wake-ups from other processes.
@@ -110,6 +112,8 @@ public final class DeliveryScheduler: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let metricsFactory: any MetricsFactory
     let attemptCounters = Mutex<[String: Counter]>([:])
+    /// Free space of the mailbox root, read while mailbox deliveries wait for space; tests inject it.
+    let mailboxFreeSpace: StorageGuard.FreeSpace
 
     public init(
         store: SQLiteQueueStore, spool: Spool, maildir: MaildirDelivery, retry: RetrySchedule = .exchangeLike,
@@ -122,9 +126,11 @@ public final class DeliveryScheduler: Sendable {
         metricsFactory: any MetricsFactory = MetricsSystem.factory,
         random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
         clock: any Clock<Duration> = ContinuousClock(), trigger: TriggerLocation = .besideQueue,
-        eventLoopGroup: (any EventLoopGroup)? = nil, syncPriority: SyncPriority? = nil, lmtp: LMTPDelivery? = nil
+        eventLoopGroup: (any EventLoopGroup)? = nil, syncPriority: SyncPriority? = nil, lmtp: LMTPDelivery? = nil,
+        mailboxFreeSpace: @escaping StorageGuard.FreeSpace = { StorageGuard.statvfsFreeSpace($0) }
     ) {
         self.lmtp = lmtp
+        self.mailboxFreeSpace = mailboxFreeSpace
         self.syncPriority = syncPriority
         self.metricsFactory = metricsFactory
         self.outbound = outbound
@@ -219,6 +225,7 @@ public final class DeliveryScheduler: Sendable {
     /// delivery (a remote that takes minutes) must not hold back the rest of the queue.
     func dueWork() async -> (taken: [String], wait: Duration) {
         let t = now()
+        await retryMailboxDeliveriesIfSpaceIsBack(now: t)
         do {
             let store = self.store
             let (taken, earliest, latest) = try await planningPool.runIfActive {
@@ -250,6 +257,7 @@ public final class DeliveryScheduler: Sendable {
             }
             // Otherwise it was due at the query and not taken: over capacity, and a finishing
             // delivery wakes the loop.
+            if state.withLock({ $0.mailboxFullAt != nil }) { wait = min(wait, Self.mailboxSpacePoll) }
             return (taken, wait)
         } catch {
             logger.error("delivery scheduler: \(error)")
@@ -510,6 +518,7 @@ public final class DeliveryScheduler: Sendable {
                 outcomes[r.index] = .delivered(detail: "250 2.0.0 Delivered to maildir \(path)")
             } catch {
                 outcomes[r.index] = .deferred(reason: MaildirDelivery.deferral(for: error))
+                if MaildirDelivery.fault(for: error) == .full { noteMailboxFull() }
             }
         }
         return outcomes

@@ -48,13 +48,13 @@ public struct MaildirDelivery: Sendable {
     /// mailbox filesystem is full (or over quota), `451 4.3.0` otherwise. Always temporary: the
     /// message waits in the queue and is retried, it never bounces for a full disk before expiry.
     public static func deferral(for error: any Error) -> String {
-        let fault: StorageFault?
-        if let f = error as? Failure {
-            fault = f.errno.flatMap { StorageFault(errno: $0) }
-        } else {
-            fault = StorageFault(error)
-        }
-        return (fault ?? .ioError).deferral("Mailbox delivery failed: \(error)")
+        (fault(for: error) ?? .ioError).deferral("Mailbox delivery failed: \(error)")
+    }
+
+    /// The storage fault behind a failed mailbox write, if it is one (`.full` for `ENOSPC`).
+    public static func fault(for error: any Error) -> StorageFault? {
+        if let f = error as? Failure { return f.errno.flatMap { StorageFault(errno: $0) } }
+        return StorageFault(error)
     }
 
     public func mailboxPath(domain: String, localPart: String) -> String {

@@ -284,6 +284,20 @@ public final class SQLiteQueueStore: Sendable {
         }
     }
 
+    /// Makes every message with a pending local (mailbox) delivery due at `now` if it was due later:
+    /// for mailbox deliveries deferred by a full filesystem, once space is back. Returns how many.
+    @discardableResult
+    public func retryLocalDeliveries(now: Date) throws -> Int {
+        try pool.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE message SET next_attempt = ?1 WHERE next_attempt > ?1 AND id IN (
+                      SELECT message FROM recipient WHERE status = 'pending' AND route LIKE 'local:%')
+                    """, arguments: [now.timeIntervalSince1970])
+            return db.changesCount
+        }
+    }
+
     /// One delivery attempt's results for a message, as `recordAttempt` writes them.
     public struct Attempt: Sendable {
         public var messageID: String

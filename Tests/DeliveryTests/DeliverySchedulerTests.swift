@@ -88,6 +88,11 @@ final class ManualClock: Clock, Sendable {
     }
 }
 
+/// Free bytes a test sets by hand (the scheduler's reading of the mailbox filesystem).
+final class FakeFreeSpace: Sendable {
+    let bytes = Mutex<Int64>(0)
+}
+
 /// Polls `condition` in real time (the scheduler's work runs on threads) for up to five seconds.
 func eventually(_ condition: () throws -> Bool) async throws -> Bool {
     for _ in 0..<500 {
@@ -106,7 +111,10 @@ struct DeliverySchedulerTests {
 
         /// `now` replaces the manual clock's date as the scheduler's wall clock (the loop still sleeps
         /// on the manual clock).
-        init(trigger: DeliveryScheduler.TriggerLocation = .disabled, now: (@Sendable () -> Date)? = nil) throws {
+        init(
+            trigger: DeliveryScheduler.TriggerLocation = .disabled, now: (@Sendable () -> Date)? = nil,
+            mailboxFree: FakeFreeSpace? = nil
+        ) throws {
             dir =
                 FileManager.default.temporaryDirectory.appendingPathComponent("mailflow-sched-\(UUID().uuidString)")
                 .path
@@ -118,7 +126,10 @@ struct DeliverySchedulerTests {
                 store: store, spool: try Spool(directory: "\(dir)/spool"),
                 maildir: MaildirDelivery(root: "\(dir)/mailboxes", hostname: "mx.test"),
                 retry: RetrySchedule(intervals: [60], expiry: 86_400, jitter: 0), logger: Logger(label: "t"),
-                now: now ?? { clock.date }, random: SeededRandom(seed: 1), clock: clock, trigger: trigger)
+                now: now ?? { clock.date }, random: SeededRandom(seed: 1), clock: clock, trigger: trigger,
+                mailboxFreeSpace: { path in
+                    mailboxFree.map { ($0.bytes.withLock { $0 }, 1 << 30) } ?? StorageGuard.statvfsFreeSpace(path)
+                })
         }
 
         func insert(_ id: String) throws {
@@ -235,6 +246,28 @@ struct DeliverySchedulerTests {
         #expect(try f.state("A") == .queued)
         await f.scheduler.process("A")
         #expect(try f.state("A") == .done, "an explicit attempt still runs")
+    }
+
+    /// Mailbox deliveries deferred for a full filesystem come back when space does, not at their next
+    /// retry: the loop reads the free space every 2 s while they wait.
+    @Test func mailboxDeliveriesWaitingForSpaceAreRetriedWhenItComesBack() async throws {
+        let free = FakeFreeSpace()
+        let f = try Fixture(mailboxFree: free)
+        try f.insert("A")
+        try f.store.recordAttempt(
+            messageID: "A", outcomes: [0: .deferred(reason: "452 4.3.1 Mailbox delivery failed: full")],
+            nextAttempt: f.clock.date.addingTimeInterval(600), now: f.clock.date)
+        f.scheduler.noteMailboxFull()
+        var (taken, wait) = await f.scheduler.dueWork()
+        #expect(taken.isEmpty)
+        #expect(wait == .seconds(2), "polls the free space, not the 10-minute retry")
+        free.bytes.withLock { $0 = 512 << 10 }  // half a megabyte: not enough to call it back
+        (taken, wait) = await f.scheduler.dueWork()
+        #expect(taken.isEmpty)
+        free.bytes.withLock { $0 = 8 << 20 }
+        (taken, wait) = await f.scheduler.dueWork()
+        #expect(taken == ["A"], "due again at once")
+        #expect(wait == DeliveryScheduler.safetyPoll, "nothing else waits: no more polling")
     }
 
     /// After the wall clock is stepped back, deferred messages carry next attempts later than any
