@@ -258,9 +258,22 @@ final class FakeSMTPHandler: ChannelInboundHandler {
     }
 
     @Test func closedPortIsAConnectFailure() async throws {
-        let server = try await FakeSMTPServer.start(.init())
-        let port = server.port
-        await server.stop()
+        // A port bound but not listening: connecting is refused, and no other test's listener can
+        // take it meanwhile (a stopped server's port could be reused by one running in parallel).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+                bind(fd, p, len) == 0 && getsockname(fd, p, &len) == 0
+            }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
         let result = await HostProbe().probe(
             host: "127.0.0.1", address: "127.0.0.1", port: port,
             options: ProbeOptions(port: port, probeTimeout: .seconds(2)))
