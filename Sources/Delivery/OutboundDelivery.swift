@@ -176,8 +176,9 @@ public final class OutboundDelivery: Sendable {
             verifyName = nil
         }
         var lastReply = SMTPReply(451, .init(4, 4, 1), "No connection to \(domain)")
-        // A refused or throttled session is retried here, in memory, once the window allows,
-        // instead of waiting for the queue's retry schedule.
+        // A session throttled while others of ours were open is retried here, in memory, once the
+        // (now smaller) window allows, instead of waiting for the queue's retry schedule; one
+        // throttled with none open is not: the remote refuses even one session.
         for _ in 0..<6 {
             let slot = await pool.acquire(key)
             var connection: SMTPClientConnection
@@ -199,12 +200,12 @@ public final class OutboundDelivery: Sendable {
                 } catch let f as SMTPClientFailure {
                     lastReply = f.reply
                     let throttled = f.isThrottle
-                    await pool.release(
+                    let working = await pool.release(
                         key, connection: nil, host: nil, signal: throttled ? .throttle : .failure, error: f.reply,
                         openedAt: openedAt)
-                    // Only "slow down" is worth an immediate retry here; anything else waits for the
-                    // queue's schedule.
-                    if throttled { continue }
+                    // Only "slow down" while other sessions work is worth an immediate retry here
+                    // (fewer sessions will be let in); anything else waits for the queue's schedule.
+                    if throttled, working > 0 { continue }
                     return all(f.reply, host: hosts.first)
                 } catch {
                     lastReply = SMTPReply(451, .init(4, 4, 1), "\(error)")
@@ -227,10 +228,12 @@ public final class OutboundDelivery: Sendable {
                 }
             let failed = !usable && failure != nil && results.allSatisfy { $0.disposition == .deferred }
             let signal: DestinationPool.Signal = throttled ? .throttle : failed ? .failure : .success
-            await pool.release(
+            let working = await pool.release(
                 key, connection: usable ? connection : nil, host: host, signal: signal,
                 error: throttled || failed ? results.first?.reply : nil)
-            if throttled, results.first?.reply != ClientSession.abruptClose {
+            // A remote that asks to slow down while no other session of ours is open refuses even
+            // one: another session now is only more load on it, so the queue's schedule decides.
+            if throttled, working > 0, results.first?.reply != ClientSession.abruptClose {
                 lastReply = results.first?.reply ?? lastReply
                 continue
             }
@@ -335,21 +338,25 @@ actor DestinationPool {
         return await withCheckedContinuation { c in destinations[key]?.waiters.append(c) }
     }
 
+    /// Gives back a session slot and records how it went. Returns how many other sessions were
+    /// open to the destination at that moment.
+    @discardableResult
     func release(
         _ key: String, connection: SMTPClientConnection?, host: String?, signal: Signal, error: SMTPReply?,
         openedAt: Date? = nil
-    ) async {
+    ) async -> Int {
         guard var d = destinations[key] else {
             if let connection { await connection.close() }
-            return
+            return 0
         }
+        let others = max(0, d.sessions - 1)
         let now = self.now()
         switch signal {
         case .success:
             d.concurrency.recordSuccess(now: now)
             d.delivered += 1
         case .throttle:
-            d.concurrency.recordThrottle(working: max(0, d.sessions - 1), now: now, openedAt: openedAt)
+            d.concurrency.recordThrottle(working: others, now: now, openedAt: openedAt)
             d.deferred += 1
         case .failure:
             d.concurrency.recordFailure(now: now)
@@ -362,7 +369,7 @@ actor DestinationPool {
             let w = d.waiters.removeFirst()
             destinations[key] = d
             w.resume(returning: .reuse(connection, host))
-            return
+            return others
         }
         toClose = connection
         if toClose == nil { d.sessions -= 1 }
@@ -376,6 +383,7 @@ actor DestinationPool {
                 self.sessionClosed(key)
             }
         }
+        return others
     }
 
     /// A time on `now`'s timeline (monotonic by default) as wall-clock time, for people.
