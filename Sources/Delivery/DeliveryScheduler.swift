@@ -266,8 +266,9 @@ public final class DeliveryScheduler: Sendable {
     }
 
     /// A next attempt later than any the planner sets means the wall clock was stepped back (the
-    /// queue stores wall-clock times): those messages are brought back within one longest retry
-    /// interval, or deferred mail would wait out the step on top of its interval.
+    /// queue stores wall-clock times), or a reload shortened the retry intervals: those messages are
+    /// brought back within one longest retry interval, or deferred mail would wait out the step on
+    /// top of its interval.
     /// Returns the time they are now due.
     func pullInAfterClockStep(latest: Date, now t: Date) async -> Date {
         let bound = planner.latestNextAttempt(after: t)
@@ -276,7 +277,7 @@ public final class DeliveryScheduler: Sendable {
         do {
             let moved = try await planningPool.runIfActive { try store.pullIn(nextAttemptsAfter: bound, to: target) }
             logger.warning(
-                "the wall clock was stepped back: \(moved) deferred messages were due later than any retry interval sets; they are retried by \(target)"
+                "\(moved) deferred messages were due later than any retry interval sets (the wall clock was stepped back, or a reload shortened the intervals); they are retried by \(target)"
             )
         } catch {
             logger.error("delivery scheduler: could not bring back next attempts after a clock step: \(error)")
