@@ -17,6 +17,12 @@ public struct IngressContext: Sendable {
     /// The wall clock, read only for what is stored with a message (queue ID, `Received:` date,
     /// received time); every timeout runs on the event loop's clock.
     public var now: @Sendable () -> Date
+    /// A new queue ID for a message accepted at the given time (`QueueID.generate` with the system's
+    /// random numbers); tests make it predictable.
+    public var queueID: @Sendable (Date) -> String = { now in
+        var rng = SystemRandomNumberGenerator()
+        return QueueID.generate(now: now, using: &rng)
+    }
     /// The users submission sessions authenticate against; nil: AUTH answers `454 4.7.0`.
     public var accounts: (any AccountDirectory)?
     /// Failed authentications per source, across sessions and listeners.

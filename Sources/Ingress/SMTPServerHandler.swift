@@ -646,9 +646,8 @@ final class SMTPServerHandler: ChannelInboundHandler {
 
     func startBody(_ context: ChannelHandlerContext) {
         guard let tx = session.transaction else { return }
-        var rng = SystemRandomNumberGenerator()
         let now = ctx.now()
-        let id = QueueID.generate(now: now, using: &rng)
+        let id = ctx.queueID(now)
         logger[metadataKey: "queue_id"] = "\(id)"
         headerScanner = HeaderScanner()
         chunkChecker = nil

@@ -194,6 +194,27 @@ struct SMTPServerHandlerTests {
         channel.end()
     }
 
+    /// The queue ID comes from the context (`IngressContext.queueID`): a test can know it before
+    /// the message is sent, and the `250` and the committed message carry the same one.
+    @Test func theQueueIDComesFromTheContext() throws {
+        let fixture = try HandlerFixture()
+        var context = fixture.context
+        context.queueID = { now in
+            #expect(now == HandlerFixture.now)
+            return "BCDFGHJKLMNPQRST"
+        }
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(context: context))
+        channel.localAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 25)
+        try channel.connect(to: SocketAddress(ipAddress: "192.0.2.10", port: 40000)).wait()
+        try channel.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+        try channel.send("Subject: id\r\n\r\nhello\r\n.\r\n")
+        channel.embeddedEventLoop.run()
+        #expect(try channel.replies().contains("250 2.0.0 Ok: queued as BCDFGHJKLMNPQRST"))
+        #expect(fixture.committer.committed.map(\.id) == ["BCDFGHJKLMNPQRST"])
+        channel.end()
+    }
+
     @Test func bodyDripIsClosedWhenBelowTheMinimumRate() throws {
         let fixture = try HandlerFixture()
         let (channel, _) = try fixture.connect()
