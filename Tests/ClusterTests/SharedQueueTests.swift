@@ -166,10 +166,12 @@ struct SharedQueueTests {
         let c = try await connect(q)
         let m = Self.message(1)
         try await q.insert(c, [m])
-        let a = try await q.claimDue(c, node: "node-a", limit: 10, lease: .milliseconds(300))
+        // Leases long enough that a loaded machine (700 tests in parallel on two cores) does not
+        // let one run out between two calls that expect it held.
+        let a = try await q.claimDue(c, node: "node-a", limit: 10, lease: .seconds(2))
         #expect(a.map(\.id) == [m.id])
         #expect(try await q.claimDue(c, node: "node-b", limit: 10, lease: .seconds(30)).isEmpty, "leased to node-a")
-        try await Task.sleep(for: .milliseconds(500))
+        try await Task.sleep(for: .milliseconds(2500))
         let b = try await q.claimDue(c, node: "node-b", limit: 10, lease: .seconds(30))
         #expect(b.map(\.id) == [m.id])
         #expect(b.first?.lease.epoch == 2)
@@ -198,11 +200,13 @@ struct SharedQueueTests {
         let c = try await connect(q)
         let m = Self.message(1)
         try await q.insert(c, [m])
-        let lease = Duration.milliseconds(600)
+        // Long enough that a renewal on a loaded machine is not late (700 tests in parallel on two
+        // cores); renewed every third of it, as the protocol says.
+        let lease = Duration.seconds(3)
         let a = try await q.claimDue(c, node: "node-a", limit: 1, lease: lease)
         try #require(a.count == 1)
-        for _ in 0..<4 {  // 4 x 200 ms: well past the first 600 ms
-            try await Task.sleep(for: .milliseconds(200))
+        for _ in 0..<4 {  // 4 x 1 s: past the first 3 s
+            try await Task.sleep(for: .seconds(1))
             let check = try await q.renew(c, node: "node-a", leases: [a[0].lease], lease: lease)
             #expect(check == LeaseCheck())
             #expect(try await q.claimDue(c, node: "node-b", limit: 1, lease: lease).isEmpty)
@@ -416,7 +420,10 @@ struct SharedQueueTests {
         }
 
         // A row locked by another transaction: the hold waits for it, and gives up at the timeout.
-        let q = try await Self.queue(timeout: .milliseconds(400))
+        // Only the hold has the short timeout: setting up with it failed a fresh-clone CI run (700
+        // tests in parallel on two cores can hold a connect or a migration past 0.4 s).
+        let q = try await Self.queue()
+        let short = SharedQueue(database: q.database, timeout: .milliseconds(400), logger: Self.logger)
         let c = try await connect(q)
         let m = Self.message(1)
         try await q.insert(c, [m])
@@ -425,7 +432,7 @@ struct SharedQueueTests {
         try await locker.query("SELECT 1 FROM mailflow_message WHERE id = \(m.id) FOR UPDATE", logger: Self.logger)
         let started = ContinuousClock.now
         await #expect {
-            try await q.hold(c, m.id, actor: "ops")
+            try await short.hold(c, m.id, actor: "ops")
         } throws: { error in
             guard case .unavailable(let why) = error as? SharedQueueError else { return false }
             return why.contains("did not answer")
