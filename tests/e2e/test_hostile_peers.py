@@ -124,11 +124,16 @@ def test_a_client_that_never_reads_its_replies_is_bounded_and_closed(mailflow_se
     s = socket.socket()
     # A receive buffer of a few KB: the replies back up into the server at once.
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # A small send buffer too: once the server stops reading, what the client can still push is
+    # the server's receive buffer (tcp_rmem, up to 6 MB here) and this one. With the default send
+    # buffer (up to 4 MB) the 6 MB below all fitted in one fresh-clone CI run, although the server
+    # had stopped reading.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
     s.connect(("127.0.0.1", srv.port))
     s.setblocking(False)
-    # 6 MB of NOOPs make 14 MB of replies: more than the kernel's socket buffers on both sides hold
-    # (tcp_wmem and tcp_rmem allow a few MB each), so they would pile up in the server.
-    pipeline = b"EHLO hostile.test\r\n" + b"NOOP\r\n" * 1_000_000
+    # 12 MB of NOOPs make 28 MB of replies: more than the kernel's socket buffers on both sides hold,
+    # so they would pile up in the server.
+    pipeline = b"EHLO hostile.test\r\n" + b"NOOP\r\n" * 2_000_000
     sent, peak, t0 = 0, base, time.monotonic()
     last_sent, closed_at = t0, None
     other = None
