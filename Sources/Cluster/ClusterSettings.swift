@@ -105,3 +105,36 @@ public struct PostgresAddress: Sendable, Equatable, CustomStringConvertible {
         return "postgres://\(user)\(password == nil ? "" : ":***")@\(place)/\(database)\(tls ? " (TLS)" : "")"
     }
 }
+
+/// `storage: {postgres: ...}`: the queue (envelopes, bodies, recipients, trace) lives in a
+/// PostgreSQL database that several nodes share, instead of this node's SQLite file
+/// (docs/cluster.md, "Shared queue").
+public struct SharedQueueSettings: Sendable, Equatable {
+    public var database: PostgresAddress
+    /// This node's name as a lease owner (the `cluster` section's `node` when there is one).
+    public var node: String
+    /// How long a claimed message stays this node's without a renewal; renewed every third of it
+    /// while the delivery runs. A node that dies loses its leases to the others after this.
+    public var lease: TimeInterval
+    /// The longest any one database call may take; past it the call fails (acceptance answers
+    /// `451 4.3.0`) and its connection is closed.
+    public var timeout: TimeInterval
+    /// Connections this node opens to the queue database: one for acceptance (group commit), one
+    /// for claims and renewals, the rest for recording delivery attempts.
+    public var pool: Int
+
+    public static let defaultLease: TimeInterval = 30
+    public static let defaultTimeout: TimeInterval = 5
+    public static let defaultPool = 4
+
+    public init(
+        database: PostgresAddress, node: String, lease: TimeInterval = defaultLease,
+        timeout: TimeInterval = defaultTimeout, pool: Int = defaultPool
+    ) {
+        self.database = database
+        self.node = node
+        self.lease = lease
+        self.timeout = timeout
+        self.pool = pool
+    }
+}

@@ -112,6 +112,8 @@ public struct SharedQueue: Sendable {
         "CREATE INDEX IF NOT EXISTS mailflow_message_due ON mailflow_message (next_attempt) WHERE next_attempt IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS mailflow_message_held ON mailflow_message (id) WHERE state = 'held'",
         "CREATE INDEX IF NOT EXISTS mailflow_message_received ON mailflow_message (received_at)",
+        // When a running lease ends (`secondsUntilNextClaimable`): a dead node's work is taken then.
+        "CREATE INDEX IF NOT EXISTS mailflow_message_lease ON mailflow_message (lease_until) WHERE lease_until IS NOT NULL",
         """
         CREATE TABLE IF NOT EXISTS mailflow_recipient (
           message text NOT NULL REFERENCES mailflow_message (id) ON DELETE CASCADE,
@@ -231,7 +233,7 @@ public struct SharedQueue: Sendable {
                         leaseUntil: Date(timeIntervalSince1970: until),
                         body: body.map { Data($0.readableBytesView) } ?? Data(), envelope: envelope))
             }
-            return out.sorted { $0.nextAttempt < $1.nextAttempt }
+            return out.sorted { ($0.message.nextAttempt ?? .distantPast) < ($1.message.nextAttempt ?? .distantPast) }
         }
     }
 

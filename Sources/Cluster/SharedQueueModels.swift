@@ -16,91 +16,44 @@ public struct SharedLease: Sendable, Hashable, Codable {
     }
 }
 
-/// A recipient of a claimed message, with its progress.
-public struct SharedRecipient: Sendable, Hashable {
-    public var index: Int
-    public var recipient: EnvelopeRecipient
-    public var status: RecipientStatus
-    public var attempts: Int
-    public var lastReply: String?
-}
-
-/// A message `claimDue` leased to this node: what a delivery needs (envelope, recipients, body)
+/// A message `claimDue` leased to this node: the message as a delivery reads it (envelope,
+/// recipients with their progress, body inline: a spool file on one node is no use to another)
 /// and the lease to renew and to record under.
 public struct ClaimedMessage: Sendable, Hashable {
-    public var id: String
     public var lease: SharedLease
     /// When the lease runs out, on the database's clock.
     public var leaseUntil: Date
-    public var receivedAt: Date
-    public var sender: String
-    public var size: Int
-    public var bodyType: BodyType?
-    public var smtpUTF8: Bool
-    public var ret: DSNReturn?
-    public var envelopeID: String?
-    public var clientAddress: String
-    public var helo: String
-    public var protocolName: String
-    public var tls: String?
-    public var tenant: String?
-    public var messageID: String?
-    public var addMessageID: Bool
-    public var subject: String?
-    public var stampLength: Int
-    public var attempts: Int
-    public var nextAttempt: Date
-    /// An administrator asked for it to be returned: fail the pending recipients with `5.3.0` and
-    /// send the DSN instead of delivering.
-    public var bounceRequested: Bool
-    public var abruptCloses: Int
-    public var delayNoticeSentAt: Date?
-    public var authentication: SenderAuthentication?
-    public var addDate: Bool
-    public var recipients: [SharedRecipient]
-    public var body: Data
+    public var message: StoredMessage
+
+    public var id: String { message.id }
 
     init(id: String, lease: SharedLease, leaseUntil: Date, body: Data, envelope e: SharedQueueEnvelope) throws {
-        self.id = id
         self.lease = lease
         self.leaseUntil = leaseUntil
-        self.receivedAt = Date(timeIntervalSince1970: e.receivedAt)
-        self.sender = e.sender
-        self.size = e.size
-        self.bodyType = e.bodyType.flatMap(BodyType.init(rawValue:))
-        self.smtpUTF8 = e.smtputf8
-        self.ret = e.ret.flatMap(DSNReturn.init(rawValue:))
-        self.envelopeID = e.envid
-        self.clientAddress = e.clientAddress
-        self.helo = e.helo
-        self.protocolName = e.protocolName
-        self.tls = e.tls
-        self.tenant = e.tenant
-        self.messageID = e.messageId
-        self.addMessageID = e.addMessageId
-        self.subject = e.subject
-        self.stampLength = e.stampLength
-        self.attempts = e.attempts
-        self.nextAttempt = Date(timeIntervalSince1970: e.nextAttempt ?? 0)
-        self.bounceRequested = e.bounceRequested
-        self.abruptCloses = e.abruptCloses
-        self.delayNoticeSentAt = e.delayNoticeAt.map { Date(timeIntervalSince1970: $0) }
-        self.authentication = e.authResults.map {
-            SenderAuthentication(field: $0, spf: e.spf ?? "none", dkim: e.dkim ?? "none", dmarc: e.dmarc ?? "none")
-        }
-        self.addDate = e.addDate
-        self.body = body
-        self.recipients = try e.recipients.map { r in
+        let recipients = try e.recipients.map { r in
             guard let route = Route(stored: r.route) else {
                 throw SharedQueueError.unreadable("message \(id): mailflow_recipient.route holds \"\(r.route)\"")
             }
-            return SharedRecipient(
+            return StoredRecipient(
                 index: r.idx,
                 recipient: EnvelopeRecipient(
                     address: r.address, route: route, notify: r.notify.flatMap(DSNNotify.init(parsing:)),
                     originalRecipient: r.orcpt.flatMap(OriginalRecipient.init(stored:))),
                 status: RecipientStatus(rawValue: r.status) ?? .pending, attempts: r.attempts, lastReply: r.lastReply)
         }
+        self.message = StoredMessage(
+            id: id, receivedAt: Date(timeIntervalSince1970: e.receivedAt), sender: e.sender, size: e.size,
+            bodyType: e.bodyType.flatMap(BodyType.init(rawValue:)), smtpUTF8: e.smtputf8,
+            ret: e.ret.flatMap(DSNReturn.init(rawValue:)), envelopeID: e.envid, clientAddress: e.clientAddress,
+            helo: e.helo, protocolName: e.protocolName, tls: e.tls, tenant: e.tenant, messageID: e.messageId,
+            addMessageID: e.addMessageId, subject: e.subject, stampLength: e.stampLength,
+            state: MessageState(rawValue: e.state) ?? .queued,
+            nextAttempt: Date(timeIntervalSince1970: e.nextAttempt ?? 0), attempts: e.attempts,
+            recipients: recipients, body: .inline(body), bounceRequested: e.bounceRequested,
+            abruptCloses: e.abruptCloses, delayNoticeSentAt: e.delayNoticeAt.map { Date(timeIntervalSince1970: $0) },
+            authentication: e.authResults.map {
+                SenderAuthentication(field: $0, spf: e.spf ?? "none", dkim: e.dkim ?? "none", dmarc: e.dmarc ?? "none")
+            }, addDate: e.addDate)
     }
 }
 
@@ -117,15 +70,6 @@ public struct LeaseCheck: Sendable, Equatable {
         self.held = held
         self.bounceRequested = bounceRequested
     }
-}
-
-/// The answer of `recordAttempt`.
-public enum AttemptRecord: Sendable, Equatable {
-    /// Written, and the lease freed; `finished` when no recipient is pending any more.
-    case recorded(finished: Bool)
-    /// This node no longer held the lease: nothing was written. Another node may have delivered the
-    /// message as well (a duplicate for the ones this attempt delivered): count it and say so.
-    case leaseLost
 }
 
 /// A message's state in the shared queue (tests and `queue` commands).

@@ -1,4 +1,5 @@
 import Foundation
+import MailQueue
 import NIOCore
 import NIOPosix
 
@@ -32,6 +33,7 @@ extension DeliveryScheduler {
     /// `safetyPoll`. Messages in flight wake the loop as they finish, so they do not count: a slow
     /// delivery (a remote that takes minutes) must not hold back the rest of the queue.
     func dueWork() async -> (taken: [String], wait: Duration) {
+        if let leased { return await claimedWork(from: leased) }
         let t = now()
         await retryMailboxDeliveriesIfSpaceIsBack(now: t)
         do {
@@ -72,6 +74,41 @@ extension DeliveryScheduler {
             return ([], .seconds(1))
         }
     }
+
+    /// `dueWork` in cluster mode: claims due messages up to the free capacity from the shared queue,
+    /// and sleeps until the next one is claimable there (a retry falling due, or a lease of a node
+    /// that died running out), at most `sharedPoll`: other nodes' commits and queue control do not
+    /// wake this loop.
+    func claimedWork(from leased: any LeasedQueue) async -> (taken: [String], wait: Duration) {
+        do {
+            let capacity = concurrency - state.withLock { $0.inFlight.count }
+            let claimed = try await leased.claim(limit: capacity)
+            let taken = state.withLock { s -> [String] in
+                for m in claimed {
+                    s.inFlight.insert(m.id)
+                    s.claimed[m.id] = m
+                }
+                return claimed.map(\.id)
+            }
+            var wait = Self.sharedPoll
+            if let dt = try await leased.secondsUntilNextClaimable() {
+                if dt > 0.05 {
+                    wait = min(wait, .milliseconds(Int64((dt * 1000).rounded(.up))))
+                } else if claimed.count < capacity {
+                    // Due but not ours: another node was claiming it at that moment (SKIP LOCKED).
+                    wait = .milliseconds(100)
+                }
+                // Otherwise due and over capacity: a finishing delivery wakes the loop.
+            }
+            return (taken, wait)
+        } catch {
+            logger.error("delivery scheduler: the shared queue: \(error)")
+            return ([], .seconds(1))
+        }
+    }
+
+    /// The longest the loop sleeps in cluster mode before it looks at the shared queue again.
+    public static let sharedPoll: Duration = .seconds(2)
 
     /// A next attempt later than any the planner sets means the wall clock was stepped back (the
     /// queue stores wall-clock times), or a reload shortened the retry intervals: those messages are

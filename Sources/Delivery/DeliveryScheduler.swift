@@ -46,6 +46,8 @@ public final class DeliveryScheduler: Sendable {
         var loop: Task<Void, Never>?
         /// A mailbox write found the mailbox filesystem full: its free bytes then (`MailboxSpace`).
         var mailboxFullAt: Int64?
+        /// Messages claimed from the shared queue and not yet delivered (`leased` only).
+        var claimed: [String: StoredMessage] = [:]
     }
 
     /// Where the scheduler listens for wake-ups from other processes.
@@ -61,6 +63,11 @@ public final class DeliveryScheduler: Sendable {
     public static let safetyPoll: Duration = .seconds(60)
 
     let store: SQLiteQueueStore
+    /// The shared queue (cluster mode, `storage.postgres`): work is claimed from it under leases and
+    /// recorded there; `store` then keeps only what stays per node. Nil: `store` is the queue.
+    let leased: (any LeasedQueue)?
+    /// Attempts recorded too late, their lease lost: the message may be delivered twice.
+    let leaseLostCounter: Counter
     /// Writes attempt outcomes in batches (group commit for delivery).
     public let recorder: AttemptRecorder
     let spool: Spool
@@ -127,8 +134,11 @@ public final class DeliveryScheduler: Sendable {
         random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
         clock: any Clock<Duration> = ContinuousClock(), trigger: TriggerLocation = .besideQueue,
         eventLoopGroup: (any EventLoopGroup)? = nil, syncPriority: SyncPriority? = nil, lmtp: LMTPDelivery? = nil,
-        mailboxFreeSpace: @escaping StorageGuard.FreeSpace = { StorageGuard.statvfsFreeSpace($0) }
+        mailboxFreeSpace: @escaping StorageGuard.FreeSpace = { StorageGuard.statvfsFreeSpace($0) },
+        leased: (any LeasedQueue)? = nil
     ) {
+        self.leased = leased
+        self.leaseLostCounter = Counter(label: "mailflow_delivery_lease_lost_total", factory: metricsFactory)
         self.lmtp = lmtp
         self.mailboxFreeSpace = mailboxFreeSpace
         self.syncPriority = syncPriority
@@ -208,9 +218,16 @@ public final class DeliveryScheduler: Sendable {
     /// taking it again would be a second attempt at once.
     public func process(_ id: String, onlyIfDue: Bool = false) async {
         do {
-            guard let m = try await blocking({ try self.store.message(id) }), m.state == .queued, let body = m.body,
-                !onlyIfDue || (m.nextAttempt.map { $0 <= now() } ?? false)
-            else {
+            let m: StoredMessage?
+            if leased != nil {
+                // Claimed just now, under a lease: due by the queue's clock.
+                m = state.withLock { $0.claimed.removeValue(forKey: id) }
+            } else {
+                m = try await blocking({ try self.store.message(id) })
+                guard !onlyIfDue || (m?.nextAttempt.map { $0 <= now() } ?? false) else { return }
+            }
+            guard let m, m.state == .queued, let body = m.body else {
+                if let leased { await leased.release(id) }
                 return
             }
             let work = planner.work(for: m, relayAvailable: outbound != nil)
@@ -304,12 +321,18 @@ public final class DeliveryScheduler: Sendable {
                 if report.kind == .delay { delayNoticeSent = true }
             }
         }
-        // Batched with the other attempts finishing now: one transaction, one sync.
-        if let spoolPath = try await recorder.record(
-            .init(
-                messageID: id, outcomes: decision.outcomes, nextAttempt: decision.nextAttempt, now: t,
-                notifications: notifications, abruptClose: decision.abruptClose, delayNoticeSent: delayNoticeSent))
-        {
+        let attempt = SQLiteQueueStore.Attempt(
+            messageID: id, outcomes: decision.outcomes, nextAttempt: decision.nextAttempt, now: t,
+            notifications: notifications, abruptClose: decision.abruptClose, delayNoticeSent: delayNoticeSent)
+        if let leased {
+            if try await leased.record(attempt) == .leaseLost {
+                leaseLostCounter.increment()
+                logger.error(
+                    "the lease on this message ran out before its attempt was recorded: another node may deliver it again (possible duplicate)",
+                    metadata: ["queue_id": "\(id)"])
+            }
+        } else if let spoolPath = try await recorder.record(attempt) {
+            // Batched with the other attempts finishing now: one transaction, one sync.
             spool.remove(path: spoolPath)
         }
         if !notifications.isEmpty { wakeUp() }

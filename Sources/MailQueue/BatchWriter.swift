@@ -36,6 +36,12 @@ import Synchronization
 /// }
 /// let spoolPath = try await writer.submit(attempt)
 /// ```
+/// An error a `BatchWriter` need not isolate by halving the batch: with `failsEveryItem` every item
+/// of the batch fails at once (the store is unreachable, say, whatever the items).
+public protocol WholeBatchFailure: Error {
+    var failsEveryItem: Bool { get }
+}
+
 public final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
     public typealias Completion = @Sendable (Result<Output, any Error>) -> Void
     /// Writes one batch in one transaction, returning one output per item in order.
@@ -214,6 +220,13 @@ public final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
             outputs = try writeBatch(batch.map(\.item))
             precondition(outputs.count == batch.count, "\(name): write returned \(outputs.count) for \(batch.count)")
         } catch {
+            // One item cannot have caused it (a database that is away): halving would only
+            // repeat the failure, each time after its timeout.
+            if let whole = error as? any WholeBatchFailure, whole.failsEveryItem {
+                state.withLock { $0.statistics.failed += batch.count }
+                for s in batch { s.completion?(.failure(error)) }
+                return
+            }
             guard batch.count > 1 else {
                 state.withLock { $0.statistics.failed += 1 }
                 batch.first?.completion?(.failure(error))

@@ -22,9 +22,29 @@ public final class GroupCommitter: Sendable {
 
     /// `onCommitted` is told the IDs of each durable batch (the delivery scheduler's wake-up).
     /// `priority` lets Maildir deliveries give way to these syncs (see `SyncPriority`).
-    public init(
+    public convenience init(
         store: SQLiteQueueStore, priority: SyncPriority? = nil,
         onCommitted: @escaping @Sendable ([String]) -> Void = { _ in }
+    ) {
+        self.init(storage: store.storage, priority: priority, onCommitted: onCommitted) { messages, events in
+            do {
+                try store.insert(messages, events: events)
+            } catch {
+                // A full disk or a failed sync: recorded where the admin API and /metrics read it,
+                // and (for a full disk) new messages are refused at MAIL for a while.
+                store.storage.recordFault(error, during: "commit")
+                throw error
+            }
+        }
+    }
+
+    /// A committer writing each batch with `write` (one transaction: all or nothing), which runs on
+    /// the committer's own thread and may block there: the shared queue's (`LeasedQueue`) insert,
+    /// with the batch's throttle events going to the local store.
+    public init(
+        storage: StorageGuard, priority: SyncPriority? = nil,
+        onCommitted: @escaping @Sendable ([String]) -> Void = { _ in },
+        write: @escaping @Sendable (_ messages: [NewMessage], _ events: [TraceEvent]) throws -> Void
     ) {
         let written: @Sendable ([Entry]) -> Void = { entries in
             let ids = entries.compactMap { if case .message(let m) = $0 { m.id } else { nil } }
@@ -39,17 +59,10 @@ public final class GroupCommitter: Sendable {
                 case .event(let e): events.append(e)
                 }
             }
-            do {
-                try store.insert(messages, events: events)
-            } catch {
-                // A full disk or a failed sync: recorded where the admin API and /metrics read it,
-                // and (for a full disk) new messages are refused at MAIL for a while.
-                store.storage.recordFault(error, during: "commit")
-                throw error
-            }
+            try write(messages, events)
             return Array(repeating: (), count: entries.count)
         }
-        storage = store.storage
+        self.storage = storage
     }
 
     /// The filesystem watch of the queue this committer writes to.

@@ -134,6 +134,16 @@ public struct StoredRecipient: Sendable, Hashable {
     public var status: RecipientStatus
     public var attempts: Int
     public var lastReply: String?
+
+    public init(
+        index: Int, recipient: EnvelopeRecipient, status: RecipientStatus, attempts: Int, lastReply: String?
+    ) {
+        self.index = index
+        self.recipient = recipient
+        self.status = status
+        self.attempts = attempts
+        self.lastReply = lastReply
+    }
 }
 
 /// A message as stored in the queue.
@@ -172,6 +182,44 @@ public struct StoredMessage: Sendable, Hashable {
     public var authentication: SenderAuthentication?
     /// `Date:` is added at delivery (see `NewMessage.addDate`).
     public var addDate = false
+
+    /// Every stored column, as a queue store reads them back (SQLite's, or the shared queue's).
+    public init(
+        id: String, receivedAt: Date, sender: String, size: Int, bodyType: BodyType?, smtpUTF8: Bool,
+        ret: DSNReturn?, envelopeID: String?, clientAddress: String, helo: String, protocolName: String,
+        tls: String?, tenant: String?, messageID: String?, addMessageID: Bool, subject: String?, stampLength: Int,
+        state: MessageState, nextAttempt: Date?, attempts: Int, recipients: [StoredRecipient], body: MessageBody?,
+        bounceRequested: Bool = false, abruptCloses: Int = 0, delayNoticeSentAt: Date? = nil,
+        authentication: SenderAuthentication? = nil, addDate: Bool = false
+    ) {
+        self.id = id
+        self.receivedAt = receivedAt
+        self.sender = sender
+        self.size = size
+        self.bodyType = bodyType
+        self.smtpUTF8 = smtpUTF8
+        self.ret = ret
+        self.envelopeID = envelopeID
+        self.clientAddress = clientAddress
+        self.helo = helo
+        self.protocolName = protocolName
+        self.tls = tls
+        self.tenant = tenant
+        self.messageID = messageID
+        self.addMessageID = addMessageID
+        self.subject = subject
+        self.stampLength = stampLength
+        self.state = state
+        self.nextAttempt = nextAttempt
+        self.attempts = attempts
+        self.recipients = recipients
+        self.body = body
+        self.bounceRequested = bounceRequested
+        self.abruptCloses = abruptCloses
+        self.delayNoticeSentAt = delayNoticeSentAt
+        self.authentication = authentication
+        self.addDate = addDate
+    }
 }
 
 /// The kind of a trace event: one per state change of a message (Exchange message trace's Receive,

@@ -88,6 +88,8 @@ public struct MailflowConfig: Sendable, Equatable {
     // cluster
     /// Cluster mode (`cluster`): the shared PostgreSQL, this node's name, heartbeats; nil: one node.
     public var cluster: ClusterSettings?
+    /// The queue in a shared PostgreSQL (`storage.postgres`); nil: this node's SQLite file.
+    public var sharedQueue: SharedQueueSettings?
     // health
     /// Service health: the live monitor (`health.enabled`), its webhook (URL and HMAC secret), the
     /// admin addresses mailed on open, classification change and restore, and how much trace history
@@ -197,6 +199,7 @@ public struct MailflowConfig: Sendable, Equatable {
     static let sections = [
         "server", "tls", "limits", "timeouts", "delivery", "tenants", "forests", "relay", "dns", "admin", "trace",
         "health", "diagnostics", "submission", "sender_auth", "cluster",
+        "storage",
     ]
 
     public static func parse(yaml: String, baseDirectory: String = ".") throws -> MailflowConfig {
@@ -208,6 +211,7 @@ public struct MailflowConfig: Sendable, Equatable {
         if let r = try root.mapping("admin") { try config.decodeAdmin(r, baseDirectory: baseDirectory) }
         if let r = try root.mapping("trace") { try config.decodeTrace(r) }
         if let r = try root.mapping("cluster") { try config.decodeCluster(r) }
+        if let r = try root.mapping("storage") { try config.decodeStorage(r) }
         if let r = try root.mapping("relay") { try config.decodeRelay(r) }
         if let r = try root.mapping("submission") { try config.decodeSubmission(r) }
         if let r = try root.mapping("sender_auth") { try config.decodeSenderAuth(r) }

@@ -45,6 +45,8 @@ public final class MailflowService: Sendable {
     public let health: HealthService?
     /// This node's cluster membership (nil without `cluster`).
     public let cluster: ClusterMember?
+    /// The shared queue in PostgreSQL (nil without `storage.postgres`: `store` is the queue).
+    public let sharedQueue: SharedQueueNode?
     public static let version = "0.2.0"
 
     public static func paths(dataDirectory: String) -> (queue: String, spool: String, mailboxes: String) {
@@ -104,6 +106,9 @@ public final class MailflowService: Sendable {
         let current = self.currentConfig
         // Maildir deliveries give way to the syncs that acknowledge incoming mail.
         let syncPriority = SyncPriority()
+        let group = self.group
+        let sharedQueue = config.sharedQueue.map { SharedQueueNode(settings: $0, group: group, logger: logger) }
+        self.sharedQueue = sharedQueue
         let scheduler = DeliveryScheduler(
             store: store, spool: spool, maildir: MaildirDelivery(root: p.mailboxes, hostname: config.hostname),
             retry: RetrySchedule(intervals: config.retryIntervals, expiry: config.expiry),
@@ -128,9 +133,15 @@ public final class MailflowService: Sendable {
                 LMTPDelivery(
                     settings: $0, heloName: config.heloName ?? config.hostname, group: group,
                     timeouts: config.outboundTimeouts)
-            })
+            }, leased: sharedQueue)
         self.scheduler = scheduler
-        self.committer = GroupCommitter(store: store, priority: syncPriority) { _ in scheduler.wakeUp() }
+        if let sharedQueue {
+            self.committer = Self.sharedCommitter(sharedQueue, store: store, spool: spool, logger: logger) { _ in
+                scheduler.wakeUp()
+            }
+        } else {
+            self.committer = GroupCommitter(store: store, priority: syncPriority) { _ in scheduler.wakeUp() }
+        }
         threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let tls = try TLSSetup.serverContext(
@@ -364,6 +375,7 @@ public final class MailflowService: Sendable {
     /// Starts delivery (pending work resumes by itself) and binds the SMTP listeners.
     public func start() async throws -> [SocketAddress] {
         Self.warnIfOpenRelay(config, logger)
+        sharedQueue?.start()
         scheduler.start()
         let pool = threadPool
         let task = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1000)) { [self] _ in
@@ -531,6 +543,7 @@ public final class MailflowService: Sendable {
         await scheduler.shutdown()
         let recorded = scheduler.recorder.statistics
         logger.notice("delivery outcomes: \(recorded.attempts) attempts in \(recorded.batches) transactions")
+        await sharedQueue?.stop()
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
         logger.notice("stopped")
@@ -538,6 +551,35 @@ public final class MailflowService: Sendable {
 }
 
 extension MailflowService {
+    /// The group committer of cluster mode: each batch of acceptances goes into the shared queue in
+    /// one transaction (a spooled body is read into it, and its file removed once committed); the
+    /// throttle events riding along stay in this node's store, where its service health reads them.
+    static func sharedCommitter(
+        _ queue: SharedQueueNode, store: SQLiteQueueStore, spool: Spool, logger: Logger,
+        onCommitted: @escaping @Sendable ([String]) -> Void
+    ) -> GroupCommitter {
+        GroupCommitter(storage: store.storage, onCommitted: onCommitted) { messages, events in
+            if !messages.isEmpty {
+                do {
+                    try queue.acceptBlocking(messages)
+                } catch {
+                    logger.error("shared queue: \(messages.count) messages not accepted (451 4.3.0): \(error)")
+                    throw error
+                }
+                for m in messages {
+                    if case .spooled(let path) = m.body { spool.remove(path: path) }
+                }
+            }
+            if !events.isEmpty {
+                do {
+                    try store.insert([], events: events)
+                } catch {
+                    logger.warning("\(events.count) throttle events not recorded: \(error)")
+                }
+            }
+        }
+    }
+
     /// Queues a plain-text notice from `postmaster@hostname` to admin addresses through the queue
     /// (routed like a DSN: local mailboxes, or relayed to their domain).
     static func queueNotice(

@@ -219,8 +219,8 @@ struct SharedQueueTests {
         // Deferred and the lease freed: due again at once, for anyone.
         let again = try await q.claimDue(c, node: "node-b", limit: 1, lease: lease)
         #expect(again.map(\.id) == [m.id])
-        #expect(again.first?.attempts == 1)
-        #expect(again.first?.recipients.first?.lastReply == "451 4.7.1 later")
+        #expect(again.first?.message.attempts == 1)
+        #expect(again.first?.message.recipients.first?.lastReply == "451 4.7.1 later")
         try await c.close()
     }
 
@@ -299,7 +299,7 @@ struct SharedQueueTests {
         let m = Self.message(1)
         try await q.insert(c, [m])
         let a = try await q.claimDue(c, node: "node-a", limit: 1, lease: .seconds(30))
-        #expect(a.first?.bounceRequested == false)
+        #expect(a.first?.message.bounceRequested == false)
         try await q.requestBounce(c, m.id, actor: "ops")
         #expect(
             try await q.renew(c, node: "node-a", leases: [a[0].lease], lease: .seconds(30)).bounceRequested == [m.id])
@@ -311,7 +311,7 @@ struct SharedQueueTests {
                 == .recorded(finished: false))
         let b = try await q.claimDue(c, node: "node-b", limit: 1, lease: .seconds(30))
         #expect(b.map(\.id) == [m.id], "due at once, not in an hour")
-        #expect(b.first?.bounceRequested == true)
+        #expect(b.first?.message.bounceRequested == true)
         try await c.close()
     }
 
@@ -383,13 +383,13 @@ struct SharedQueueTests {
             Issue.record("inline body expected")
             return
         }
-        #expect(got.body == body)
-        #expect(got.recipients.map(\.recipient) == m.recipients)
-        #expect(got.recipients.map(\.status) == [.pending, .pending, .pending])
-        #expect(got.sender == m.sender)
-        #expect(got.tls == "TLSv1.3")
-        #expect(got.authentication == m.authentication)
-        #expect(abs(got.receivedAt.timeIntervalSince(m.receivedAt)) < 0.001)
+        #expect(got.message.body == .inline(body))
+        #expect(got.message.recipients.map(\.recipient) == m.recipients)
+        #expect(got.message.recipients.map(\.status) == [.pending, .pending, .pending])
+        #expect(got.message.sender == m.sender)
+        #expect(got.message.tls == "TLSv1.3")
+        #expect(got.message.authentication == m.authentication)
+        #expect(abs(got.message.receivedAt.timeIntervalSince(m.receivedAt)) < 0.001)
         let events = try await q.traceEvents(c2, queueID: m.id)
         #expect(events.map(\.kind) == [.received])
         #expect(events.first?.detail?.contains("rcpts=3") == true)

@@ -1,0 +1,279 @@
+import Foundation
+import Logging
+import MailQueue
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// This node's side of the shared queue (`storage.postgres`): the `LeasedQueue` the delivery
+/// scheduler and the group committer use. It keeps the leases this node holds and renews them every
+/// third of the lease while their deliveries run, and it owns the node's connections: one for
+/// acceptance (the group commit's batches go one at a time anyway), one for claims and renewals,
+/// the rest for recording attempts. A connection that fails is closed and opened again at its next
+/// use; the tables are created at the first connection that works (`SharedQueue.migrate`), so a
+/// node can start while the database is away and answer `451 4.3.0` until it is back.
+///
+/// ```swift
+/// let queue = SharedQueueNode(settings: settings, group: group, logger: logger)
+/// queue.start()                      // the renewals
+/// let committer = GroupCommitter(storage: store.storage) { messages, _ in try queue.acceptBlocking(messages) }
+/// ...
+/// await queue.stop()
+/// ```
+public final class SharedQueueNode: LeasedQueue {
+    public let node: String
+    let queue: SharedQueue
+    let lease: Duration
+    let logger: Logger
+    let acceptance: ConnectionSlot
+    let claims: ConnectionSlot
+    let records: [ConnectionSlot]
+    let nextRecordSlot = Atomic<Int>(0)
+    /// The leases this node holds, by queue ID.
+    let held = Mutex<[String: SharedLease]>([:])
+    let renewals = Mutex<Task<Void, Never>?>(nil)
+    /// Leases found lost at a renewal or a record (`mailflow_delivery_lease_lost_total`).
+    let lost = Atomic<Int>(0)
+
+    public init(settings: SharedQueueSettings, group: any EventLoopGroup, logger: Logger) {
+        node = settings.node
+        lease = .milliseconds(Int64(settings.lease * 1000))
+        self.logger = logger
+        queue = SharedQueue(
+            database: settings.database, timeout: .milliseconds(Int64(settings.timeout * 1000)), logger: logger)
+        let migrated = MigrationFlag()
+        let make = { [queue] (role: String) in
+            ConnectionSlot(role: role, queue: queue, group: group, migrated: migrated, logger: logger)
+        }
+        acceptance = make("acceptance")
+        claims = make("claims")
+        records = (0..<max(1, settings.pool - 2)).map { make("records \($0 + 1)") }
+    }
+
+    /// Starts renewing held leases every third of the lease.
+    public func start() {
+        let period = lease / 3
+        renewals.withLock { task in
+            guard task == nil else { return }
+            task = Task { [self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: period)
+                    await renew()
+                }
+            }
+        }
+    }
+
+    /// Stops the renewals and closes the connections (leases still held run out by themselves).
+    public func stop() async {
+        let task = renewals.withLock { t -> Task<Void, Never>? in
+            defer { t = nil }
+            return t
+        }
+        task?.cancel()
+        await task?.value
+        for slot in [acceptance, claims] + records { await slot.close() }
+    }
+
+    /// Leases lost so far (renewals that found another owner or a lease run out, and records refused).
+    public var leasesLost: Int { lost.load(ordering: .relaxed) }
+
+    /// How many leases this node holds now.
+    public var leasesHeld: Int { held.withLock { $0.count } }
+
+    func renew() async {
+        let leases = held.withLock { Array($0.values) }
+        guard !leases.isEmpty else { return }
+        do {
+            let check = try await claims.use { [queue, node, lease] c throws(SharedQueueError) in
+                try await queue.renew(c, node: node, leases: leases, lease: lease)
+            }
+            if !check.lost.isEmpty {
+                logger.warning(
+                    "shared queue: \(check.lost.count) leases ran out before they could be renewed; their messages may be delivered by another node as well",
+                    metadata: ["queue_ids": "\(check.lost.sorted().joined(separator: ","))"])
+            }
+        } catch {
+            logger.warning("shared queue: leases not renewed: \(error)")
+        }
+    }
+
+    public func accept(_ messages: [NewMessage]) async throws {
+        try await acceptance.use { [queue] c throws(SharedQueueError) in try await queue.insert(c, messages) }
+    }
+
+    /// `accept` for the group committer's own thread, which may block.
+    public func acceptBlocking(_ messages: [NewMessage]) throws {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<Void, any Error>>(.success(()))
+        Task {
+            do {
+                try await accept(messages)
+            } catch {
+                result.withLock { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        done.wait()
+        try result.withLock { $0 }.get()
+    }
+
+    public func claim(limit: Int) async throws -> [StoredMessage] {
+        guard limit > 0 else { return [] }
+        let claimed = try await claims.use { [queue, node, lease] c throws(SharedQueueError) in
+            try await queue.claimDue(c, node: node, limit: limit, lease: lease)
+        }
+        held.withLock { h in for m in claimed { h[m.id] = m.lease } }
+        return claimed.map(\.message)
+    }
+
+    public func secondsUntilNextClaimable() async throws -> TimeInterval? {
+        try await claims.use { [queue, node] c throws(SharedQueueError) in
+            try await queue.secondsUntilNextClaimable(c, node: node)
+        }
+    }
+
+    /// Records under the lease. A database away for a while is waited out, within the lease: the
+    /// delivery has been made, and recording it late beats a second delivery by another node.
+    public func record(_ attempt: SQLiteQueueStore.Attempt) async throws -> AttemptRecord {
+        guard let lease = held.withLock({ $0[attempt.messageID] }) else { return .leaseLost }
+        defer { _ = held.withLock { $0.removeValue(forKey: attempt.messageID) } }
+        let slot = records[nextRecordSlot.wrappingAdd(1, ordering: .relaxed).oldValue % records.count]
+        let giveUp = ContinuousClock.now + self.lease
+        while true {
+            do {
+                let record = try await slot.use { [queue, node] c throws(SharedQueueError) in
+                    try await queue.recordAttempt(c, node: node, lease: lease, attempt: attempt)
+                }
+                if record == .leaseLost {
+                    lost.add(1, ordering: .relaxed)
+                    try? await slot.use { [queue, node] c throws(SharedQueueError) in
+                        try await queue.traceLostLease(c, node: node, queueID: attempt.messageID, attempt: attempt)
+                    }
+                }
+                return record
+            } catch {
+                guard Self.isUnavailable(error), ContinuousClock.now + .seconds(1) < giveUp else { throw error }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    static func isUnavailable(_ error: any Error) -> Bool {
+        if case .unavailable = error as? SharedQueueError { return true }
+        return false
+    }
+
+    public func release(_ id: String) async {
+        guard let lease = held.withLock({ $0.removeValue(forKey: id) }) else { return }
+        try? await claims.use { [queue, node] c throws(SharedQueueError) in
+            try await queue.releaseLease(c, node: node, lease: lease)
+        }
+    }
+}
+
+/// One connection of the node's, used by one call at a time (the shared queue's calls run
+/// transactions), opened at first use and again after a failure.
+final class ConnectionSlot: Sendable {
+    struct State: Sendable {
+        var connection: PostgresConnection?
+        var busy = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    let role: String
+    let queue: SharedQueue
+    let group: any EventLoopGroup
+    let migrated: MigrationFlag
+    let logger: Logger
+    let state = Mutex(State())
+
+    init(role: String, queue: SharedQueue, group: any EventLoopGroup, migrated: MigrationFlag, logger: Logger) {
+        self.role = role
+        self.queue = queue
+        self.group = group
+        self.migrated = migrated
+        self.logger = logger
+    }
+
+    func use<T: Sendable>(
+        _ body: @Sendable (PostgresConnection) async throws(SharedQueueError) -> T
+    ) async throws(SharedQueueError) -> T {
+        await acquire()
+        defer { releaseTurn() }
+        let c: PostgresConnection
+        if let open = state.withLock({ $0.connection }), !open.isClosed {
+            c = open
+        } else {
+            c = try await queue.connect(on: group)
+            if !migrated.done.withLock({ $0 }) {
+                do {
+                    try await queue.migrate(c)
+                } catch {
+                    try? await c.close()
+                    throw error
+                }
+                migrated.done.withLock { $0 = true }
+            }
+            state.withLock { $0.connection = c }
+        }
+        do {
+            return try await body(c)
+        } catch {
+            if case .unavailable = error {
+                state.withLock { $0.connection = nil }
+                try? await c.close()
+            }
+            throw error
+        }
+    }
+
+    func close() async {
+        await acquire()
+        let c = state.withLock { s -> PostgresConnection? in
+            defer { s.connection = nil }
+            return s.connection
+        }
+        try? await c?.close()
+        releaseTurn()
+    }
+
+    private func acquire() async {
+        await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.busy {
+                    s.waiters.append(k)
+                    return false
+                }
+                s.busy = true
+                return true
+            }
+            if now { k.resume() }
+        }
+    }
+
+    private func releaseTurn() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiters.isEmpty {
+                s.busy = false
+                return nil
+            }
+            return s.waiters.removeFirst()
+        }
+        next?.resume()
+    }
+}
+
+/// Whether the node's connections have created the tables yet (once per process).
+final class MigrationFlag: Sendable {
+    let done = Mutex(false)
+}
+
+extension SharedQueueError: WholeBatchFailure {
+    /// A database that is away fails a whole acceptance batch at once (each session answers
+    /// `451 4.3.0`); a refusal (a duplicate queue ID) is isolated to its message by halving.
+    public var failsEveryItem: Bool {
+        if case .unavailable = self { return true }
+        return false
+    }
+}
