@@ -227,10 +227,7 @@ struct SharedQueueRows: Sendable {
                         notify: r.notify?.description, orcpt: r.originalRecipient?.stored))
             }
             // The same words as SQLiteQueueStore's `received` event, so the trace reads alike.
-            let detail =
-                "from=<\(m.sender)> size=\(m.size) client=\(m.clientAddress) helo=\(m.helo) proto=\(m.protocolName)"
-                + (m.tls.map { " tls=\($0)" } ?? "") + " rcpts=\(m.recipients.count)"
-                + (m.authentication.map { " " + $0.summary } ?? "")
+            let detail = m.receivedEvent.detail
             events.append(
                 Event(
                     time: m.receivedAt.timeIntervalSince1970, queueId: m.id, recipient: nil, kind: "received",
@@ -248,11 +245,8 @@ struct SharedQueueRows: Sendable {
     static func outcomes(_ outcomes: [Int: RecipientOutcome]) throws(SharedQueueError) -> String {
         try json(
             outcomes.sorted { $0.key < $1.key }.map { idx, outcome in
-                switch outcome {
-                case .delivered(let d): Outcome(idx: idx, status: "delivered", kind: "delivered", detail: d)
-                case .deferred(let r): Outcome(idx: idx, status: "pending", kind: "deferred", detail: r)
-                case .failed(let r): Outcome(idx: idx, status: "failed", kind: "failed", detail: r)
-                }
+                let r = outcome.recorded
+                return Outcome(idx: idx, status: r.status.rawValue, kind: r.kind.rawValue, detail: r.detail)
             })
     }
 

@@ -275,3 +275,26 @@ public enum RecipientOutcome: Sendable, Hashable {
     case deferred(reason: String)
     case failed(reason: String)
 }
+
+extension NewMessage {
+    /// The `received` trace event a store writes with the message (the same words in SQLite and in
+    /// the shared queue, so the trace reads alike).
+    public var receivedEvent: TraceEvent {
+        let detail =
+            "from=<\(sender)> size=\(size) client=\(clientAddress) helo=\(helo) proto=\(protocolName)"
+            + (tls.map { " tls=\($0)" } ?? "") + " rcpts=\(recipients.count)"
+            + (authentication.map { " " + $0.summary } ?? "")
+        return TraceEvent(time: receivedAt, queueID: id, recipient: nil, kind: .received, detail: detail)
+    }
+}
+
+extension RecipientOutcome {
+    /// The recipient's status after this outcome, and the trace event's kind and detail.
+    public var recorded: (status: RecipientStatus, kind: TraceEventKind, detail: String) {
+        switch self {
+        case .delivered(let d): (.delivered, .delivered, d)
+        case .deferred(let r): (.pending, .deferred, r)
+        case .failed(let r): (.failed, .failed, r)
+        }
+    }
+}

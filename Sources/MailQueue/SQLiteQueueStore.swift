@@ -207,12 +207,7 @@ public final class SQLiteQueueStore: Sendable {
                             m.id, i, r.address, r.route.stored, r.notify?.description, r.originalRecipient?.stored,
                         ])
                 }
-                let detail =
-                    "from=<\(m.sender)> size=\(m.size) client=\(m.clientAddress) helo=\(m.helo) proto=\(m.protocolName)"
-                    + (m.tls.map { " tls=\($0)" } ?? "") + " rcpts=\(m.recipients.count)"
-                    + (m.authentication.map { " " + $0.summary } ?? "")
-                try Self.appendTrace(
-                    db, TraceEvent(time: m.receivedAt, queueID: m.id, recipient: nil, kind: .received, detail: detail))
+                try Self.appendTrace(db, m.receivedEvent)
             }
         }
     }
@@ -372,13 +367,7 @@ public final class SQLiteQueueStore: Sendable {
                 try String.fetchOne(
                     db.cachedStatement(sql: "SELECT address FROM recipient WHERE message = ? AND idx = ?"),
                     arguments: [messageID, idx]) ?? ""
-            let (status, kind, detail): (RecipientStatus, TraceEventKind, String) = {
-                switch outcome {
-                case .delivered(let d): return (.delivered, .delivered, d)
-                case .deferred(let r): return (.pending, .deferred, r)
-                case .failed(let r): return (.failed, .failed, r)
-                }
-            }()
+            let (status, kind, detail) = outcome.recorded
             try db.cachedStatement(
                 sql:
                     "UPDATE recipient SET status = ?, attempts = attempts + 1, last_reply = ? WHERE message = ? AND idx = ?"
@@ -468,6 +457,20 @@ public final class SQLiteQueueStore: Sendable {
         public var state: String
         public var attempts: Int
         public var nextAttempt: Date?
+
+        public init(
+            id: String, receivedAt: Date, sender: String, recipients: [String], size: Int, state: String,
+            attempts: Int, nextAttempt: Date?
+        ) {
+            self.id = id
+            self.receivedAt = receivedAt
+            self.sender = sender
+            self.recipients = recipients
+            self.size = size
+            self.state = state
+            self.attempts = attempts
+            self.nextAttempt = nextAttempt
+        }
     }
 
     /// Messages in the queue, oldest first; `includeDone` adds finished ones; `tenant` keeps one

@@ -552,8 +552,9 @@ public final class MailflowService: Sendable {
 
 extension MailflowService {
     /// The group committer of cluster mode: each batch of acceptances goes into the shared queue in
-    /// one transaction (a spooled body is read into it, and its file removed once committed); the
-    /// throttle events riding along stay in this node's store, where its service health reads them.
+    /// one transaction (a spooled body is read into it, and its file removed once committed). The
+    /// throttle events riding along, and a `received` event per message, go to this node's store,
+    /// where its service health reads them.
     static func sharedCommitter(
         _ queue: SharedQueueNode, store: SQLiteQueueStore, spool: Spool, logger: Logger,
         onCommitted: @escaping @Sendable ([String]) -> Void
@@ -570,11 +571,20 @@ extension MailflowService {
                     if case .spooled(let path) = m.body { spool.remove(path: path) }
                 }
             }
-            if !events.isEmpty {
+            // This node's acceptances, for its service health, beside the throttle events.
+            let kept =
+                events
+                + messages.map { m in
+                    var e = m.receivedEvent
+                    e.tenant = m.tenant
+                    e.clientAddress = m.clientAddress
+                    return e
+                }
+            if !kept.isEmpty {
                 do {
-                    try store.insert([], events: events)
+                    try store.insert([], events: kept)
                 } catch {
-                    logger.warning("\(events.count) throttle events not recorded: \(error)")
+                    logger.warning("\(kept.count) trace events not kept for service health: \(error)")
                 }
             }
         }
