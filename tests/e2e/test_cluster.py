@@ -15,69 +15,20 @@ What must hold:
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from mfutil import SMTPClient, run_cli, wait_for
+from pgutil import Postgres, free_port
 
 FOREST_TEXT = "421 4.3.2 The maximum number of concurrent connections per resource forest has exceeded a limit"
 NODE_TIMEOUT = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Postgres:
-    """A throw-away PostgreSQL cluster: initdb into a temporary folder, pg_ctl start on a loopback
-    port, trust authentication for the `mailflow` superuser. As root it runs as the `postgres` user
-    (the server refuses root)."""
-
-    def __init__(self):
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        assert found, "PostgreSQL's server is missing: apt-get install postgresql (scripts/install-test-deps)"
-        self.bin = Path(found[-1]).parent
-        self.root = Path(tempfile.mkdtemp(prefix="mailflow-pg-", dir="/tmp"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self.as_user:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.root, pw.pw_uid, pw.pw_gid)
-
-    @property
-    def url(self) -> str:
-        return f"postgres://mailflow@127.0.0.1:{self.port}/postgres"
-
-    def run(self, *args: str) -> None:
-        r = subprocess.run(self.as_user + [str(self.bin / args[0]), *args[1:]], capture_output=True, text=True,
-                           timeout=120)
-        assert r.returncode == 0, f"{args[0]}: {r.stdout}{r.stderr}"
-
-    def start(self) -> "Postgres":
-        self.run("initdb", "-D", str(self.data), "-U", "mailflow", "-A", "trust", "--no-sync", "-E", "UTF8")
-        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o",
-                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        return self
-
-    def stop(self) -> None:
-        subprocess.run(self.as_user + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
