@@ -48,6 +48,8 @@ public final class DeliveryScheduler: Sendable {
         var mailboxFullAt: Int64?
         /// Messages claimed from the shared queue and not yet delivered (`leased` only).
         var claimed: [String: StoredMessage] = [:]
+        /// Attempts whose record the shared queue refused, the lease lost (possible duplicates).
+        var leasesLost = 0
     }
 
     /// Where the scheduler listens for wake-ups from other processes.
@@ -208,6 +210,9 @@ public final class DeliveryScheduler: Sendable {
         state.withLock { ($0.delivered, $0.deferred, $0.failed) }
     }
 
+    /// Attempts recorded too late in the shared queue, their lease lost (`mailflow_delivery_lease_lost_total`).
+    public var leasesLost: Int { state.withLock { $0.leasesLost } }
+
     /// One delivery attempt for every pending recipient of a message: local mailboxes on the
     /// mailbox writers, remote domains through `outbound` (one transaction per domain, in
     /// parallel); then the planner decides and one queue transaction records its decisions, trace
@@ -326,6 +331,7 @@ public final class DeliveryScheduler: Sendable {
             notifications: notifications, abruptClose: decision.abruptClose, delayNoticeSent: delayNoticeSent)
         if let leased {
             if try await leased.record(attempt) == .leaseLost {
+                state.withLock { $0.leasesLost += 1 }
                 leaseLostCounter.increment()
                 logger.error(
                     "the lease on this message ran out before its attempt was recorded: another node may deliver it again (possible duplicate)",
