@@ -209,6 +209,29 @@ extension SQLiteQueueStore {
         public var dkim: String?
         public var dmarc: String?
         public var events: [TraceEvent]
+
+        public init(
+            queueID: String, received: Date, sender: String, recipient: String, status: String, direction: String,
+            subject: String?, messageID: String?, size: Int, clientAddress: String, tenant: String?,
+            lastReply: String?, spf: String?, dkim: String?, dmarc: String?, events: [TraceEvent]
+        ) {
+            self.queueID = queueID
+            self.received = received
+            self.sender = sender
+            self.recipient = recipient
+            self.status = status
+            self.direction = direction
+            self.subject = subject
+            self.messageID = messageID
+            self.size = size
+            self.clientAddress = clientAddress
+            self.tenant = tenant
+            self.lastReply = lastReply
+            self.spf = spf
+            self.dkim = dkim
+            self.dmarc = dmarc
+            self.events = events
+        }
     }
 
     /// Per-recipient rows matching `q`, newest first, each with its event timeline.
@@ -297,6 +320,12 @@ extension SQLiteQueueStore {
         public var domain: String
         public var total: Int
         public var buckets: [Int]
+
+        public init(domain: String, total: Int, buckets: [Int]) {
+            self.domain = domain
+            self.total = total
+            self.buckets = buckets
+        }
     }
 
     public func shape(now: Date = Date()) throws -> [QueueShape] {

@@ -129,7 +129,7 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-struct Trace: ParsableCommand {
+struct Trace: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Message trace: one row per recipient with its status and event timeline.",
         discussion:
@@ -179,8 +179,8 @@ struct Trace: ParsableCommand {
         return t
     }
 
-    func run() throws {
-        let rows = try Queue.open(options).trace(try query())
+    func run() async throws {
+        let rows = try await QueueSource.open(options).trace(try query())
         if json {
             let enc = JSONEncoder()
             enc.dateEncodingStrategy = .iso8601
@@ -346,13 +346,13 @@ struct Queue: ParsableCommand {
         /// Applies `action` to each ID through the queue store's `control`, which also removes a
         /// released spool file; prints one line per message (`ID: held: no delivery attempts until
         /// released`), errors to stderr.
-        func apply(_ action: SQLiteQueueStore.ControlAction) throws {
-            let store = try Queue.open(options)
+        func apply(_ action: SQLiteQueueStore.ControlAction) async throws {
+            let store = try QueueSource.open(options)
             let who = actor ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
             var failed = false
             for id in ids {
                 do {
-                    let result = try store.control(action, id: id, actor: who)
+                    let result = try await store.control(action, id: id, actor: who)
                     print("\(result.queueID): \(result.outcome.summary)")
                 } catch {
                     FileHandle.standardError.write(Data("mailflow: \(error)\n".utf8))
@@ -368,46 +368,46 @@ struct Queue: ParsableCommand {
         }
     }
 
-    struct Hold: ParsableCommand {
+    struct Hold: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Hold messages: no attempts until released.")
         @OptionGroup var control: ControlOptions
-        func run() throws { try control.apply(.hold) }
+        func run() async throws { try await control.apply(.hold) }
     }
 
-    struct Release: ParsableCommand {
+    struct Release: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Release held messages; they are due at once.")
         @OptionGroup var control: ControlOptions
-        func run() throws { try control.apply(.release) }
+        func run() async throws { try await control.apply(.release) }
     }
 
-    struct Retry: ParsableCommand {
+    struct Retry: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make queued messages due now.")
         @OptionGroup var control: ControlOptions
-        func run() throws { try control.apply(.retry) }
+        func run() async throws { try await control.apply(.retry) }
     }
 
-    struct Bounce: ParsableCommand {
+    struct Bounce: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Return messages to their senders: pending recipients fail (5.3.0) with a DSN.")
         @OptionGroup var control: ControlOptions
-        func run() throws { try control.apply(.bounce) }
+        func run() async throws { try await control.apply(.bounce) }
     }
 
-    struct Delete: ParsableCommand {
+    struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Delete messages without telling the sender (the trace keeps the record).")
         @OptionGroup var control: ControlOptions
-        func run() throws { try control.apply(.delete) }
+        func run() async throws { try await control.apply(.delete) }
     }
 
-    struct Shape: ParsableCommand {
+    struct Shape: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Pending recipients per destination domain by age, like Postfix's qshape.")
         @OptionGroup var options: ConfigOption
         @Flag(help: "Print JSON instead of a table.") var json = false
 
-        func run() throws {
-            let rows = try Queue.open(options).shape()
+        func run() async throws {
+            let rows = try await QueueSource.open(options).shape()
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -435,7 +435,7 @@ struct Queue: ParsableCommand {
         return try SQLiteQueueStore(path: path)
     }
 
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List queued messages: ID, sender, recipients, state, attempts, next attempt.")
         @OptionGroup var options: ConfigOption
@@ -447,8 +447,8 @@ struct Queue: ParsableCommand {
             guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
         }
 
-        func run() throws {
-            let rows = try Queue.open(options).list(includeDone: all, limit: limit)
+        func run() async throws {
+            let rows = try await QueueSource.open(options).list(includeDone: all, limit: limit)
             if rows.count == limit {
                 // Say so: a silent cut reads as lost mail.
                 FileHandle.standardError.write(
@@ -505,7 +505,7 @@ struct Queue: ParsableCommand {
         }
     }
 
-    struct Show: ParsableCommand {
+    struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show one message: envelope, recipients with status, and its trace events.")
         @OptionGroup var options: ConfigOption
@@ -517,9 +517,9 @@ struct Queue: ParsableCommand {
             guard QueueID.isValid(id) else { throw ValidationError("'\(id)' is not a queue ID (16 characters)") }
         }
 
-        func run() throws {
-            let store = try Queue.open(options)
-            guard let m = try store.message(id) else {
+        func run() async throws {
+            let store = try QueueSource.open(options)
+            guard let m = try await store.message(id) else {
                 throw CleanExit.message("no message with queue ID \(id)").asFailure()
             }
             print("Queue ID:     \(m.id)")
@@ -535,6 +535,7 @@ struct Queue: ParsableCommand {
             print(
                 "State:        \(m.state.rawValue), \(m.attempts) attempt(s), next \(m.nextAttempt.map(isoDate) ?? "-")"
             )
+            if let lease = try await store.leaseLine(id) { print(lease) }
             print("Recipients:")
             for r in m.recipients {
                 print(
@@ -544,7 +545,7 @@ struct Queue: ParsableCommand {
                         + (r.lastReply.map { " last: \(shown($0))" } ?? ""))
             }
             print("Trace:")
-            for e in try store.traceEvents(queueID: id) {
+            for e in try await store.traceEvents(queueID: id) {
                 print(
                     "  \(isoDate(e.time)) \(e.kind.rawValue)\(e.recipient.map { " <\(shown($0))>" } ?? "") \(shown(e.detail ?? ""))"
                 )
