@@ -159,6 +159,27 @@ public final class SharedQueueNode: LeasedQueue {
         }
     }
 
+    /// Trace retention in the shared queue: batches until nothing is older than `cutoff` (any node
+    /// may run it; two at once only share the work). Returns trace events and messages removed.
+    public func prune(before cutoff: Date) async -> (traceEvents: Int, messages: Int) {
+        var total = (traceEvents: 0, messages: 0)
+        let slot = records[0]
+        while true {
+            do {
+                let r = try await slot.use { [queue] c throws(SharedQueueError) in
+                    try await queue.prune(c, before: cutoff)
+                }
+                total.traceEvents += r.traceEvents
+                total.messages += r.messages
+                if r.traceEvents < 2000 && r.messages < 2000 { return total }
+                try await Task.sleep(for: .milliseconds(50))
+            } catch {
+                logger.warning("shared queue: trace retention stopped: \(error)")
+                return total
+            }
+        }
+    }
+
     static func isUnavailable(_ error: any Error) -> Bool {
         if case .unavailable = error as? SharedQueueError { return true }
         return false

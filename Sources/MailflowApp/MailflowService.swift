@@ -493,6 +493,15 @@ public final class MailflowService: Sendable {
             initialDelay: .seconds(min(5, config.tracePruneInterval)), delay: .seconds(config.tracePruneInterval)
         ) { [self] _ in
             pool.submit { _ in self.pruneOnce(before: Date() - retention) }
+            if let sharedQueue {
+                Task {
+                    let r = await sharedQueue.prune(before: Date() - retention)
+                    if r.traceEvents + r.messages > 0 {
+                        logger.info(
+                            "shared queue: pruned \(r.traceEvents) trace events and \(r.messages) finished messages")
+                    }
+                }
+            }
         }
         housekeeping.withLock { $0 = [sample, prune] }
     }
