@@ -19,10 +19,13 @@ public struct ClusterNodeStatus: Sendable, Equatable, Codable {
     public var sessions: [String: Int]
     /// Sessions it may hold in each forest (`ForestClaim`), as of its last heartbeat.
     public var claims: [String: Int]
+    /// Leases it holds now in the shared queue (`SharedQueue.leasesHeld`); nil when the cluster
+    /// keeps no shared queue (or it was not read).
+    public var leases: Int?
 
     public init(
         name: String, address: String, startedAt: Date, heartbeatAge: Double, alive: Bool, sessions: [String: Int],
-        claims: [String: Int] = [:]
+        claims: [String: Int] = [:], leases: Int? = nil
     ) {
         self.name = name
         self.address = address
@@ -31,6 +34,7 @@ public struct ClusterNodeStatus: Sendable, Equatable, Codable {
         self.alive = alive
         self.sessions = sessions
         self.claims = claims
+        self.leases = leases
     }
 }
 

@@ -10,12 +10,15 @@ struct ClusterCommand: AsyncParsableCommand {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Each node: its heartbeat, whether it counts, the sessions it holds and claims in each forest.",
+            abstract:
+                "Each node: its heartbeat, whether it counts, the sessions it holds and claims in each forest, its leases.",
             discussion: """
                 Reads the cluster's database (`cluster.postgres` in the config). A node counts while its last \
                 heartbeat is younger than `cluster.node_timeout`; the nodes that count claim each forest's sessions \
-                between them by use, never more than its limit (docs/cluster.md). Exit status 1 when the database \
-                cannot be read.
+                between them by use, never more than its limit (docs/cluster.md). LEASES: the messages of the shared \
+                queue (`storage.postgres`, else the cluster's database if it holds the queue's tables) each node is \
+                delivering now; no column when there is no shared queue. Exit status 1 when the database cannot be \
+                read.
                 """)
         @OptionGroup var options: ConfigOption
         @Flag(help: "Print JSON instead of tables.") var json = false
@@ -28,12 +31,18 @@ struct ClusterCommand: AsyncParsableCommand {
             let directory = ClusterDirectory(
                 database: settings.database, nodeTimeout: settings.nodeTimeout, timeout: .seconds(10),
                 logger: .init(label: "mailflow.cluster"))
-            let nodes: [ClusterNodeStatus]
+            var nodes: [ClusterNodeStatus]
             do {
                 nodes = try await directory.readOnce()
             } catch {
                 throw FailureMessage(text: "cannot read the cluster database \(settings.database): \(error)")
             }
+            let leases = await Self.leases(queue: config.sharedQueue?.database ?? settings.database)
+            if let leases {
+                for i in nodes.indices { nodes[i].leases = leases[nodes[i].name] ?? 0 }
+            }
+            // Leases of owners the directory does not list (a node without a `cluster` section).
+            let unlisted = (leases ?? [:]).filter { owner, _ in !nodes.contains { $0.name == owner } }
             let alive = nodes.filter(\.alive).map(\.name)
             let forests = config.admissionLimits.forests
             if json {
@@ -42,6 +51,8 @@ struct ClusterCommand: AsyncParsableCommand {
                     var nodeTimeout: Double
                     var nodes: [ClusterNodeStatus]
                     var forests: [Forest]
+                    /// Leases running now per owner, every owner (nil without a shared queue).
+                    var leases: [String: Int]?
                 }
                 struct Forest: Encodable {
                     var name: String
@@ -59,7 +70,7 @@ struct ClusterCommand: AsyncParsableCommand {
                             claims: Dictionary(
                                 uniqueKeysWithValues: nodes.filter(\.alive).map { ($0.name, $0.claims[f.name] ?? 0) }
                             ))
-                    })
+                    }, leases: leases)
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 enc.dateEncodingStrategy = .iso8601
@@ -73,15 +84,21 @@ struct ClusterCommand: AsyncParsableCommand {
             print("")
             let names = forests.map(\.name)
             printTable(
-                ["NODE", "ADDRESS", "HEARTBEAT", "COUNTS"] + names.map { "\($0) SESSIONS/CLAIM" },
+                ["NODE", "ADDRESS", "HEARTBEAT", "COUNTS"] + names.map { "\($0) SESSIONS/CLAIM" }
+                    + (leases == nil ? [] : ["LEASES"]),
                 nodes.map { n in
                     [
                         n.name, n.address, String(format: "%.1f s ago", n.heartbeatAge), n.alive ? "yes" : "no (gone)",
                     ]
                         + forests.map { f in
                             "\(n.sessions[f.name] ?? 0)/\(n.alive ? String(n.claims[f.name] ?? 0) : "-")"
-                        }
+                        } + (n.leases.map { [String($0)] } ?? [])
                 })
+            if !unlisted.isEmpty {
+                print(
+                    "Leases held by nodes not in the directory: "
+                        + unlisted.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            }
             print("")
             printTable(
                 ["FOREST", "SESSIONS", "LIMIT"],
@@ -91,6 +108,18 @@ struct ClusterCommand: AsyncParsableCommand {
                         String(f.maxConnections),
                     ]
                 })
+        }
+
+        /// Leases per node in the shared queue's database, nil when it has no queue tables. A
+        /// database that cannot be read costs the column, not the command (the nodes were read).
+        static func leases(queue database: PostgresAddress) async -> [String: Int]? {
+            let q = SharedQueue(database: database, timeout: .seconds(10), logger: .init(label: "mailflow.cluster"))
+            do {
+                return try await q.withConnection { c in try await q.leasesHeld(c) }
+            } catch {
+                FileHandle.standardError.write(Data("mailflow: cannot read leases from \(database): \(error)\n".utf8))
+                return nil
+            }
         }
     }
 }
