@@ -143,6 +143,7 @@ public struct SharedQueue: Sendable {
           reply text
         )
         """,
+        "CREATE INDEX IF NOT EXISTS mailflow_recipient_pending ON mailflow_recipient (message) WHERE status = 'pending'",
         "CREATE INDEX IF NOT EXISTS mailflow_trace_event_queue ON mailflow_trace_event (queue_id)",
         "CREATE INDEX IF NOT EXISTS mailflow_trace_event_time ON mailflow_trace_event (time)",
     ]

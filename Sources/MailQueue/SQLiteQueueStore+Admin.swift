@@ -143,6 +143,13 @@ extension SQLiteQueueStore {
         public var pendingRecipients: Int
         /// Queued messages that have had at least one failed attempt.
         public var deferredMessages: Int
+
+        public init(queuedMessages: Int, heldMessages: Int, pendingRecipients: Int, deferredMessages: Int) {
+            self.queuedMessages = queuedMessages
+            self.heldMessages = heldMessages
+            self.pendingRecipients = pendingRecipients
+            self.deferredMessages = deferredMessages
+        }
     }
 
     /// Index-only counts (message_due, message_held, recipient_pending): cheap however many
