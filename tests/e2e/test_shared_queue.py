@@ -507,6 +507,8 @@ def test_a_node_stalled_past_its_lease_loses_it_and_its_late_records_are_refused
     stalled.proc.send_signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     in_flight_at_stop = set(remote.in_flight(stalled_helo))
+    leased_at_stop = int(postgres.query(
+        "SELECT count(*) FROM mailflow_message WHERE lease_owner = 'st-a' AND lease_until > now()", database=db)[0][0])
     try:
         for s in senders:
             s.join(60)
@@ -539,7 +541,8 @@ def test_a_node_stalled_past_its_lease_loses_it_and_its_late_records_are_refused
     if dups:
         wait_for(lambda: all(lost_events().values()), timeout=LEASE + 10, what="a lease-lost event for every duplicate")
     lost_metric = metric(stalled, "mailflow_delivery_lease_lost_total")
-    print(f"\n{len(accepted)} accepted, {delivered_meanwhile} at the sink while st-a was stopped "
+    print(f"\n{len(accepted)} accepted; st-a stopped with {len(in_flight_at_stop)} bodies in flight at the sink and "
+          f"{leased_at_stop} leases; {delivered_meanwhile} at the sink while st-a was stopped "
           f"({woke_at - stopped_at:.1f} s), {len(dups)} duplicated; lease-lost events "
           f"{sum(len(v) for v in lost_events().values())}; mailflow_delivery_lease_lost_total on st-a: {lost_metric}")
     assert dups, "st-a had deliveries in flight when it stopped: they should have been taken over and delivered twice"
