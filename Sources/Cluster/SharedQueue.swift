@@ -437,7 +437,8 @@ public struct SharedQueue: Sendable {
             for try await s in rows.decode(String.self) { state = s }
             guard let state else { throw SharedQueueError.notFound(id) }
             guard allowed.contains(state) else {
-                throw SharedQueueError.notApplicable(id, "cannot \(action) a message that is \(state)")
+                let why = SQLiteQueueStore.ControlAction(rawValue: action)?.refusal(state: state)
+                throw SharedQueueError.notApplicable(id, why ?? "cannot \(action) a message that is \(state)")
             }
             try await PostgresCall.exec(c, change(id), logger: logger)
             try await PostgresCall.exec(

@@ -13,6 +13,18 @@ extension SQLiteQueueStore {
         case retry
         case bounce
         case delete
+
+        /// Why the action does not apply to a message in `state` (`queued`, `held`, `done`), nil
+        /// when it does: one rule and one wording for every queue store.
+        public func refusal(state: String) -> String? {
+            switch self {
+            case .hold: state == "queued" ? nil : "only a queued message can be held (it is \(state))"
+            case .release: state == "held" ? nil : "only a held message can be released (it is \(state))"
+            case .retry: state == "queued" ? nil : "only a queued message can be retried (it is \(state))"
+            case .bounce: state == "queued" || state == "held" ? nil : "the message is already \(state)"
+            case .delete: state != "done" ? nil : "the message is already done"
+            }
+        }
     }
 
     /// Why an action could not be taken, fit for one CLI line.
@@ -118,35 +130,24 @@ extension SQLiteQueueStore {
         func result(_ outcome: ControlResult.Outcome, released: String? = nil) -> ControlResult {
             ControlResult(queueID: id, action: action, outcome: outcome, releasedSpoolPath: released)
         }
+        if let why = action.refusal(state: state) { throw ControlError.notApplicable(id, why) }
         switch action {
         case .hold:
-            guard state == "queued" else {
-                throw ControlError.notApplicable(id, "only a queued message can be held (it is \(state))")
-            }
             try db.execute(sql: "UPDATE message SET state = 'held', next_attempt = NULL WHERE id = ?", arguments: [id])
             try event("")
             return result(.held)
         case .release:
-            guard state == "held" else {
-                throw ControlError.notApplicable(id, "only a held message can be released (it is \(state))")
-            }
             try db.execute(
                 sql: "UPDATE message SET state = 'queued', next_attempt = ? WHERE id = ?",
                 arguments: [now.timeIntervalSince1970, id])
             try event("")
             return result(.released)
         case .retry:
-            guard state == "queued" else {
-                throw ControlError.notApplicable(id, "only a queued message can be retried (it is \(state))")
-            }
             try db.execute(
                 sql: "UPDATE message SET next_attempt = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, id])
             try event("")
             return result(.dueNow)
         case .bounce:
-            guard state == "queued" || state == "held" else {
-                throw ControlError.notApplicable(id, "the message is already \(state)")
-            }
             // The delivery scheduler fails the pending recipients at once and sends the DSN, so
             // the sender hears exactly as for any other failure; it also drops the body then.
             try db.execute(
@@ -155,7 +156,6 @@ extension SQLiteQueueStore {
             try event("")
             return result(.bounceRequested)
         case .delete:
-            guard state != "done" else { throw ControlError.notApplicable(id, "the message is already done") }
             try db.execute(
                 sql: "UPDATE recipient SET status = 'failed', last_reply = ? WHERE message = ? AND status = 'pending'",
                 arguments: ["deleted by an administrator (\(actor)), no report sent", id])

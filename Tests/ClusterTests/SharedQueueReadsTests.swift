@@ -309,7 +309,8 @@ struct SharedQueueReadsTests {
             // Retry applies to queued messages only.
             try await q.control(c, .hold, id: "MSG0000000000002", actor: "ops")
             await #expect(
-                throws: SharedQueueError.notApplicable("MSG0000000000002", "cannot retry a message that is held")
+                throws: SharedQueueError.notApplicable(
+                    "MSG0000000000002", "only a queued message can be retried (it is held)")
             ) {
                 try await q.control(c, .retry, id: "MSG0000000000002", actor: "ops")
             }

@@ -3,6 +3,10 @@
 `mailflow_server(overrides)` starts a server with the default test config merged with `overrides`
 and returns a `MailflowServer` that unpacks as `(port, data_dir, proc)`; every server started this
 way is killed at teardown, whatever the test did. `server` is one such server shared by a module.
+
+With `MAILFLOW_E2E_STORAGE=postgres` every server whose config names no `storage` keeps its queue
+in a throw-away PostgreSQL (one server for the session, a fresh database per mailflow server):
+`scripts/test` runs the storage-agnostic files a second time this way (issue 16).
 """
 
 from __future__ import annotations
@@ -28,13 +32,39 @@ def pytest_sessionstart(session):
             f"mailflow binary not found at {binary}: run `swift build` or set MAILFLOW_BIN")
 
 
+_shared_postgres = []
+
+
+def _storage_under_test(name: str) -> dict:
+    """`storage` for a server named `name` when the suite runs against PostgreSQL, else nothing."""
+    if os.environ.get("MAILFLOW_E2E_STORAGE", "sqlite") != "postgres":
+        return {}
+    from pgutil import Postgres
+    if not _shared_postgres:
+        _shared_postgres.append(Postgres().start())
+    pg = _shared_postgres[0]
+    return {"storage": {"postgres": {"url": pg.create_database(name)}}}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for pg in _shared_postgres:
+        pg.stop()
+
+
+_database_counter = [0]
+
+
 def _factory(base_dir: Path):
     servers: list[MailflowServer] = []
     counter = [0]
 
     def start(overrides: dict | None = None, start: bool = True) -> MailflowServer:
         counter[0] += 1
-        srv = MailflowServer(base_dir / f"server{counter[0]}", merge_config(default_config(), overrides))
+        config = merge_config(default_config(), overrides)
+        if "storage" not in config:
+            _database_counter[0] += 1
+            config.update(_storage_under_test(f"mf_e2e_{_database_counter[0]}"))
+        srv = MailflowServer(base_dir / f"server{counter[0]}", config)
         servers.append(srv)
         if start:
             srv.start()
