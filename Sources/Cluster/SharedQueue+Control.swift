@@ -61,8 +61,8 @@ extension SharedQueue {
             var state: String?
             for try await s in rows.decode(String.self) { state = s }
             guard let state else { throw SharedQueueError.notFound(id) }
-            guard state != MessageState.done.rawValue else {
-                throw SharedQueueError.notApplicable(id, "the message is already done")
+            if let why = SQLiteQueueStore.ControlAction.delete.refusal(state: state) {
+                throw SharedQueueError.notApplicable(id, why)
             }
             try await PostgresCall.exec(
                 c,
