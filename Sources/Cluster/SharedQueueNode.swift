@@ -52,6 +52,8 @@ public final class SharedQueueNode: LeasedQueue {
 
     /// Starts renewing held leases every third of the lease.
     public func start() {
+        logger.notice(
+            "queue shared in \(queue.database) as node \(node), leases of \(lease) renewed every \(lease / 3)")
         let period = lease / 3
         renewals.withLock { task in
             guard task == nil else { return }

@@ -308,7 +308,8 @@ struct Config: ParsableCommand {
                 print(
                     "\(file): OK (hostname \(c.hostname), listening on \(c.smtpListen.joined(separator: ", ")), "
                         + "admin center \(c.adminListen.map { "on \($0)" } ?? "off"), "
-                        + "\(c.tenants.count) tenant(s), data in \(c.dataDirectory))")
+                        + "\(c.tenants.count) tenant(s), data in \(c.dataDirectory)"
+                        + "\(c.sharedQueue.map { ", queue shared in \($0.database) as node \($0.node)" } ?? ""))")
                 if !c.openRelayNetworks.isEmpty {
                     print(
                         "warning: relay.trusted_networks makes this server an open relay for "
