@@ -114,7 +114,7 @@ extension AdminHTTPServer {
 
     func addAPIRoutes(_ api: RouterGroup<AdminRequestContext>) {
         let backend = self.backend
-        api.get("overview") { _, _ in try Self.overview(backend) }
+        api.get("overview") { _, _ in try await Self.overview(backend) }
         api.get("queue") { request, context in
             let q = Self.form(request.uri.query ?? "")
             for key in ["state", "limit"] where q[key] == "" {
@@ -122,16 +122,17 @@ extension AdminHTTPServer {
             }
             let limit = try Self.limit(q["limit"], default: 1000, max: 10000)
             return QueueListResponse(
-                messages: try Self.listQueue(
-                    backend.store, state: q["state"], contains: q["q"], limit: limit, tenant: context.tenant))
+                messages: try await Self.listQueue(
+                    backend, state: q["state"], contains: q["q"], limit: limit, tenant: context.tenant))
         }
         api.get("queue/shape") { _, _ in
             ShapeResponse(
-                bucketMinutes: SQLiteQueueStore.QueueShape.bucketMinutes, destinations: try backend.store.shape())
+                bucketMinutes: SQLiteQueueStore.QueueShape.bucketMinutes,
+                destinations: try await Self.queueCall(backend) { try await backend.queue.shape() })
         }
         api.get("queue/:id") { _, context in
             let id = try context.parameters.require("id")
-            guard let detail = try Self.detail(backend.store, id: id, tenant: context.tenant) else {
+            guard let detail = try await Self.detail(backend, id: id, tenant: context.tenant) else {
                 throw HTTPError(.notFound, message: "no message with queue ID \(id)")
             }
             return detail
@@ -145,20 +146,19 @@ extension AdminHTTPServer {
             }
             let actor = context.actor ?? "api"
             return ActionResponse(
-                try Self.control(backend, action, id: id, actor: actor, tenant: context.tenant), actor: actor)
+                try await Self.control(backend, action, id: id, actor: actor, tenant: context.tenant), actor: actor)
         }
         api.delete("queue/:id") { _, context in
             let actor = context.actor ?? "api"
             return ActionResponse(
-                try Self.control(
+                try await Self.control(
                     backend, .delete, id: try context.parameters.require("id"), actor: actor, tenant: context.tenant),
                 actor: actor)
         }
         api.get("destinations") { _, _ in DestinationsResponse(destinations: await backend.destinations()) }
         api.get("trace") { request, context in
-            TraceResponse(
-                rows: try backend.store.trace(
-                    try Self.traceQuery(Self.form(request.uri.query ?? ""), tenant: context.tenant)))
+            let query = try Self.traceQuery(Self.form(request.uri.query ?? ""), tenant: context.tenant)
+            return TraceResponse(rows: try await Self.queueCall(backend) { try await backend.queue.trace(query) })
         }
         api.get("limits") { _, _ -> AdmissionUsage in
             guard let usage = backend.usage() else { throw HTTPError(.serviceUnavailable, message: "no SMTP listener") }
@@ -169,14 +169,38 @@ extension AdminHTTPServer {
 
     // MARK: shared by the API and the pages
 
-    static func overview(_ backend: AdminBackend, now: Date = Date()) throws -> OverviewResponse {
+    /// Runs a read or an action on `backend.queue`. The queue's store being away (the shared queue's
+    /// PostgreSQL down or not answering within its timeout, which bounds every call; a SQLite file
+    /// that fails) is a `503` with `Retry-After` whose text names the store (never a password) and
+    /// the failure, not a `500`: the request was fine and will work again once the store is back.
+    /// `HTTPError` and `ControlError` pass through for the caller to answer.
+    static func queueCall<T>(_ backend: AdminBackend, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let e as HTTPError {
+            throw e
+        } catch let e as SQLiteQueueStore.ControlError {
+            throw e
+        } catch let e as CancellationError {
+            throw e
+        } catch {
+            throw HTTPError(
+                .serviceUnavailable, headers: [.retryAfter: "5"],
+                message: "\(backend.queueName) cannot be read right now: \(error)")
+        }
+    }
+
+    /// The overview. Its queue counts are `backend.queue`'s (in cluster mode the shared queue's);
+    /// the charts (activity, queue samples, top errors) come from this node's own trace: in cluster
+    /// mode that holds this node's acceptances and delivery outcomes, not the whole cluster's.
+    static func overview(_ backend: AdminBackend, now: Date = Date()) async throws -> OverviewResponse {
         let usage = backend.usage()
         // Buckets on clock boundaries (…:00, :15, :30, :45); the last one is the current quarter hour.
         let width = TimeInterval(bucketSeconds)
         let end = Date(timeIntervalSince1970: (floor(now.timeIntervalSince1970 / width) + 1) * width)
         let activity = try backend.store.activity(now: end, width: width, count: buckets)
         var samples = try backend.store.samples(since: end - width * Double(buckets))
-        let counts = try backend.store.queueCounts()
+        let counts = try await queueCall(backend) { try await backend.queue.queueCounts() }
         samples.append(
             .init(
                 time: now, queuedMessages: counts.queuedMessages, pendingRecipients: counts.pendingRecipients,
@@ -190,8 +214,8 @@ extension AdminHTTPServer {
 
     /// The queue as listed; with `tenant`, that tenant's messages only.
     static func listQueue(
-        _ store: SQLiteQueueStore, state: String?, contains: String?, limit: Int, tenant: String? = nil
-    ) throws
+        _ backend: AdminBackend, state: String?, contains: String?, limit: Int, tenant: String? = nil
+    ) async throws
         -> [SQLiteQueueStore.QueueListing]
     {
         let state = (state ?? "").isEmpty ? "active" : state!.lowercased()
@@ -201,12 +225,14 @@ extension AdminHTTPServer {
         let needle = (contains ?? "").lowercased()
         let includeDone = state == "done" || state == "all"
         let fetched = needle.isEmpty ? limit : 100_000
-        return try store.list(tenant: tenant, includeDone: includeDone, limit: fetched)
-            .filter { m in
-                (state == "active" || state == "all" || m.state == state)
-                    && (needle.isEmpty || m.sender.lowercased().contains(needle)
-                        || m.recipients.contains { $0.lowercased().contains(needle) })
-            }.prefix(limit).map { $0 }
+        return try await queueCall(backend) {
+            try await backend.queue.list(tenant: tenant, includeDone: includeDone, limit: fetched)
+        }
+        .filter { m in
+            (state == "active" || state == "all" || m.state == state)
+                && (needle.isEmpty || m.sender.lowercased().contains(needle)
+                    || m.recipients.contains { $0.lowercased().contains(needle) })
+        }.prefix(limit).map { $0 }
     }
 
     static func limit(_ text: String?, default d: Int, max: Int) throws -> Int {
@@ -218,19 +244,22 @@ extension AdminHTTPServer {
     }
 
     /// A queue action; with `tenant`, on that tenant's messages only (another's is `404`, as if it
-    /// did not exist). The queue store's `control` does the action and removes a released spool
-    /// file; a message made due wakes the delivery scheduler.
+    /// did not exist). The queue's `control` does the action (in cluster mode in the shared queue,
+    /// obeyed by every node) and removes a released spool file; a message made due wakes this
+    /// node's delivery scheduler (the other nodes look at the shared queue within seconds).
     static func control(
         _ backend: AdminBackend, _ action: SQLiteQueueStore.ControlAction, id: String, actor: String,
         tenant: String? = nil
     )
-        throws -> SQLiteQueueStore.ControlResult
+        async throws -> SQLiteQueueStore.ControlResult
     {
         do {
-            if let tenant, try backend.store.messageTenant(id) != tenant {
-                throw SQLiteQueueStore.ControlError.notFound(id)
+            let result = try await queueCall(backend) {
+                if let tenant, try await backend.queue.message(id)?.tenant != tenant {
+                    throw SQLiteQueueStore.ControlError.notFound(id)
+                }
+                return try await backend.queue.control(action, id: id, actor: actor)
             }
-            let result = try backend.store.control(action, id: id, actor: actor)
             if result.makesDue { backend.wakeDelivery() }
             return result
         } catch let e as SQLiteQueueStore.ControlError {
@@ -242,9 +271,12 @@ extension AdminHTTPServer {
     }
 
     /// A message with its events; with `tenant`, nil for another tenant's message.
-    static func detail(_ store: SQLiteQueueStore, id: String, tenant: String? = nil) throws -> MessageDetail? {
-        guard let m = try store.message(id), tenant == nil || m.tenant == tenant else { return nil }
-        let events = try store.traceEvents(queueID: id)
+    static func detail(_ backend: AdminBackend, id: String, tenant: String? = nil) async throws -> MessageDetail? {
+        let found = try await queueCall(backend) { () -> (StoredMessage, [TraceEvent])? in
+            guard let m = try await backend.queue.message(id), tenant == nil || m.tenant == tenant else { return nil }
+            return (m, try await backend.queue.traceEvents(queueID: id))
+        }
+        guard let (m, events) = found else { return nil }
         return MessageDetail(
             id: m.id, receivedAt: m.receivedAt, sender: m.sender, size: m.size,
             state: m.state == .held ? "held" : m.state.rawValue, attempts: m.attempts, nextAttempt: m.nextAttempt,
@@ -319,6 +351,9 @@ extension AdminHTTPServer {
         SQLiteQueueStore.TraceQuery.time(s, now: now)
     }
 
+    /// Per tenant: messages received in the last hour and recipients pending, from this node's
+    /// SQLite queue. In cluster mode the messages are in the shared queue, which `QueueControl`
+    /// has no per-tenant counts for yet: there these read 0 (docs/cluster.md, left to do).
     static func tenantUsage(_ backend: AdminBackend, now: Date = Date()) throws -> [TenantUsage] {
         let activity = Dictionary(
             uniqueKeysWithValues: try backend.store.tenantActivity(since: now - 3600).map { ($0.tenant, $0) })

@@ -19,10 +19,22 @@ public struct TenantInfo: Sendable, Codable, Equatable {
     }
 }
 
-/// What the admin listener reads and controls in the running server. The queue store is shared;
-/// the rest are closures so tests can run the listener on a bare store.
+/// What the admin listener reads and controls in the running server. The rest are closures so
+/// tests can run the listener on a bare store.
+///
+/// Two stores: `queue` is the queue as queue control and the message trace see it (this node's
+/// SQLite file, or in cluster mode the queue every node shares in PostgreSQL, so the admin API and
+/// pages of any node list, trace, hold and bounce every node's messages); `store` is this node's
+/// own SQLite file, which keeps what stays per node: admin tokens, users, the audit trail and the
+/// overview's charts (its activity, samples and top errors come from this node's trace, which in
+/// cluster mode holds the node's own acceptances and delivery outcomes).
 public struct AdminBackend: Sendable {
     public var store: SQLiteQueueStore
+    /// Queue listing, message detail, trace, queue actions, qshape and the overview's queue counts.
+    public var queue: any QueueControl
+    /// How a `503` names `queue` when it cannot be read: `the shared queue at
+    /// postgres://mailflow:***@db:5432/mailflow` (never with a password).
+    public var queueName: String
     public var hostname: String
     public var version: String
     public var usage: @Sendable () -> AdmissionUsage?
@@ -43,7 +55,8 @@ public struct AdminBackend: Sendable {
     public var runCheck: (@Sendable (AdminCheckRequest) async throws -> AdminCheckResult)?
 
     public init(
-        store: SQLiteQueueStore, hostname: String, version: String,
+        store: SQLiteQueueStore, queue: (any QueueControl)? = nil, queueName: String = "the queue database",
+        hostname: String, version: String,
         usage: @escaping @Sendable () -> AdmissionUsage? = { nil },
         destinations: @escaping @Sendable () async -> [DestinationStatus] = { [] },
         tenants: @escaping @Sendable () -> [TenantInfo] = { [] },
@@ -57,6 +70,8 @@ public struct AdminBackend: Sendable {
         runCheck: (@Sendable (AdminCheckRequest) async throws -> AdminCheckResult)? = nil
     ) {
         self.store = store
+        self.queue = queue ?? LocalQueueControl(store)
+        self.queueName = queueName
         self.hostname = hostname
         self.version = version
         self.usage = usage

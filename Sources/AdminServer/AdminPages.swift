@@ -5,13 +5,13 @@ import MailQueue
 /// The web admin center: server-rendered pages over the same reads as the API.
 extension AdminHTTPServer {
     func addPageRoutes(_ pages: RouterGroup<AdminRequestContext>) {
-        pages.get("/") { [self] _, context in html(render("overview", try overviewPage(context))) }
+        pages.get("/") { [self] _, context in html(render("overview", try await overviewPage(context))) }
         pages.get("queue") { [self] request, context in
             html(render("queue", try await queuePage(Self.form(request.uri.query ?? ""), context)))
         }
         pages.get("queue/:id") { [self] request, context in
             let id = try context.parameters.require("id")
-            guard let page = try messagePage(id: id, done: Self.form(request.uri.query ?? "")["done"], context)
+            guard let page = try await messagePage(id: id, done: Self.form(request.uri.query ?? "")["done"], context)
             else {
                 return html(
                     render(
@@ -30,7 +30,7 @@ extension AdminHTTPServer {
             }
             let result: SQLiteQueueStore.ControlResult
             do {
-                result = try Self.control(
+                result = try await Self.control(
                     backend, action, id: id, actor: context.actor ?? "web", tenant: context.tenant)
             } catch let e as HTTPError {
                 return html(
@@ -46,7 +46,7 @@ extension AdminHTTPServer {
             return Response(status: .seeOther, headers: [.location: target])
         }
         pages.get("trace") { [self] request, context in
-            html(render("trace", try tracePage(Self.form(request.uri.query ?? ""), context)))
+            html(render("trace", try await tracePage(Self.form(request.uri.query ?? ""), context)))
         }
         pages.get("forests") { [self] _, context in html(render("forests", try forestsPage(context))) }
         pages.post("logout") { [self] request, context -> Response in
@@ -99,8 +99,8 @@ extension AdminHTTPServer {
         n >= 1 << 20 ? String(format: "%.1f MB", Double(n) / 1_048_576) : n >= 1024 ? "\(n / 1024) KB" : "\(n) B"
     }
 
-    func overviewPage(_ context: AdminRequestContext) throws -> [String: Any] {
-        let o = try Self.overview(backend)
+    func overviewPage(_ context: AdminRequestContext) async throws -> [String: Any] {
+        let o = try await Self.overview(backend)
         let last4 = o.activity.suffix(4)
         let attempts = last4.reduce(0) { $0 + $1.delivered + $1.deferred + $1.failed }
         let deferredLastHour = last4.reduce(0) { $0 + $1.deferred }
@@ -169,8 +169,8 @@ extension AdminHTTPServer {
 
     func queuePage(_ q: [String: String], _ context: AdminRequestContext) async throws -> [String: Any] {
         let state = q["state"].flatMap { $0.isEmpty ? nil : $0 } ?? "active"
-        let messages = try Self.listQueue(
-            backend.store, state: state, contains: q["q"], limit: 500, tenant: context.tenant)
+        let messages = try await Self.listQueue(
+            backend, state: state, contains: q["q"], limit: 500, tenant: context.tenant)
         var page = base(context, title: "Queue", tab: "queue")
         if let code = q["done"], let notice = Self.queueNotices[code] { page["notice"] = notice }
         page["states"] = [
@@ -185,11 +185,13 @@ extension AdminHTTPServer {
                 "attempts": m.attempts, "nextAttempt": Self.time(m.nextAttempt),
             ]
         }
-        // The shape and the destinations are the whole server's: for operators only.
+        // The shape (in cluster mode the whole cluster's) and the destinations (this node's): for
+        // operators only.
         guard context.tenant == nil else { return page }
         let bounds = SQLiteQueueStore.QueueShape.bucketMinutes
         page["bucketHeaders"] = bounds.map { "<\($0)m" } + ["older"]
-        page["shape"] = try backend.store.shape().map { s -> [String: Any] in
+        page["shape"] = try await Self.queueCall(backend) { try await backend.queue.shape() }.map {
+            s -> [String: Any] in
             ["domain": s.domain, "total": s.total, "buckets": s.buckets]
         }
         page["destinations"] = await backend.destinations().map { d -> [String: Any] in
@@ -202,8 +204,8 @@ extension AdminHTTPServer {
         return page
     }
 
-    func messagePage(id: String, done: String?, _ context: AdminRequestContext) throws -> [String: Any]? {
-        guard let d = try Self.detail(backend.store, id: id, tenant: context.tenant) else { return nil }
+    func messagePage(id: String, done: String?, _ context: AdminRequestContext) async throws -> [String: Any]? {
+        guard let d = try await Self.detail(backend, id: id, tenant: context.tenant) else { return nil }
         var page = base(context, title: "Message \(id)", tab: "queue")
         page["id"] = d.id
         if let done, let notice = Self.queueNotices[done] { page["notice"] = notice }
@@ -254,7 +256,7 @@ extension AdminHTTPServer {
         ]
     }
 
-    func tracePage(_ p: [String: String], _ context: AdminRequestContext) throws -> [String: Any] {
+    func tracePage(_ p: [String: String], _ context: AdminRequestContext) async throws -> [String: Any] {
         var page = base(context, title: "Message trace", tab: "trace")
         let fields: [(String, String, String)] = [
             ("sender", "Sender", "anne@example.com"), ("recipient", "Recipient", ""), ("message_id", "Message-ID", ""),
@@ -281,7 +283,8 @@ extension AdminHTTPServer {
             // A form sends every field; an empty one means "any".
             var query = p.filter { !$0.value.isEmpty }
             if query["since"] == nil { query["since"] = "48h" }
-            let rows = try backend.store.trace(try Self.traceQuery(query, tenant: context.tenant))
+            let traceQuery = try Self.traceQuery(query, tenant: context.tenant)
+            let rows = try await Self.queueCall(backend) { try await backend.queue.trace(traceQuery) }
             page["count"] = rows.count
             page["rows"] = rows.map { r -> [String: Any] in
                 [

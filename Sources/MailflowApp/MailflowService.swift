@@ -47,6 +47,15 @@ public final class MailflowService: Sendable {
     public let cluster: ClusterMember?
     /// The shared queue in PostgreSQL (nil without `storage.postgres`: `store` is the queue).
     public let sharedQueue: SharedQueueNode?
+    /// The shared queue as the admin API and pages read and control it (nil without
+    /// `storage.postgres`), and its counts for `/metrics`, whose rendering is synchronous: the
+    /// snapshot task refreshes them every second (nil until the first refresh: no queue gauges yet;
+    /// a refresh that fails leaves the last counts, as the gauges keep their last values when a
+    /// SQLite read fails). One refresh at a time: a database that stalls holds one up to its
+    /// timeout, not one more every second.
+    let adminSharedQueue: SharedQueueControl?
+    let sharedQueueCounts = Shared<SQLiteQueueStore.QueueCounts?>(nil)
+    let sharedQueueCounting = Atomic<Bool>(false)
     public static let version = "0.2.0"
 
     public static func paths(dataDirectory: String) -> (queue: String, spool: String, mailboxes: String) {
@@ -198,12 +207,25 @@ public final class MailflowService: Sendable {
         } else {
             cluster = nil
         }
+        adminSharedQueue =
+            config.adminListen == nil
+            ? nil
+            : config.sharedQueue.map { settings in
+                SharedQueueControl(
+                    queue: SharedQueue(
+                        database: settings.database, timeout: .milliseconds(Int64(settings.timeout * 1000)),
+                        logger: logger), group: group)
+            }
         if config.adminListen != nil {
             let store = self.store
             let admission = self.admission
             let outbound = self.outbound
+            let shared = adminSharedQueue
+            let sharedCounts = sharedQueueCounts
             let backend = AdminBackend(
-                store: store, hostname: config.hostname, version: Self.version,
+                store: store, queue: shared,
+                queueName: shared.map { "the shared queue at \($0.queue.database)" } ?? "the queue database",
+                hostname: config.hostname, version: Self.version,
                 usage: { admission.usage(topSources: 20) },
                 destinations: { [scheduler] in await outbound.destinations() + scheduler.localDestinations() },
                 tenants: {
@@ -217,8 +239,8 @@ public final class MailflowService: Sendable {
                 wakeDelivery: { scheduler.wakeUp() },
                 metrics: {
                     let storage = store.storage.status()
-                    return metrics?.render(usage: admission.usage(), queue: try? store.queueCounts(), storage: storage)
-                        ?? ""
+                    let counts = shared == nil ? try? store.queueCounts() : sharedCounts.mutex.withLock { $0 }
+                    return metrics?.render(usage: admission.usage(), queue: counts, storage: storage) ?? ""
                 },
                 healthIssues: { [health] in health?.issues ?? [] },
                 healthAct: { [health] id, action, actor in
@@ -381,6 +403,16 @@ public final class MailflowService: Sendable {
         let task = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1000)) { [self] _ in
             pool.submit { _ in self.writeLimitsSnapshot() }
             Task { await self.writeDestinationsSnapshot() }
+            if let shared = self.adminSharedQueue,
+                !self.sharedQueueCounting.exchange(true, ordering: .acquiringAndReleasing)
+            {
+                Task {
+                    if let counts = try? await shared.queueCounts() {
+                        self.sharedQueueCounts.mutex.withLock { $0 = counts }
+                    }
+                    self.sharedQueueCounting.store(false, ordering: .releasing)
+                }
+            }
         }
         snapshotTask.withLock { $0 = task }
         startHousekeeping()
