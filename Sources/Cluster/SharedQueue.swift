@@ -315,7 +315,7 @@ public struct SharedQueue: Sendable {
                       SELECT * FROM jsonb_to_recordset(\(outcomes)::jsonb) AS o(idx integer, status text, kind text,
                         detail text)),
                     r AS (
-                      UPDATE mailflow_recipient r SET status = o.status, attempts = r.attempts + 1, last_reply = o.detail
+                      UPDATE mailflow_recipient r SET status = CASE WHEN r.status = 'pending' THEN o.status ELSE r.status END, attempts = r.attempts + 1, last_reply = o.detail
                       FROM o, mine WHERE r.message = mine.id AND r.idx = o.idx
                       RETURNING r.idx, r.address, o.kind, o.detail),
                     t AS (
@@ -325,11 +325,11 @@ public struct SharedQueue: Sendable {
                     p AS (
                       SELECT count(*) AS pending FROM mine
                       JOIN mailflow_recipient x ON x.message = mine.id LEFT JOIN o ON o.idx = x.idx
-                      WHERE coalesce(o.status, x.status) = 'pending'),
+                      WHERE CASE WHEN x.status = 'pending' THEN coalesce(o.status, x.status) ELSE x.status END = 'pending'),
                     m AS (
                       UPDATE mailflow_message SET
                         state = CASE WHEN p.pending = 0 THEN 'done' ELSE state END,
-                        next_attempt = CASE WHEN p.pending = 0 OR state = 'held' THEN NULL
+                        next_attempt = CASE WHEN p.pending = 0 OR state IN ('held', 'done') THEN NULL
                           WHEN bounce_requested THEN now() ELSE to_timestamp(\(next)) END,
                         body = CASE WHEN p.pending = 0 THEN NULL ELSE body END,
                         attempts = attempts + 1, abrupt_closes = abrupt_closes + \(abrupt),
@@ -371,7 +371,7 @@ public struct SharedQueue: Sendable {
                 WITH o AS (
                   SELECT * FROM jsonb_to_recordset(\(outcomes)::jsonb) AS o(idx integer, status text, kind text, detail text)),
                 r AS (
-                  UPDATE mailflow_recipient r SET status = o.status, attempts = r.attempts + 1, last_reply = o.detail
+                  UPDATE mailflow_recipient r SET status = CASE WHEN r.status = 'pending' THEN o.status ELSE r.status END, attempts = r.attempts + 1, last_reply = o.detail
                   FROM o WHERE r.message = \(id) AND r.idx = o.idx
                   RETURNING r.idx, r.address)
                 INSERT INTO mailflow_trace_event (time, queue_id, recipient, kind, detail)
@@ -381,7 +381,7 @@ public struct SharedQueue: Sendable {
                 """
                 UPDATE mailflow_message SET
                   state = CASE WHEN p.pending = 0 THEN 'done' ELSE state END,
-                  next_attempt = CASE WHEN p.pending = 0 OR state = 'held' THEN NULL
+                  next_attempt = CASE WHEN p.pending = 0 OR state IN ('held', 'done') THEN NULL
                     WHEN bounce_requested THEN now() ELSE to_timestamp(\(next)) END,
                   body = CASE WHEN p.pending = 0 THEN NULL ELSE body END,
                   attempts = attempts + 1, abrupt_closes = abrupt_closes + \(abrupt),

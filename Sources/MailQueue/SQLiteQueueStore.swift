@@ -370,7 +370,12 @@ public final class SQLiteQueueStore: Sendable {
             let (status, kind, detail) = outcome.recorded
             try db.cachedStatement(
                 sql:
-                    "UPDATE recipient SET status = ?, attempts = attempts + 1, last_reply = ? WHERE message = ? AND idx = ?"
+                    // A recipient already final stays so: one an administrator deleted while this
+                    // attempt ran is not made pending again by its deferral.
+                    """
+                    UPDATE recipient SET status = CASE WHEN status = 'pending' THEN ? ELSE status END,
+                      attempts = attempts + 1, last_reply = ? WHERE message = ? AND idx = ?
+                    """
             ).execute(arguments: [status.rawValue, detail, messageID, idx])
             try appendTrace(
                 db, TraceEvent(time: now, queueID: messageID, recipient: address, kind: kind, detail: detail))
@@ -388,10 +393,11 @@ public final class SQLiteQueueStore: Sendable {
             ).execute(arguments: [messageID])
             return path
         }
-        // A message an administrator held meanwhile stays held.
+        // A message an administrator held meanwhile stays held, one deleted stays done (a next
+        // attempt on it would have the loop take it again and again).
         try db.cachedStatement(
             sql:
-                "UPDATE message SET next_attempt = CASE WHEN state = 'held' THEN NULL ELSE ? END, attempts = attempts + 1 WHERE id = ?"
+                "UPDATE message SET next_attempt = CASE WHEN state IN ('held', 'done') THEN NULL ELSE ? END, attempts = attempts + 1 WHERE id = ?"
         ).execute(arguments: [a.nextAttempt?.timeIntervalSince1970 ?? now.timeIntervalSince1970, messageID])
         return nil
     }

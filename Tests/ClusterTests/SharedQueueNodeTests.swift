@@ -83,6 +83,30 @@ struct SharedQueueNodeTests {
         await b.stop()
     }
 
+    /// A delete from another node while a delivery is in flight: the attempt recorded after it
+    /// leaves the message done, without a next attempt, its recipients failed.
+    @Test func anAttemptRecordedAfterADeleteLeavesTheMessageDone() async throws {
+        let db = try await ThrowawayPostgres.freshDatabase()
+        let a = Self.node("node-a", database: db)
+        let m = SharedQueueTests.message(1, recipients: 2)
+        try await a.accept([m])
+        #expect(try await a.claim(limit: 1).map(\.id) == [m.id])
+        let control = SharedQueueControl(
+            queue: SharedQueue(database: db, timeout: .seconds(5), logger: SharedQueueTests.logger))
+        _ = try await control.control(.delete, id: m.id, actor: "ops")
+        let record = try await a.record(
+            SharedQueueTests.attempt(
+                m.id, [0: .delivered(detail: "250 ok"), 1: .deferred(reason: "451 4.3.0 later")],
+                next: Date().addingTimeInterval(60)))
+        #expect(record == .recorded(finished: true))
+        let stored = try #require(try await control.message(m.id))
+        #expect(stored.state == .done)
+        #expect(stored.nextAttempt == nil)
+        #expect(stored.recipients.map(\.status) == [.failed, .failed])
+        #expect(try await a.secondsUntilNextClaimable() == nil)
+        await a.stop()
+    }
+
     /// An unreachable database fails an acceptance batch whole (`failsEveryItem`: the group
     /// committer does not halve it into more timeouts) and the node keeps no lease.
     @Test func anUnreachableDatabaseFailsTheWholeBatch() async throws {

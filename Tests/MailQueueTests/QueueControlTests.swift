@@ -73,6 +73,24 @@ struct QueueControlTests {
         #expect(try store.traceEvents(queueID: "A").last?.detail == "delete by ops (no report to the sender)")
     }
 
+    /// A delete while a delivery is in flight: the attempt's deferral, recorded after it, neither
+    /// makes the deleted recipient pending again nor gives the done message a next attempt (which
+    /// had the scheduler take it again and again: a CPU spin found by helper-30).
+    @Test func anAttemptRecordedAfterADeleteLeavesTheMessageDone() throws {
+        let (_, store, _, _) = try setup()
+        try store.insert([newMessage("A", rcpts: ["local:contoso.test/alice", "local:contoso.test/bob"])])
+        try store.control(.delete, id: "A", actor: "ops")
+        try store.recordAttempt(
+            messageID: "A", outcomes: [0: .delivered(detail: "250 ok"), 1: .deferred(reason: "451 4.3.0 later")],
+            nextAttempt: Date().addingTimeInterval(60), now: Date())
+        let m = try #require(try store.message("A"))
+        #expect(m.state == .done)
+        #expect(m.nextAttempt == nil)
+        #expect(m.recipients.map(\.status) == [.failed, .failed])
+        #expect(try store.dueMessageIDs(now: Date().addingTimeInterval(3600), limit: 10).isEmpty)
+        #expect(try store.traceEvents(queueID: "A").map(\.kind).suffix(2) == [.delivered, .deferred], "traced")
+    }
+
     @Test func traceFiltersAndTimeline() throws {
         let (_, store, _, _) = try setup()
         var a = newMessage("A", rcpts: ["local:contoso.test/alice", "local:contoso.test/bob"])
