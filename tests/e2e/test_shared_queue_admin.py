@@ -14,6 +14,9 @@ Run: MAILFLOW_BIN=... python3 -m pytest tests/e2e/test_shared_queue_admin.py -q 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 
@@ -144,6 +147,29 @@ def test_admin_api_of_any_node_reads_and_controls_the_shared_queue(mailflow_serv
         assert ("admin", "hold by api:ops-b") in kinds and ("admin", "release by api:ops-a") in kinds, kinds
         assert len([r for r in sink.records() if "<adm-held@" in str(r.message_id)]) == 1
 
+        # The database frozen (SIGSTOP on the postmaster and its backends: connections are taken by
+        # the kernel and never answered): the API gives up at the timeout with a 503, no hang.
+        postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        frozen = [postmaster] + [int(p) for p in children]
+        try:
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            for path in ("/api/v1/queue", "/api/v1/overview"):
+                started = time.monotonic()
+                status, _, body = b.api("GET", path, tb)
+                took = time.monotonic() - started
+                assert status == 503 and "cannot be read right now" in body.decode(), (path, status, body)
+                assert TIMEOUT - 0.2 < took < TIMEOUT + 1.5, (path, took)
+                print(f"frozen database: {path} answered 503 in {took:.2f} s")
+        finally:
+            for pid in frozen:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        wait_for(lambda: b.api("GET", "/api/v1/queue", tb)[0] == 200, timeout=10, what="the API back after the thaw")
+
         # The database away: every queue read and action is a 503 naming it (no password) within
         # the timeout; the same routes answer again once it is back.
         postgres.stop_server()
@@ -161,6 +187,7 @@ def test_admin_api_of_any_node_reads_and_controls_the_shared_queue(mailflow_serv
                 assert status == 503, (path, status, body)
                 check(doc, documented, method.lower(), status, body)
                 assert took < TIMEOUT + 1.5, (path, took)
+                print(f"stopped database: {method} {path} answered 503 in {took:.3f} s")
                 text = json.loads(body)["error"]["message"]
                 assert text.startswith("the shared queue at postgres://mailflow:") and "cannot be read" in text, text
                 assert PASSWORD not in body.decode() and PASSWORD not in str(headers), body
