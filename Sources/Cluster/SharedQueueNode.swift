@@ -77,6 +77,7 @@ public final class SharedQueueNode: LeasedQueue {
         for slot in [acceptance, claims] + records { await slot.close() }
     }
 
+    let stopping = Atomic<Bool>(false)
     /// Leases lost so far (renewals that found another owner or a lease run out, and records refused).
     public var leasesLost: Int { lost.load(ordering: .relaxed) }
 
@@ -135,13 +136,16 @@ public final class SharedQueueNode: LeasedQueue {
         }
     }
 
-    /// Records under the lease. A database away for a while is waited out, within the lease: the
-    /// delivery has been made, and recording it late beats a second delivery by another node.
+    /// Records under the lease. A database away is waited out, however long: the delivery has been
+    /// made, and its record must reach the trace, as a possible duplicate if another node took the
+    /// message meanwhile (`.leaseLost` then, and the outcomes traced as such). Only a node that is
+    /// stopping (`beginStop`) gives up, once the lease has run out.
     public func record(_ attempt: SQLiteQueueStore.Attempt) async throws -> AttemptRecord {
         guard let lease = held.withLock({ $0[attempt.messageID] }) else { return .leaseLost }
         defer { _ = held.withLock { $0.removeValue(forKey: attempt.messageID) } }
         let slot = records[nextRecordSlot.wrappingAdd(1, ordering: .relaxed).oldValue % records.count]
-        let giveUp = ContinuousClock.now + self.lease
+        let leaseEnds = ContinuousClock.now + self.lease
+        var warned = false
         while true {
             do {
                 let record = try await slot.use { [queue, node] c throws(SharedQueueError) in
@@ -155,10 +159,24 @@ public final class SharedQueueNode: LeasedQueue {
                 }
                 return record
             } catch {
-                guard Self.isUnavailable(error), ContinuousClock.now + .seconds(1) < giveUp else { throw error }
+                guard Self.isUnavailable(error) else { throw error }
+                let late = ContinuousClock.now > leaseEnds
+                if late && stopping.load(ordering: .relaxed) { throw error }
+                if late && !warned {
+                    warned = true
+                    logger.warning(
+                        "shared queue: an attempt could not be recorded within its lease (the database is away); it is kept and recorded when the database is back, as a possible duplicate if another node took the message",
+                        metadata: ["queue_id": "\(attempt.messageID)"])
+                }
                 try await Task.sleep(for: .seconds(1))
             }
         }
+    }
+
+    /// A stopping node no longer waits past a lease for the database to record an attempt (see
+    /// `record`); called before the scheduler's shutdown waits for its deliveries.
+    public func beginStop() {
+        stopping.store(true, ordering: .relaxed)
     }
 
     /// Trace retention in the shared queue: batches until nothing is older than `cutoff` (any node

@@ -581,6 +581,8 @@ public final class MailflowService: Sendable {
         await committer.shutdownGracefully()
         let stats = committer.statistics
         logger.notice("group commit: \(stats.messages) messages in \(stats.batches) transactions")
+        // A delivery whose record waits for an absent database gives up past its lease now.
+        sharedQueue?.beginStop()
         await scheduler.shutdown()
         let recorded = scheduler.recorder.statistics
         logger.notice("delivery outcomes: \(recorded.attempts) attempts in \(recorded.batches) transactions")
