@@ -5,13 +5,22 @@ import MailQueue
 /// The web admin center: server-rendered pages over the same reads as the API.
 extension AdminHTTPServer {
     func addPageRoutes(_ pages: RouterGroup<AdminRequestContext>) {
-        pages.get("/") { [self] _, context in html(render("overview", try await overviewPage(context))) }
+        pages.get("/") { [self] _, context in
+            try await unlessUnavailable(context, tab: "overview") {
+                html(render("overview", try await overviewPage(context)))
+            }
+        }
         pages.get("queue") { [self] request, context in
-            html(render("queue", try await queuePage(Self.form(request.uri.query ?? ""), context)))
+            try await unlessUnavailable(context, tab: "queue") {
+                html(render("queue", try await queuePage(Self.form(request.uri.query ?? ""), context)))
+            }
         }
         pages.get("queue/:id") { [self] request, context in
             let id = try context.parameters.require("id")
-            guard let page = try await messagePage(id: id, done: Self.form(request.uri.query ?? "")["done"], context)
+            let done = Self.form(request.uri.query ?? "")["done"]
+            guard
+                let page = try await unlessUnavailable(
+                    context, tab: "queue", { try await messagePage(id: id, done: done, context) })
             else {
                 return html(
                     render(
@@ -55,6 +64,24 @@ extension AdminHTTPServer {
             var r = Response(status: .seeOther, headers: [.location: "/login"])
             r.headers[.setCookie] = "\(AdminAuth.cookie)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
             return r
+        }
+    }
+
+    /// `body`'s answer, or for a queue that cannot be read (`queueCall`'s `503`) the error page with
+    /// the same words and `Retry-After`, not the API's JSON.
+    func unlessUnavailable<T>(_ context: AdminRequestContext, tab: String, _ body: () async throws -> T)
+        async throws -> T
+    {
+        do {
+            return try await body()
+        } catch let e as HTTPError where e.status == .serviceUnavailable {
+            var r = html(
+                render(
+                    "error",
+                    base(context, title: "Unavailable", tab: tab).merging(["message": e.body ?? "\(e)"]) { $1 }),
+                status: e.status)
+            r.headers[.retryAfter] = e.headers[.retryAfter]
+            throw PageResponse(response: r)
         }
     }
 
@@ -329,4 +356,13 @@ extension AdminHTTPServer {
         }
         return page
     }
+}
+
+/// A page already rendered, thrown through the middleware (which adds the security headers and
+/// audits its status) when a page cannot be built: the queue's `503` as an HTML page.
+struct PageResponse: HTTPResponseError {
+    var response: Response
+    var status: HTTPResponse.Status { response.status }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response { response }
 }

@@ -112,11 +112,21 @@ struct AdminQueueSourceTests {
             let r = try await client.execute(uri: path, method: method, headers: headers)
             #expect(r.status == .serviceUnavailable)
             #expect(r.headers[.retryAfter] == "5")
-            let error = try JSONDecoder().decode([String: [String: String]].self, from: Data(buffer: r.body))
-            #expect(
-                error["error"]?["message"]
-                    == "the shared queue at postgres://mf:***@db/q cannot be read right now: "
-                    + "the shared queue's database is unavailable: connection refused")
+            let expected =
+                "the shared queue at postgres://mf:***@db/q cannot be read right now: "
+                + "the shared queue's database is unavailable: connection refused"
+            if path.hasPrefix("/api") {
+                let error = try JSONDecoder().decode([String: [String: String]].self, from: Data(buffer: r.body))
+                #expect(error["error"]?["message"] == expected)
+            } else {
+                // The admin center's error page, with the same words (HTML-escaped).
+                #expect(r.headers[.contentType] == "text/html; charset=utf-8")
+                let page = String(buffer: r.body)
+                #expect(
+                    page.contains("cannot be read right now: the shared queue&#39;s database is unavailable"), "\(page)"
+                )
+                #expect(page.contains("postgres://mf:***@db/q"), "\(page)")
+            }
         }
     }
 }
