@@ -16,6 +16,8 @@ final class FakeLeasedQueue: LeasedQueue {
         var released: [String] = []
         var loseLeases = false
         var unavailable = false
+        /// The next-claimable query fails (a connection broken just after a claim).
+        var nextClaimableFails = false
         var nextClaimable: TimeInterval?
         var claimLimits: [Int] = []
     }
@@ -39,7 +41,7 @@ final class FakeLeasedQueue: LeasedQueue {
 
     func secondsUntilNextClaimable() async throws -> TimeInterval? {
         try state.withLock { s in
-            if s.unavailable { throw Unavailable() }
+            if s.unavailable || s.nextClaimableFails { throw Unavailable() }
             return s.nextClaimable
         }
     }
@@ -130,6 +132,21 @@ struct LeasedDeliveryTests {
         for id in taken { await f.scheduler.process(id, onlyIfDue: true) }
         #expect(f.scheduler.leasesLost == 1)
         #expect(f.mailboxFiles().count == 1)
+    }
+
+    /// A claim that succeeded is delivered even when the query after it fails: its messages are
+    /// taken, not left leased (and renewed) with nobody delivering them.
+    @Test func aClaimIsDeliveredWhenTheQueryAfterItFails() async throws {
+        let f = try Fixture()
+        f.queue.state.withLock {
+            $0.due = [f.message("A")]
+            $0.nextClaimableFails = true
+        }
+        let (taken, wait) = await f.scheduler.dueWork()
+        #expect(taken == ["A"])
+        #expect(wait == .seconds(1))
+        for id in taken { await f.scheduler.process(id, onlyIfDue: true) }
+        #expect(f.queue.state.withLock { $0.recorded.map(\.messageID) } == ["A"])
     }
 
     /// The loop sleeps until the shared queue says the next message is claimable, at most
