@@ -201,7 +201,9 @@ public struct SharedQueue: Sendable {
     /// Leases up to `limit` due messages to `node` until the database's `now() + lease`, earliest
     /// due first, skipping rows another node is claiming at this moment (`SKIP LOCKED`): two
     /// claimers never get the same message. One statement, one round trip, envelope, recipients and
-    /// body included.
+    /// body included. A message whose previous lease ran out without a record (its node died or
+    /// stalled) gets a `lease_expired` trace event naming both nodes: the next delivery may be a
+    /// duplicate of one the first node made before it stopped.
     public func claimDue(
         _ c: PostgresConnection, node: String, limit: Int, lease: Duration
     ) async throws(SharedQueueError) -> [ClaimedMessage] {
@@ -209,17 +211,27 @@ public struct SharedQueue: Sendable {
         return try await bounded(c) { c, logger in
             let rows = try await c.query(
                 """
-                UPDATE mailflow_message m
-                SET lease_owner = \(node), lease_until = now() + make_interval(secs => \(seconds)),
-                  lease_epoch = m.lease_epoch + 1
-                FROM (
-                  SELECT id FROM mailflow_message
-                  WHERE next_attempt <= now() AND state = 'queued' AND (lease_until IS NULL OR lease_until < now())
-                  ORDER BY next_attempt LIMIT \(limit)
-                  FOR UPDATE SKIP LOCKED) due
-                WHERE m.id = due.id
-                RETURNING m.id, m.lease_epoch, extract(epoch FROM m.lease_until)::float8, m.body,
-                  \(unescaped: Self.envelopeJSON)::text
+                WITH c AS (
+                  UPDATE mailflow_message m
+                  SET lease_owner = \(node), lease_until = now() + make_interval(secs => \(seconds)),
+                    lease_epoch = m.lease_epoch + 1
+                  FROM (
+                    SELECT id, lease_owner AS prev_owner, lease_epoch AS prev_epoch FROM mailflow_message
+                    WHERE next_attempt <= now() AND state = 'queued' AND (lease_until IS NULL OR lease_until < now())
+                    ORDER BY next_attempt LIMIT \(limit)
+                    FOR UPDATE SKIP LOCKED) due
+                  WHERE m.id = due.id
+                  RETURNING m.id, m.lease_epoch, extract(epoch FROM m.lease_until)::float8 AS until, m.body,
+                    \(unescaped: Self.envelopeJSON)::text AS envelope, due.prev_owner, due.prev_epoch),
+                taken AS (
+                  INSERT INTO mailflow_trace_event (time, queue_id, kind, detail)
+                  SELECT now(), c.id, 'lease_expired',
+                    'the lease of node ' || c.prev_owner || ' (claim ' || c.prev_epoch || ') ran out before it recorded an attempt; node '
+                    || \(node)::text || ' took the message over: ' || c.prev_owner
+                    || ' may have delivered it before it stopped (possible duplicate)'
+                  FROM c WHERE c.prev_owner IS NOT NULL
+                  RETURNING 1)
+                SELECT id, lease_epoch, until, body, envelope FROM c
                 """, logger: logger)
             var out: [ClaimedMessage] = []
             for try await (id, epoch, until, body, json) in rows.decode(

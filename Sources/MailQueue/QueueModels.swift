@@ -236,6 +236,10 @@ public enum TraceEventKind: String, Sendable, Codable {
     case dsn
     /// Admission control refused or deferred a connection, message or recipient (no queue ID).
     case throttled
+    /// Cluster mode: a node's lease on the message ran out before it recorded an attempt (it died
+    /// or stalled), and another node took the message over; the first may have delivered it, so
+    /// the next delivery may be a duplicate (who and which claim in the detail).
+    case leaseExpired = "lease_expired"
 }
 
 /// One entry in the trace stream, written in the same transaction as the change it records.
