@@ -19,6 +19,9 @@ What must hold:
   delivered again because its record could not be written meanwhile is shown in the trace;
 - the nodes' connections terminated by the server every 0.2 s under load: the same, and no message
   is stranded under a lease its node keeps renewing but never delivers;
+- the 250 waits for the commit itself: the commit of one acceptance made slow (a deferred trigger,
+  as a synchronous standby would) and its backend terminated meanwhile: 451 4.3.0, or 250 and the
+  message in the queue and delivered, never 250 for a message rolled back;
 - a node stopped (SIGSTOP) past its lease while delivering: the other node takes its messages; when
   it wakes its late records are refused, counted (`mailflow_delivery_lease_lost_total`) and traced
   as `lease lost ... possible duplicate`, and it starts no new delivery on a lost lease;
@@ -483,6 +486,72 @@ def test_connections_broken_again_and_again_under_load_lose_nothing(mailflow_ser
     others = [(o.stage, o.reply) for o in refused if not o.reply.startswith(UNAVAILABLE)]
     assert not others, f"replies other than 250 and {UNAVAILABLE}: {others[:10]}"
     wait_all_delivered(postgres, db, accepted, remote, timeout=30)
+
+
+SLOW_COMMIT = """
+CREATE FUNCTION mf_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.subject LIKE '%[slow-commit]%' THEN PERFORM pg_sleep(2); END IF;
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER mf_test_slow_commit AFTER INSERT ON mailflow_message
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION mf_test_slow_commit();
+"""
+
+
+def test_a_250_waits_for_the_commit_itself(mailflow_server, postgres, dns, sink):
+    """The 250 may go out only once the acceptance has committed. A fault injected at the database:
+    a deferred constraint trigger makes the commit of one message slow (it runs at COMMIT, after the
+    INSERT's CommandComplete; in the extended protocol an implicit transaction commits only at Sync,
+    as a commit waiting for a synchronous standby does), and its backend is terminated while it
+    commits (a primary lost, a connection cut). The client must not have been told 250 for a
+    message that is then not in the queue: 451 4.3.0 it may be, or 250 and delivered."""
+    db = "commit"
+    url = postgres.create_database(db)
+    remote = sink(lambda: 0.0)
+    node = mailflow_server(node_config(url, "cm-a", dns, remote))
+    wait_for(lambda: postgres.query("SELECT to_regclass('mailflow_message') IS NOT NULL", database=db) == [("t",)],
+             timeout=15, what="the shared queue's tables")
+    postgres.query(SLOW_COMMIT, database=db)
+    token = f"commit-{uuid.uuid4().hex[:8]}"
+    result: dict = {}
+
+    def send():
+        s = smtplib.SMTP("127.0.0.1", node.port, local_hostname="sender.test", timeout=20)
+        try:
+            s.ehlo()
+            body = message(token, "user@remote.test").replace(b"Subject: shared queue", b"Subject: [slow-commit]")
+            s.mail(SENDER)
+            s.rcpt("user@remote.test")
+            code, text = s.data(body)
+            result["reply"] = f"{code} {text.decode(errors='replace')}"
+        except (OSError, smtplib.SMTPException) as e:
+            result["reply"] = f"{type(e).__name__}: {e}"
+        finally:
+            result["at"] = time.monotonic()
+            s.close()
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    committing = wait_for(lambda: postgres.query(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()",
+        database=db), timeout=15, what="the acceptance's commit under way")
+    time.sleep(0.3)  # the commit takes 2 s: a reply by now came before the commit
+    replied_before = dict(result)
+    postgres.query(f"SELECT pg_terminate_backend({committing[0][0]})", database=db)
+    terminated_at = time.monotonic()
+    t.join(30)
+    assert "reply" in result, "no reply"
+    reply = result["reply"]
+    stored = postgres.query(f"SELECT id FROM mailflow_message WHERE subject LIKE '%{token}%' OR "
+                            f"message_id LIKE '%{token}%'", database=db)
+    when = ("while the commit was still running" if replied_before
+            else f"{result['at'] - terminated_at:.2f} s after the commit was cut (57P01)")
+    print(f"\nreply {reply!r} {when}; in the queue: {stored}")
+    assert reply.startswith("250") or reply.startswith(UNAVAILABLE), reply
+    if reply.startswith("250"):
+        assert stored, f"250 ({reply}) {when}, and the message is not in the queue: acknowledged mail lost"
+        wait_all_delivered(postgres, db, [Outcome(token, 0, "DOT", reply, 0, 0, stored[0][0])], remote, timeout=20)
 
 
 # --------------------------------------------------------------------------------------------
