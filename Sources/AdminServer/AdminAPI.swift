@@ -164,7 +164,7 @@ extension AdminHTTPServer {
             guard let usage = backend.usage() else { throw HTTPError(.serviceUnavailable, message: "no SMTP listener") }
             return usage
         }
-        api.get("tenants") { _, _ in TenantsResponse(tenants: try Self.tenantUsage(backend)) }
+        api.get("tenants") { _, _ in TenantsResponse(tenants: try await Self.tenantUsage(backend)) }
     }
 
     // MARK: shared by the API and the pages
@@ -351,12 +351,13 @@ extension AdminHTTPServer {
         SQLiteQueueStore.TraceQuery.time(s, now: now)
     }
 
-    /// Per tenant: messages received in the last hour and recipients pending, from this node's
-    /// SQLite queue. In cluster mode the messages are in the shared queue, which `QueueControl`
-    /// has no per-tenant counts for yet: there these read 0 (docs/cluster.md, left to do).
-    static func tenantUsage(_ backend: AdminBackend, now: Date = Date()) throws -> [TenantUsage] {
+    /// Per tenant: messages received in the last hour and recipients pending, from the queue
+    /// (in cluster mode the shared one: the whole cluster's).
+    static func tenantUsage(_ backend: AdminBackend, now: Date = Date()) async throws -> [TenantUsage] {
         let activity = Dictionary(
-            uniqueKeysWithValues: try backend.store.tenantActivity(since: now - 3600).map { ($0.tenant, $0) })
+            uniqueKeysWithValues: try await queueCall(backend) {
+                try await backend.queue.tenantActivity(since: now - 3600)
+            }.map { ($0.tenant, $0) })
         return backend.tenants().map { t in
             TenantUsage(
                 name: t.name, domains: t.domains, forest: t.forest, maxMessageSize: t.maxMessageSize,

@@ -57,7 +57,11 @@ extension AdminHTTPServer {
         pages.get("trace") { [self] request, context in
             html(render("trace", try await tracePage(Self.form(request.uri.query ?? ""), context)))
         }
-        pages.get("forests") { [self] _, context in html(render("forests", try forestsPage(context))) }
+        pages.get("forests") { [self] _, context in
+            html(
+                render(
+                    "forests", try await unlessUnavailable(context, tab: "forests") { try await forestsPage(context) }))
+        }
         pages.post("logout") { [self] request, context -> Response in
             try await checkCSRF(request, context)
             if let id = request.cookies[AdminAuth.cookie]?.value { sessions.remove(id) }
@@ -328,7 +332,7 @@ extension AdminHTTPServer {
         return page
     }
 
-    func forestsPage(_ context: AdminRequestContext) throws -> [String: Any] {
+    func forestsPage(_ context: AdminRequestContext) async throws -> [String: Any] {
         var page = base(context, title: "Forests & tenants", tab: "forests")
         page["refresh"] = 60
         let usage = backend.usage()
@@ -342,7 +346,7 @@ extension AdminHTTPServer {
                 "percent": pct, "hot": pct >= 80,
             ]
         }
-        page["tenants"] = try Self.tenantUsage(backend).map { t -> [String: Any] in
+        page["tenants"] = try await Self.tenantUsage(backend).map { t -> [String: Any] in
             [
                 "name": t.name, "domains": t.domains.joined(separator: ", "), "forest": t.forest,
                 "received": t.receivedLastHour, "pending": t.pendingRecipients, "maxSize": Self.bytes(t.maxMessageSize),

@@ -61,6 +61,10 @@ public struct SharedQueueControl: QueueControl {
     public func queueCounts() async throws -> SQLiteQueueStore.QueueCounts {
         try await call { c in try await queue.queueCounts(c) }
     }
+
+    public func tenantActivity(since: Date) async throws -> [SQLiteQueueStore.TenantActivity] {
+        try await call { c in try await queue.tenantActivity(c, since: since) }
+    }
 }
 
 extension SharedQueue {
@@ -81,6 +85,31 @@ extension SharedQueue {
             for try await (q, h, p, d) in rows.decode((Int64, Int64, Int64, Int64).self) {
                 out = .init(
                     queuedMessages: Int(q), heldMessages: Int(h), pendingRecipients: Int(p), deferredMessages: Int(d))
+            }
+            return out
+        }
+    }
+
+    /// Per tenant, as `SQLiteQueueStore.tenantActivity`: messages received since `since`, and
+    /// recipients pending (through the pending-recipient index).
+    public func tenantActivity(
+        _ c: PostgresConnection, since: Date
+    ) async throws(SharedQueueError) -> [SQLiteQueueStore.TenantActivity] {
+        let t = since.timeIntervalSince1970
+        return try await bounded(c) { c, logger in
+            let rows = try await c.query(
+                """
+                SELECT tenant, sum(received)::int8, sum(pending)::int8 FROM (
+                  SELECT tenant, count(*) AS received, 0 AS pending FROM mailflow_message
+                  WHERE tenant IS NOT NULL AND received_at >= to_timestamp(\(t)) GROUP BY tenant
+                  UNION ALL
+                  SELECT m.tenant, 0, count(*) FROM mailflow_recipient r JOIN mailflow_message m ON m.id = r.message
+                  WHERE m.tenant IS NOT NULL AND r.status = 'pending' GROUP BY m.tenant) x
+                GROUP BY tenant ORDER BY tenant
+                """, logger: logger)
+            var out: [SQLiteQueueStore.TenantActivity] = []
+            for try await (tenant, received, pending) in rows.decode((String, Int64, Int64).self) {
+                out.append(.init(tenant: tenant, received: Int(received), pending: Int(pending)))
             }
             return out
         }

@@ -24,6 +24,8 @@ public protocol QueueControl: Sendable {
     /// Pending recipients per destination domain by age (qshape).
     func shape() async throws -> [SQLiteQueueStore.QueueShape]
     func queueCounts() async throws -> SQLiteQueueStore.QueueCounts
+    /// Per tenant: messages accepted since `since` and recipients still pending.
+    func tenantActivity(since: Date) async throws -> [SQLiteQueueStore.TenantActivity]
 }
 
 /// `QueueControl` over this node's SQLite queue.
@@ -53,4 +55,8 @@ public struct LocalQueueControl: QueueControl {
     public func shape() async throws -> [SQLiteQueueStore.QueueShape] { try store.shape() }
 
     public func queueCounts() async throws -> SQLiteQueueStore.QueueCounts { try store.queueCounts() }
+
+    public func tenantActivity(since: Date) async throws -> [SQLiteQueueStore.TenantActivity] {
+        try store.tenantActivity(since: since)
+    }
 }

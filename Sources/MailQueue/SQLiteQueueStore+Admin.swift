@@ -185,7 +185,12 @@ extension SQLiteQueueStore {
     /// Records the queue size now (the overview's queue chart reads these).
     @discardableResult
     public func recordSample(now: Date = Date()) throws -> QueueSample {
-        let c = try queueCounts()
+        try recordSample(try queueCounts(), now: now)
+    }
+
+    /// A sample of counts read elsewhere (cluster mode: the shared queue's), kept here for the chart.
+    @discardableResult
+    public func recordSample(_ c: QueueCounts, now: Date = Date()) throws -> QueueSample {
         let sample = QueueSample(
             time: now, queuedMessages: c.queuedMessages, pendingRecipients: c.pendingRecipients,
             heldMessages: c.heldMessages)
@@ -272,6 +277,12 @@ extension SQLiteQueueStore {
         public var tenant: String
         public var received: Int
         public var pending: Int
+
+        public init(tenant: String, received: Int, pending: Int) {
+            self.tenant = tenant
+            self.received = received
+            self.pending = pending
+        }
     }
 
     public func tenantActivity(since: Date) throws -> [TenantActivity] {

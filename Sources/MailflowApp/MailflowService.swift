@@ -515,9 +515,18 @@ public final class MailflowService: Sendable {
         let logger = self.logger
         let sample = group.next().scheduleRepeatedTask(
             initialDelay: .zero, delay: .seconds(config.queueSampleInterval)
-        ) { _ in
+        ) { [self] _ in
             pool.submit { _ in
-                do { try store.recordSample() } catch { logger.warning("queue sample not recorded: \(error)") }
+                do {
+                    // Cluster mode: the shared queue's counts, as the 1 s snapshot last read them.
+                    if self.sharedQueue != nil {
+                        if let counts = self.sharedQueueCounts.mutex.withLock({ $0 }) { try store.recordSample(counts) }
+                    } else {
+                        try store.recordSample()
+                    }
+                } catch {
+                    logger.warning("queue sample not recorded: \(error)")
+                }
             }
         }
         let retention = config.traceRetention

@@ -37,12 +37,18 @@ struct AdminQueueSourceTests {
                     id: AdminQueueSourceTests.messageID, receivedAt: Date(), sender: "anne@x.test",
                     recipients: [EnvelopeRecipient(address: "far@remote.test", route: .relay(domain: "remote.test"))],
                     size: body.utf8.count, clientAddress: "127.0.0.1", helo: "client.test", protocolName: "ESMTP",
-                    subject: "shared", body: .inline(Data(body.utf8)))
+                    tenant: "contoso", subject: "shared", body: .inline(Data(body.utf8)))
             ])
             server = try AdminHTTPServer(
                 backend: AdminBackend(
                     store: store, queue: (queue ?? { LocalQueueControl($0) })(queueStore), queueName: queueName,
-                    hostname: "mx.test", version: "test"),
+                    hostname: "mx.test", version: "test",
+                    tenants: {
+                        [
+                            TenantInfo(
+                                name: "contoso", domains: ["contoso.test"], forest: "NAMPR01", maxMessageSize: 1000)
+                        ]
+                    }),
                 group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "admin-queue-test"))
             cookie = "\(AdminAuth.cookie)=\(server.sessions.create(tokenName: "ops").0)"
         }
@@ -71,6 +77,7 @@ struct AdminQueueSourceTests {
         { throw Away() }
         func shape() async throws -> [SQLiteQueueStore.QueueShape] { throw Away() }
         func queueCounts() async throws -> SQLiteQueueStore.QueueCounts { throw Away() }
+        func tenantActivity(since: Date) async throws -> [SQLiteQueueStore.TenantActivity] { throw Away() }
     }
 
     @Test func everyQueueReadAndActionGoesToTheBackendsQueue() async throws {
@@ -89,6 +96,9 @@ struct AdminQueueSourceTests {
             #expect(String(buffer: shape.body).contains(#""domain":"remote.test""#))
             let overview = try await client.execute(uri: "/api/v1/overview", method: .get, headers: f.bearer)
             #expect(String(buffer: overview.body).contains(#""queuedMessages":1"#))
+            let tenants = try await client.execute(uri: "/api/v1/tenants", method: .get, headers: f.bearer)
+            #expect(String(buffer: tenants.body).contains(#""receivedLastHour":1"#))
+            #expect(String(buffer: tenants.body).contains(#""pendingRecipients":1"#))
             let hold = try await client.execute(uri: "/api/v1/queue/\(id)/hold", method: .post, headers: f.bearer)
             #expect(hold.status == .ok)
             let page = try await client.execute(uri: "/queue/\(id)", method: .get, headers: [.cookie: f.cookie])
@@ -104,6 +114,7 @@ struct AdminQueueSourceTests {
         (HTTPRequest.Method.get, "/api/v1/queue"), (.get, "/api/v1/queue/\(messageID)"), (.get, "/api/v1/trace"),
         (.get, "/api/v1/queue/shape"), (.get, "/api/v1/overview"), (.post, "/api/v1/queue/\(messageID)/hold"),
         (.delete, "/api/v1/queue/\(messageID)"), (.get, "/queue"), (.get, "/queue/\(messageID)"), (.get, "/"),
+        (.get, "/api/v1/tenants"), (.get, "/forests"),
     ])
     func aQueueThatCannotBeReachedIsA503NamingIt(method: HTTPRequest.Method, path: String) async throws {
         let f = try Fixture(queue: { _ in UnreachableQueue() }, queueName: "the shared queue at postgres://mf:***@db/q")

@@ -13,7 +13,8 @@ struct SharedQueueControlTests {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try SQLiteQueueStore(path: dir.appendingPathComponent("queue.sqlite").path)
-        let messages = [SharedQueueTests.message(1, recipients: 2), SharedQueueTests.message(2)]
+        var messages = [SharedQueueTests.message(1, recipients: 2), SharedQueueTests.message(2)]
+        messages[0].tenant = "contoso"
         try await node.accept(messages)
         try store.insert(messages)
         let shared: any QueueControl = SharedQueueControl(
@@ -35,6 +36,10 @@ struct SharedQueueControlTests {
                 try await queue.control(.retry, id: "0000000000000000", actor: "test")
             }
             #expect(try await queue.list(tenant: nil, includeDone: false, limit: 10).count == 2)
+            #expect(
+                try await queue.tenantActivity(since: Date().addingTimeInterval(-60))
+                    == [.init(tenant: "contoso", received: 1, pending: 2)])
+            #expect(try await queue.tenantActivity(since: Date().addingTimeInterval(60)).map(\.received) == [0])
             #expect(try await queue.traceEvents(queueID: messages[1].id).map(\.kind) == [.received, .admin])
         }
         await node.stop()
