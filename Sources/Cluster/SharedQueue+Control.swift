@@ -56,11 +56,7 @@ extension SharedQueue {
         let reply = "deleted by an administrator (\(actor)), no report sent"
         let detail = "delete by \(actor) (no report to the sender)"
         try await transaction(c) { c, logger in
-            let rows = try await c.query(
-                "SELECT state FROM mailflow_message WHERE id = \(id) FOR UPDATE", logger: logger)
-            var state: String?
-            for try await s in rows.decode(String.self) { state = s }
-            guard let state else { throw SharedQueueError.notFound(id) }
+            let state = try await Self.lockedState(c, id, logger: logger)
             if let why = SQLiteQueueStore.ControlAction.delete.refusal(state: state) {
                 throw SharedQueueError.notApplicable(id, why)
             }

@@ -237,14 +237,10 @@ public struct SharedQueue: Sendable {
             for try await (id, epoch, until, body, json) in rows.decode(
                 (String, Int64, Double, ByteBuffer?, String).self)
             {
-                let decoder = JSONDecoder()
-                decoder.keyDecodingStrategy = .convertFromSnakeCase
-                let envelope = try decoder.decode(SharedQueueEnvelope.self, from: Data(json.utf8))
                 out.append(
-                    try ClaimedMessage(
-                        id: id, lease: SharedLease(queueID: id, epoch: epoch),
-                        leaseUntil: Date(timeIntervalSince1970: until),
-                        body: body.map { Data($0.readableBytesView) } ?? Data(), envelope: envelope))
+                    ClaimedMessage(
+                        lease: SharedLease(queueID: id, epoch: epoch), leaseUntil: Date(timeIntervalSince1970: until),
+                        message: try Self.storedMessage(id: id, body: body, envelopeJSON: json)))
             }
             return out.sorted { ($0.message.nextAttempt ?? .distantPast) < ($1.message.nextAttempt ?? .distantPast) }
         }
@@ -438,16 +434,22 @@ public struct SharedQueue: Sendable {
         }
     }
 
+    /// The state of message `id`, its row locked until the transaction ends; `.notFound` when the
+    /// queue does not know it.
+    static func lockedState(_ c: PostgresConnection, _ id: String, logger: Logger) async throws -> String {
+        let rows = try await c.query("SELECT state FROM mailflow_message WHERE id = \(id) FOR UPDATE", logger: logger)
+        var state: String?
+        for try await s in rows.decode(String.self) { state = s }
+        guard let state else { throw SharedQueueError.notFound(id) }
+        return state
+    }
+
     func control(
         _ c: PostgresConnection, _ id: String, action: String, actor: String, allowed: Set<String>,
         _ change: @escaping @Sendable (String) -> PostgresQuery
     ) async throws(SharedQueueError) {
         try await transaction(c) { c, logger in
-            let rows = try await c.query(
-                "SELECT state FROM mailflow_message WHERE id = \(id) FOR UPDATE", logger: logger)
-            var state: String?
-            for try await s in rows.decode(String.self) { state = s }
-            guard let state else { throw SharedQueueError.notFound(id) }
+            let state = try await Self.lockedState(c, id, logger: logger)
             guard allowed.contains(state) else {
                 let why = SQLiteQueueStore.ControlAction(rawValue: action)?.refusal(state: state)
                 throw SharedQueueError.notApplicable(id, why ?? "cannot \(action) a message that is \(state)")

@@ -27,33 +27,10 @@ public struct ClaimedMessage: Sendable, Hashable {
 
     public var id: String { message.id }
 
-    init(id: String, lease: SharedLease, leaseUntil: Date, body: Data, envelope e: SharedQueueEnvelope) throws {
+    init(lease: SharedLease, leaseUntil: Date, message: StoredMessage) {
         self.lease = lease
         self.leaseUntil = leaseUntil
-        let recipients = try e.recipients.map { r in
-            guard let route = Route(stored: r.route) else {
-                throw SharedQueueError.unreadable("message \(id): mailflow_recipient.route holds \"\(r.route)\"")
-            }
-            return StoredRecipient(
-                index: r.idx,
-                recipient: EnvelopeRecipient(
-                    address: r.address, route: route, notify: r.notify.flatMap(DSNNotify.init(parsing:)),
-                    originalRecipient: r.orcpt.flatMap(OriginalRecipient.init(stored:))),
-                status: RecipientStatus(rawValue: r.status) ?? .pending, attempts: r.attempts, lastReply: r.lastReply)
-        }
-        self.message = StoredMessage(
-            id: id, receivedAt: Date(timeIntervalSince1970: e.receivedAt), sender: e.sender, size: e.size,
-            bodyType: e.bodyType.flatMap(BodyType.init(rawValue:)), smtpUTF8: e.smtputf8,
-            ret: e.ret.flatMap(DSNReturn.init(rawValue:)), envelopeID: e.envid, clientAddress: e.clientAddress,
-            helo: e.helo, protocolName: e.protocolName, tls: e.tls, tenant: e.tenant, messageID: e.messageId,
-            addMessageID: e.addMessageId, subject: e.subject, stampLength: e.stampLength,
-            state: MessageState(rawValue: e.state) ?? .queued,
-            nextAttempt: Date(timeIntervalSince1970: e.nextAttempt ?? 0), attempts: e.attempts,
-            recipients: recipients, body: .inline(body), bounceRequested: e.bounceRequested,
-            abruptCloses: e.abruptCloses, delayNoticeSentAt: e.delayNoticeAt.map { Date(timeIntervalSince1970: $0) },
-            authentication: e.authResults.map {
-                SenderAuthentication(field: $0, spf: e.spf ?? "none", dkim: e.dkim ?? "none", dmarc: e.dmarc ?? "none")
-            }, addDate: e.addDate)
+        self.message = message
     }
 }
 
