@@ -11,8 +11,9 @@ What must hold:
   delivered, none lost; duplicates only for deliveries that were in flight on the killed node (at
   most its `delivery.concurrency`), each one first from the killed node and then once from a
   survivor after the lease ran out, and shown in the trace (an event whose detail speaks of the
-  lease); the work was spread over all three nodes; every message ends `done` with exactly one
-  `delivered` event;
+  lease); every lease the killed node held is taken over once, traced as `lease_expired` naming it
+  ("possible duplicate"); the survivors lose no lease; the work was spread over all three nodes;
+  every message ends `done` with exactly one `delivered` event;
 - PostgreSQL restarted (`pg_ctl stop -m fast`, 3 s, start) under load: every reply is `250` or
   `451 4.3.0` (a session that keeps sending meets the session error limit: `421 4.7.0` after 20),
   none takes long, acceptance comes back by itself, every `250` is delivered, and a message
@@ -368,8 +369,16 @@ def test_three_nodes_share_the_queue_and_a_killed_nodes_deliveries_are_taken_ove
     assert all(n == 1 for n in delivered_events.values()), {q: n for q, n in delivered_events.items() if n != 1}
     unshown = {mid: trace[qid_of[mid]] for mid in dups if not any("lease" in d.lower() for _, d in trace[qid_of[mid]])}
     assert not unshown, f"duplicates not shown in the trace: {unshown}"
+    # Every lease the victim held at its death was taken over once, and the takeover says so.
+    victim_name = names[victim_index]
+    takeovers = {q: [d for k, d in trace[q] if k == "lease_expired" and victim_name in d] for q in qids}
+    taken_over = sum(len(v) for v in takeovers.values())
+    assert all(takeovers[qid_of[mid]] for mid in dups), {mid: trace[qid_of[mid]] for mid in dups}
+    assert all("possible duplicate" in d for v in takeovers.values() for d in v), takeovers
+    assert taken_over == leased_at_kill, f"{taken_over} takeovers traced, {leased_at_kill} leases held by the victim"
     lease_lost = [metric(n, "mailflow_delivery_lease_lost_total") for n in survivors]
-    print(f"mailflow_delivery_lease_lost_total on the survivors: {lease_lost}")
+    print(f"mailflow_delivery_lease_lost_total on the survivors: {lease_lost}; {taken_over} takeovers traced")
+    assert lease_lost == [0.0, 0.0], f"a survivor lost leases: {lease_lost}"
 
 
 # --------------------------------------------------------------------------------------------
