@@ -133,7 +133,10 @@ final class FakeSMTPHandler: ChannelInboundHandler {
         return (try NIOSSLContext(configuration: config), caFile.path, root)
     }
 
-    func probe(_ behaviour: FakeSMTPServer.Behaviour, caFile: String? = nil, timeout: Duration = .seconds(5))
+    /// `timeout` is long by default: no test with the default waits for it to pass (each server
+    /// answers or closes), and a fresh-clone CI run with 735 tests in parallel on two cores (the
+    /// PostgreSQL tests among them) saw a good server's TLS replies miss a 5 s probe timeout.
+    func probe(_ behaviour: FakeSMTPServer.Behaviour, caFile: String? = nil, timeout: Duration = .seconds(30))
         async throws
         -> (HostProbeResult, [String: CheckFinding])
     {
