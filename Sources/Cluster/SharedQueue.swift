@@ -157,7 +157,11 @@ public struct SharedQueue: Sendable {
     public func insert(_ c: PostgresConnection, _ batch: [NewMessage]) async throws(SharedQueueError) {
         guard !batch.isEmpty else { return }
         let rows = try SharedQueueRows(batch)
-        try await bounded(c) { c, logger in try await Self.runInsert(c, rows, logger: logger) }
+        // In BEGIN ... COMMIT: COMMIT's answer comes once the commit is done. A statement in an
+        // implicit transaction answers CommandComplete before its commit (which runs at Sync and
+        // may still fail, or wait for a synchronous standby): a 250 on that could be a lie
+        // (test_shared_queue's slow, cut commit).
+        try await transaction(c) { c, logger in try await Self.runInsert(c, rows, logger: logger) }
     }
 
     static func runInsert(_ c: PostgresConnection, _ rows: SharedQueueRows, logger: Logger) async throws {
@@ -208,7 +212,7 @@ public struct SharedQueue: Sendable {
         _ c: PostgresConnection, node: String, limit: Int, lease: Duration
     ) async throws(SharedQueueError) -> [ClaimedMessage] {
         let seconds = Self.seconds(lease)
-        return try await bounded(c) { c, logger in
+        return try await transaction(c) { c, logger in
             let rows = try await c.query(
                 """
                 WITH c AS (
@@ -310,10 +314,11 @@ public struct SharedQueue: Sendable {
         let abrupt = attempt.abruptClose ? 1 : 0
         let delayNotice: Double? = attempt.delayNoticeSent ? now : nil
         guard let notifications else {
-            // The usual case, in one statement (one round trip): every change joins `mine`, the
+            // The usual case, in one statement (and BEGIN/COMMIT, whose answer means committed, as
+            // for `insert`): every change joins `mine`, the
             // row locked only while this claim holds the lease, so without it nothing changes.
             // `p` counts what will be pending from the snapshot before the updates plus `o`.
-            return try await bounded(c) { c, logger in
+            return try await transaction(c) { c, logger in
                 let rows = try await c.query(
                     """
                     WITH mine AS (
