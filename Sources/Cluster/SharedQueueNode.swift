@@ -32,8 +32,10 @@ public final class SharedQueueNode: LeasedQueue {
     /// The leases this node holds, by queue ID.
     let held = Mutex<[String: SharedLease]>([:])
     let renewals = Mutex<Task<Void, Never>?>(nil)
-    /// Leases found lost at a renewal or a record (`mailflow_delivery_lease_lost_total`).
+    /// Attempts whose record was refused, the lease lost (possible duplicates).
     let lost = Atomic<Int>(0)
+    /// Set by `beginStop`: a record waiting for the database gives up once its lease has run out.
+    let stopping = Atomic<Bool>(false)
 
     public init(settings: SharedQueueSettings, group: any EventLoopGroup, logger: Logger) {
         node = settings.node
@@ -52,8 +54,10 @@ public final class SharedQueueNode: LeasedQueue {
 
     /// Starts renewing held leases every third of the lease.
     public func start() {
+        let seconds = Double(lease.components.seconds) + Double(lease.components.attoseconds) / 1e18
         logger.notice(
-            "queue shared in \(queue.database) as node \(node), leases of \(lease) renewed every \(lease / 3)")
+            "queue shared in \(queue.database) as node \(node), leases of \(String(format: "%g", seconds)) s renewed every \(String(format: "%g", seconds / 3)) s"
+        )
         let period = lease / 3
         renewals.withLock { task in
             guard task == nil else { return }
@@ -77,8 +81,8 @@ public final class SharedQueueNode: LeasedQueue {
         for slot in [acceptance, claims] + records { await slot.close() }
     }
 
-    let stopping = Atomic<Bool>(false)
-    /// Leases lost so far (renewals that found another owner or a lease run out, and records refused).
+    /// Attempts whose record was refused because the lease had been lost (another node may deliver
+    /// the message again); the scheduler counts the same in `mailflow_delivery_lease_lost_total`.
     public var leasesLost: Int { lost.load(ordering: .relaxed) }
 
     /// How many leases this node holds now.
