@@ -314,6 +314,8 @@ final class MigrationFlag: Sendable {
     let done = Mutex(false)
 }
 
+extension SharedQueueError: QueueWriteError {}
+
 extension SharedQueueError: WholeBatchFailure {
     /// A database that is away fails a whole acceptance batch at once (each session answers
     /// `451 4.3.0`); a refusal (a duplicate queue ID) is isolated to its message by halving.

@@ -36,6 +36,7 @@ extension GroupCommitter: MessageCommitter {
     public func storageReply(for error: any Error) -> SMTPReply? {
         // Queue writes recorded their fault where they failed; a spool write is recorded here.
         if error is FileSync.Failure { storage.recordFault(error, during: "spool") }
+        if let e = error as? any QueueWriteError { return e.reply }
         return storage.refusal(for: error)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SMTPCore
 
 /// A queue that several nodes share (cluster mode, `storage.postgres`; the implementation is
 /// `SharedQueueNode` in the Cluster module). Delivery work is **claimed** under a lease that the
@@ -41,4 +42,11 @@ public enum AttemptRecord: Sendable, Equatable {
     /// This node no longer held the lease: nothing was written. Another node may have delivered the
     /// message as well (a duplicate for the ones this attempt delivered): count it and say so.
     case leaseLost
+}
+
+/// An error of a queue store that knows how the SMTP client whose message it could not keep is
+/// answered (the shared queue's database away: `451 4.3.0 ... (queue database unavailable)`).
+/// The session says it instead of its generic `451 4.3.0`; it is always transient.
+public protocol QueueWriteError: Error {
+    var reply: SMTPReply { get }
 }

@@ -1,5 +1,6 @@
 import Cluster
 import Foundation
+import Ingress
 import Logging
 import MailQueue
 import NIOPosix
@@ -122,6 +123,15 @@ struct SharedQueueNodeTests {
             Issue.record("accepted without a database")
         } catch let e as SharedQueueError {
             #expect(e.failsEveryItem)
+            // The session answers with the shared queue's words, not its generic 451.
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mf-sqn-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let store = try SQLiteQueueStore(path: dir.appendingPathComponent("q.sqlite").path)
+            let committer = GroupCommitter(storage: store.storage) { _, _ in }
+            #expect(committer.storageReply(for: e) == e.reply)
+            #expect(e.reply.code == 451)
+            await committer.shutdownGracefully()
         }
         await #expect(throws: SharedQueueError.self) { try await a.claim(limit: 4) }
         #expect(a.leasesHeld == 0)
