@@ -47,9 +47,9 @@ public struct AdminBackend: Sendable {
     /// Service health: every issue (open and ended), oldest first; empty when health is off.
     public var healthIssues: @Sendable () -> [HealthIssue]
     /// An admin's action on an issue (post, status, post-incident review); throws `HealthActionError`.
-    public var healthAct: @Sendable (String, HealthAdminAction, String) throws -> HealthIssue
+    public var healthAct: @Sendable (String, HealthAdminAction, String) async throws -> HealthIssue
     /// A tenant admin's problem report (report, reporter name); the monitor reads it within seconds.
-    public var healthReport: @Sendable (ProblemReport, String) throws -> Void
+    public var healthReport: @Sendable (ProblemReport, String) async throws -> Void
     /// Runs one `mailflow check` (docs/check.md) with the server's DNS servers and probe defaults;
     /// nil when the server offers no checks (`503`). See ``AdminCheckRequest``.
     public var runCheck: (@Sendable (AdminCheckRequest) async throws -> AdminCheckResult)?
@@ -63,10 +63,10 @@ public struct AdminBackend: Sendable {
         wakeDelivery: @escaping @Sendable () -> Void = {},
         metrics: @escaping @Sendable () -> String = { "" },
         healthIssues: @escaping @Sendable () -> [HealthIssue] = { [] },
-        healthAct: @escaping @Sendable (String, HealthAdminAction, String) throws -> HealthIssue = { id, _, _ in
+        healthAct: @escaping @Sendable (String, HealthAdminAction, String) async throws -> HealthIssue = { id, _, _ in
             throw HealthActionError.unknownIssue(id)
         },
-        healthReport: @escaping @Sendable (ProblemReport, String) throws -> Void = { _, _ in },
+        healthReport: @escaping @Sendable (ProblemReport, String) async throws -> Void = { _, _ in },
         runCheck: (@Sendable (AdminCheckRequest) async throws -> AdminCheckResult)? = nil
     ) {
         self.store = store

@@ -83,25 +83,25 @@ extension AdminHTTPServer {
             let id = try context.parameters.require("id")
             let body = try await Self.jsonObject(request, limit: 256 * 1024)
             let text = try Self.textField(body, "text", max: HealthLimits.post)
-            return IssueJSON(try Self.healthAct(backend, id: id, .post(text), actor: context.actor ?? "api"))
+            return IssueJSON(try await Self.healthAct(backend, id: id, .post(text), actor: context.actor ?? "api"))
         }
         api.post("health/issues/:id/status") { request, context in
             let id = try context.parameters.require("id")
             let body = try await Self.jsonObject(request, limit: 16 * 1024)
             let status = try Self.statusField(body["status"], present: body.keys.contains("status"))
-            return IssueJSON(try Self.healthAct(backend, id: id, .status(status), actor: context.actor ?? "api"))
+            return IssueJSON(try await Self.healthAct(backend, id: id, .status(status), actor: context.actor ?? "api"))
         }
         api.post("health/issues/:id/review") { request, context in
             let id = try context.parameters.require("id")
             let body = try await Self.jsonObject(request, limit: 2 * 1024 * 1024, allowEmpty: true)
             let text = try Self.optionalTextField(body, "text", max: HealthLimits.review) ?? ""
-            return IssueJSON(try Self.publishReview(backend, id: id, text: text, actor: context.actor ?? "api"))
+            return IssueJSON(try await Self.publishReview(backend, id: id, text: text, actor: context.actor ?? "api"))
         }
         api.post("health/reports") { request, context in
             let body = try await Self.jsonObject(request, limit: 256 * 1024)
             let report = try Self.problemReport(Self.scopedReport(body, tenant: context.tenant))
             let reporter = context.actor ?? "api"
-            try backend.healthReport(report, reporter)
+            try await backend.healthReport(report, reporter)
             return EditedResponse(
                 status: .accepted,
                 response: HealthReportResponse(
@@ -137,24 +137,27 @@ extension AdminHTTPServer {
     }
 
     /// An admin action; an unknown issue is `404`, an action that does not apply `409`.
-    static func healthAct(_ backend: AdminBackend, id: String, _ action: HealthAdminAction, actor: String) throws
+    static func healthAct(_ backend: AdminBackend, id: String, _ action: HealthAdminAction, actor: String) async throws
         -> HealthIssue
     {
         do {
-            return try backend.healthAct(id, action, actor)
+            return try await backend.healthAct(id, action, actor)
         } catch let e as HealthActionError {
             switch e {
             case .unknownIssue: throw HTTPError(.notFound, message: e.description)
             case .notApplicable: throw HTTPError(.conflict, message: e.description)
+            case .notApplied: throw HTTPError(.serviceUnavailable, message: e.description)
             }
         }
     }
 
     /// Publishes a post-incident review; blank text publishes the monitor's draft.
-    static func publishReview(_ backend: AdminBackend, id: String, text: String, actor: String) throws -> HealthIssue {
+    static func publishReview(_ backend: AdminBackend, id: String, text: String, actor: String) async throws
+        -> HealthIssue
+    {
         let issue = try healthIssue(backend, id: id)
         let body = isBlank(text) ? HealthMonitor.draftReview(issue) : text
-        return try healthAct(backend, id: id, .postIncidentReview(body), actor: actor)
+        return try await healthAct(backend, id: id, .postIncidentReview(body), actor: actor)
     }
 
     // MARK: input

@@ -44,25 +44,25 @@ extension AdminHTTPServer {
         pages.post("health/issues/:id/posts") { [self] request, context -> Response in
             let id = try context.parameters.require("id")
             let form = try await csrfForm(request, context, limit: 256 * 1024)
-            return try healthFormResult(context, done: "posts") {
+            return try await healthFormResult(context, done: "posts") {
                 let text = try Self.textField(form, "text", max: HealthLimits.post)
-                return try Self.healthAct(backend, id: id, .post(text), actor: context.actor ?? "web")
+                return try await Self.healthAct(backend, id: id, .post(text), actor: context.actor ?? "web")
             }
         }
         pages.post("health/issues/:id/status") { [self] request, context -> Response in
             let id = try context.parameters.require("id")
             let form = try await csrfForm(request, context, limit: 4096)
-            return try healthFormResult(context, done: "status") {
+            return try await healthFormResult(context, done: "status") {
                 let status = try Self.statusField(form["status"], present: form["status"] != nil)
-                return try Self.healthAct(backend, id: id, .status(status), actor: context.actor ?? "web")
+                return try await Self.healthAct(backend, id: id, .status(status), actor: context.actor ?? "web")
             }
         }
         pages.post("health/issues/:id/review") { [self] request, context -> Response in
             let id = try context.parameters.require("id")
             let form = try await csrfForm(request, context, limit: 2 * 1024 * 1024)
-            return try healthFormResult(context, done: "review") {
+            return try await healthFormResult(context, done: "review") {
                 let text = try Self.optionalTextField(form, "text", max: HealthLimits.review) ?? ""
-                return try Self.publishReview(backend, id: id, text: text, actor: context.actor ?? "web")
+                return try await Self.publishReview(backend, id: id, text: text, actor: context.actor ?? "web")
             }
         }
         pages.get("health/report") { [self] _, context in html(render("healthReport", reportPage([:], context))) }
@@ -70,7 +70,7 @@ extension AdminHTTPServer {
             let form = try await csrfForm(request, context, limit: 256 * 1024)
             do {
                 let report = try Self.problemReport(Self.scopedReport(form, tenant: context.tenant))
-                try backend.healthReport(report, context.actor ?? "web")
+                try await backend.healthReport(report, context.actor ?? "web")
             } catch let e as HTTPError {
                 var page = reportPage(form, context)
                 page["error"] = e.body ?? "\(e)"
@@ -81,11 +81,11 @@ extension AdminHTTPServer {
     }
 
     /// Runs a form's action: on success, back to the issue with a fixed notice; otherwise the error page.
-    func healthFormResult(_ context: AdminRequestContext, done: String, _ action: () throws -> HealthIssue)
-        throws -> Response
-    {
+    func healthFormResult(
+        _ context: AdminRequestContext, done: String, _ action: () async throws -> HealthIssue
+    ) async throws -> Response {
         do {
-            let issue = try action()
+            let issue = try await action()
             let id = issue.id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
             return Response(status: .seeOther, headers: [.location: "/health/issues/\(id)?done=\(done)"])
         } catch let e as HTTPError {

@@ -65,7 +65,7 @@ public struct SharedQueue: Sendable {
     public func migrate(_ c: PostgresConnection) async throws(SharedQueueError) {
         try await transaction(c) { c, logger in
             try await PostgresCall.exec(c, "SELECT pg_advisory_xact_lock(7264101)", logger: logger)
-            for statement in Self.schema {
+            for statement in Self.schema + Self.healthSchema {
                 try await PostgresCall.exec(c, PostgresQuery(unsafeSQL: statement), logger: logger)
             }
         }
@@ -154,14 +154,53 @@ public struct SharedQueue: Sendable {
     /// each, in **one statement** (one round trip, one commit, however many messages: the group
     /// commit's batch). The `250` may be sent once this returns. A `.spooled` body is read from its
     /// file into the database (cluster mode keeps no spool a node alone can read).
-    public func insert(_ c: PostgresConnection, _ batch: [NewMessage]) async throws(SharedQueueError) {
-        guard !batch.isEmpty else { return }
+    ///
+    /// `events` are trace events without a message that came with the batch (admission control's
+    /// `throttled` refusals): they commit with it, into the trace every node's service health reads.
+    public func insert(_ c: PostgresConnection, _ batch: [NewMessage], events: [TraceEvent] = [])
+        async throws(SharedQueueError)
+    {
+        guard !batch.isEmpty || !events.isEmpty else { return }
         let rows = try SharedQueueRows(batch)
+        let loose = Self.looseEvents(events)
         // In BEGIN ... COMMIT: COMMIT's answer comes once the commit is done. A statement in an
         // implicit transaction answers CommandComplete before its commit (which runs at Sync and
         // may still fail, or wait for a synchronous standby): a 250 on that could be a lie
         // (test_shared_queue's slow, cut commit).
-        try await transaction(c) { c, logger in try await Self.runInsert(c, rows, logger: logger) }
+        try await transaction(c) { c, logger in
+            if !batch.isEmpty { try await Self.runInsert(c, rows, logger: logger) }
+            if !events.isEmpty {
+                try await PostgresCall.exec(
+                    c,
+                    """
+                    INSERT INTO mailflow_trace_event (time, queue_id, recipient, kind, detail, forest, region, tenant,
+                      client_address, reply)
+                    SELECT to_timestamp(e.time), e.queue_id, e.recipient, e.kind, e.detail, e.forest, e.region,
+                      e.tenant, e.client_address, e.reply
+                    FROM jsonb_to_recordset(\(loose)::jsonb) AS e(time float8, queue_id text, recipient text,
+                      kind text, detail text, forest text, region text, tenant text, client_address text, reply text)
+                    """, logger: logger)
+            }
+        }
+    }
+
+    /// Trace events as the JSON array `insert` reads.
+    static func looseEvents(_ events: [TraceEvent]) -> String {
+        struct Row: Encodable {
+            var time: Double
+            var queueId: String
+            var recipient, detail, forest, region, tenant, clientAddress, reply: String?
+            var kind: String
+        }
+        let rows = events.map { e in
+            Row(
+                time: e.time.timeIntervalSince1970, queueId: e.queueID, recipient: e.recipient, detail: e.detail,
+                forest: e.forest, region: e.region, tenant: e.tenant, clientAddress: e.clientAddress, reply: e.reply,
+                kind: e.kind.rawValue)
+        }
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
     }
 
     static func runInsert(_ c: PostgresConnection, _ rows: SharedQueueRows, logger: Logger) async throws {

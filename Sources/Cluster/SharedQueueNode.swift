@@ -106,23 +106,20 @@ public final class SharedQueueNode: LeasedQueue {
     }
 
     public func accept(_ messages: [NewMessage]) async throws {
-        try await acceptance.use { [queue] c throws(SharedQueueError) in try await queue.insert(c, messages) }
+        try await accept(messages, events: [])
+    }
+
+    /// Makes `messages` durable with `events` (throttle refusals, for every node's service health)
+    /// in one transaction.
+    public func accept(_ messages: [NewMessage], events: [TraceEvent]) async throws {
+        try await acceptance.use { [queue] c throws(SharedQueueError) in
+            try await queue.insert(c, messages, events: events)
+        }
     }
 
     /// `accept` for the group committer's own thread, which may block.
-    public func acceptBlocking(_ messages: [NewMessage]) throws {
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<Void, any Error>>(.success(()))
-        Task {
-            do {
-                try await accept(messages)
-            } catch {
-                result.withLock { $0 = .failure(error) }
-            }
-            done.signal()
-        }
-        done.wait()
-        try result.withLock { $0 }.get()
+    public func acceptBlocking(_ messages: [NewMessage], events: [TraceEvent] = []) throws {
+        try blockingCall { try await self.accept(messages, events: events) }
     }
 
     public func claim(limit: Int) async throws -> [StoredMessage] {

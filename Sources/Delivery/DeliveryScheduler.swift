@@ -337,7 +337,6 @@ public final class DeliveryScheduler: Sendable {
                     "the lease on this message ran out before its attempt was recorded: another node may deliver it again (possible duplicate)",
                     metadata: ["queue_id": "\(id)"])
             }
-            await keepForHealth(attempt, of: m)
         } else if let spoolPath = try await recorder.record(attempt) {
             // Batched with the other attempts finishing now: one transaction, one sync.
             spool.remove(path: spoolPath)
@@ -372,23 +371,6 @@ public final class DeliveryScheduler: Sendable {
             case .failed(let why):
                 logger.error("failed", metadata: ["queue_id": "\(id)", "to": "\(rcpt)", "reason": "\(why)"])
             }
-        }
-    }
-
-    /// Cluster mode: this node's delivery outcomes are also written to its own store's trace, which
-    /// its service-health monitor reads (the message trace itself is the shared queue's).
-    func keepForHealth(_ attempt: SQLiteQueueStore.Attempt, of m: StoredMessage) async {
-        let events = attempt.outcomes.sorted { $0.key < $1.key }.map { idx, outcome in
-            let r = outcome.recorded
-            return TraceEvent(
-                time: attempt.now, queueID: m.id, recipient: m.recipients.first { $0.index == idx }?.recipient.address,
-                kind: r.kind, detail: r.detail, tenant: m.tenant, clientAddress: m.clientAddress)
-        }
-        let store = self.store
-        do {
-            try await blocking { try store.insert([], events: events) }
-        } catch {
-            logger.warning("delivery outcomes not kept for service health: \(error)")
         }
     }
 

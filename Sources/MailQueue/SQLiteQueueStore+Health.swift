@@ -6,7 +6,7 @@ import GRDB
 /// waiting for the monitor to apply them (from the CLI, which does not run the monitor). The
 /// monitor reads SMTP outcomes straight from the trace stream (`healthTrace`), so nothing keeps a
 /// second record of what happened.
-extension SQLiteQueueStore {
+extension SQLiteQueueStore: HealthStore {
     static func registerHealthMigration(_ m: inout DatabaseMigrator) {
         m.registerMigration("v5-health") { db in
             try db.execute(
@@ -57,6 +57,26 @@ extension SQLiteQueueStore {
         public var messageTenant: String?
         public var messageClient: String?
         public var messageReceivedAt: Date?
+
+        public init(
+            id: Int64, time: Date, kind: TraceEventKind, recipient: String?, detail: String?, forest: String?,
+            region: String?, tenant: String?, clientAddress: String?, reply: String?, messageTenant: String?,
+            messageClient: String?, messageReceivedAt: Date?
+        ) {
+            self.id = id
+            self.time = time
+            self.kind = kind
+            self.recipient = recipient
+            self.detail = detail
+            self.forest = forest
+            self.region = region
+            self.tenant = tenant
+            self.clientAddress = clientAddress
+            self.reply = reply
+            self.messageTenant = messageTenant
+            self.messageClient = messageClient
+            self.messageReceivedAt = messageReceivedAt
+        }
     }
 
     /// Trace events after `afterID` (outcomes and refusals only), oldest first.
@@ -83,6 +103,15 @@ extension SQLiteQueueStore {
             }
         }
     }
+
+    /// A position here is a trace event ID: the stream is read after it (one writer, so IDs are in
+    /// commit order).
+    public func healthTrace(from position: Int64, limit: Int) throws -> HealthTraceBatch {
+        let rows = try healthTrace(after: position, limit: limit)
+        return HealthTraceBatch(rows: rows, next: rows.last?.id ?? position, more: rows.count == limit)
+    }
+
+    public func healthTraceStart(atOrAfter time: Date) throws -> Int64 { try traceID(atOrAfter: time) }
 
     /// The newest trace event ID, and the first ID at or after `time` (where a warm-up starts).
     public func traceID(atOrAfter time: Date) throws -> Int64 {
@@ -131,6 +160,18 @@ extension SQLiteQueueStore {
         public var text: String
         public var error: String?
         public var reporter: String
+
+        public init(
+            id: Int64, time: Date, tenant: String, region: String, text: String, error: String?, reporter: String
+        ) {
+            self.id = id
+            self.time = time
+            self.tenant = tenant
+            self.region = region
+            self.text = text
+            self.error = error
+            self.reporter = reporter
+        }
     }
 
     @discardableResult
@@ -162,6 +203,13 @@ extension SQLiteQueueStore {
         try pool.read { db in try Int64.fetchOne(db, sql: "SELECT coalesce(max(id), 0) FROM health_report") ?? 0 }
     }
 
+    public func problemReports(from position: Int64, limit: Int) throws -> ProblemReportBatch {
+        let reports = try problemReports(after: position, limit: limit)
+        return ProblemReportBatch(reports: reports, next: reports.last?.id ?? position)
+    }
+
+    public func problemReportsEnd() throws -> Int64 { try lastProblemReportID() }
+
     // MARK: actions
 
     /// An admin's action on an issue: a post, a status change.
@@ -172,10 +220,19 @@ extension SQLiteQueueStore {
         public var kind: String
         public var value: String
         public var actor: String
+
+        public init(id: Int64, time: Date, issue: String, kind: String, value: String, actor: String) {
+            self.id = id
+            self.time = time
+            self.issue = issue
+            self.kind = kind
+            self.value = value
+            self.actor = actor
+        }
     }
 
     @discardableResult
-    public func addHealthAction(issue: String, kind: String, value: String, actor: String, time: Date = Date())
+    public func addHealthAction(issue: String, kind: String, value: String, actor: String, time: Date)
         throws -> Int64
     {
         try pool.write { db in

@@ -74,21 +74,38 @@ public enum HealthTraceMapping {
 }
 
 /// The live service-health monitor: every few seconds it reads the trace stream and new problem
-/// reports from the queue database, feeds them to a `HealthMonitor` in time order, applies admin
-/// actions left by the CLI, stores changed issues and sends notifications.
+/// reports from its `HealthStore`, feeds them to a `HealthMonitor` in time order, applies admin
+/// actions left by the CLI (or by other nodes), stores changed issues and sends notifications.
 ///
 /// On start it reloads stored issues and replays the last `warmUp` of the trace into a scratch
 /// monitor, so baselines are back at once; that replay opens nothing.
+///
+/// **In a cluster** (`leadership` given, the store the shared queue's database) every node runs a
+/// `HealthService` but only the **leader** runs the monitor, over every node's trace: it takes the
+/// leadership when nobody holds it (or its holder's lease ran out), warms up, and goes on reading
+/// where the previous leader stopped (the positions it saved at each pass), so an issue is opened,
+/// stored and notified once for the cluster. The others show the stored issues (read at each pass)
+/// and queue their admins' actions for the leader, waiting for it to apply them.
 public final class HealthService: Sendable {
     struct Cursor: Sendable {
-        var traceID: Int64 = 0
-        var reportID: Int64 = 0
+        var trace: Int64 = 0
+        var reports: Int64 = 0
     }
 
-    let store: SQLiteQueueStore
+    struct Role: Sendable {
+        /// This node runs the monitor (always, without `leadership`).
+        var leading = false
+        var warmUp: TimeInterval = HealthService.defaultWarmUp
+        /// The stored issues, as a node that does not lead shows them.
+        var stored: [HealthIssue] = []
+    }
+
+    let store: any HealthStore
+    let leadership: (any HealthLeadership)?
     let placement: @Sendable (String) -> TenantPlacement
     let monitor: Mutex<HealthMonitor>
     let cursor = Mutex(Cursor())
+    let role = Mutex(Role())
     let notifier: HealthNotifier?
     let logger: Logger
     let interval: Duration
@@ -97,11 +114,12 @@ public final class HealthService: Sendable {
     let task = Mutex<Task<Void, Never>?>(nil)
 
     public init(
-        store: SQLiteQueueStore, placement: @escaping @Sendable (String) -> TenantPlacement,
-        notifier: HealthNotifier?, logger: Logger, interval: Duration = .seconds(5),
-        policy: HealthDetectionPolicy = HealthDetectionPolicy()
+        store: any HealthStore, leadership: (any HealthLeadership)? = nil,
+        placement: @escaping @Sendable (String) -> TenantPlacement, notifier: HealthNotifier?, logger: Logger,
+        interval: Duration = .seconds(5), policy: HealthDetectionPolicy = HealthDetectionPolicy()
     ) {
         self.store = store
+        self.leadership = leadership
         self.placement = placement
         self.notifier = notifier
         self.logger = logger
@@ -116,7 +134,7 @@ public final class HealthService: Sendable {
     }()
 
     /// Stored issues, decoded.
-    public static func storedIssues(_ store: SQLiteQueueStore) throws -> [HealthIssue] {
+    public static func storedIssues(_ store: any HealthStore) throws -> [HealthIssue] {
         try store.healthIssueDocuments().compactMap { try? JSONDecoder().decode(HealthIssue.self, from: Data($0.utf8)) }
             .sorted { (Int($0.id.dropFirst(2)) ?? 0) < (Int($1.id.dropFirst(2)) ?? 0) }
     }
@@ -125,34 +143,50 @@ public final class HealthService: Sendable {
     /// A week of trace: weekly traffic patterns are in the baselines from the start.
     public static let defaultWarmUp: TimeInterval = 7 * 86400
 
+    /// Gets ready to run. Alone: reloads the issues and warms up (`warm`). In a cluster: remembers
+    /// `warmUp` for when this node takes the leadership, and reads the stored issues.
     public func prepare(now: Date = Date(), warmUp: TimeInterval = defaultWarmUp, maximumRows: Int = 2_000_000) throws {
+        guard leadership != nil else {
+            try warm(now: now, warmUp: warmUp, maximumRows: maximumRows, resume: nil)
+            return
+        }
+        let stored = try Self.storedIssues(store)
+        role.withLock {
+            $0.warmUp = warmUp
+            $0.stored = stored
+        }
+    }
+
+    /// Reloads the stored issues and replays the trace from `now - warmUp` into a scratch monitor;
+    /// the live monitor then reads from `resume` (where a previous leader stopped) or from the end.
+    func warm(now: Date, warmUp: TimeInterval, maximumRows: Int = 2_000_000, resume: HealthLead?) throws {
         let existing = try Self.storedIssues(store)
         var warm = HealthMonitor(policy: monitor.withLock { $0.policy })
-        var id = try store.traceID(atOrAfter: now.addingTimeInterval(-warmUp))
+        var position = try store.healthTraceStart(atOrAfter: now.addingTimeInterval(-warmUp))
         var rows = 0
         while rows < maximumRows {
-            let batch = try store.healthTrace(after: id, limit: 50_000)
-            guard let last = batch.last else { break }
-            for r in batch { if let s = HealthTraceMapping.signal(r, placement: placement) { warm.ingest(s) } }
-            id = last.id
-            rows += batch.count
+            let batch = try store.healthTrace(from: position, limit: 50_000)
+            for r in batch.rows { if let s = HealthTraceMapping.signal(r, placement: placement) { warm.ingest(s) } }
+            position = batch.next
+            rows += batch.rows.count
+            if !batch.more { break }
         }
         let next = (existing.compactMap { Int($0.id.dropFirst(2)) }.max() ?? 0) + 1
         monitor.withLock { $0 = HealthMonitor(existing: existing, nextNumber: next, learntFrom: warm) }
-        let reportID = try store.lastProblemReportID()
-        cursor.withLock { $0 = Cursor(traceID: id, reportID: reportID) }
+        let reports = try resume?.reports ?? store.problemReportsEnd()
+        cursor.withLock { $0 = Cursor(trace: resume?.trace ?? position, reports: reports) }
         logger.info(
             "service health ready",
             metadata: ["issues": "\(existing.count)", "warm_up_events": "\(rows)"])
     }
 
-    /// Runs a pass every `interval` until `stop()`. A pass reads SQLite, which blocks, so it runs on
-    /// `threadPool`, never on the cooperative pool the async code shares.
+    /// Runs a round every `interval` until `stop()`. A round reads the store, which blocks, so it
+    /// runs on `threadPool`, never on the cooperative pool the async code shares.
     public func start(threadPool: NIOThreadPool) {
         let t = Task.detached { [self] in
             while !Task.isCancelled {
                 do {
-                    try await threadPool.runIfActive { try self.pass(now: Date()) }
+                    try await threadPool.runIfActive { try self.round(now: Date()) }
                 } catch {
                     self.logger.error("service health pass failed: \(error)")
                 }
@@ -162,26 +196,69 @@ public final class HealthService: Sendable {
         task.withLock { $0 = t }
     }
 
-    public func stop() {
-        task.withLock { $0?.cancel() }
+    /// Stops the rounds; a leader gives the leadership up so that another node takes it at once.
+    public func stop() async {
+        let t = task.withLock { t -> Task<Void, Never>? in
+            defer { t = nil }
+            return t
+        }
+        t?.cancel()
+        await t?.value
+        guard let leadership, role.withLock({ $0.leading }) else { return }
+        await Task.detached { leadership.resign() }.value
+        logger.notice("service health: leadership given up")
     }
 
-    /// One round: new trace events and reports in time order, pending admin actions, the clock.
+    /// Whether this node runs the monitor now.
+    public var leads: Bool { leadership == nil || role.withLock { $0.leading } }
+
+    /// One round: alone, a pass; in a cluster, the leadership taken or renewed first, and a pass
+    /// only as the leader (then its positions saved); otherwise the stored issues read.
+    public func round(now: Date) throws {
+        guard let leadership else { return try pass(now: now) }
+        guard let lead = try leadership.lead() else {
+            let was = role.withLock { r -> Bool in
+                defer { r.leading = false }
+                return r.leading
+            }
+            if was { logger.warning("service health: another node leads now; this one only shows its issues") }
+            let stored = try Self.storedIssues(store)
+            role.withLock { $0.stored = stored }
+            return
+        }
+        let (was, warmUp) = role.withLock { ($0.leading, $0.warmUp) }
+        if !was {
+            try warm(now: now, warmUp: warmUp, resume: lead)
+            role.withLock { $0.leading = true }
+            logger.notice(
+                "service health: this node leads (runs the monitor for the cluster)",
+                metadata: ["resumed": "\(lead.trace != nil)"])
+        }
+        try pass(now: now)
+        let c = cursor.withLock { $0 }
+        try leadership.saveProgress(trace: c.trace, reports: c.reports)
+    }
+
+    /// One pass of the monitor: new trace events and reports in time order, pending admin actions,
+    /// the clock.
     public func pass(now: Date) throws {
         let c = cursor.withLock { $0 }
         var signals: [(Date, Int, HealthSignal)] = []
-        var traceID = c.traceID
+        var position = c.trace
+        var n = 0
         while true {
-            let batch = try store.healthTrace(after: traceID, limit: 50_000)
-            guard let last = batch.last else { break }
-            for (n, r) in batch.enumerated() {
+            let batch = try store.healthTrace(from: position, limit: 50_000)
+            for r in batch.rows {
                 if let s = HealthTraceMapping.signal(r, placement: placement) { signals.append((s.time, n, s)) }
+                n += 1
             }
-            traceID = last.id
-            if batch.count < 50_000 { break }
+            position = batch.next
+            if !batch.more { break }
         }
-        let reports = try store.problemReports(after: c.reportID)
-        for (n, r) in reports.enumerated() { signals.append((r.time, 1_000_000 + n, HealthTraceMapping.signal(r))) }
+        let reports = try store.problemReports(from: c.reports, limit: 10_000)
+        for (i, r) in reports.reports.enumerated() {
+            signals.append((r.time, 1_000_000_000 + i, HealthTraceMapping.signal(r)))
+        }
         signals.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
         let actions = try store.pendingHealthActions()
         var changes: [HealthChange] = []
@@ -206,8 +283,8 @@ public final class HealthService: Sendable {
             }
         }
         cursor.withLock {
-            $0.traceID = traceID
-            $0.reportID = reports.last?.id ?? c.reportID
+            $0.trace = position
+            $0.reports = reports.next
         }
         try persist(changes)
         for (id, ok) in applied { try store.finishHealthAction(id, applied: ok) }
@@ -246,10 +323,23 @@ public final class HealthService: Sendable {
 
     // MARK: reads and actions for the admin listener
 
-    public var issues: [HealthIssue] { monitor.withLock { $0.issues } }
+    /// Every issue: the monitor's, or, on a node that does not lead, the stored ones as of the last
+    /// round.
+    public var issues: [HealthIssue] {
+        leads ? monitor.withLock { $0.issues } : role.withLock { $0.stored }
+    }
 
-    /// An admin's action, applied at once and stored.
+    /// An admin's action, applied at once and stored; on a node that does not lead, queued for the
+    /// leader and waited for (blocks up to `HealthActionQueue.wait`).
     public func apply(_ action: HealthAdminAction, to id: String, by actor: String) throws -> HealthIssue {
+        guard leads else {
+            let issue = try HealthActionQueue(store: store).apply(
+                action, to: id, by: actor, issues: Self.storedIssues(store))
+            role.withLock { r in
+                if let i = r.stored.firstIndex(where: { $0.id == issue.id }) { r.stored[i] = issue }
+            }
+            return issue
+        }
         let issue = try monitor.withLock { m throws(HealthActionError) in
             try m.apply(action, to: id, by: actor, at: Date())
         }
@@ -257,7 +347,7 @@ public final class HealthService: Sendable {
         return issue
     }
 
-    /// A tenant admin's problem report; the next pass reads it.
+    /// A tenant admin's problem report; the next pass (the leader's, in a cluster) reads it.
     public func report(_ r: ProblemReport, by reporter: String) throws {
         try store.addProblemReport(
             time: Date(), tenant: r.tenant, region: r.region, text: r.text, error: r.errorText, reporter: reporter)

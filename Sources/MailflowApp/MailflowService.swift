@@ -190,8 +190,11 @@ public final class MailflowService: Sendable {
                         subject: subject, body: body, to: to, hostname: now.session.hostname,
                         directory: now.directory, committer: committer)
                 })
+            // In a cluster the health state is the shared queue's database's, and one node at a
+            // time (the leader) runs the monitor over every node's trace.
+            let shared = config.sharedQueue.map { SharedHealthStore(settings: $0, group: group, logger: logger) }
             health = HealthService(
-                store: store,
+                store: shared ?? store, leadership: shared,
                 placement: { tenant in
                     let f = admissionForPlacement.forest(forTenant: tenant)
                     return TenantPlacement(forest: f.name, region: f.region)
@@ -243,11 +246,16 @@ public final class MailflowService: Sendable {
                     return metrics?.render(usage: admission.usage(), queue: counts, storage: storage) ?? ""
                 },
                 healthIssues: { [health] in health?.issues ?? [] },
-                healthAct: { [health] id, action, actor in
+                // On the blocking pool: the store blocks, and a node that does not lead waits for
+                // the one that does.
+                healthAct: { [health, threadPool] id, action, actor in
                     guard let health else { throw HealthActionError.unknownIssue(id) }
-                    return try health.apply(action, to: id, by: actor)
+                    return try await threadPool.runIfActive { try health.apply(action, to: id, by: actor) }
                 },
-                healthReport: { [health] report, reporter in try health?.report(report, by: reporter) },
+                healthReport: { [health, threadPool] report, reporter in
+                    guard let health else { return }
+                    try await threadPool.runIfActive { try health.report(report, by: reporter) }
+                },
                 runCheck: AdminCheckRunner.make(
                     hostname: config.hostname, dataDirectory: config.dataDirectory, dnsServers: dnsServers,
                     blocklists: { current.mutex.withLock { $0.diagnosticsBlocklists } }))
@@ -583,7 +591,7 @@ public final class MailflowService: Sendable {
         await server.shutdown(grace: .seconds(currentConfig.mutex.withLock { $0.shutdownGrace }))
         await admin?.shutdown()
         await cluster?.stop()
-        health?.stop()
+        await health?.stop()
         snapshotTask.withLock { $0?.cancel() }
         housekeeping.withLock { tasks in for t in tasks { t.cancel() } }
         writeLimitsSnapshot()
@@ -604,40 +612,26 @@ public final class MailflowService: Sendable {
 
 extension MailflowService {
     /// The group committer of cluster mode: each batch of acceptances goes into the shared queue in
-    /// one transaction (a spooled body is read into it, and its file removed once committed). The
-    /// throttle events riding along, and a `received` event per message, go to this node's store,
-    /// where its service health reads them.
+    /// one transaction (a spooled body is read into it, and its file removed once committed), with
+    /// the throttle events riding along: every node's service health reads them there. A batch of
+    /// throttle events alone that cannot be written is dropped (logged), never retried.
     static func sharedCommitter(
         _ queue: SharedQueueNode, store: SQLiteQueueStore, spool: Spool, logger: Logger,
         onCommitted: @escaping @Sendable ([String]) -> Void
     ) -> GroupCommitter {
         GroupCommitter(storage: store.storage, onCommitted: onCommitted) { messages, events in
-            if !messages.isEmpty {
-                do {
-                    try queue.acceptBlocking(messages)
-                } catch {
-                    logger.error("shared queue: \(messages.count) messages not accepted (451 4.3.0): \(error)")
-                    throw error
+            do {
+                try queue.acceptBlocking(messages, events: events)
+            } catch {
+                guard !messages.isEmpty else {
+                    logger.warning("shared queue: \(events.count) trace events not written: \(error)")
+                    return
                 }
-                for m in messages {
-                    if case .spooled(let path) = m.body { spool.remove(path: path) }
-                }
+                logger.error("shared queue: \(messages.count) messages not accepted (451 4.3.0): \(error)")
+                throw error
             }
-            // This node's acceptances, for its service health, beside the throttle events.
-            let kept =
-                events
-                + messages.map { m in
-                    var e = m.receivedEvent
-                    e.tenant = m.tenant
-                    e.clientAddress = m.clientAddress
-                    return e
-                }
-            if !kept.isEmpty {
-                do {
-                    try store.insert([], events: kept)
-                } catch {
-                    logger.warning("\(kept.count) trace events not kept for service health: \(error)")
-                }
+            for m in messages {
+                if case .spooled(let path) = m.body { spool.remove(path: path) }
             }
         }
     }

@@ -14,11 +14,14 @@ public enum HealthAdminAction: Sendable, Equatable {
 public enum HealthActionError: Error, Equatable, CustomStringConvertible {
     case unknownIssue(String)
     case notApplicable(String)
+    /// Queued for the node that runs the monitor (cluster mode), which has not applied it in time.
+    case notApplied(String)
 
     public var description: String {
         switch self {
         case .unknownIssue(let id): return "no issue \(id)"
         case .notApplicable(let why): return why
+        case .notApplied(let why): return why
         }
     }
 }

@@ -57,8 +57,15 @@ public struct HealthMonitor: Sendable {
         self.window = SlidingWindow(size: policy.windowBuckets)
         self.issues = existing
         self.nextNumber = max(nextNumber, (existing.compactMap { Int($0.id.dropFirst(2)) }.max() ?? 0) + 1)
+        // An issue still open carries on: its episode starts again here, so a quiet bucket starts
+        // its restore clock (without one it would stay `restoringService` for ever after a
+        // restart or a cluster's change of health leader).
         for (i, issue) in existing.enumerated() where !issue.isResolved {
-            openIssue[EpisodeKey(issue: issue)] = i
+            let key = EpisodeKey(issue: issue)
+            openIssue[key] = i
+            var episode = Episode(onset: issue.startDateTime)
+            episode.lastFailure = max(issue.startDateTime, issue.lastModifiedDateTime)
+            episodes[key] = episode
         }
     }
 

@@ -1,9 +1,12 @@
 import ArgumentParser
+import Cluster
 import Dispatch
 import Foundation
 import Ingress
+import Logging
 import MailQueue
 import MailflowApp
+import NIOPosix
 import ServiceHealth
 import Synchronization
 
@@ -18,8 +21,19 @@ struct Health: ParsableCommand {
         ],
         defaultSubcommand: Overview.self)
 
+    /// Where the issues, reports and actions are: with `storage.postgres`, the shared queue's
+    /// database (the cluster's service health, whichever node leads it); otherwise this node's
+    /// queue database.
+    static func store(_ options: ConfigOption) throws -> any HealthStore {
+        let config = try options.load()
+        guard let settings = config.sharedQueue else { return try Queue.open(options) }
+        return SharedHealthStore(
+            settings: settings, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "mailflow.health"),
+            timeout: max(settings.timeout, 10), keepConnection: false)
+    }
+
     static func issues(_ options: ConfigOption) throws -> [HealthIssue] {
-        try HealthService.storedIssues(Queue.open(options))
+        try HealthService.storedIssues(store(options))
     }
 
     static func issue(_ id: String, _ options: ConfigOption) throws -> HealthIssue {
@@ -143,7 +157,7 @@ struct Health: ParsableCommand {
         }
 
         func run() throws {
-            let store = try Queue.open(options)
+            let store = try Health.store(options)
             let config = try options.load()
             guard config.tenants.contains(where: { $0.name == tenant }) else {
                 throw FailureMessage(text: "no tenant \(tenant) in the config")
@@ -155,11 +169,11 @@ struct Health: ParsableCommand {
         }
     }
 
-    /// Queues an admin action for the running server (the only writer of issues) and waits for it.
+    /// Queues an admin action for the running server (the only writer of issues; the health leader
+    /// in a cluster) and waits for it. `HealthActionQueue` checks it first with the server's rules,
+    /// for a precise refusal.
     static func act(_ options: ConfigOption, _ id: String, _ kind: String, _ value: String, _ actor: String?) throws {
         let issue = try Health.issue(id, options)
-        // The same rules the server applies, checked here for a precise refusal.
-        var scratch = HealthMonitor(existing: [issue], nextNumber: 1)
         let action: HealthAdminAction
         switch kind {
         case "post": action = .post(value)
@@ -174,31 +188,18 @@ struct Health: ParsableCommand {
             action = .status(s)
         }
         let who = actor ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
+        let outcome: HealthActionQueue.Outcome
         do {
-            _ = try scratch.apply(action, to: issue.id, by: who, at: Date())
-        } catch {
-            throw FailureMessage(text: "\(issue.id): \(error)")
+            outcome = try HealthActionQueue(store: Health.store(options)).queue(action, on: issue, by: who)
+        } catch let e as HealthActionError {
+            throw FailureMessage(text: "\(issue.id): \(e)")
         }
-        let value: String
-        switch action {
-        case .post(let t), .postIncidentReview(let t): value = t
-        case .status(let s): value = s.rawValue
+        switch outcome {
+        case .applied: print("\(issue.id): \(kind) applied")
+        case .refused: throw FailureMessage(text: "\(issue.id): the server refused the \(kind) (see its log)")
+        case .waiting:
+            print("\(issue.id): \(kind) queued; the running server applies it within seconds (is it running?)")
         }
-        let store = try Queue.open(options)
-        let actionID = try store.addHealthAction(issue: issue.id, kind: kind, value: value, actor: who)
-        let deadline = Date().addingTimeInterval(15)
-        while Date() < deadline {
-            switch try store.healthActionState(actionID) {
-            case 1?:
-                print("\(issue.id): \(kind) applied")
-                return
-            case 2?:
-                throw FailureMessage(text: "\(issue.id): the server refused the \(kind) (see its log)")
-            default:
-                Thread.sleep(forTimeInterval: 0.2)
-            }
-        }
-        print("\(issue.id): \(kind) queued; the running server applies it within seconds (is it running?)")
     }
 
     struct Post: ParsableCommand {
@@ -244,24 +245,23 @@ struct Health: ParsableCommand {
             let to = try until.map(Trace.time) ?? Date()
             let config = try options.load()
             let admission = AdmissionControl(limits: config.admissionLimits)
-            let store = try Queue.open(options)
+            let store = try Health.store(options)
             var signals: [HealthSignal] = []
-            var id = try store.traceID(atOrAfter: from)
-            scan: while true {
-                let batch = try store.healthTrace(after: id, limit: 50_000)
-                guard let last = batch.last else { break }
-                for r in batch {
-                    if r.time > to { break scan }
-                    if r.time < from { continue }
+            // In write order (about time order): read to the end, keeping the window.
+            var position = try store.healthTraceStart(atOrAfter: from)
+            while true {
+                let batch = try store.healthTrace(from: position, limit: 50_000)
+                for r in batch.rows where r.time >= from && r.time <= to {
                     let s = HealthTraceMapping.signal(r) { tenant in
                         let f = admission.forest(forTenant: tenant)
                         return TenantPlacement(forest: f.name, region: f.region)
                     }
                     if let s { signals.append(s) }
                 }
-                id = last.id
+                position = batch.next
+                if !batch.more { break }
             }
-            for r in try store.problemReports(after: 0, limit: 1_000_000) where r.time >= from && r.time <= to {
+            for r in try store.problemReports(from: 0, limit: 1_000_000).reports where r.time >= from && r.time <= to {
                 signals.append(HealthTraceMapping.signal(r))
             }
             signals.sort { $0.time < $1.time }

@@ -118,6 +118,47 @@ struct HealthMonitorTests {
         #expect(w.changes.map(\.kind).contains(.restored))
     }
 
+    /// A monitor started again while an issue is open (a restart, or another cluster node taking
+    /// the leadership over) carries the issue on and restores it once the fault ends, without a
+    /// second issue.
+    @Test func anIssueOpenAtARestartRestoresAfterIt() throws {
+        var w = World()
+        w.run(from: day0, minutes: 4 * 60)
+        let onset = day0.addingTimeInterval(4 * 3600)
+        w.run(from: onset, minutes: 10) { _, dir, forest, _, _, _ in
+            dir == .inbound && forest == "EURPR01" ? World.forestText : nil
+        }
+        let open = try #require(w.monitor.issues.first)
+        #expect(!open.isResolved)
+        var restarted = World()
+        restarted.monitor = HealthMonitor(existing: w.monitor.issues, nextNumber: 2, learntFrom: w.monitor)
+        restarted.run(from: onset.addingTimeInterval(10 * 60), minutes: 5) { _, dir, forest, _, _, _ in
+            dir == .inbound && forest == "EURPR01" ? World.forestText : nil
+        }
+        restarted.run(from: onset.addingTimeInterval(15 * 60), minutes: 30)
+        #expect(restarted.monitor.issues.map(\.id) == [open.id], "the same issue, not a second one")
+        let issue = try #require(restarted.monitor.issues.first)
+        #expect(issue.status == .serviceRestored)
+        let end = try #require(issue.endDateTime)
+        #expect(abs(end.timeIntervalSince(onset.addingTimeInterval(15 * 60))) <= 60)
+    }
+
+    /// Restarted after the fault ended: the open issue restores after `restoreAfter` of quiet.
+    @Test func anIssueOpenAtARestartAfterTheFaultEndedRestores() throws {
+        var w = World()
+        w.run(from: day0, minutes: 4 * 60)
+        let onset = day0.addingTimeInterval(4 * 3600)
+        w.run(from: onset, minutes: 10) { _, dir, forest, _, _, _ in
+            dir == .inbound && forest == "EURPR01" ? World.forestText : nil
+        }
+        var restarted = World()
+        restarted.monitor = HealthMonitor(existing: w.monitor.issues, nextNumber: 2, learntFrom: w.monitor)
+        restarted.run(from: onset.addingTimeInterval(10 * 60), minutes: 30)
+        let issue = try #require(restarted.monitor.issues.first)
+        #expect(issue.status == .serviceRestored)
+        #expect(restarted.changes.map(\.kind).contains(.restored))
+    }
+
     @Test func aOneMinuteBlipOpensNothing() {
         var w = World()
         w.run(from: day0, minutes: 4 * 60)
