@@ -54,6 +54,13 @@ def pytest_sessionfinish(session, exitstatus):
 _database_counter = [0]
 
 
+def storage_under_test() -> dict:
+    """`storage` for one more mailflow server (a fresh database under MAILFLOW_E2E_STORAGE=postgres),
+    else nothing: for tests that build a `MailflowServer` themselves (libfaketime, a fixture of their own)."""
+    _database_counter[0] += 1
+    return _storage_under_test(f"mf_e2e_{_database_counter[0]}")
+
+
 def _factory(base_dir: Path):
     servers: list[MailflowServer] = []
     counter = [0]
@@ -62,8 +69,7 @@ def _factory(base_dir: Path):
         counter[0] += 1
         config = merge_config(default_config(), overrides)
         if "storage" not in config:
-            _database_counter[0] += 1
-            config.update(_storage_under_test(f"mf_e2e_{_database_counter[0]}"))
+            config.update(storage_under_test())
         srv = MailflowServer(base_dir / f"server{counter[0]}", config)
         servers.append(srv)
         if start:

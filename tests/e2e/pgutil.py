@@ -7,7 +7,8 @@
 directory on the same port (a restart under load); `stop()` ends it for good and removes the folder.
 `query(sql)` runs one statement through `psql` and returns its rows as tuples of strings.
 
-Shared by tests/e2e/test_cluster.py and tests/e2e/test_shared_queue.py.
+Shared by tests/e2e/test_cluster.py and tests/e2e/test_shared_queue.py; `query_url` reads and ages the
+queue of a server that the PostgreSQL pass (MAILFLOW_E2E_STORAGE=postgres, conftest.py) started.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def query_url(url: str, sql: str, timeout: float = 30.0) -> list[tuple[str, ...]]:
+    """One statement through psql against the database at `url` (a mailflow server's
+    `storage.postgres.url`); rows as tuples of strings (NULL as '')."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))
+    r = subprocess.run([found[-1] if found else "psql", "-d", url, "-X", "-q", "-A", "-t", "-F", "\x1f",
+                        "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"psql: {r.stderr.strip()} ({sql})"
+    return [tuple(line.split("\x1f")) for line in r.stdout.splitlines() if line]
 
 
 class Postgres:

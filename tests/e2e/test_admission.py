@@ -34,6 +34,7 @@ from mfutil import (
     to_yaml,
     wait_for_delivery,
 )
+from pgutil import query_url
 
 F, F_REGION = "NAMPR01", "north-america"
 G, G_REGION = "EURPR02", "europe"
@@ -167,13 +168,26 @@ def wait_idle(srv, timeout: float = 6.0) -> dict:
 
 
 def throttle_rows(srv) -> list[dict]:
+    """The server's `throttled` trace events, oldest first: in queue.sqlite, and in the shared queue's
+    database when the queue is in PostgreSQL (MAILFLOW_E2E_STORAGE=postgres), where cluster-wide
+    service health reads them (issue 16; until then a node kept them in its own queue.sqlite)."""
     path = Path(srv.data_dir) / "queue.sqlite"
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
         con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute("SELECT * FROM trace_event WHERE kind = 'throttled' ORDER BY id")]
+        rows = [dict(r) for r in con.execute("SELECT * FROM trace_event WHERE kind = 'throttled' ORDER BY id")]
     finally:
         con.close()
+    postgres = srv.config.get("storage", {}).get("postgres", {}).get("url")
+    # The tables appear at the node's first connection to the database.
+    if postgres and query_url(postgres, "SELECT to_regclass('mailflow_trace_event') IS NOT NULL") == [("t",)]:
+        [(text,)] = query_url(postgres, """
+            SELECT coalesce(json_agg(t ORDER BY t.id), '[]') FROM (
+              SELECT id, extract(epoch FROM time)::float8 AS time, queue_id, recipient, kind, detail, forest, region,
+                tenant, client_address, reply
+              FROM mailflow_trace_event WHERE kind = 'throttled') t""")
+        rows += json.loads(text)
+    return rows
 
 
 def wait_throttle(srv, reply: str, count: int = 1, timeout: float = 6.0) -> list[dict]:

@@ -38,12 +38,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import storage_under_test
 from dnsutil import Dnsmasq
 from mfutil import MailflowServer, default_config, make_message, merge_config
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 sys.path.insert(0, str(FAKES))
 
+from pgutil import query_url  # noqa: E402
 from remote_smtp import FakeRemoteConfig, start_in_thread  # noqa: E402
 
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
@@ -204,6 +206,11 @@ def shift_next_attempts(srv: MailflowServer, seconds: float) -> None:
     """What a backward step leaves in the queue, written into it directly: every deferred message's
     next attempt `seconds` later than the (true) wall clock says it should be, as if it had been
     deferred on a clock running that far ahead which was then stepped back."""
+    postgres = srv.config.get("storage", {}).get("postgres", {}).get("url")
+    if postgres:  # the PostgreSQL pass (MAILFLOW_E2E_STORAGE=postgres)
+        query_url(postgres, "UPDATE mailflow_message SET next_attempt = next_attempt + make_interval(secs => "
+                            f"{seconds}) WHERE next_attempt IS NOT NULL")
+        return
     con = sqlite3.connect(srv.data_dir / "queue.sqlite", timeout=10)
     with con:
         con.execute("UPDATE message SET next_attempt = next_attempt + ? WHERE next_attempt IS NOT NULL", (seconds,))
@@ -219,6 +226,7 @@ def run_clock_jumps(workdir: Path, clock: WallClock, steps: list[tuple[str, str]
         "dns": {"servers": [dns.server], "timeout": "1s", "attempts": 1},
         "delivery": {"concurrency": CONCURRENCY, "retry_intervals": [f"{INTERVAL:g}s"], "expiry": "24h",
                      "mx_port": fake.port, "helo_name": "out.example.test"},
+        **storage_under_test(),
     }))
     log = AttemptLog(fake)
     try:
@@ -307,6 +315,7 @@ def test_rate_window_ignores_wall_clock_jumps(tmp_path, wall_clock):
     """10 messages a minute from one source: one token every 6 s, on the monotonic clock."""
     srv = MailflowServer(tmp_path / "server", merge_config(default_config(), {
         "limits": {"per_source": {"max_connections": 100, "connections_per_minute": 1000, "messages_per_minute": 10}},
+        **storage_under_test(),
     }))
     try:
         start_under(wall_clock, srv)

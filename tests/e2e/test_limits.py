@@ -15,11 +15,13 @@ LIMIT = 10 * 1024  # max_message_size: 10KB
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
+    from conftest import storage_under_test
     from mfutil import MailflowServer, default_config, merge_config
 
     srv = MailflowServer(
         tmp_path_factory.mktemp("limits"),
-        merge_config(default_config(), {"limits": {"max_message_size": "10KB", "recipients_per_message": 3}}))
+        merge_config(default_config(), {"limits": {"max_message_size": "10KB", "recipients_per_message": 3},
+                                        **storage_under_test()}))
     srv.start()
     yield srv
     srv.kill()
