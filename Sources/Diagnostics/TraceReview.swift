@@ -11,10 +11,12 @@ public struct TraceReview {
     /// How many last replies a finding lists.
     public static let lastReplies = 5
 
-    let store: SQLiteQueueStore
+    let store: any HealthStore
     let since: Date
 
-    public init(store: SQLiteQueueStore, since: Date) {
+    /// Reads `store`'s trace stream: a node's queue database, or in a cluster the shared one
+    /// (`SharedHealthStore`), where every node's trace is.
+    public init(store: any HealthStore, since: Date) {
         self.store = store
         self.since = since
     }
@@ -27,7 +29,7 @@ public struct TraceReview {
     }
 
     func events() throws -> [SQLiteQueueStore.HealthTraceRow] {
-        try store.healthTrace(after: try store.traceID(atOrAfter: since), limit: Self.maxEvents)
+        try store.healthTrace(from: try store.healthTraceStart(atOrAfter: since), limit: Self.maxEvents).rows
     }
 
     var window: String {

@@ -2,14 +2,17 @@ import AdminServer
 import DNSClient
 import Diagnostics
 import Foundation
+import MailQueue
+import NIOPosix
 
 /// The checks of the admin API and the Diagnostics page (`AdminBackend.runCheck`): what
 /// `mailflow check domain|host|ip --json` does (docs/check.md), with the running server's DNS
-/// servers, its hostname in EHLO, the CLI's probe defaults, the trace in its data directory and the
-/// `diagnostics.blocklists` zones of the current config (read per check, so a reload reaches them).
+/// servers, its hostname in EHLO, the CLI's probe defaults, the trace in its data directory (in a
+/// cluster, `sharedTrace`: every node's) and the `diagnostics.blocklists` zones of the current
+/// config (read per check, so a reload reaches them).
 enum AdminCheckRunner {
     static func make(
-        hostname: String, dataDirectory: String, dnsServers: [DNSServer],
+        hostname: String, dataDirectory: String, dnsServers: [DNSServer], sharedTrace: (any HealthStore)? = nil,
         blocklists: @escaping @Sendable () -> [String] = { [] }
     ) -> @Sendable (AdminCheckRequest) async throws -> AdminCheckResult {
         { request in
@@ -25,7 +28,7 @@ enum AdminCheckRunner {
                 target = request.target
                 findings = await DomainCheck(dns: resolver, prober: HostProbe(), options: options).run(
                     domain: request.target, dkimSelector: request.dkimSelector)
-                findings += trace(dataDirectory, subject: target) { try $0.destination(target) }
+                findings += await trace(dataDirectory, sharedTrace, subject: target) { try $0.destination(target) }
             case .host:
                 kind = .host
                 let port = options.port
@@ -36,7 +39,7 @@ enum AdminCheckRunner {
                 kind = .ip
                 target = request.target
                 findings = await IPCheck(dns: resolver).run(address: request.target, blocklists: blocklists())
-                findings += trace(dataDirectory, subject: target) { try $0.address(target) }
+                findings += await trace(dataDirectory, sharedTrace, subject: target) { try $0.address(target) }
             }
             let report = CheckReport.ordered(kind: kind, target: target, startedAt: started, findings: findings)
             let encoder = JSONEncoder()
@@ -46,15 +49,21 @@ enum AdminCheckRunner {
         }
     }
 
-    /// What the trace of the last 24 hours says, as `mailflow check` reads it.
+    /// What the trace of the last 24 hours says, as `mailflow check` reads it; on the blocking pool
+    /// (the stores block).
     static func trace(
-        _ dataDirectory: String, subject: String, _ read: (TraceReview) throws -> [CheckFinding]
-    ) -> [CheckFinding] {
+        _ dataDirectory: String, _ shared: (any HealthStore)?, subject: String,
+        _ read: @escaping @Sendable (TraceReview) throws -> [CheckFinding]
+    ) async -> [CheckFinding] {
         do {
-            guard let review = try TraceReview.open(dataDirectory: dataDirectory, since: Date() - 86_400) else {
-                return []
+            return try await NIOThreadPool.singleton.runIfActive {
+                let since = Date() - 86_400
+                if let shared { return try read(TraceReview(store: shared, since: since)) }
+                guard let review = try TraceReview.open(dataDirectory: dataDirectory, since: since) else {
+                    return []
+                }
+                return try read(review)
             }
-            return try read(review)
         } catch {
             return [
                 CheckFinding(

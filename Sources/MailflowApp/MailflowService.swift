@@ -43,6 +43,9 @@ public final class MailflowService: Sendable {
     let admin: AdminHTTPServer?
     /// The live service-health monitor (nil with `health.enabled: false`).
     public let health: HealthService?
+    /// Service health's state and the trace it and the admin's checks read, in a cluster (nil
+    /// without `storage.postgres`: `store` has them).
+    let sharedHealth: SharedHealthStore?
     /// This node's cluster membership (nil without `cluster`).
     public let cluster: ClusterMember?
     /// The shared queue in PostgreSQL (nil without `storage.postgres`: `store` is the queue).
@@ -178,6 +181,8 @@ public final class MailflowService: Sendable {
         try DataDirectoryPermissions.secure(config: config, logger: logger)
         ctx.forgedResultsRemover = StoredForgedResultsRemover(authservID: config.hostname, blockingPool: .singleton)
         server = SMTPServer(group: group, context: ctx)
+        let sharedHealth = config.sharedQueue.map { SharedHealthStore(settings: $0, group: group, logger: logger) }
+        self.sharedHealth = sharedHealth
         if config.healthEnabled {
             let admissionForPlacement = admission
             let notifier = HealthNotifier(
@@ -192,9 +197,8 @@ public final class MailflowService: Sendable {
                 })
             // In a cluster the health state is the shared queue's database's, and one node at a
             // time (the leader) runs the monitor over every node's trace.
-            let shared = config.sharedQueue.map { SharedHealthStore(settings: $0, group: group, logger: logger) }
             health = HealthService(
-                store: shared ?? store, leadership: shared,
+                store: sharedHealth ?? store, leadership: sharedHealth,
                 placement: { tenant in
                     let f = admissionForPlacement.forest(forTenant: tenant)
                     return TenantPlacement(forest: f.name, region: f.region)
@@ -258,7 +262,7 @@ public final class MailflowService: Sendable {
                 },
                 runCheck: AdminCheckRunner.make(
                     hostname: config.hostname, dataDirectory: config.dataDirectory, dnsServers: dnsServers,
-                    blocklists: { current.mutex.withLock { $0.diagnosticsBlocklists } }))
+                    sharedTrace: sharedHealth, blocklists: { current.mutex.withLock { $0.diagnosticsBlocklists } }))
             var adminLogger = logger
             adminLogger[metadataKey: "listener"] = "admin"
             admin = try AdminHTTPServer(
@@ -592,6 +596,7 @@ public final class MailflowService: Sendable {
         await admin?.shutdown()
         await cluster?.stop()
         await health?.stop()
+        await sharedHealth?.close()
         snapshotTask.withLock { $0?.cancel() }
         housekeeping.withLock { tasks in for t in tasks { t.cancel() } }
         writeLimitsSnapshot()

@@ -69,7 +69,8 @@ struct CheckCommand: AsyncParsableCommand {
                 dnsServers: servers, mtaSTSPort: mtaSTSPort)
             return Environment(
                 options: options, resolver: CheckResolver.make(servers: servers, timeout: timeout),
-                dataDirectory: dataDirectory ?? config.dataDirectory, blocklists: config.diagnosticsBlocklists)
+                dataDirectory: dataDirectory ?? config.dataDirectory, blocklists: config.diagnosticsBlocklists,
+                sharedTrace: dataDirectory == nil && config.sharedQueue != nil ? try Health.store(self.config) : nil)
         }
 
         /// What the trace says, through `read`; an info finding when there is no trace to read.
@@ -83,6 +84,13 @@ struct CheckCommand: AsyncParsableCommand {
                         category: .trace, subject: subject, check: "trace.unavailable", severity: .info,
                         summary: summary)
                 ]
+            }
+            if let shared = env.sharedTrace {
+                do {
+                    return try read(TraceReview(store: shared, since: since))
+                } catch {
+                    return note("The shared trace could not be read: \(error)")
+                }
             }
             do {
                 guard let review = try TraceReview.open(dataDirectory: env.dataDirectory, since: since) else {
@@ -121,6 +129,8 @@ struct CheckCommand: AsyncParsableCommand {
         var dataDirectory: String
         /// The config's `diagnostics.blocklists`, used by `check ip` when no `--blocklist` is given.
         var blocklists: [String]
+        /// With `storage.postgres` (and no `--data-dir`): the cluster's trace, in the shared database.
+        var sharedTrace: (any HealthStore)?
     }
 
     struct DomainCommand: AsyncParsableCommand {

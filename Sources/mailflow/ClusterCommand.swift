@@ -17,8 +17,8 @@ struct ClusterCommand: AsyncParsableCommand {
                 heartbeat is younger than `cluster.node_timeout`; the nodes that count claim each forest's sessions \
                 between them by use, never more than its limit (docs/cluster.md). LEASES: the messages of the shared \
                 queue (`storage.postgres`, else the cluster's database if it holds the queue's tables) each node is \
-                delivering now; no column when there is no shared queue. Exit status 1 when the database cannot be \
-                read.
+                delivering now; no column when there is no shared queue. With a shared queue, the node running service \
+                health for the cluster is named. Exit status 1 when the database cannot be read.
                 """)
         @OptionGroup var options: ConfigOption
         @Flag(help: "Print JSON instead of tables.") var json = false
@@ -41,6 +41,7 @@ struct ClusterCommand: AsyncParsableCommand {
             if let leases {
                 for i in nodes.indices { nodes[i].leases = leases[nodes[i].name] ?? 0 }
             }
+            let healthLeader = await Self.healthLeader(queue: config.sharedQueue?.database)
             // Leases of owners the directory does not list (a node without a `cluster` section).
             let unlisted = (leases ?? [:]).filter { owner, _ in !nodes.contains { $0.name == owner } }
             let alive = nodes.filter(\.alive).map(\.name)
@@ -53,6 +54,12 @@ struct ClusterCommand: AsyncParsableCommand {
                     var forests: [Forest]
                     /// Leases running now per owner, every owner (nil without a shared queue).
                     var leases: [String: Int]?
+                    /// The node running service health for the cluster, and until when its lease runs.
+                    var healthLeader: Leader?
+                }
+                struct Leader: Encodable {
+                    var node: String
+                    var until: Date
                 }
                 struct Forest: Encodable {
                     var name: String
@@ -70,7 +77,7 @@ struct ClusterCommand: AsyncParsableCommand {
                             claims: Dictionary(
                                 uniqueKeysWithValues: nodes.filter(\.alive).map { ($0.name, $0.claims[f.name] ?? 0) }
                             ))
-                    }, leases: leases)
+                    }, leases: leases, healthLeader: healthLeader.map { Leader(node: $0.node, until: $0.until) })
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 enc.dateEncodingStrategy = .iso8601
@@ -81,6 +88,12 @@ struct ClusterCommand: AsyncParsableCommand {
                 "Database \(settings.database); a node counts for \(String(format: "%g", settings.nodeTimeout)) s "
                     + "after its last heartbeat")
             print("\(alive.count) of \(nodes.count) node(s) counting")
+            if let healthLeader {
+                print(
+                    "Service health run by \(healthLeader.node) (lease until \(isoDate(healthLeader.until)))")
+            } else if config.sharedQueue != nil {
+                print("Service health run by no node now")
+            }
             print("")
             let names = forests.map(\.name)
             printTable(
@@ -108,6 +121,14 @@ struct ClusterCommand: AsyncParsableCommand {
                         String(f.maxConnections),
                     ]
                 })
+        }
+
+        /// The node leading service health in the shared queue's database (docs/cluster.md,
+        /// "Service health of the cluster"); nil without a shared queue, a leader or the table.
+        static func healthLeader(queue database: PostgresAddress?) async -> (node: String, until: Date)? {
+            guard let database else { return nil }
+            let q = SharedQueue(database: database, timeout: .seconds(10), logger: .init(label: "mailflow.cluster"))
+            return try? await q.withConnection { c in try await q.healthLeader(c) }
         }
 
         /// Leases per node in the shared queue's database, nil when it has no queue tables. A

@@ -11,6 +11,7 @@ What must hold:
   would see nothing), once, and notifies once: one `opened` webhook call in the whole cluster;
 - any node shows it (its admin API, `mailflow health issues` through the shared database), and an
   admin's post through a node that does not lead is applied by the leader and answered at once;
+  `mailflow check ip` on a node that never saw the client reads its refusals from the shared trace;
 - the leader killed with SIGKILL: another node takes the leadership after its lease (15 s), goes on
   with the same issue (not a second one) and restores it when the fault ends, notifying `restored` once.
 
@@ -142,6 +143,8 @@ def test_one_leader_detects_from_every_node_and_hands_over_when_killed(mailflow_
         time.sleep(6)  # b and c ran a round each: they do not lead
         assert leader(postgres, db) == "hs-a"
         assert "this node leads" in a.stderr() and "this node leads" not in b.stderr() + c.stderr()
+        r = c.cli("cluster", "status")
+        assert r.returncode == 0 and "Service health run by hs-a" in r.stdout, r.stdout + r.stderr
 
         # The forest's two sessions held (whichever nodes admit the hogs), for every node to see.
         hogs = [threading.Thread(target=hog, args=(srv.port, stop), daemon=True) for srv in (b, c, b, c)]
@@ -187,6 +190,12 @@ def test_one_leader_detects_from_every_node_and_hands_over_when_killed(mailflow_
         assert any("Adding capacity" in p["description"] for p in json.loads(body)["posts"]), body
         print(f"post through a follower applied in {time.monotonic() - t0:.1f} s")
 
+        # `mailflow check ip` on node c reads the cluster's trace: the refusals node b gave 127.0.0.5.
+        r = c.cli("check", "ip", "127.0.0.5", "--json", "--timeout", "2")
+        findings = {f["check"]: f for f in json.loads(r.stdout)["findings"] if f["category"] == "trace"}
+        assert findings["trace.throttled"]["severity"] == "warning", (findings, r.stderr)
+        assert "NAMPR01" in findings["trace.forests"]["summary"], findings
+
         # The leader dies; another takes over where it stopped.
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait()
@@ -194,6 +203,7 @@ def test_one_leader_detects_from_every_node_and_hands_over_when_killed(mailflow_
         new = wait_for(lambda: leader(postgres, db) in ("hs-b", "hs-c") and leader(postgres, db),
                        timeout=HEALTH_LEASE + 15, what="another node leading")
         print(f"{new} leads {time.monotonic() - killed:.1f} s after the kill")
+        assert f"Service health run by {new}" in c.cli("cluster", "status").stdout
 
         # The fault ends: the slots come back; the new leader restores the same issue.
         stop.set()
