@@ -25,13 +25,27 @@ enum QueueStoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible
             let store = try SQLiteQueueStore(path: dir.appendingPathComponent("queue.sqlite").path)
             return QueueUnderTest(
                 kind: self, leased: SQLiteLeasedQueue(store), control: LocalQueueControl(store),
-                stop: { try? FileManager.default.removeItem(at: dir) })
+                committer: { GroupCommitter(store: store) }, stop: { try? FileManager.default.removeItem(at: dir) })
         case .postgres:
             let db = try await ThrowawayPostgres.freshDatabase()
             let node = SharedQueueNodeTests.node("node-a", database: db)
             let control = SharedQueueControl(
                 queue: SharedQueue(database: db, timeout: .seconds(5), logger: SharedQueueTests.logger))
-            return QueueUnderTest(kind: self, leased: node, control: control, stop: { await node.stop() })
+            // The node's data folder still holds a SQLite file: the committer's filesystem watch.
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mf-both-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let local = try SQLiteQueueStore(path: dir.appendingPathComponent("queue.sqlite").path)
+            return QueueUnderTest(
+                kind: self, leased: node, control: control,
+                committer: {
+                    GroupCommitter(storage: local.storage) { messages, events in
+                        try node.acceptBlocking(messages, events: events)
+                    }
+                },
+                stop: {
+                    await node.stop()
+                    try? FileManager.default.removeItem(at: dir)
+                })
         }
     }
 }
@@ -43,6 +57,8 @@ struct QueueUnderTest: Sendable {
     let kind: QueueStoreKind
     let leased: any LeasedQueue
     let control: any QueueControl
+    /// A group committer writing its batches into this queue, as `mailflow serve` makes one.
+    let committer: @Sendable () -> GroupCommitter
     let stop: @Sendable () async -> Void
 
     /// Accepts, then claims and records `outcomes` for each message in turn.
