@@ -182,7 +182,7 @@ def throttle_rows(srv) -> list[dict]:
     # The tables appear at the node's first connection to the database.
     if postgres and query_url(postgres, "SELECT to_regclass('mailflow_trace_event') IS NOT NULL") == [("t",)]:
         [(text,)] = query_url(postgres, """
-            SELECT coalesce(json_agg(t ORDER BY t.id), '[]') FROM (
+            SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.id), '[]'::jsonb) FROM (
               SELECT id, extract(epoch FROM time)::float8 AS time, queue_id, recipient, kind, detail, forest, region,
                 tenant, client_address, reply
               FROM mailflow_trace_event WHERE kind = 'throttled') t""")
