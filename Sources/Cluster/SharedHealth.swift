@@ -18,7 +18,17 @@ import PostgresNIO
 /// (never loses from it); ours last milliseconds.
 extension SharedQueue {
     static let healthSchema = [
-        "ALTER TABLE mailflow_trace_event ADD COLUMN IF NOT EXISTS tx xid8 NOT NULL DEFAULT pg_current_xact_id()",
+        // Tables made before service health moved here get the column. Only then: an ALTER TABLE,
+        // even one with nothing to do, would wait for every transaction on the table and hold up
+        // everyone behind it, at every node's start.
+        """
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                         AND table_name = 'mailflow_trace_event' AND column_name = 'tx') THEN
+            ALTER TABLE mailflow_trace_event ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+          END IF;
+        END $$
+        """,
         "CREATE INDEX IF NOT EXISTS mailflow_trace_event_tx ON mailflow_trace_event (tx)",
         """
         CREATE TABLE IF NOT EXISTS mailflow_health_issue (

@@ -140,7 +140,8 @@ public struct SharedQueue: Sendable {
           region text,
           tenant text,
           client_address text,
-          reply text
+          reply text,
+          tx xid8 NOT NULL DEFAULT pg_current_xact_id()
         )
         """,
         "CREATE INDEX IF NOT EXISTS mailflow_recipient_pending ON mailflow_recipient (message) WHERE status = 'pending'",
@@ -348,7 +349,9 @@ public struct SharedQueue: Sendable {
         let outcomes = try SharedQueueRows.outcomes(attempt.outcomes)
         let notifications = attempt.notifications.isEmpty ? nil : try SharedQueueRows(attempt.notifications)
         let id = lease.queueID
-        let next = attempt.nextAttempt?.timeIntervalSince1970 ?? attempt.now.timeIntervalSince1970
+        // The wait until the next attempt, put on the database's clock (`now() + wait`): a node's
+        // clock need not agree with the database's, which claims compare with.
+        let wait = max(0, (attempt.nextAttempt ?? attempt.now).timeIntervalSince(attempt.now))
         let now = attempt.now.timeIntervalSince1970
         let abrupt = attempt.abruptClose ? 1 : 0
         let delayNotice: Double? = attempt.delayNoticeSent ? now : nil
@@ -382,7 +385,7 @@ public struct SharedQueue: Sendable {
                       UPDATE mailflow_message SET
                         state = CASE WHEN p.pending = 0 THEN 'done' ELSE state END,
                         next_attempt = CASE WHEN p.pending = 0 OR state IN ('held', 'done') THEN NULL
-                          WHEN bounce_requested THEN now() ELSE to_timestamp(\(next)) END,
+                          WHEN bounce_requested THEN now() ELSE now() + make_interval(secs => \(wait)) END,
                         body = CASE WHEN p.pending = 0 THEN NULL ELSE body END,
                         attempts = attempts + 1, abrupt_closes = abrupt_closes + \(abrupt),
                         delay_notice_at = coalesce(to_timestamp(\(delayNotice)), delay_notice_at),
@@ -434,7 +437,7 @@ public struct SharedQueue: Sendable {
                 UPDATE mailflow_message SET
                   state = CASE WHEN p.pending = 0 THEN 'done' ELSE state END,
                   next_attempt = CASE WHEN p.pending = 0 OR state IN ('held', 'done') THEN NULL
-                    WHEN bounce_requested THEN now() ELSE to_timestamp(\(next)) END,
+                    WHEN bounce_requested THEN now() ELSE now() + make_interval(secs => \(wait)) END,
                   body = CASE WHEN p.pending = 0 THEN NULL ELSE body END,
                   attempts = attempts + 1, abrupt_closes = abrupt_closes + \(abrupt),
                   delay_notice_at = coalesce(to_timestamp(\(delayNotice)), delay_notice_at),

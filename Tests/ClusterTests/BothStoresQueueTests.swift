@@ -143,7 +143,9 @@ struct BothStoresQueueTests {
         let stored = try await q.stored(m.id)
         #expect(stored.state == .queued)
         #expect(stored.attempts == 1)
-        #expect(abs(try #require(stored.nextAttempt).timeIntervalSince(next)) < 0.01)
+        // PostgreSQL puts the wait on its own clock (now() + 300 s, SharedQueueClockTests): the
+        // same instant give or take the time the record took to reach the database.
+        #expect(abs(try #require(stored.nextAttempt).timeIntervalSince(next)) < 2)
         #expect(stored.recipients.map(\.status) == [.delivered, .pending])
         #expect(stored.recipients[1].lastReply == "451 4.7.1 greylisted")
         #expect(stored.recipients.map(\.attempts) == [1, 1])

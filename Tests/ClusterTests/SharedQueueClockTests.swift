@@ -11,11 +11,8 @@ struct SharedQueueClockTests {
     /// A node two hours behind the database defers a message by five minutes: the message must not
     /// be claimable again at once (each claim, attempt and record would come round again straight
     /// away: a retry storm as fast as the remote answers), nor two hours later on a node ahead.
-    ///
-    /// Known issue, reported to the lead: `SharedQueue.recordAttempt` (Sources/Cluster/SharedQueue.swift)
-    /// stores `to_timestamp(attempt.nextAttempt)`, a time on the node's clock; storing
-    /// `now() + (nextAttempt - now)` keeps the interval on the database's clock. This test fails
-    /// ("known issue not recorded") once that is fixed: drop the `withKnownIssue` then.
+    /// `SharedQueue.recordAttempt` stores `now() + (nextAttempt - now)`: the interval, on the
+    /// database's clock.
     @Test(arguments: [-7200.0, 7200.0])
     func aDeferralIsReckonedOnTheDatabasesClock(nodeClockOffset: TimeInterval) async throws {
         let db = try await ThrowawayPostgres.freshDatabase()
@@ -30,9 +27,7 @@ struct SharedQueueClockTests {
                 nextAttempt: nodeNow.addingTimeInterval(300), now: nodeNow))
         #expect(record == .recorded(finished: false))
         let wait = try await node.secondsUntilNextClaimable()
-        withKnownIssue("the shared queue stores a deferral's next attempt on the node's clock") {
-            #expect(wait.map { $0 > 290 && $0 <= 300 } == true, "due in five minutes, got \(String(describing: wait))")
-        }
+        #expect(wait.map { $0 > 290 && $0 <= 300 } == true, "due in five minutes, got \(String(describing: wait))")
         await node.stop()
     }
 }

@@ -15,13 +15,15 @@ struct SharedQueueTests {
 
     /// A queue on a fresh database, migrated.
     static func queue(timeout: TimeAmount = .seconds(10)) async throws -> SharedQueue {
-        let q = SharedQueue(
-            database: try await ThrowawayPostgres.freshDatabase(), timeout: timeout, logger: logger)
-        let c = try await q.connect(on: MultiThreadedEventLoopGroup.singleton)
-        try await q.migrate(c)
-        try await q.migrate(c)  // idempotent
+        let database = try await ThrowawayPostgres.freshDatabase()
+        // Made with a generous timeout: `timeout` is for what the test times, not for the set-up
+        // (many tests make their tables at once).
+        let setUp = SharedQueue(database: database, timeout: .seconds(30), logger: logger)
+        let c = try await setUp.connect(on: MultiThreadedEventLoopGroup.singleton)
+        try await setUp.migrate(c)
+        try await setUp.migrate(c)  // idempotent
         try await c.close()
-        return q
+        return SharedQueue(database: database, timeout: timeout, logger: logger)
     }
 
     static func message(_ n: Int, recipients: Int = 1, body: String? = nil) -> NewMessage {

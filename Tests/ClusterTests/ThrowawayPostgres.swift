@@ -34,7 +34,10 @@ final class ThrowawayPostgres: Sendable {
         let admin = try PostgresAddress(url: "postgres://postgres@127.0.0.1:\(server.port)/postgres")
         let q = SharedQueue(database: admin, timeout: .seconds(30), logger: Logger(label: "test"))
         let c = try await q.connect(on: MultiThreadedEventLoopGroup.singleton)
-        try await c.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: Logger(label: "test"))
+        // FILE_COPY: a cheap checkpoint (no fsync here) instead of the template's every page in
+        // the WAL, which dozens of tests at once pay dearly for on two cores.
+        try await c.query(
+            PostgresQuery(unsafeSQL: "CREATE DATABASE \(name) STRATEGY FILE_COPY"), logger: Logger(label: "test"))
         try await c.close()
         return try PostgresAddress(url: "postgres://postgres@127.0.0.1:\(server.port)/\(name)")
     }
@@ -98,7 +101,11 @@ final class ThrowawayPostgres: Sendable {
         try run(
             asUser + [
                 bin + "/pg_ctl", "-D", data, "-l", root + "/log", "-w", "-t", "60", "-o",
-                "-p \(port) -k \(root) -c listen_addresses=127.0.0.1 -c max_connections=200", "start",
+                // No fsync: what these tests check is the commit protocol (answers, transactions,
+                // connections cut), not the disk; dozens of tests making databases at once are slow
+                // enough to miss their calls' timeouts with it.
+                "-p \(port) -k \(root) -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off "
+                    + "-c full_page_writes=off", "start",
             ], root)
         atexit {
             for command in ThrowawayPostgres.running.withLock({ $0 }) {
