@@ -190,15 +190,18 @@ extension AdminHTTPServer {
         }
     }
 
-    /// The overview. Its queue counts are `backend.queue`'s (in cluster mode the shared queue's);
-    /// the charts (activity, queue samples, top errors) come from this node's own trace: in cluster
-    /// mode that holds this node's acceptances and delivery outcomes, not the whole cluster's.
+    /// The overview. Its queue counts, activity chart and top errors are `backend.queue`'s (in
+    /// cluster mode the shared queue's: every node's trace); the queue chart's samples are this
+    /// node's (each node samples the counts it sees).
     static func overview(_ backend: AdminBackend, now: Date = Date()) async throws -> OverviewResponse {
         let usage = backend.usage()
         // Buckets on clock boundaries (…:00, :15, :30, :45); the last one is the current quarter hour.
         let width = TimeInterval(bucketSeconds)
         let end = Date(timeIntervalSince1970: (floor(now.timeIntervalSince1970 / width) + 1) * width)
-        let activity = try backend.store.activity(now: end, width: width, count: buckets)
+        let activity = try await queueCall(backend) {
+            try await backend.queue.activity(now: end, width: width, count: buckets)
+        }
+        let topErrors = try await queueCall(backend) { try await backend.queue.topErrors(since: now - 3600, limit: 10) }
         var samples = try backend.store.samples(since: end - width * Double(buckets))
         let counts = try await queueCall(backend) { try await backend.queue.queueCounts() }
         samples.append(
@@ -208,7 +211,7 @@ extension AdminHTTPServer {
         return OverviewResponse(
             hostname: backend.hostname, version: backend.version, time: now, queue: counts,
             connections: usage?.connections, maxConnections: usage?.maxConnections, bucketSeconds: bucketSeconds,
-            activity: activity, queueSamples: samples, topErrors: try backend.store.topErrors(since: now - 3600),
+            activity: activity, queueSamples: samples, topErrors: topErrors,
             storage: backend.store.storage.status())
     }
 

@@ -275,6 +275,93 @@ extension SharedQueue {
         .sorted { $0.total > $1.total || ($0.total == $1.total && $0.domain < $1.domain) }
     }
 
+    // MARK: the overview's charts
+
+    /// The overview's activity chart from every node's trace: `SQLiteQueueStore.activity`'s buckets
+    /// (`count` of `width` seconds ending at `now`, oldest first) of received, delivered, deferred,
+    /// failed and throttled events, through the time index.
+    public func activity(
+        _ c: PostgresConnection, now: Date, width: TimeInterval, count: Int
+    ) async throws(SharedQueueError) -> [SQLiteQueueStore.ActivityBucket] {
+        let start = now.timeIntervalSince1970 - width * Double(count)
+        let end = now.timeIntervalSince1970
+        let counted = try await bounded(c) { c, logger in
+            let rows = try await c.query(
+                """
+                SELECT floor((extract(epoch FROM time) - \(start)) / \(width))::int8 AS b, kind, count(*)::int8
+                FROM mailflow_trace_event
+                WHERE kind IN ('received', 'delivered', 'deferred', 'failed', 'throttled')
+                  AND time >= to_timestamp(\(start)) AND time < to_timestamp(\(end))
+                GROUP BY b, kind
+                """, logger: logger)
+            var out: [(bucket: Int, kind: String, n: Int)] = []
+            for try await (b, kind, n) in rows.decode((Int64, String, Int64).self) {
+                out.append((Int(b), kind, Int(n)))
+            }
+            return out
+        }
+        struct Bucket: Encodable {
+            var start: Double
+            var received = 0, delivered = 0, deferred = 0, failed = 0, throttled = 0
+        }
+        var buckets = (0..<count).map { Bucket(start: start + width * Double($0)) }
+        for (b, kind, n) in counted where b >= 0 && b < count {
+            switch kind {
+            case "received": buckets[b].received += n
+            case "delivered": buckets[b].delivered += n
+            case "deferred": buckets[b].deferred += n
+            case "failed": buckets[b].failed += n
+            default: buckets[b].throttled += n
+            }
+        }
+        return try Self.viaJSON(buckets, "activity")
+    }
+
+    /// The overview's most frequent delivery errors and admission refusals since `since`, from
+    /// every node's trace, as `SQLiteQueueStore.topErrors` counts them: by kind and exact text (the
+    /// reply, else the detail), most frequent first.
+    public func topErrors(
+        _ c: PostgresConnection, since: Date, limit: Int = 10
+    ) async throws(SharedQueueError) -> [SQLiteQueueStore.ErrorSummary] {
+        let t = since.timeIntervalSince1970
+        let rows = try await bounded(c) { c, logger in
+            let rows = try await c.query(
+                """
+                SELECT kind, coalesce(reply, detail, '') AS text, count(*)::int8 AS n,
+                  extract(epoch FROM min(time))::float8, extract(epoch FROM max(time))::float8 AS last
+                FROM mailflow_trace_event
+                WHERE kind IN ('deferred', 'failed', 'throttled') AND time >= to_timestamp(\(t))
+                GROUP BY kind, text ORDER BY n DESC, last DESC LIMIT \(limit)
+                """, logger: logger)
+            var out: [Summary] = []
+            for try await (kind, text, n, first, last) in rows.decode((String, String, Int64, Double, Double).self) {
+                out.append(Summary(kind: kind, text: text, count: Int(n), firstSeen: first, lastSeen: last))
+            }
+            return out
+        }
+        return try Self.viaJSON(rows, "top errors")
+    }
+
+    struct Summary: Encodable, Sendable {
+        var kind, text: String
+        var count: Int
+        var firstSeen, lastSeen: Double
+    }
+
+    /// `SQLiteQueueStore`'s chart types have no public memberwise initialiser; they are `Codable`
+    /// (the admin API's JSON), so they are built through their coding keys, times in seconds.
+    static func viaJSON<Out: Decodable>(_ value: some Encodable, _ what: String) throws(SharedQueueError) -> Out {
+        do {
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .secondsSince1970
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .secondsSince1970
+            return try decoder.decode(Out.self, from: encoder.encode(value))
+        } catch {
+            throw SharedQueueError.unreadable("\(what): \(error)")
+        }
+    }
+
     // MARK: leases per node
 
     /// Leases running now (`lease_until > now()` on the database's clock), counted per node, for

@@ -65,6 +65,14 @@ public struct SharedQueueControl: QueueControl {
     public func tenantActivity(since: Date) async throws -> [SQLiteQueueStore.TenantActivity] {
         try await call { c in try await queue.tenantActivity(c, since: since) }
     }
+
+    public func activity(now: Date, width: TimeInterval, count: Int) async throws -> [SQLiteQueueStore.ActivityBucket] {
+        try await call { c in try await queue.activity(c, now: now, width: width, count: count) }
+    }
+
+    public func topErrors(since: Date, limit: Int) async throws -> [SQLiteQueueStore.ErrorSummary] {
+        try await call { c in try await queue.topErrors(c, since: since, limit: limit) }
+    }
 }
 
 extension SharedQueue {

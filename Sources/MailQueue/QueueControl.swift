@@ -26,6 +26,11 @@ public protocol QueueControl: Sendable {
     func queueCounts() async throws -> SQLiteQueueStore.QueueCounts
     /// Per tenant: messages accepted since `since` and recipients still pending.
     func tenantActivity(since: Date) async throws -> [SQLiteQueueStore.TenantActivity]
+    /// The overview's activity chart: `count` buckets of `width` seconds ending at `now`, from the
+    /// trace of every node that writes to this queue.
+    func activity(now: Date, width: TimeInterval, count: Int) async throws -> [SQLiteQueueStore.ActivityBucket]
+    /// The overview's most frequent delivery errors and refusals since `since`.
+    func topErrors(since: Date, limit: Int) async throws -> [SQLiteQueueStore.ErrorSummary]
 }
 
 /// `QueueControl` over this node's SQLite queue.
@@ -58,5 +63,13 @@ public struct LocalQueueControl: QueueControl {
 
     public func tenantActivity(since: Date) async throws -> [SQLiteQueueStore.TenantActivity] {
         try store.tenantActivity(since: since)
+    }
+
+    public func activity(now: Date, width: TimeInterval, count: Int) async throws -> [SQLiteQueueStore.ActivityBucket] {
+        try store.activity(now: now, width: width, count: count)
+    }
+
+    public func topErrors(since: Date, limit: Int) async throws -> [SQLiteQueueStore.ErrorSummary] {
+        try store.topErrors(since: since, limit: limit)
     }
 }

@@ -60,6 +60,11 @@ struct AdminQueueSourceTests {
         }
     }
 
+    struct Overview: Decodable {
+        struct Bucket: Decodable { var received: Int }
+        var activity: [Bucket]
+    }
+
     /// A queue whose every call fails as `SharedQueueControl`'s do when the database is away.
     struct UnreachableQueue: QueueControl {
         struct Away: Error, CustomStringConvertible {
@@ -78,6 +83,10 @@ struct AdminQueueSourceTests {
         func shape() async throws -> [SQLiteQueueStore.QueueShape] { throw Away() }
         func queueCounts() async throws -> SQLiteQueueStore.QueueCounts { throw Away() }
         func tenantActivity(since: Date) async throws -> [SQLiteQueueStore.TenantActivity] { throw Away() }
+        func activity(now: Date, width: TimeInterval, count: Int) async throws -> [SQLiteQueueStore.ActivityBucket] {
+            throw Away()
+        }
+        func topErrors(since: Date, limit: Int) async throws -> [SQLiteQueueStore.ErrorSummary] { throw Away() }
     }
 
     @Test func everyQueueReadAndActionGoesToTheBackendsQueue() async throws {
@@ -96,6 +105,9 @@ struct AdminQueueSourceTests {
             #expect(String(buffer: shape.body).contains(#""domain":"remote.test""#))
             let overview = try await client.execute(uri: "/api/v1/overview", method: .get, headers: f.bearer)
             #expect(String(buffer: overview.body).contains(#""queuedMessages":1"#))
+            // The activity chart counts the queue's trace (in cluster mode every node's), not the node's.
+            let activity = try JSONDecoder().decode(Overview.self, from: Data(buffer: overview.body)).activity
+            #expect(activity.map(\.received).reduce(0, +) == 1)
             let tenants = try await client.execute(uri: "/api/v1/tenants", method: .get, headers: f.bearer)
             #expect(String(buffer: tenants.body).contains(#""receivedLastHour":1"#))
             #expect(String(buffer: tenants.body).contains(#""pendingRecipients":1"#))
