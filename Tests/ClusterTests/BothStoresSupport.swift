@@ -25,7 +25,16 @@ enum QueueStoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible
             let store = try SQLiteQueueStore(path: dir.appendingPathComponent("queue.sqlite").path)
             return QueueUnderTest(
                 kind: self, leased: SQLiteLeasedQueue(store), control: LocalQueueControl(store),
-                committer: { GroupCommitter(store: store) }, stop: { try? FileManager.default.removeItem(at: dir) })
+                committer: { GroupCommitter(store: store) },
+                prune: { cutoff in
+                    var total = (traceEvents: 0, messages: 0)
+                    while true {
+                        let r = try store.prune(before: cutoff)
+                        total.traceEvents += r.traceEvents
+                        total.messages += r.messages
+                        if r.total == 0 { return total }
+                    }
+                }, stop: { try? FileManager.default.removeItem(at: dir) })
         case .postgres:
             let db = try await ThrowawayPostgres.freshDatabase()
             let node = SharedQueueNodeTests.node("node-a", database: db)
@@ -42,6 +51,7 @@ enum QueueStoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible
                         try node.acceptBlocking(messages, events: events)
                     }
                 },
+                prune: { cutoff in await node.prune(before: cutoff) },
                 stop: {
                     await node.stop()
                     try? FileManager.default.removeItem(at: dir)
@@ -59,6 +69,9 @@ struct QueueUnderTest: Sendable {
     let control: any QueueControl
     /// A group committer writing its batches into this queue, as `mailflow serve` makes one.
     let committer: @Sendable () -> GroupCommitter
+    /// Trace retention down to `cutoff` (`trace.retention`): trace events and finished messages
+    /// removed, in batches until none is left.
+    let prune: @Sendable (Date) async throws -> (traceEvents: Int, messages: Int)
     let stop: @Sendable () async -> Void
 
     /// Accepts, then claims and records `outcomes` for each message in turn.
