@@ -25,8 +25,10 @@ enum PostgresCall {
         let limit = Duration.nanoseconds(timeout.nanoseconds)
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             let race = FirstAnswer(continuation)
-            let timer = Task {
-                try await Task.sleep(for: limit)
+            // A timer on the connection's event loop, not a sleeping task: cancelling one throws
+            // nothing (a `Task.sleep` cancelled at every call throws a CancellationError each time,
+            // and a test runner that records a backtrace for every error thrown spun on those).
+            let timer = c.eventLoop.scheduleTask(in: timeout) {
                 if race.finish(.failure(ClusterTimeout(after: limit))) {
                     let closed: EventLoopFuture<Void> = c.close()
                     closed.whenComplete { _ in }

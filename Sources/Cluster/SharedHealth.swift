@@ -18,18 +18,20 @@ import PostgresNIO
 /// (never loses from it); ours last milliseconds.
 extension SharedQueue {
     static let healthSchema = [
-        // Tables made before service health moved here get the column. Only then: an ALTER TABLE,
+        // Tables made before service health moved here get the column, their rows transaction 0
+        // (before any: the stream passes them over, one huge transaction otherwise). Only then: an ALTER TABLE,
         // even one with nothing to do, would wait for every transaction on the table and hold up
         // everyone behind it, at every node's start.
         """
         DO $$ BEGIN
           IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                          AND table_name = 'mailflow_trace_event' AND column_name = 'tx') THEN
-            ALTER TABLE mailflow_trace_event ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+            ALTER TABLE mailflow_trace_event ADD COLUMN tx xid8 NOT NULL DEFAULT '0';
+            ALTER TABLE mailflow_trace_event ALTER COLUMN tx SET DEFAULT pg_current_xact_id();
           END IF;
         END $$
         """,
-        "CREATE INDEX IF NOT EXISTS mailflow_trace_event_tx ON mailflow_trace_event (tx)",
+        "CREATE INDEX IF NOT EXISTS mailflow_trace_event_tx ON mailflow_trace_event (tx, id)",
         """
         CREATE TABLE IF NOT EXISTS mailflow_health_issue (
           id text PRIMARY KEY,
@@ -69,7 +71,8 @@ extension SharedQueue {
           node text NOT NULL,
           until timestamptz NOT NULL,
           trace_position bigint,
-          report_position bigint
+          report_position bigint,
+          term bigint NOT NULL DEFAULT 1
         )
         """,
     ]
@@ -99,58 +102,86 @@ extension SharedQueue {
         -> HealthTraceBatch
     {
         try await bounded(c) { c, logger in
+            // The events first, by the (tx, id) index and cut by the limit; only then their
+            // messages: joined first, the whole rest of the range would be sorted for every batch.
+            // A time is the node's: one ahead of the database is taken as the database's now.
             let rows = try await c.query(
                 """
-                WITH h AS (SELECT \(unescaped: Self.horizon) AS until)
-                SELECT e.tx::text::bigint, h.until, e.id, extract(epoch FROM e.time)::float8, e.kind, e.recipient,
-                  e.detail, e.forest, e.region, e.tenant, e.client_address, e.reply, m.tenant, m.client_address,
-                  extract(epoch FROM m.received_at)::float8
-                FROM h LEFT JOIN mailflow_trace_event e
-                  ON e.tx >= \(position)::text::xid8 AND e.tx < h.until::text::xid8
-                  AND e.kind IN ('received', 'delivered', 'deferred', 'failed', 'throttled')
+                WITH h AS (SELECT \(unescaped: Self.horizon) AS until),
+                ev AS (
+                  SELECT e.* FROM mailflow_trace_event e, h
+                  WHERE e.tx >= \(position)::text::xid8 AND e.tx < h.until::text::xid8
+                    AND e.kind IN ('received', 'delivered', 'deferred', 'failed', 'throttled')
+                  ORDER BY e.tx, e.id LIMIT \(limit))
+                SELECT e.tx::text::bigint, h.until, e.id, extract(epoch FROM least(e.time, now()))::float8, e.kind,
+                  e.recipient, e.detail, e.forest, e.region, e.tenant, e.client_address, e.reply, m.tenant,
+                  m.client_address, extract(epoch FROM m.received_at)::float8
+                FROM h LEFT JOIN ev e ON true
                 LEFT JOIN mailflow_message m ON m.id = e.queue_id AND e.queue_id != ''
-                ORDER BY e.tx, e.id LIMIT \(limit)
+                ORDER BY e.tx, e.id
                 """, logger: logger)
-            var out: [(tx: Int64, row: SQLiteQueueStore.HealthTraceRow)] = []
-            var horizon = position
-            for try await r in rows.decode(
-                (
-                    Int64?, Int64, Int64?, Double?, String?, String?, String?, String?, String?, String?, String?,
-                    String?, String?, String?, Double?
-                ).self)
-            {
-                horizon = r.1
-                guard let tx = r.0, let id = r.2, let time = r.3, let kind = r.4 else { continue }
-                out.append(
-                    (
-                        tx,
-                        SQLiteQueueStore.HealthTraceRow(
-                            id: id, time: Date(timeIntervalSince1970: time),
-                            kind: TraceEventKind(rawValue: kind) ?? .received, recipient: r.5, detail: r.6,
-                            forest: r.7, region: r.8, tenant: r.9, clientAddress: r.10, reply: r.11,
-                            messageTenant: r.12, messageClient: r.13,
-                            messageReceivedAt: r.14.map { Date(timeIntervalSince1970: $0) })
-                    ))
-            }
+            let (out, horizon) = try await Self.healthRows(rows, horizon: position)
             guard out.count >= limit, let lastTx = out.last?.tx else {
                 return HealthTraceBatch(rows: out.map(\.row), next: max(position, horizon), more: false)
             }
             // Cut by the limit: the last transaction may go on past it; it is read whole next time.
             let whole = out.filter { $0.tx < lastTx }
             if !whole.isEmpty { return HealthTraceBatch(rows: whole.map(\.row), next: lastTx, more: true) }
-            // One transaction of more than `limit` events (never written by Mailflow): take it whole.
-            return HealthTraceBatch(rows: out.map(\.row), next: lastTx + 1, more: true)
+            // One transaction of more than `limit` events (Mailflow writes none: its batches are
+            // smaller): read it whole.
+            let all = try await c.query(
+                """
+                SELECT e.tx::text::bigint, 0::bigint, e.id, extract(epoch FROM least(e.time, now()))::float8, e.kind,
+                  e.recipient, e.detail, e.forest, e.region, e.tenant, e.client_address, e.reply, m.tenant,
+                  m.client_address, extract(epoch FROM m.received_at)::float8
+                FROM mailflow_trace_event e LEFT JOIN mailflow_message m ON m.id = e.queue_id AND e.queue_id != ''
+                WHERE e.tx = \(lastTx)::text::xid8
+                  AND e.kind IN ('received', 'delivered', 'deferred', 'failed', 'throttled')
+                ORDER BY e.id
+                """, logger: logger)
+            return HealthTraceBatch(
+                rows: try await Self.healthRows(all, horizon: 0).rows.map(\.row), next: lastTx + 1, more: true)
         }
     }
 
-    /// The first transaction with an event at or after `time`; the horizon when there is none.
+    /// Decodes `healthTrace`'s rows: each event with its transaction, and the horizon column.
+    static func healthRows(_ rows: PostgresRowSequence, horizon start: Int64) async throws
+        -> (rows: [(tx: Int64, row: SQLiteQueueStore.HealthTraceRow)], horizon: Int64)
+    {
+        var out: [(tx: Int64, row: SQLiteQueueStore.HealthTraceRow)] = []
+        var horizon = start
+        for try await r in rows.decode(
+            (
+                Int64?, Int64, Int64?, Double?, String?, String?, String?, String?, String?, String?, String?,
+                String?, String?, String?, Double?
+            ).self)
+        {
+            horizon = r.1
+            guard let tx = r.0, let id = r.2, let time = r.3, let kind = r.4 else { continue }
+            out.append(
+                (
+                    tx,
+                    SQLiteQueueStore.HealthTraceRow(
+                        id: id, time: Date(timeIntervalSince1970: time),
+                        kind: TraceEventKind(rawValue: kind) ?? .received, recipient: r.5, detail: r.6,
+                        forest: r.7, region: r.8, tenant: r.9, clientAddress: r.10, reply: r.11,
+                        messageTenant: r.12, messageClient: r.13,
+                        messageReceivedAt: r.14.map { Date(timeIntervalSince1970: $0) })
+                ))
+        }
+        return (out, horizon)
+    }
+
+    /// The first transaction with an event at or after `time`, but never past the horizon (a
+    /// transaction still running may hold earlier events); the horizon when there is none.
     public func healthTraceStart(_ c: PostgresConnection, atOrAfter time: Date) async throws(SharedQueueError) -> Int64
     {
         try await bounded(c) { c, logger in
             let rows = try await c.query(
                 """
-                SELECT coalesce((SELECT min(tx)::text::bigint FROM mailflow_trace_event
-                  WHERE time >= to_timestamp(\(time.timeIntervalSince1970))), \(unescaped: Self.horizon))
+                WITH h AS (SELECT \(unescaped: Self.horizon) AS until)
+                SELECT least((SELECT min(tx)::text::bigint FROM mailflow_trace_event
+                  WHERE time >= to_timestamp(\(time.timeIntervalSince1970)) AND tx <> '0'::xid8), h.until) FROM h
                 """, logger: logger)
             var start: Int64 = 0
             for try await s in rows.decode(Int64.self) { start = s }
@@ -231,26 +262,37 @@ extension SharedQueue {
         }
     }
 
-    /// Stores an issue's document if `node` leads (a node that lost the leadership while it was
-    /// stopped writes nothing); false when it did not.
+    /// Stores an issue's document if `node` leads in `term` (a node that lost the leadership while
+    /// it was stopped writes nothing), never over a newer document; false when it did not lead.
     public func saveHealthIssue(
-        _ c: PostgresConnection, node: String, id: String, number: Int, resolved: Bool, lastModified: Date,
-        document: String
+        _ c: PostgresConnection, node: String, term: Int64, id: String, number: Int, resolved: Bool,
+        lastModified: Date, document: String
     ) async throws(SharedQueueError) -> Bool {
         try await transaction(c) { c, logger in
-            let rows = try await c.query(
+            let leads = try await Self.leads(c, node: node, term: term, logger: logger)
+            guard leads else { return false }
+            try await PostgresCall.exec(
+                c,
                 """
-                INSERT INTO mailflow_health_issue (id, number, resolved, last_modified, document)
-                SELECT \(id), \(number), \(resolved), to_timestamp(\(lastModified.timeIntervalSince1970)), \(document)
-                WHERE EXISTS (SELECT 1 FROM mailflow_health_leader WHERE node = \(node) AND until > now())
+                INSERT INTO mailflow_health_issue AS i (id, number, resolved, last_modified, document)
+                VALUES (\(id), \(number), \(resolved), to_timestamp(\(lastModified.timeIntervalSince1970)), \(document))
                 ON CONFLICT (id) DO UPDATE SET resolved = excluded.resolved, last_modified = excluded.last_modified,
                   document = excluded.document
-                RETURNING 1
+                WHERE i.last_modified <= excluded.last_modified
                 """, logger: logger)
-            var saved = false
-            for try await _ in rows { saved = true }
-            return saved
+            return true
         }
+    }
+
+    /// Whether `node` leads in `term` now (its lease running); locks the row till the commit.
+    static func leads(_ c: PostgresConnection, node: String, term: Int64, logger: Logger) async throws -> Bool {
+        let rows = try await c.query(
+            """
+            SELECT 1 FROM mailflow_health_leader WHERE node = \(node) AND term = \(term) AND until > now() FOR SHARE
+            """, logger: logger)
+        var leads = false
+        for try await _ in rows { leads = true }
+        return leads
     }
 
     // MARK: actions
@@ -293,10 +335,29 @@ extension SharedQueue {
         }
     }
 
-    public func finishHealthAction(_ c: PostgresConnection, _ id: Int64, applied: Bool) async throws(SharedQueueError) {
+    /// Marks an action applied or refused, if `node` leads in `term` and it still waits; false
+    /// otherwise.
+    public func finishHealthAction(_ c: PostgresConnection, node: String, term: Int64, _ id: Int64, applied: Bool)
+        async throws(SharedQueueError) -> Bool
+    {
         try await transaction(c) { c, logger in
+            guard try await Self.leads(c, node: node, term: term, logger: logger) else { return false }
             try await PostgresCall.exec(
-                c, "UPDATE mailflow_health_action SET applied = \(applied ? 1 : 2) WHERE id = \(id)", logger: logger)
+                c, "UPDATE mailflow_health_action SET applied = \(applied ? 1 : 2) WHERE id = \(id) AND applied = 0",
+                logger: logger)
+            return true
+        }
+    }
+
+    /// Withdraws an action still waiting; false when it was applied or refused meanwhile.
+    public func withdrawHealthAction(_ c: PostgresConnection, _ id: Int64) async throws(SharedQueueError) -> Bool {
+        try await transaction(c) { c, logger in
+            let rows = try await c.query(
+                "UPDATE mailflow_health_action SET applied = 3 WHERE id = \(id) AND applied = 0 RETURNING 1",
+                logger: logger)
+            var withdrawn = false
+            for try await _ in rows { withdrawn = true }
+            return withdrawn
         }
     }
 
@@ -322,29 +383,33 @@ extension SharedQueue {
                 """
                 INSERT INTO mailflow_health_leader AS l (one, node, until)
                 VALUES (true, \(node), now() + make_interval(secs => \(seconds)))
-                ON CONFLICT (one) DO UPDATE SET node = excluded.node, until = excluded.until
+                ON CONFLICT (one) DO UPDATE SET node = excluded.node, until = excluded.until,
+                  term = CASE WHEN l.node = excluded.node AND l.until >= now() THEN l.term ELSE l.term + 1 END
                 WHERE l.node = excluded.node OR l.until < now()
-                RETURNING trace_position, report_position
+                RETURNING trace_position, report_position, term
                 """, logger: logger)
             var lead: HealthLead?
-            for try await (trace, reports) in rows.decode((Int64?, Int64?).self) {
-                lead = HealthLead(trace: trace, reports: reports)
+            for try await (trace, reports, term) in rows.decode((Int64?, Int64?, Int64).self) {
+                lead = HealthLead(trace: trace, reports: reports, term: term)
             }
             return lead
         }
     }
 
-    /// Saves how far the leader has read, if `node` still leads.
-    public func saveHealthProgress(_ c: PostgresConnection, node: String, trace: Int64, reports: Int64)
-        async throws(SharedQueueError)
+    /// Saves how far the leader has read, if `node` still leads in `term`; false otherwise.
+    public func saveHealthProgress(_ c: PostgresConnection, node: String, term: Int64, trace: Int64, reports: Int64)
+        async throws(SharedQueueError) -> Bool
     {
         try await transaction(c) { c, logger in
-            try await PostgresCall.exec(
-                c,
+            let rows = try await c.query(
                 """
                 UPDATE mailflow_health_leader SET trace_position = \(trace), report_position = \(reports)
-                WHERE node = \(node) AND until > now()
+                WHERE node = \(node) AND term = \(term) AND until > now()
+                RETURNING 1
                 """, logger: logger)
+            var saved = false
+            for try await _ in rows { saved = true }
+            return saved
         }
     }
 

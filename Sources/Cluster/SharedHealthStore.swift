@@ -3,6 +3,7 @@ import Logging
 import MailQueue
 import NIOCore
 import PostgresNIO
+import Synchronization
 
 /// Service health's store and leadership in the shared queue's database (cluster mode): what the
 /// health service of every node, and `mailflow health` on any node, use instead of the node's own
@@ -24,12 +25,16 @@ public final class SharedHealthStore: HealthStore, HealthLeadership {
     /// health service's 5-second rounds, each of which renews it: a leader alive is never passed
     /// over between two rounds.
     public static let minimumLease: TimeInterval = 15
+    /// The longest a call may take, at least.
+    public static let minimumTimeout: TimeInterval = 30
 
     public let node: String
     let queue: SharedQueue
     let lease: Duration
     let slot: ConnectionSlot
     let keepConnection: Bool
+    /// The term of this node's leadership as last taken or renewed (its writes carry it).
+    let term = Mutex<Int64?>(nil)
 
     public init(
         settings: SharedQueueSettings, group: any EventLoopGroup, logger: Logger, timeout: TimeInterval? = nil,
@@ -38,8 +43,11 @@ public final class SharedHealthStore: HealthStore, HealthLeadership {
         self.keepConnection = keepConnection
         node = settings.node
         lease = .milliseconds(Int64(max(settings.lease, minimumLease) * 1000))
+        // A read of the stream is one batch of up to 50,000 events: more than acceptance's
+        // `storage.postgres.timeout` may allow.
         queue = SharedQueue(
-            database: settings.database, timeout: .milliseconds(Int64((timeout ?? settings.timeout) * 1000)),
+            database: settings.database,
+            timeout: .milliseconds(Int64((timeout ?? max(settings.timeout, Self.minimumTimeout)) * 1000)),
             logger: logger)
         slot = ConnectionSlot(role: "health", queue: queue, group: group, migrated: MigrationFlag(), logger: logger)
     }
@@ -99,13 +107,18 @@ public final class SharedHealthStore: HealthStore, HealthLeadership {
     /// Writes only while this node leads: a node that lost the leadership (stopped past its lease)
     /// gets `SharedHealthError.notLeader` and writes nothing.
     public func saveHealthIssue(id: String, number: Int, resolved: Bool, lastModified: Date, document: String) throws {
-        let node = self.node
+        let (node, term) = (self.node, try currentTerm())
         let saved = try call { q, c throws(SharedQueueError) in
             try await q.saveHealthIssue(
-                c, node: node, id: id, number: number, resolved: resolved, lastModified: lastModified,
+                c, node: node, term: term, id: id, number: number, resolved: resolved, lastModified: lastModified,
                 document: document)
         }
         guard saved else { throw SharedHealthError.notLeader(node) }
+    }
+
+    func currentTerm() throws -> Int64 {
+        guard let t = term.withLock({ $0 }) else { throw SharedHealthError.notLeader(node) }
+        return t
     }
 
     @discardableResult
@@ -119,8 +132,17 @@ public final class SharedHealthStore: HealthStore, HealthLeadership {
         try call { q, c throws(SharedQueueError) in try await q.pendingHealthActions(c) }
     }
 
+    /// Only while this node leads (`SharedHealthError.notLeader` otherwise).
     public func finishHealthAction(_ id: Int64, applied: Bool) throws {
-        try call { q, c throws(SharedQueueError) in try await q.finishHealthAction(c, id, applied: applied) }
+        let (node, term) = (self.node, try currentTerm())
+        let done = try call { q, c throws(SharedQueueError) in
+            try await q.finishHealthAction(c, node: node, term: term, id, applied: applied)
+        }
+        guard done else { throw SharedHealthError.notLeader(node) }
+    }
+
+    public func withdrawHealthAction(_ id: Int64) throws -> Bool {
+        try call { q, c throws(SharedQueueError) in try await q.withdrawHealthAction(c, id) }
     }
 
     public func healthActionState(_ id: Int64) throws -> Int? {
@@ -131,14 +153,18 @@ public final class SharedHealthStore: HealthStore, HealthLeadership {
 
     public func lead() throws -> HealthLead? {
         let (node, lease) = (self.node, self.lease)
-        return try call { q, c throws(SharedQueueError) in try await q.leadHealth(c, node: node, lease: lease) }
+        let lead = try call { q, c throws(SharedQueueError) in try await q.leadHealth(c, node: node, lease: lease) }
+        term.withLock { $0 = lead?.term }
+        return lead
     }
 
+    /// Only while this node leads (`SharedHealthError.notLeader` otherwise).
     public func saveProgress(trace: Int64, reports: Int64) throws {
-        let node = self.node
-        try call { q, c throws(SharedQueueError) in
-            try await q.saveHealthProgress(c, node: node, trace: trace, reports: reports)
+        let (node, term) = (self.node, try currentTerm())
+        let saved = try call { q, c throws(SharedQueueError) in
+            try await q.saveHealthProgress(c, node: node, term: term, trace: trace, reports: reports)
         }
+        guard saved else { throw SharedHealthError.notLeader(node) }
     }
 
     public func resign() {

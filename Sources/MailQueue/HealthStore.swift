@@ -49,8 +49,11 @@ public protocol HealthStore: Sendable {
     func pendingHealthActions() throws -> [SQLiteQueueStore.HealthAction]
     /// Marks an action done (`applied` 1) or refused (2).
     func finishHealthAction(_ id: Int64, applied: Bool) throws
-    /// 0 while waiting, 1 applied, 2 refused; nil for no such action.
+    /// 0 while waiting, 1 applied, 2 refused, 3 withdrawn; nil for no such action.
     func healthActionState(_ id: Int64) throws -> Int?
+    /// Withdraws an action still waiting (state 3), so that no monitor applies it later; false when
+    /// it was applied or refused meanwhile.
+    func withdrawHealthAction(_ id: Int64) throws -> Bool
 }
 
 /// Trace rows read for service health, and where to read on.
@@ -98,9 +101,13 @@ public struct HealthLead: Sendable, Equatable {
     /// The stream positions the previous leader (or this node) saved; nil when none was ever saved.
     public var trace: Int64?
     public var reports: Int64?
+    /// One more each time the leadership changes hands (or lapses): a node whose term is not the
+    /// one it warmed up under starts again from the stored state.
+    public var term: Int64
 
-    public init(trace: Int64?, reports: Int64?) {
+    public init(trace: Int64?, reports: Int64?, term: Int64) {
         self.trace = trace
         self.reports = reports
+        self.term = term
     }
 }

@@ -261,6 +261,13 @@ extension SQLiteQueueStore: HealthStore {
         }
     }
 
+    public func withdrawHealthAction(_ id: Int64) throws -> Bool {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE health_action SET applied = 3 WHERE id = ? AND applied = 0", arguments: [id])
+            return db.changesCount == 1
+        }
+    }
+
     public func healthActionState(_ id: Int64) throws -> Int? {
         try pool.read { db in
             try Int.fetchOne(db, sql: "SELECT applied FROM health_action WHERE id = ?", arguments: [id])

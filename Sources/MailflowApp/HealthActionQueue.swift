@@ -12,7 +12,7 @@ import ServiceHealth
 /// switch try q.queue(.status(.serviceRestored), on: issue, by: "alice") {
 /// case .applied: ...                 // the monitor applied and stored it
 /// case .refused: ...                 // it refused (see its log)
-/// case .waiting: ...                 // not applied within `wait`: nothing runs the monitor?
+/// case .waiting: ...                 // not applied within `wait` (withdrawn): nothing runs the monitor?
 /// }
 /// ```
 public struct HealthActionQueue: Sendable {
@@ -52,7 +52,10 @@ public struct HealthActionQueue: Sendable {
             default: Thread.sleep(forTimeInterval: 0.2)
             }
         }
-        return .waiting
+        // Not applied in time: withdrawn, so that no monitor applies it hours later, unless it was
+        // answered meanwhile.
+        if try store.withdrawHealthAction(id) { return .waiting }
+        return try store.healthActionState(id) == 1 ? .applied : .refused
     }
 
     /// `queue` for the issue `id` among `issues`, answering the issue as stored once applied;
@@ -71,7 +74,7 @@ public struct HealthActionQueue: Sendable {
             throw HealthActionError.notApplicable("the node running service health refused it (see its log)")
         case .waiting:
             throw HealthActionError.notApplied(
-                "queued, but not applied within \(Int(wait)) s: no node is running service health now")
+                "not applied within \(Int(wait)) s, and withdrawn: no node is running service health now")
         }
     }
 }

@@ -95,6 +95,8 @@ public final class HealthService: Sendable {
     struct Role: Sendable {
         /// This node runs the monitor (always, without `leadership`).
         var leading = false
+        /// The leadership's term the monitor was warmed up under.
+        var term: Int64?
         var warmUp: TimeInterval = HealthService.defaultWarmUp
         /// The stored issues, as a node that does not lead shows them.
         var stored: [HealthIssue] = []
@@ -106,12 +108,23 @@ public final class HealthService: Sendable {
     let monitor: Mutex<HealthMonitor>
     let cursor = Mutex(Cursor())
     let role = Mutex(Role())
+    /// What the last pass changed or applied but could not store: stored, finished and notified
+    /// at the next pass (a database that did not answer loses no notification, applies no action
+    /// twice).
+    let unsaved = Mutex(Unsaved())
+
+    struct Unsaved: Sendable {
+        var changes: [HealthChange] = []
+        var actions: [(id: Int64, applied: Bool)] = []
+    }
     let notifier: HealthNotifier?
     let logger: Logger
     let interval: Duration
     /// Trace events are written by group commit a little after their time: buckets close this late.
     let lag: TimeInterval = 5
     let task = Mutex<Task<Void, Never>?>(nil)
+    /// The blocking pool the rounds run on (`start`).
+    let pool = Mutex<NIOThreadPool?>(nil)
 
     public init(
         store: any HealthStore, leadership: (any HealthLeadership)? = nil,
@@ -158,11 +171,18 @@ public final class HealthService: Sendable {
     }
 
     /// Reloads the stored issues and replays the trace from `now - warmUp` into a scratch monitor;
-    /// the live monitor then reads from `resume` (where a previous leader stopped) or from the end.
-    func warm(now: Date, warmUp: TimeInterval, maximumRows: Int = 2_000_000, resume: HealthLead?) throws {
+    /// the live monitor then reads from `resume` (where a previous leader stopped), or from the end
+    /// when there is none or it is older than the warm-up (history is not replayed as live).
+    /// `keepLeading` runs between batches: a warm-up that outlasts the lease renews it, and stops
+    /// if it was lost.
+    func warm(
+        now: Date, warmUp: TimeInterval, maximumRows: Int = 2_000_000, resume: HealthLead?,
+        keepLeading: () throws -> Void = {}
+    ) throws {
         let existing = try Self.storedIssues(store)
         var warm = HealthMonitor(policy: monitor.withLock { $0.policy })
-        var position = try store.healthTraceStart(atOrAfter: now.addingTimeInterval(-warmUp))
+        let start = try store.healthTraceStart(atOrAfter: now.addingTimeInterval(-warmUp))
+        var position = start
         var rows = 0
         while rows < maximumRows {
             let batch = try store.healthTrace(from: position, limit: 50_000)
@@ -170,11 +190,14 @@ public final class HealthService: Sendable {
             position = batch.next
             rows += batch.rows.count
             if !batch.more { break }
+            try keepLeading()
         }
         let next = (existing.compactMap { Int($0.id.dropFirst(2)) }.max() ?? 0) + 1
         monitor.withLock { $0 = HealthMonitor(existing: existing, nextNumber: next, learntFrom: warm) }
         let reports = try resume?.reports ?? store.problemReportsEnd()
-        cursor.withLock { $0 = Cursor(trace: resume?.trace ?? position, reports: reports) }
+        let live = resume?.trace.flatMap { $0 >= start ? $0 : nil } ?? position
+        cursor.withLock { $0 = Cursor(trace: live, reports: reports) }
+        unsaved.withLock { $0 = Unsaved() }
         logger.info(
             "service health ready",
             metadata: ["issues": "\(existing.count)", "warm_up_events": "\(rows)"])
@@ -183,6 +206,7 @@ public final class HealthService: Sendable {
     /// Runs a round every `interval` until `stop()`. A round reads the store, which blocks, so it
     /// runs on `threadPool`, never on the cooperative pool the async code shares.
     public func start(threadPool: NIOThreadPool) {
+        pool.withLock { $0 = threadPool }
         let t = Task.detached { [self] in
             while !Task.isCancelled {
                 do {
@@ -204,8 +228,8 @@ public final class HealthService: Sendable {
         }
         t?.cancel()
         await t?.value
-        guard let leadership, role.withLock({ $0.leading }) else { return }
-        await Task.detached { leadership.resign() }.value
+        guard let leadership, let pool = pool.withLock({ $0 }), role.withLock({ $0.leading }) else { return }
+        try? await pool.runIfActive { leadership.resign() }
         logger.notice("service health: leadership given up")
     }
 
@@ -226,13 +250,20 @@ public final class HealthService: Sendable {
             role.withLock { $0.stored = stored }
             return
         }
-        let (was, warmUp) = role.withLock { ($0.leading, $0.warmUp) }
-        if !was {
-            try warm(now: now, warmUp: warmUp, resume: lead)
-            role.withLock { $0.leading = true }
+        let (was, term, warmUp) = role.withLock { ($0.leading, $0.term, $0.warmUp) }
+        if !was || term != lead.term {
+            // Taken, or taken back after another node led meanwhile: start from the stored state.
+            role.withLock { $0.leading = false }
+            try warm(now: now, warmUp: warmUp, resume: lead) {
+                guard try leadership.lead()?.term == lead.term else { throw HealthLeadershipLost() }
+            }
+            role.withLock {
+                $0.leading = true
+                $0.term = lead.term
+            }
             logger.notice(
                 "service health: this node leads (runs the monitor for the cluster)",
-                metadata: ["resumed": "\(lead.trace != nil)"])
+                metadata: ["resumed": "\(lead.trace != nil)", "term": "\(lead.term)"])
         }
         try pass(now: now)
         let c = cursor.withLock { $0 }
@@ -260,9 +291,11 @@ public final class HealthService: Sendable {
             signals.append((r.time, 1_000_000_000 + i, HealthTraceMapping.signal(r)))
         }
         signals.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
-        let actions = try store.pendingHealthActions()
-        var changes: [HealthChange] = []
-        var applied: [(Int64, Bool)] = []
+        let held = unsaved.withLock { $0 }
+        let finished = Set(held.actions.map(\.id))
+        let actions = try store.pendingHealthActions().filter { !finished.contains($0.id) }
+        var changes: [HealthChange] = held.changes
+        var applied: [(id: Int64, applied: Bool)] = held.actions
         monitor.withLock { m in
             // A signal older than the bucket being filled still counts, in that bucket.
             for (_, _, s) in signals {
@@ -286,8 +319,14 @@ public final class HealthService: Sendable {
             $0.trace = position
             $0.reports = reports.next
         }
-        try persist(changes)
-        for (id, ok) in applied { try store.finishHealthAction(id, applied: ok) }
+        do {
+            try persist(changes)
+            for (id, ok) in applied { try store.finishHealthAction(id, applied: ok) }
+            unsaved.withLock { $0 = Unsaved() }
+        } catch {
+            unsaved.withLock { $0 = Unsaved(changes: changes, actions: applied) }
+            throw error
+        }
         for change in changes where [.opened, .classificationChanged, .restored].contains(change.kind) {
             logger.notice(
                 "service health: \(change.kind.rawValue)",
@@ -352,4 +391,9 @@ public final class HealthService: Sendable {
         try store.addProblemReport(
             time: Date(), tenant: r.tenant, region: r.region, text: r.text, error: r.errorText, reporter: reporter)
     }
+}
+
+/// The leadership ran out while this node was warming up (another node may lead now).
+struct HealthLeadershipLost: Error, CustomStringConvertible {
+    var description: String { "the service-health leadership was lost during the warm-up" }
 }

@@ -30,6 +30,9 @@ public final class MailflowService: Sendable {
     public let scheduler: DeliveryScheduler
     let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
+    /// Service health's blocking work (its rounds, a warm-up, admins' actions waiting for the
+    /// leader): off `threadPool`, which message bodies are spooled on.
+    let healthPool: NIOThreadPool
     let server: SMTPServer
     public let admission: AdmissionControl
     public let outbound: OutboundDelivery
@@ -156,6 +159,9 @@ public final class MailflowService: Sendable {
         }
         threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
+        healthPool = NIOThreadPool(numberOfThreads: 2)
+        healthPool.start()
+        let healthPool = self.healthPool
         let tls = try TLSSetup.serverContext(
             certificate: config.tlsCertificate, key: config.tlsKey, dataDirectory: config.dataDirectory,
             hostname: config.hostname, logger: logger)
@@ -252,13 +258,13 @@ public final class MailflowService: Sendable {
                 healthIssues: { [health] in health?.issues ?? [] },
                 // On the blocking pool: the store blocks, and a node that does not lead waits for
                 // the one that does.
-                healthAct: { [health, threadPool] id, action, actor in
+                healthAct: { [health] id, action, actor in
                     guard let health else { throw HealthActionError.unknownIssue(id) }
-                    return try await threadPool.runIfActive { try health.apply(action, to: id, by: actor) }
+                    return try await healthPool.runIfActive { try health.apply(action, to: id, by: actor) }
                 },
-                healthReport: { [health, threadPool] report, reporter in
+                healthReport: { [health] report, reporter in
                     guard let health else { return }
-                    try await threadPool.runIfActive { try health.report(report, by: reporter) }
+                    try await healthPool.runIfActive { try health.report(report, by: reporter) }
                 },
                 runCheck: AdminCheckRunner.make(
                     hostname: config.hostname, dataDirectory: config.dataDirectory, dnsServers: dnsServers,
@@ -434,13 +440,14 @@ public final class MailflowService: Sendable {
             // a week of trace is read); then the monitor runs.
             let warmUp = config.healthWarmUp
             let logger = self.logger
+            let healthPool = self.healthPool
             Task.detached {
                 do {
-                    try await pool.runIfActive { try health.prepare(warmUp: warmUp) }
+                    try await healthPool.runIfActive { try health.prepare(warmUp: warmUp) }
                 } catch {
                     logger.error("service health could not load its state: \(error)")
                 }
-                health.start(threadPool: pool)
+                health.start(threadPool: healthPool)
             }
         }
         var addresses: [SocketAddress] = []
@@ -610,6 +617,7 @@ public final class MailflowService: Sendable {
         logger.notice("delivery outcomes: \(recorded.attempts) attempts in \(recorded.batches) transactions")
         await sharedQueue?.stop()
         try? await threadPool.shutdownGracefully()
+        try? await healthPool.shutdownGracefully()
         try? await group.shutdownGracefully()
         logger.notice("stopped")
     }

@@ -198,7 +198,10 @@ struct Health: ParsableCommand {
         case .applied: print("\(issue.id): \(kind) applied")
         case .refused: throw FailureMessage(text: "\(issue.id): the server refused the \(kind) (see its log)")
         case .waiting:
-            print("\(issue.id): \(kind) queued; the running server applies it within seconds (is it running?)")
+            throw FailureMessage(
+                text:
+                    "\(issue.id): the \(kind) was not applied within 15 s and is withdrawn: is the server (with service health on) running?"
+            )
         }
     }
 

@@ -74,6 +74,8 @@ struct SharedHealthStoreTests {
         try await Self.exec(early, Self.throttled("early"))
         try await Self.exec(late, Self.throttled("late"))  // its own transaction, committed at once
         let during = try await Self.blocking { try store.healthTrace(from: start, limit: 100) }
+        // A start taken now (a warm-up, a check) is not past the transaction still running.
+        let startDuring = try await Self.blocking { try store.healthTraceStart(atOrAfter: Date() - 3600) }
         #expect(during.rows.isEmpty, "nothing past a transaction still running")
         #expect(during.more == false)
         try await Self.exec(early, "COMMIT")
@@ -83,6 +85,8 @@ struct SharedHealthStoreTests {
         #expect(rows.allSatisfy { $0.kind == .throttled && $0.tenant == "contoso" && $0.reply == "421 4.3.2 busy" })
         let again = try await Self.blocking { try store.healthTrace(from: after.next, limit: 100) }
         #expect(again.rows.isEmpty, "nothing read twice")
+        let fromStart = try await Self.read(store, from: startDuring, count: 2)
+        #expect(fromStart.batches.joined().map { $0 } == ["early", "late"])
         try await Self.exec(other, "ROLLBACK")
         try await other.close()
         try await early.close()
@@ -133,8 +137,8 @@ struct SharedHealthStoreTests {
     }
 
     /// One node leads; the other gets nothing and may not write issues; once the leader's lease ran
-    /// out the other takes over with the positions the first saved, and the first may no longer
-    /// write. A clean resignation hands over at once.
+    /// out the other takes over, in a new term, with the positions the first saved, and the first
+    /// may no longer write. A clean resignation hands over at once.
     @Test func oneNodeLeadsAndTheNextGoesOnWhereItStopped() async throws {
         let db = try await ThrowawayPostgres.freshDatabase()
         let a = Self.store("node-a", db, lease: 4)
@@ -144,25 +148,30 @@ struct SharedHealthStoreTests {
                 try s.saveHealthIssue(id: "MF1", number: 1, resolved: false, lastModified: Date(), document: "{}")
             }
         }
-        #expect(try await Self.blocking { try a.lead() } == HealthLead(trace: nil, reports: nil))
+        #expect(try await Self.blocking { try a.lead() } == HealthLead(trace: nil, reports: nil, term: 1))
+        #expect(try await Self.blocking { try a.lead() }?.term == 1, "renewed: the same term")
         #expect(try await Self.blocking { try b.lead() } == nil, "node-a leads")
         try await Self.blocking { try a.saveProgress(trace: 42, reports: 7) }
         try await save(a)
         await #expect(throws: SharedHealthError.self) { try await save(b) }
         #expect(try await Self.blocking { try b.leader() }?.node == "node-a")
         try await Task.sleep(for: .milliseconds(4500))
-        #expect(try await Self.blocking { try b.lead() } == HealthLead(trace: 42, reports: 7))
+        #expect(try await Self.blocking { try b.lead() } == HealthLead(trace: 42, reports: 7, term: 2))
         await #expect(throws: SharedHealthError.self) { try await save(a) }
+        await #expect(throws: SharedHealthError.self) {
+            try await Self.blocking { try a.saveProgress(trace: 1, reports: 1) }
+        }
         #expect(try await Self.blocking { try a.lead() } == nil)
         try await Self.blocking { b.resign() }
-        #expect(try await Self.blocking { try a.lead() } != nil, "a resignation hands over at once")
+        #expect(try await Self.blocking { try a.lead() }?.term == 3, "a resignation hands over at once")
         #expect(try await Self.blocking { try b.healthIssueDocuments() } == ["{}"])
         await a.close()
         await b.close()
     }
 
     /// A report from one node is read by another from its position on, once; an action queued on
-    /// one node is pending for the leader, and its answer is seen where it was queued.
+    /// one node is pending for the leader (only a leader may finish it), and its answer is seen
+    /// where it was queued; one withdrawn is pending for nobody.
     @Test func reportsAndActionsCrossNodes() async throws {
         let db = try await ThrowawayPostgres.freshDatabase()
         let a = Self.store("node-a", db)
@@ -185,9 +194,21 @@ struct SharedHealthStoreTests {
         let pending = try await Self.blocking { try a.pendingHealthActions() }
         #expect(pending.map(\.issue) == ["MF3"])
         #expect(pending.first?.value == "serviceRestored")
+        await #expect(throws: SharedHealthError.self) {
+            try await Self.blocking { try a.finishHealthAction(id, applied: true) }
+        }
+        #expect(try await Self.blocking { try a.lead() } != nil)
         try await Self.blocking { try a.finishHealthAction(id, applied: true) }
         #expect(try await Self.blocking { try b.healthActionState(id) } == 1)
+        #expect(try await Self.blocking { try b.withdrawHealthAction(id) } == false, "applied already")
         #expect(try await Self.blocking { try a.pendingHealthActions() }.isEmpty)
+        // One nobody applied in time is withdrawn: no leader applies it later.
+        let late = try await Self.blocking {
+            try b.addHealthAction(issue: "MF3", kind: "post", value: "late", actor: "bob", time: Date())
+        }
+        #expect(try await Self.blocking { try b.withdrawHealthAction(late) })
+        #expect(try await Self.blocking { try a.pendingHealthActions() }.isEmpty)
+        #expect(try await Self.blocking { try b.healthActionState(late) } == 3)
         await a.close()
         await b.close()
     }
