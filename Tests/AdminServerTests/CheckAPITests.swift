@@ -121,7 +121,13 @@ struct CheckAPITests {
         let f = try AdminRouterFixture(
             runCheck: { _ in
                 // Ignores cancellation until the test lets it go, as a probe stuck in a connect might.
-                while !stuck.released.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(20)) }
+                // (A sleep that cancellation does not cut short: `try? await Task.sleep` would spin
+                // on a cooperative thread once the check is cancelled.)
+                while !stuck.released.withLock({ $0 }) {
+                    await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
+                        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) { k.resume() }
+                    }
+                }
                 throw CancellationError()
             }, maxConcurrentChecks: 1, checkTimeout: .milliseconds(100))
         try await f.test { client in

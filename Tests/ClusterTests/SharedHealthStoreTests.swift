@@ -1,5 +1,4 @@
 import Cluster
-import Dispatch
 import Foundation
 import MailQueue
 import NIOPosix
@@ -16,11 +15,11 @@ struct SharedHealthStoreTests {
             group: MultiThreadedEventLoopGroup.singleton, logger: SharedQueueTests.logger, minimumLease: 0)
     }
 
-    /// The store's calls block: run them off the cooperative pool, as the health service does.
+    /// The store's calls block: run them on a thread pool of their own, as the health service
+    /// does. Not on `DispatchQueue.global()`: on Linux its threads are the cooperative pool's, and a
+    /// blocked one waits for a task that needs one of them.
     static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { k in
-            DispatchQueue.global().async { k.resume(with: Result { try body() }) }
-        }
+        try await NIOThreadPool.singleton.runIfActive { try body() }
     }
 
     static func connect(_ db: PostgresAddress) async throws -> PostgresConnection {
