@@ -540,17 +540,19 @@ public struct SharedQueue: Sendable {
         try await bounded(c) { c, logger in
             let rows = try await c.query(
                 """
-                SELECT extract(epoch FROM time)::float8, queue_id, recipient, kind, detail
+                SELECT extract(epoch FROM time)::float8, queue_id, recipient, kind, detail, forest, region, tenant,
+                  client_address, reply
                 FROM mailflow_trace_event WHERE queue_id = \(queueID) ORDER BY id
                 """, logger: logger)
             var out: [TraceEvent] = []
-            for try await (time, queueID, recipient, kind, detail) in rows.decode(
-                (Double, String, String?, String, String?).self)
+            for try await r in rows.decode(
+                (Double, String, String?, String, String?, String?, String?, String?, String?, String?).self)
             {
                 out.append(
                     TraceEvent(
-                        time: Date(timeIntervalSince1970: time), queueID: queueID, recipient: recipient,
-                        kind: TraceEventKind(rawValue: kind) ?? .received, detail: detail))
+                        time: Date(timeIntervalSince1970: r.0), queueID: r.1, recipient: r.2,
+                        kind: TraceEventKind(rawValue: r.3) ?? .received, detail: r.4, forest: r.5, region: r.6,
+                        tenant: r.7, clientAddress: r.8, reply: r.9))
             }
             return out
         }

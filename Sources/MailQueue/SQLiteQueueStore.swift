@@ -394,11 +394,16 @@ public final class SQLiteQueueStore: Sendable {
             return path
         }
         // A message an administrator held meanwhile stays held, one deleted stays done (a next
-        // attempt on it would have the loop take it again and again).
+        // attempt on it would have the loop take it again and again), one whose bounce was asked
+        // for meanwhile is due at once (as in the shared queue), not after this attempt's deferral.
         try db.cachedStatement(
-            sql:
-                "UPDATE message SET next_attempt = CASE WHEN state IN ('held', 'done') THEN NULL ELSE ? END, attempts = attempts + 1 WHERE id = ?"
-        ).execute(arguments: [a.nextAttempt?.timeIntervalSince1970 ?? now.timeIntervalSince1970, messageID])
+            sql: """
+                UPDATE message SET next_attempt = CASE WHEN state IN ('held', 'done') THEN NULL
+                  WHEN bounce_requested = 1 THEN ? ELSE ? END, attempts = attempts + 1 WHERE id = ?
+                """
+        ).execute(arguments: [
+            now.timeIntervalSince1970, a.nextAttempt?.timeIntervalSince1970 ?? now.timeIntervalSince1970, messageID,
+        ])
         return nil
     }
 

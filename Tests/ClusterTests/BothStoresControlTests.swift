@@ -167,17 +167,7 @@ struct BothStoresControlTests {
         let b = try await q.stored(bounced.id)
         #expect(b.state == .queued && b.bounceRequested)
         let due = try await q.claimIDs()
-        if store == .sqlite {
-            // SQLiteQueueStore.record gives a message still pending the attempt's next time even when
-            // a bounce was requested meanwhile (the shared queue makes it due at once): the report
-            // waits out the retry interval. Reported to the lead (issue 16, helper's report); this
-            // known issue fails ("not recorded") once the store is fixed, so drop it then.
-            withKnownIssue("a bounce requested during a delivery waits for the deferral's next attempt in SQLite") {
-                #expect(due == [bounced.id], "the bounce is due now, not in an hour")
-            }
-        } else {
-            #expect(due == [bounced.id], "the bounce is due now, not in an hour")
-        }
+        #expect(due == [bounced.id], "the bounce is due now, not in an hour")
         await q.stop()
     }
 
